@@ -1,0 +1,21 @@
+"""Rule prepare_camus: export CAMUS 4CH ED images and labels as png."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from echogen.data.camus import prepare_camus
+
+from echogen.workflow import setup_logging
+
+if TYPE_CHECKING:
+    from snakemake.script import snakemake
+
+
+def main(root: str, out_dir: str, on_error: str) -> None:
+    prepare_camus(root, out_dir, on_error=on_error)
+
+
+if "snakemake" in globals():
+    setup_logging(snakemake.log[0])
+    main(snakemake.input.root, snakemake.output.root, snakemake.params.on_error)
