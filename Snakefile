@@ -29,10 +29,10 @@ include: "rules/derived.smk"
 
 
 rule all:
+    default_target: True
     """Everything the activated config produces."""
     input:
         data_targets(),
-    default_target: True
 
 
 rule prepare_data:

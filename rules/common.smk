@@ -4,11 +4,17 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-
 validate(config, "../config/schemas/config.schema.yaml")
 
 
-PHANTOM_DATASETS = ["dynamic", "ped_a4c", "ped_psax", "cardiacnet", "camus", "rvfailure"]
+PHANTOM_DATASETS = [
+    "dynamic",
+    "ped_a4c",
+    "ped_psax",
+    "cardiacnet",
+    "camus",
+    "rvfailure",
+]
 PEDIATRIC_VIEWS = {"a4c": "ped_a4c", "psax": "ped_psax"}
 # Datasets whose harmonised manifest lists videos (rvfailure lists DICOM clips).
 VIDEO_MANIFESTS = ["dynamic", "ped_a4c", "ped_psax", "cardiacnet", "rvfailure"]
@@ -36,7 +42,11 @@ def is_activated(section):
 def dataset_root(dataset):
     """Raw dataset folder from config; an existing folder, or the phantom's output path."""
     root = config["datasets"][dataset]["root"]
-    if is_activated(f"datasets/{dataset}") and not Path(root).exists() and Path(root) != Path("resources/phantom") / dataset:
+    if (
+        is_activated(f"datasets/{dataset}")
+        and not Path(root).exists()
+        and Path(root) != Path("resources/phantom") / dataset
+    ):
         raise WorkflowError(
             f"datasets.{dataset}.root = {root!r} does not exist. Fix: download the dataset "
             f"there, point datasets.{dataset}.root at it, or set it to "
@@ -89,7 +99,9 @@ def data_targets():
     if is_activated("datasets/camus"):
         targets.append("resources/camus")
     if is_activated("datasets/rvfailure"):
-        targets += expand("resources/rvfailure/splits/{split}.csv", split=["train", "val", "test"])
+        targets += expand(
+            "resources/rvfailure/splits/{split}.csv", split=["train", "val", "test"]
+        )
     if is_activated("derived/dartagnan_clips"):
         for dataset in derived["dartagnan_clips"]["datasets"]:
             if is_activated(f"datasets/{dataset}"):
@@ -102,7 +114,9 @@ def data_targets():
                     dataset=dataset,
                     frames=lengths,
                 )
-    if is_activated("derived/cardiacnet_frames") and is_activated("datasets/cardiacnet"):
+    if is_activated("derived/cardiacnet_frames") and is_activated(
+        "datasets/cardiacnet"
+    ):
         targets.append("resources/cardiacnet/frames.csv")
     if is_activated("derived/flow"):
         for dataset in derived["flow"]["datasets"]:

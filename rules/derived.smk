@@ -8,14 +8,16 @@ rule extract_dartagnan_clips:
         "logs/extract_dartagnan_clips/{dataset}_{chunk}.log",
     benchmark:
         "benchmarks/extract_dartagnan_clips/{dataset}_{chunk}.tsv"
-    params:
-        clips=config["derived"]["dartagnan_clips"],
-        n_chunks=chunks_of,
-        on_error=dataset_on_error,
+    conda:
+        "../envs/echogen.yaml"
     threads: 1
     resources:
         mem_mb=tier_mem("cpu_chunk"),
         runtime=tier_runtime("cpu_chunk"),
+    params:
+        clips=config["derived"]["dartagnan_clips"],
+        n_chunks=chunks_of,
+        on_error=dataset_on_error,
     script:
         "../workflow_scripts/extract_dartagnan_clips.py"
 
@@ -30,6 +32,8 @@ rule gather_dartagnan_clips:
     log:
         "logs/gather_dartagnan_clips/{dataset}.log",
     localrule: True
+    conda:
+        "../envs/echogen.yaml"
     script:
         "../workflow_scripts/gather_parts.py"
 
@@ -45,14 +49,16 @@ rule extract_reference_frames:
         "logs/extract_reference_frames/{dataset}_{frames}f.log",
     benchmark:
         "benchmarks/extract_reference_frames/{dataset}_{frames}f.tsv"
-    params:
-        reference=config["derived"]["reference_frames"],
-        seed=config["seed"],
-        on_error=dataset_on_error,
+    conda:
+        "../envs/echogen.yaml"
     threads: 1
     resources:
         mem_mb=tier_mem("cpu_chunk"),
         runtime=tier_runtime("cpu_chunk"),
+    params:
+        reference=config["derived"]["reference_frames"],
+        seed=config["seed"],
+        on_error=dataset_on_error,
     script:
         "../workflow_scripts/extract_reference_frames.py"
 
@@ -66,13 +72,15 @@ rule extract_cardiacnet_frames:
         index="resources/cardiacnet/frames.csv",
     log:
         "logs/extract_cardiacnet_frames/cardiacnet.log",
-    params:
-        quality=config["derived"]["cardiacnet_frames"].get("quality", 95),
-        on_error=on_error("cardiacnet"),
+    conda:
+        "../envs/echogen.yaml"
     threads: 1
     resources:
         mem_mb=tier_mem("cpu_chunk"),
         runtime=tier_runtime("cpu_chunk"),
+    params:
+        quality=config["derived"]["cardiacnet_frames"].get("quality", 95),
+        on_error=on_error("cardiacnet"),
     script:
         "../workflow_scripts/extract_cardiacnet_frames.py"
 
@@ -87,14 +95,16 @@ rule compute_flow:
         "logs/compute_flow/{dataset}_{chunk}.log",
     benchmark:
         "benchmarks/compute_flow/{dataset}_{chunk}.tsv"
-    params:
-        flow=config["derived"]["flow"],
-        n_chunks=chunks_of,
-        on_error=dataset_on_error,
+    conda:
+        "../envs/echogen.yaml"
     threads: 1
     resources:
         mem_mb=tier_mem("cpu_chunk"),
         runtime=tier_runtime("cpu_chunk"),
+    params:
+        flow=config["derived"]["flow"],
+        n_chunks=chunks_of,
+        on_error=dataset_on_error,
     script:
         "../workflow_scripts/compute_flow.py"
 
@@ -109,5 +119,7 @@ rule gather_flow:
     log:
         "logs/gather_flow/{dataset}.log",
     localrule: True
+    conda:
+        "../envs/echogen.yaml"
     script:
         "../workflow_scripts/gather_parts.py"

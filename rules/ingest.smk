@@ -7,12 +7,14 @@ rule ingest_dynamic:
         quarantine="resources/manifests/dynamic_quarantine.csv",
     log:
         "logs/ingest_dynamic/dynamic.log",
-    params:
-        on_error=on_error("dynamic"),
+    conda:
+        "../envs/echogen.yaml"
     threads: 1
     resources:
         mem_mb=tier_mem("cpu_small"),
         runtime=tier_runtime("cpu_small"),
+    params:
+        on_error=on_error("dynamic"),
     script:
         "../workflow_scripts/ingest_dynamic.py"
 
@@ -26,12 +28,14 @@ rule ingest_pediatric:
         quarantine="resources/manifests/ped_{view}_quarantine.csv",
     log:
         "logs/ingest_pediatric/{view}.log",
-    params:
-        on_error=pediatric_on_error,
+    conda:
+        "../envs/echogen.yaml"
     threads: 1
     resources:
         mem_mb=tier_mem("cpu_small"),
         runtime=tier_runtime("cpu_small"),
+    params:
+        on_error=pediatric_on_error,
     script:
         "../workflow_scripts/ingest_pediatric.py"
 
@@ -45,12 +49,14 @@ rule index_cardiacnet:
         quarantine="resources/cardiacnet/nifti_index_quarantine.csv",
     log:
         "logs/index_cardiacnet/cardiacnet.log",
-    params:
-        cardiacnet=config["datasets"]["cardiacnet"],
+    conda:
+        "../envs/echogen.yaml"
     threads: 1
     resources:
         mem_mb=tier_mem("cpu_small"),
         runtime=tier_runtime("cpu_small"),
+    params:
+        cardiacnet=config["datasets"]["cardiacnet"],
     script:
         "../workflow_scripts/index_cardiacnet.py"
 
@@ -65,13 +71,15 @@ rule convert_cardiacnet:
         "logs/convert_cardiacnet/{chunk}.log",
     benchmark:
         "benchmarks/convert_cardiacnet/{chunk}.tsv"
-    params:
-        cardiacnet=config["datasets"]["cardiacnet"],
-        n_chunks=n_chunks("cardiacnet"),
+    conda:
+        "../envs/echogen.yaml"
     threads: 1
     resources:
         mem_mb=tier_mem("cpu_chunk"),
         runtime=tier_runtime("cpu_chunk"),
+    params:
+        cardiacnet=config["datasets"]["cardiacnet"],
+        n_chunks=n_chunks("cardiacnet"),
     script:
         "../workflow_scripts/convert_cardiacnet.py"
 
@@ -85,6 +93,8 @@ rule ingest_cardiacnet:
         quarantine="resources/manifests/cardiacnet_quarantine.csv",
     log:
         "logs/ingest_cardiacnet/cardiacnet.log",
+    conda:
+        "../envs/echogen.yaml"
     threads: 1
     resources:
         mem_mb=tier_mem("cpu_small"),
@@ -101,12 +111,14 @@ rule prepare_camus:
         root=directory("resources/camus"),
     log:
         "logs/prepare_camus/camus.log",
-    params:
-        on_error=on_error("camus"),
+    conda:
+        "../envs/echogen.yaml"
     threads: 1
     resources:
         mem_mb=tier_mem("cpu_small"),
         runtime=tier_runtime("cpu_small"),
+    params:
+        on_error=on_error("camus"),
     script:
         "../workflow_scripts/prepare_camus.py"
 
@@ -120,12 +132,14 @@ rule index_dicoms:
         quarantine="resources/rvfailure/dicom_index_quarantine.csv",
     log:
         "logs/index_dicoms/rvfailure.log",
-    params:
-        rvfailure=config["datasets"]["rvfailure"],
+    conda:
+        "../envs/echogen.yaml"
     threads: 1
     resources:
         mem_mb=tier_mem("cpu_small"),
         runtime=tier_runtime("cpu_small"),
+    params:
+        rvfailure=config["datasets"]["rvfailure"],
     script:
         "../workflow_scripts/index_dicoms.py"
 
@@ -140,14 +154,16 @@ rule convert_dicoms:
         "logs/convert_dicoms/{chunk}.log",
     benchmark:
         "benchmarks/convert_dicoms/{chunk}.tsv"
-    params:
-        rvfailure=config["datasets"]["rvfailure"],
-        farneback=config["derived"]["flow"]["farneback"],
-        n_chunks=n_chunks("rvfailure"),
+    conda:
+        "../envs/echogen.yaml"
     threads: 1
     resources:
         mem_mb=tier_mem("cpu_chunk"),
         runtime=tier_runtime("cpu_chunk"),
+    params:
+        rvfailure=config["datasets"]["rvfailure"],
+        farneback=config["derived"]["flow"]["farneback"],
+        n_chunks=n_chunks("rvfailure"),
     script:
         "../workflow_scripts/convert_dicoms.py"
 
@@ -161,14 +177,18 @@ rule ingest_rvfailure:
         manifest="resources/manifests/rvfailure.csv",
         quarantine="resources/manifests/rvfailure_quarantine.csv",
         stats="resources/rvfailure/stats.json",
-        splits=expand("resources/rvfailure/splits/{split}.csv", split=["train", "val", "test"]),
+        splits=expand(
+            "resources/rvfailure/splits/{split}.csv", split=["train", "val", "test"]
+        ),
     log:
         "logs/ingest_rvfailure/rvfailure.log",
-    params:
-        positive_class=config["datasets"]["rvfailure"]["positive_class"],
+    conda:
+        "../envs/echogen.yaml"
     threads: 1
     resources:
         mem_mb=tier_mem("cpu_small"),
         runtime=tier_runtime("cpu_small"),
+    params:
+        positive_class=config["datasets"]["rvfailure"]["positive_class"],
     script:
         "../workflow_scripts/ingest_rvfailure.py"

@@ -6,12 +6,14 @@ rule make_phantom:
         "logs/make_phantom/{dataset}.log",
     benchmark:
         "benchmarks/make_phantom/{dataset}.tsv"
-    params:
-        phantom=phantom_params,
-        seed=config["seed"],
+    conda:
+        "../envs/echogen.yaml"
     threads: 1
     resources:
         mem_mb=tier_mem("cpu_small"),
         runtime=tier_runtime("cpu_chunk"),
+    params:
+        phantom=phantom_params,
+        seed=config["seed"],
     script:
         "../workflow_scripts/make_phantom.py"

@@ -153,7 +153,9 @@ def test_missing_traced_frames_names_manifest_and_row(tmp_path):
         {"name": "untraced", "n": 40, "fps": 32},
     ]
     manifest = make_manifest(tmp_path, specs)
-    with pytest.raises(DataError, match=r"manifest\.csv, row 3: video untraced has no EDFrame") as err:
+    with pytest.raises(
+        DataError, match=r"manifest\.csv, row 3: video untraced has no EDFrame"
+    ) as err:
         extract_dartagnan_clips(manifest, 0, 1, tmp_path / "part", frames=8)
     assert "VolumeTracings" in str(err.value)
 
