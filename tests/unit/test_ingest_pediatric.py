@@ -58,7 +58,9 @@ def test_happy_path(tmp_path):
     df = read_manifest(tmp_path / "out" / "m.csv")
     assert list(df.columns) == MANIFEST_COLUMNS
     assert df["FileName"].tolist() == [f"CR{i}-acc-00000{i}" for i in range(4)]
-    assert df["Path"].tolist() == [str(root / "Videos" / f"CR{i}-acc-00000{i}.avi") for i in range(4)]
+    assert df["Path"].tolist() == [
+        str(root / "Videos" / f"CR{i}-acc-00000{i}.avi") for i in range(4)
+    ]
     assert df["Fold"].tolist() == FOLDS
     assert df["Split"].tolist() == ["TRAIN", "TRAIN", "VAL", "TEST"]
     assert df["FrameHeight"].tolist() == [h for h, _ in SIZES]

@@ -1,0 +1,78 @@
+"""Workflow configuration: the JSON schema's keys, documented.
+
+The schema (``config/schemas/config.schema.yaml``) is the single source of truth for
+config keys; ``config/README.md`` carries a table generated from it by
+:func:`schema_table`, and a test keeps the two equal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "config" / "schemas" / "config.schema.yaml"
+
+
+def _resolve(node: dict, schema: dict) -> dict:
+    """Merge ``$ref`` and ``allOf`` parts into one node (enough for this schema's shapes)."""
+    node = dict(node)
+    if "$ref" in node:
+        target = schema
+        for part in node.pop("$ref").lstrip("#/").split("/"):
+            target = target[part]
+        node = {**_resolve(target, schema), **node}
+    for part in node.pop("allOf", []):
+        resolved = _resolve(part, schema)
+        node = {
+            **resolved,
+            **node,
+            "properties": {**resolved.get("properties", {}), **node.get("properties", {})},
+        }
+    return node
+
+
+def iter_keys(schema: dict | None = None) -> Iterator[tuple[str, dict]]:
+    """Yield ``(dotted key, resolved schema node)`` for every key, depth first."""
+    schema = schema or yaml.safe_load(SCHEMA_PATH.read_text())
+
+    def walk(node: dict, prefix: str):
+        node = _resolve(node, schema)
+        for name, child in node.get("properties", {}).items():
+            key = f"{prefix}.{name}" if prefix else name
+            resolved = _resolve(child, schema)
+            yield key, resolved
+            yield from walk(resolved, key)
+        extra = node.get("additionalProperties")
+        if isinstance(extra, dict) and extra:
+            key = f"{prefix}.<name>"
+            yield key, _resolve(extra, schema)
+
+    yield from walk(schema, "")
+
+
+def _type(node: dict) -> str:
+    if "enum" in node:
+        return " \\| ".join(f"`{v}`" for v in node["enum"])
+    kind = node.get("type", "object")
+    bounds = []
+    for word, symbol in [
+        ("minimum", "≥"),
+        ("exclusiveMinimum", ">"),
+        ("maximum", "≤"),
+        ("exclusiveMaximum", "<"),
+    ]:
+        if word in node:
+            bounds.append(f"{symbol} {node[word]}")
+    return kind + (f" ({', '.join(bounds)})" if bounds else "")
+
+
+def schema_table(schema: dict | None = None) -> str:
+    """Markdown table of every config key: key, type and bounds, default, meaning."""
+    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for key, node in iter_keys(schema):
+        default = node.get("default", "")
+        default = f"`{default}`" if default != "" else "—"
+        rows.append(f"| `{key}` | {_type(node)} | {default} | {node.get('description', '')} |")
+    return "\n".join(rows) + "\n"

@@ -1,0 +1,216 @@
+"""The workflow as users run it: lint, formatting, dry runs and the demo's data preparation."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from echogen.data.manifest import MANIFEST_COLUMNS, SPLITS, read_manifest
+from echogen.data.tracings import read_volume_tracings, tracing_ef
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+SNAKEMAKE = str(BIN / "snakemake")
+DEMO_CONFIG = REPO / "config" / "config.yaml"
+PAPER_CONFIG = REPO / "config" / "paper.yaml"
+
+
+def snakemake(*args, cwd=REPO, timeout=1200):
+    return subprocess.run(
+        [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_ruff_clean():
+    result = subprocess.run(
+        [str(BIN / "ruff"), "check", "echogen", "workflow_scripts", "tests", "bench"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_snakefmt_clean():
+    result = subprocess.run(
+        [str(BIN / "snakefmt"), "--check", "Snakefile", "rules"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_lint_clean():
+    result = snakemake("--lint")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def test_bad_config_key_is_named(tmp_path):
+    config = yaml.safe_load(DEMO_CONFIG.read_text())
+    config["datasets"]["dynamic"]["chunks"] = 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    result = snakemake("-n", "--configfile", bad, "--directory", tmp_path)
+    assert result.returncode != 0
+    text = result.stdout + result.stderr
+    assert "chunks" in text and "minimum" in text
+
+
+def test_missing_real_dataset_root_is_named(tmp_path):
+    result = snakemake("-n", "--configfile", PAPER_CONFIG, "--directory", tmp_path)
+    assert result.returncode != 0
+    assert "datasets.dynamic.root = 'data/EchoNet-Dynamic' does not exist" in (
+        result.stdout + result.stderr
+    )
+
+
+def planned_jobs(output: str) -> dict[str, int]:
+    lines = output.split("Job stats:")[1].splitlines()[3:]
+    jobs = {}
+    for line in lines:
+        parts = line.split()
+        if len(parts) != 2 or parts[0] == "total":
+            break
+        jobs[parts[0]] = int(parts[1])
+    return jobs
+
+
+def test_paper_dry_run_plans_every_data_rule(tmp_path):
+    for folder in [
+        "EchoNet-Dynamic",
+        "EchoNet-Pediatric/A4C",
+        "EchoNet-Pediatric/PSAX",
+        "CardiacNet",
+        "CAMUS",
+        "rvfailure",
+    ]:
+        (tmp_path / "data" / folder).mkdir(parents=True)
+    result = snakemake("-n", "--configfile", PAPER_CONFIG, "--directory", tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = planned_jobs(result.stdout)
+    paper = yaml.safe_load(PAPER_CONFIG.read_text())
+    assert jobs["compute_flow"] == paper["datasets"]["dynamic"]["chunks"] == 100
+    assert jobs["extract_dartagnan_clips"] == 100
+    assert jobs["convert_dicoms"] == paper["datasets"]["rvfailure"]["chunks"]
+    assert jobs["convert_cardiacnet"] == paper["datasets"]["cardiacnet"]["chunks"]
+    assert "make_phantom" not in jobs
+    for rule in [
+        "ingest_dynamic",
+        "ingest_pediatric",
+        "index_cardiacnet",
+        "ingest_cardiacnet",
+        "prepare_camus",
+        "index_dicoms",
+        "ingest_rvfailure",
+        "extract_reference_frames",
+        "extract_cardiacnet_frames",
+        "gather_dartagnan_clips",
+        "gather_flow",
+    ]:
+        assert rule in jobs, rule
+    assert sum(jobs.values()) < 500
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """The demo's data preparation, run once into a temporary directory."""
+    workdir = tmp_path_factory.mktemp("demo")
+    result = snakemake(
+        "--profile", REPO / "profiles" / "ci", "--configfile", DEMO_CONFIG,
+        "--directory", workdir, "prepare_data",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return workdir
+
+
+def test_demo_manifests_share_one_schema(demo):
+    config = yaml.safe_load(DEMO_CONFIG.read_text())
+    for dataset in ["dynamic", "ped_a4c", "ped_psax", "cardiacnet", "rvfailure"]:
+        path = demo / "resources" / "manifests" / f"{dataset}.csv"
+        assert list(pd.read_csv(path, nrows=0).columns) == MANIFEST_COLUMNS, dataset
+        manifest = read_manifest(path)
+        assert set(manifest["Split"]) <= set(SPLITS)
+        assert len(manifest) > 0
+        assert (manifest["Dataset"] == dataset).all()
+    dynamic = read_manifest(demo / "resources/manifests/dynamic.csv")
+    assert len(dynamic) == sum(config["phantom"]["dynamic"]["videos"].values())
+    assert dynamic["FrameHeight"].eq(112).all() and dynamic["FPS"].eq(50).all()
+
+
+def test_demo_phantom_tracing_ef_matches_filelist(demo):
+    root = demo / "resources" / "phantom" / "dynamic"
+    filelist = pd.read_csv(root / "FileList.csv", dtype={"FileName": str})
+    tracings = read_volume_tracings(root / "VolumeTracings.csv")
+    for name, ef in zip(filelist["FileName"], filelist["EF"], strict=True):
+        assert abs(tracing_ef(tracings[name])[4] - ef) < 1.0, name
+    manifest = read_manifest(demo / "resources/manifests/dynamic.csv")
+    assert np.abs(manifest["TracingEF"] - manifest["EF"]).max() < 1.0
+
+
+def test_demo_dartagnan_clips(demo):
+    metainfo = pd.read_csv(demo / "resources/dartagnan/dynamic/metainfo.csv")
+    assert len(metainfo) == len(read_manifest(demo / "resources/manifests/dynamic.csv"))
+    clip = np.load(demo / metainfo["Path"].iloc[0])
+    assert clip.shape == (64, 112, 112) and clip.dtype == np.float16
+    assert 0.0 <= float(clip.min()) and float(clip.max()) <= 1.0
+
+
+def test_demo_reference_frames_layout(demo):
+    for name, frames in [("dynamic_16f", 16), ("dynamic_128f", 128), ("ped_a4c_16f", 16)]:
+        folder = demo / "resources" / "reference_frames" / name
+        videos = sorted(p for p in folder.iterdir())
+        assert videos and all(v.is_dir() for v in videos)
+        names = sorted(p.name for p in videos[0].iterdir())
+        assert names == [f"{i:04d}.jpg" for i in range(frames)]
+
+
+def test_demo_flow_and_rvfailure(demo):
+    flow = pd.read_csv(demo / "resources/flow/dynamic/index.csv")
+    field = np.load(demo / flow["Path"].iloc[0])
+    assert field.ndim == 4 and field.shape[1:] == (112, 112, 2)
+    stats = json.loads((demo / "resources/rvfailure/stats.json").read_text())
+    assert stats["std"] > 0
+    splits = [
+        pd.read_csv(demo / f"resources/rvfailure/splits/{s}.csv") for s in ("train", "val", "test")
+    ]
+    patients = [set(s["patient_id"]) for s in splits]
+    assert not (patients[0] & patients[1] or patients[0] & patients[2] or patients[1] & patients[2])
+    for split in splits:
+        assert set(split["label"]) <= {0, 1}
+        clip = np.load(demo / split["Path"].iloc[0])
+        assert clip.shape[1:] == (112, 112)
+
+
+def test_demo_camus_and_cardiacnet(demo):
+    camus = pd.read_csv(demo / "resources/camus/index.csv")
+    assert sorted(camus["split"].unique()) == ["test", "train", "valid"]
+    cardiac = read_manifest(demo / "resources/manifests/cardiacnet.csv")
+    assert set(cardiac["class_id"]) == {0, 1, 2, 3}
+    frames = pd.read_csv(demo / "resources/cardiacnet/frames.csv")
+    assert len(frames) == len(cardiac)
+
+
+def test_demo_rerun_is_a_no_op(demo):
+    result = snakemake(
+        "--profile", REPO / "profiles" / "ci", "--configfile", DEMO_CONFIG,
+        "--directory", demo, "prepare_data", "-n",
+    )  # fmt: skip
+    assert result.returncode == 0
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_demo_logs_every_job(demo):
+    logs = list((demo / "logs").rglob("*.log"))
+    assert len(logs) >= 20
