@@ -20,6 +20,7 @@ from echogen.data.rvfailure import ingest_rvfailure
 NAME, BIRTH, INSTITUTION = "Doe^Jane", "19700101", "Saint Elsewhere Hospital"
 IDENTIFYING = [NAME, "Jane", BIRTH, INSTITUTION]
 H, W, T = 40, 56, 33
+SPLIT_NAMES = ("train", "val", "test")
 
 
 def write_dicom(path, frames, patient_id, photometric="MONOCHROME2", pixels=True, cine_rate=None):
@@ -69,7 +70,8 @@ def write_csvs(root, classes=None, splits=None):
 def raw(tmp_path):
     """Raw layout: 4 loops of 3 patients in nested folders with arbitrary names."""
     root = tmp_path / "raw"
-    write_dicom(root / "dcm" / "site_b" / "zz.dcm", moving_clip(0, colour=True), "P001", "RGB", cine_rate=30)
+    colour = moving_clip(0, colour=True)
+    write_dicom(root / "dcm" / "site_b" / "zz.dcm", colour, "P001", "RGB", cine_rate=30)
     write_dicom(root / "dcm" / "site_a" / "deep" / "1.dcm", moving_clip(1), "P001")
     write_dicom(root / "dcm" / "IM_0003.dcm", moving_clip(2), "P002")
     write_dicom(root / "dcm" / "site_a" / "x.dcm", moving_clip(3, colour=True), "P003", "RGB")
@@ -79,8 +81,13 @@ def raw(tmp_path):
 
 def index(raw, tmp_path, **kwargs):
     return index_dicoms(
-        raw, "dcm", "REDcap_class.csv", "splits.csv", tmp_path / "out" / "index.csv",
-        tmp_path / "out" / "index_quarantine.csv", **kwargs,
+        raw,
+        "dcm",
+        "REDcap_class.csv",
+        "splits.csv",
+        tmp_path / "out" / "index.csv",
+        tmp_path / "out" / "index_quarantine.csv",
+        **kwargs,
     )
 
 
@@ -94,7 +101,9 @@ def test_index_reads_headers(raw, tmp_path):
     assert df.loc[str(dcm / "IM_0003.dcm"), "FileName"] == "P002_000"
     assert df.loc[p1_b, "class_name"] == "severe"
     assert df["Split"].to_dict() == {
-        p1_b: "TRAIN", p1_a: "TRAIN", str(dcm / "IM_0003.dcm"): "VAL",
+        p1_b: "TRAIN",
+        p1_a: "TRAIN",
+        str(dcm / "IM_0003.dcm"): "VAL",
         str(dcm / "site_a" / "x.dcm"): "TEST",
     }
     assert (df["NumberOfFrames"] == T).all()
@@ -102,15 +111,23 @@ def test_index_reads_headers(raw, tmp_path):
     assert df.loc[p1_b, "FPS"] == 30 and np.isnan(df.loc[p1_a, "FPS"])
     written = pd.read_csv(tmp_path / "out" / "index.csv", dtype=str)
     assert list(written.columns) == [
-        "FileName", "source", "patient_id", "class_name", "Split", "NumberOfFrames", "rows",
-        "columns", "FPS",
+        "FileName",
+        "source",
+        "patient_id",
+        "class_name",
+        "Split",
+        "NumberOfFrames",
+        "rows",
+        "columns",
+        "FPS",
     ]
     assert pd.read_csv(tmp_path / "out" / "index_quarantine.csv").empty
 
 
 def test_unknown_class_label_names_csv_row(raw, tmp_path):
     write_csvs(raw, classes={"P001": "severe", "P002": "terrible", "P003": "mild"})
-    with pytest.raises(DataError, match=r"REDcap_class\.csv, row 3: unknown class label 'terrible'") as err:
+    expected = r"REDcap_class\.csv, row 3: unknown class label 'terrible'"
+    with pytest.raises(DataError, match=expected) as err:
         index(raw, tmp_path)
     assert "normal" in str(err.value) and "severe" in str(err.value)
 
@@ -161,7 +178,8 @@ def test_skip_mode_quarantines_bad_files(raw, tmp_path):
     df = index(raw, tmp_path, on_error="skip")
     assert sorted(df["FileName"]) == ["P001_000", "P001_001", "P002_000", "P003_000"]
     quarantine = pd.read_csv(tmp_path / "out" / "index_quarantine.csv", dtype=str)
-    assert sorted(quarantine["file"].str.rsplit("/", n=1).str[-1]) == ["notes.dcm", "p9.dcm", "short.dcm"]
+    names = sorted(quarantine["file"].str.rsplit("/", n=1).str[-1])
+    assert names == ["notes.dcm", "p9.dcm", "short.dcm"]
     assert set(quarantine.dropna(subset=["item"])["item"]) == {"P002", "P009"}
 
 
@@ -178,18 +196,18 @@ def test_convert_quarantines_undecodable_pixels(raw, tmp_path):
     index(raw, tmp_path)
     broken = raw / "dcm" / "IM_0003.dcm"
     broken.write_bytes(broken.read_bytes()[:-500])  # truncate the pixel data after indexing
-    with pytest.raises(DataError, match=r"IM_0003\.dcm: pixel data cannot be decoded"):
-        convert_dicoms(tmp_path / "out" / "index.csv", 0, 1, tmp_path / "parts" / "part_000", size=16)
     part = tmp_path / "parts" / "part_000"
+    with pytest.raises(DataError, match=r"IM_0003\.dcm: pixel data cannot be decoded"):
+        convert_dicoms(tmp_path / "out" / "index.csv", 0, 1, part, size=16)
+    assert not part.exists()  # nothing half-written
     convert_dicoms(tmp_path / "out" / "index.csv", 0, 1, part, size=16, on_error="skip")
     assert "P002_000" not in set(pd.read_csv(part / "index.csv")["FileName"])
     assert pd.read_csv(part / "quarantine.csv")["item"].tolist() == ["P002_000"]
 
 
 def snapshot(root):
-    return {
-        str(p): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(root.rglob("*")) if p.is_file()
-    }
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    return {str(p): (p.read_bytes(), p.stat().st_mtime_ns) for p in files}
 
 
 def test_pipeline_outputs_deidentified_inputs_untouched(raw, tmp_path, caplog, capfd):
@@ -204,8 +222,13 @@ def test_pipeline_outputs_deidentified_inputs_untouched(raw, tmp_path, caplog, c
     for i, part in enumerate(parts):
         convert_dicoms(out / "index.csv", i, 2, part, size=16)
     manifest = ingest_rvfailure(
-        parts, out / "index.csv", out / "rvfailure.csv", out / "rvfailure_quarantine.csv",
-        out / "stats.json", out / "splits", positive_class="severe",
+        parts,
+        out / "index.csv",
+        out / "rvfailure.csv",
+        out / "rvfailure_quarantine.csv",
+        out / "stats.json",
+        out / "splits",
+        positive_class="severe",
     )
 
     # Clips and flow (index rows are in path order, strided over the 2 chunks).
@@ -227,12 +250,20 @@ def test_pipeline_outputs_deidentified_inputs_untouched(raw, tmp_path, caplog, c
     assert np.isnan(written.set_index("FileName").loc["P001_000", "FPS"])
 
     # Splits are per patient; label = severe.
-    splits = {s: pd.read_csv(out / "splits" / f"{s}.csv", dtype=str) for s in ("train", "val", "test")}
+    splits = {s: pd.read_csv(out / "splits" / f"{s}.csv", dtype=str) for s in SPLIT_NAMES}
     assert sorted(splits["train"]["FileName"]) == ["P001_000", "P001_001"]
     assert splits["val"]["patient_id"].tolist() == ["P002"]
     assert splits["test"]["patient_id"].tolist() == ["P003"]
-    assert list(splits["train"].columns) == ["FileName", "Path", "FlowPath", "patient_id", "class_name", "label"]
-    assert splits["train"]["label"].tolist() == ["1", "1"] and splits["val"]["label"].tolist() == ["0"]
+    assert list(splits["train"].columns) == [
+        "FileName",
+        "Path",
+        "FlowPath",
+        "patient_id",
+        "class_name",
+        "label",
+    ]
+    assert splits["train"]["label"].tolist() == ["1", "1"]
+    assert splits["val"]["label"].tolist() == splits["test"]["label"].tolist() == ["0"]
     all_ids = [set(s["patient_id"]) for s in splits.values()]
     assert not (all_ids[0] & all_ids[1] or all_ids[0] & all_ids[2] or all_ids[1] & all_ids[2])
 
@@ -266,7 +297,11 @@ def test_ingest_rejects_patient_in_two_splits(raw, tmp_path):
     convert_dicoms(out / "index.csv", 0, 1, out / "part_000", size=16)
     with pytest.raises(ValueError, match=r"more than one split: \['P001'\]"):
         ingest_rvfailure(
-            [out / "part_000"], out / "index.csv", out / "m.csv", out / "q.csv", out / "s.json",
+            [out / "part_000"],
+            out / "index.csv",
+            out / "m.csv",
+            out / "q.csv",
+            out / "s.json",
             out / "splits",
         )
 
@@ -278,3 +313,28 @@ def test_mtime_check_detects_changes(tmp_path):
     before = snapshot(tmp_path)
     os.utime(path, ns=(0, 0))
     assert snapshot(tmp_path) != before
+
+
+def test_unsupported_pixel_layout_names_file(raw, tmp_path):
+    write_dicom(raw / "dcm" / "inverted.dcm", moving_clip(4), "P002", "MONOCHROME1")
+    with pytest.raises(DataError, match=r"inverted\.dcm: unsupported pixel layout MONOCHROME1"):
+        index(raw, tmp_path)
+
+
+def test_all_files_quarantined_gives_empty_index(tmp_path):
+    root = tmp_path / "raw"
+    write_dicom(root / "dcm" / "short.dcm", moving_clip(4, n_frames=5), "P002")
+    write_csvs(root)
+    df = index(root, tmp_path, on_error="skip")
+    assert df.empty and "FileName" in df.columns
+    part = tmp_path / "out" / "part_000"
+    convert_dicoms(tmp_path / "out" / "index.csv", 0, 1, part, size=16)
+    with pytest.raises(DataError, match=r"index\.csv: no clip was converted"):
+        ingest_rvfailure(
+            [part],
+            tmp_path / "out" / "index.csv",
+            tmp_path / "m.csv",
+            tmp_path / "q.csv",
+            tmp_path / "s.json",
+            tmp_path / "splits",
+        )
