@@ -45,6 +45,7 @@ rule extract_reference_frames:
     output:
         frames=directory("resources/reference_frames/{dataset}_{frames}f"),
         index="resources/reference_frames/{dataset}_{frames}f.csv",
+        quarantine="resources/reference_frames/{dataset}_{frames}f_quarantine.csv",
     log:
         "logs/extract_reference_frames/{dataset}_{frames}f.log",
     benchmark:
@@ -70,6 +71,7 @@ rule extract_cardiacnet_frames:
     output:
         frames=directory("resources/cardiacnet/frames"),
         index="resources/cardiacnet/frames.csv",
+        quarantine="resources/cardiacnet/frames_quarantine.csv",
     log:
         "logs/extract_cardiacnet_frames/cardiacnet.log",
     conda:

@@ -562,3 +562,17 @@ def test_gather_parts(tmp_path):
     assert merged["item"].tolist() == ["bad_a", "bad_b", "bad_c"]
     assert merged["file"].tolist() == ["bad_a.avi", "bad_b.avi", "bad_c.avi"]
     assert hidden(tmp_path) == []
+
+
+def test_read_manifest_keeps_names_that_look_missing(tmp_path):
+    from echogen.data.manifest import read_manifest, write_manifest
+
+    df = pd.DataFrame(
+        {"FileName": ["NA", "null"], "EF": [50.0, None], "Split": ["TRAIN", "TEST"],
+         "patient_id": ["nan", "p2"]}
+    )  # fmt: skip
+    write_manifest(df, tmp_path / "m.csv")
+    back = read_manifest(tmp_path / "m.csv")
+    assert back["FileName"].tolist() == ["NA", "null"]
+    assert back["patient_id"].tolist() == ["nan", "p2"]
+    assert back["EF"].isna().tolist() == [False, True]
