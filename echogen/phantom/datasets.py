@@ -11,6 +11,7 @@ are chords of the rendered cavity, so the tracing EF equals the FileList EF.
 from __future__ import annotations
 
 import datetime
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,7 +25,15 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from tqdm import tqdm
 
 from echogen.data.video import write_video
-from echogen.phantom.heart import CAMUS_LABELS, Heart, Sector, contraction, lv_scale, lv_tracing, render
+from echogen.phantom.heart import (
+    CAMUS_LABELS,
+    Heart,
+    Sector,
+    contraction,
+    lv_scale,
+    lv_tracing,
+    render,
+)
 
 DYNAMIC_SPLITS = ("TRAIN", "VAL", "TEST")
 CAMUS_SPLITS = ("train", "valid", "test")
@@ -35,13 +44,16 @@ HEART_RATE = (50.0, 110.0)  # bpm
 N_CHORDS = 20
 # CardiacNet: (condition folder, class folder, acquisition site, heart features).
 CARDIACNET_CLASSES = (
-    ("ASD", "ASD", "a", {"asd": 0.45}),
+    ("ASD", "ASD", "a", {"asd": 0.6}),
     ("ASD", "Non-ASD", "a", {}),
     ("PAH", "PAH", "b", {"rv_scale": 1.6, "rv_motion": 0.1}),
     ("PAH", "Non-PAH", "b", {}),
 )
 # Sites differ in overall gain and fan opening, so normal hearts of the two are separable.
-CARDIACNET_SITES = {"a": {"gain": 1.05, "half_angle": 42.0}, "b": {"gain": 0.75, "half_angle": 34.0}}
+CARDIACNET_SITES = {
+    "a": {"gain": 1.05, "half_angle": 42.0},
+    "b": {"gain": 0.75, "half_angle": 34.0},
+}
 CARDIACNET_FPS = 30.0
 # RV failure severity: RV dilation and reduced RV wall motion grow with the class.
 RV_CLASSES = {
@@ -87,12 +99,14 @@ def random_heart(
         angle = vary(20.0)
         theta = np.deg2rad(angle)
         apex = (centre[0] - radius * np.sin(theta), centre[1] - radius * np.cos(theta))
-        return Heart("psax", apex, angle, 2 * radius, radius, 0.05 * k * (1 + vary(0.1)), **features)
+        return Heart(
+            "psax", apex, angle, 2 * radius, radius, 0.05 * k * (1 + vary(0.1)), **features
+        )
     return Heart(
         view,
-        apex=(width / 2 + k * (0.01 + vary(0.02)), k * (0.13 + vary(0.02))),
+        apex=(width / 2 + k * (0.01 + vary(0.02)), k * (0.11 + vary(0.02))),
         angle=10.0 + vary(5.0),
-        length=0.45 * k * size * (1 + vary(0.05)),
+        length=0.41 * k * size * (1 + vary(0.05)),
         radius=0.13 * k * size * (1 + vary(0.08)),
         wall=0.045 * k * (1 + vary(0.1)),
         **features,
@@ -148,13 +162,15 @@ def _write_tracings(path: Path, rows: list) -> None:
 
 def write_dynamic(root: Path, params: dict, seed: int) -> None:
     """EchoNet-Dynamic: ``FileList.csv``, ``VolumeTracings.csv``, ``Videos/<name>.avi`` (A4C)."""
-    rng = np.random.default_rng(seed)
+    rng = _rng(seed, "dynamic")
     splits = rng.permutation([s for s in DYNAMIC_SPLITS for _ in range(params["videos"][s])])
     names = _unique(lambda: f"0X{int(rng.integers(0, 2**62)):016X}", len(splits))
     size, fps = params["size"], float(params["fps"])
     files, tracings = [], []
-    for i, (name, split) in enumerate(tqdm(list(zip(names, splits)), desc="phantom dynamic")):
-        item = np.random.default_rng([seed, i])
+    for i, (name, split) in enumerate(
+        tqdm(list(zip(names, splits, strict=True)), desc="phantom dynamic")
+    ):
+        item = _rng(seed, "dynamic", i)
         ef = round(item.uniform(*EF_RANGE), 2)
         edv = round(item.uniform(*EDV_RANGE), 2)
         n_frames = int(item.integers(params["frames"][0], params["frames"][1] + 1))
@@ -163,7 +179,9 @@ def write_dynamic(root: Path, params: dict, seed: int) -> None:
             item, heart, random_sector(item, size, size), n_frames, fps, ef
         )
         write_video(root / "Videos" / f"{name}.avi", frames, fps)
-        files.append((name, ef, round(edv * (1 - ef / 100), 2), edv, size, size, fps, n_frames, split))
+        files.append(
+            (name, ef, round(edv * (1 - ef / 100), 2), edv, size, size, fps, n_frames, split)
+        )
         tracings += _tracing_rows(f"{name}.avi", heart, scale, ed, es)
     columns = ["FileName", "EF", "ESV", "EDV", "FrameHeight", "FrameWidth", "FPS",
                "NumberOfFrames", "Split"]  # fmt: skip
@@ -177,7 +195,7 @@ def _write_pediatric(root: Path, params: dict, seed: int, view: str) -> None:
     PSAX clips show a round LV ring with an RV crescent; their tracings still use the
     long-axis-plus-chords format (a diameter and chords perpendicular to it), for simplicity.
     """
-    rng = np.random.default_rng(seed)
+    rng = _rng(seed, f"ped_{view}")
     folds = rng.permutation([f for f in range(N_FOLDS) for _ in range(params["videos_per_fold"])])
 
     def pid():
@@ -187,8 +205,8 @@ def _write_pediatric(root: Path, params: dict, seed: int, view: str) -> None:
     size, fps = params["size"], float(params["fps"])
     files, tracings = [], []
     desc = f"phantom ped_{view}"
-    for i, (name, fold) in enumerate(tqdm(list(zip(names, folds)), desc=desc)):
-        item = np.random.default_rng([seed, i])
+    for i, (name, fold) in enumerate(tqdm(list(zip(names, folds, strict=True)), desc=desc)):
+        item = _rng(seed, f"ped_{view}", i)
         ef = round(item.uniform(*EF_RANGE), 2)
         age = round(item.uniform(0.1, 18.0), 1)
         height_cm = round(float(np.clip(55 + 6.5 * age + item.normal(0, 5), 45, 195)), 1)
@@ -235,23 +253,25 @@ def write_cardiacnet(root: Path, params: dict, seed: int) -> None:
     dilated, hypokinetic RV; each condition's pair comes from its own "site" (gain, fan).
     Patient ids are numeric strings, unique across classes (EchoDream parses them as int).
     """
-    rng = np.random.default_rng(seed)
+    rng = _rng(seed, "cardiacnet")
     n = params["patients_per_class"]
     items = [cls for cls in CARDIACNET_CLASSES for _ in range(n)]
     ids = [f"{i + 1:04d}" for i in rng.permutation(len(items))]
     height, width = params["height"], params["width"]
     for i, ((condition, name, site, features), pid) in enumerate(
-        tqdm(list(zip(items, ids)), desc="phantom cardiacnet")
+        tqdm(list(zip(items, ids, strict=True)), desc="phantom cardiacnet")
     ):
-        item = np.random.default_rng([seed, i])
-        heart = random_heart(item, "a4c", height, width, jitter=0.5, **features)
+        item = _rng(seed, "cardiacnet", i)
+        heart = random_heart(item, "a4c", height, width, jitter=0.25, **features)
         sector = random_sector(item, height, width, **CARDIACNET_SITES[site])
         n_frames = int(item.integers(params["frames"][0], params["frames"][1] + 1))
         ef = item.uniform(52, 70)
         frames, _, _, _ = beating_clip(item, heart, sector, n_frames, CARDIACNET_FPS, ef)
         folder = root / f"CardiacNet-{condition}" / name / pid
         folder.mkdir(parents=True)
-        nib.save(nib.Nifti1Image(to_cardiacnet_volume(frames), np.eye(4)), folder / f"{pid}_image.nii")
+        nib.save(
+            nib.Nifti1Image(to_cardiacnet_volume(frames), np.eye(4)), folder / f"{pid}_image.nii"
+        )
 
 
 def write_camus(root: Path, params: dict, seed: int) -> None:
@@ -264,7 +284,7 @@ def write_camus(root: Path, params: dict, seed: int) -> None:
     splits = [s for s in CAMUS_SPLITS for _ in range(params["patients"][s])]
     with h5py.File(root / "camus05_256.hdf5", "w") as h5:
         for i, split in enumerate(tqdm(splits, desc="phantom camus")):
-            item = np.random.default_rng([seed, i])
+            item = _rng(seed, "camus", i)
             ef, size_factor = item.uniform(30, 70), item.uniform(0.9, 1.1)
             for view, key in (("a2c", "2CH"), ("a4c", "4CH")):
                 heart = random_heart(item, view, size, size, size=size_factor)
@@ -283,16 +303,20 @@ def write_rvfailure(root: Path, params: dict, seed: int) -> None:
     ``REDcap_class.csv`` (``redcap_id,rv_failure_class``) and ``splits.csv``
     (``redcap_id,split``, ~60/20/20 train/valid/test) sit in ``root``.
     """
-    rng = np.random.default_rng(seed)
+    rng = _rng(seed, "rvfailure")
     n = params["patients"]
     ids = [f"RV{i + 1:04d}" for i in range(n)]
     classes = list(RV_CLASSES)
     labels = [classes[c] for c in rng.permutation(np.arange(n) % len(classes))]
     n_valid = n_test = round(0.2 * n)
-    splits = rng.permutation(["valid"] * n_valid + ["test"] * n_test + ["train"] * (n - 2 * n_valid))
+    splits = rng.permutation(
+        ["valid"] * n_valid + ["test"] * n_test + ["train"] * (n - 2 * n_valid)
+    )
     height, width = params["height"], params["width"]
-    for i, (pid, label) in enumerate(tqdm(list(zip(ids, labels)), desc="phantom rvfailure")):
-        item = np.random.default_rng([seed, i])
+    for i, (pid, label) in enumerate(
+        tqdm(list(zip(ids, labels, strict=True)), desc="phantom rvfailure")
+    ):
+        item = _rng(seed, "rvfailure", i)
         identity = {
             "PatientName": f"{item.choice(FAKE_LAST)}^{item.choice(FAKE_FIRST)}",
             "PatientBirthDate": (
@@ -301,7 +325,9 @@ def write_rvfailure(root: Path, params: dict, seed: int) -> None:
             "InstitutionName": str(item.choice(FAKE_SITES)),
         }
         study = generate_uid(entropy_srcs=[str(seed), "rvfailure", pid, "study"])
-        n_clips = int(item.integers(params["clips_per_patient"][0], params["clips_per_patient"][1] + 1))
+        n_clips = int(
+            item.integers(params["clips_per_patient"][0], params["clips_per_patient"][1] + 1)
+        )
         ef = item.uniform(15, 40)  # LVAD candidates have poor LV function
         heart = random_heart(item, "a4c", height, width, size=1.1, **RV_CLASSES[label])
         for clip in range(n_clips):
@@ -351,6 +377,11 @@ def _write_dicom(
     ds.FrameIncrementPointer = pydicom.tag.Tag("FrameTime")
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
+
+
+def _rng(seed: int, stream: str, *index: int) -> np.random.Generator:
+    """Generator for one named stream (dataset or dataset item) of ``seed``."""
+    return np.random.default_rng([seed, zlib.crc32(stream.encode()), *index])
 
 
 def _unique(draw: Callable[[], str], n: int) -> list[str]:

@@ -119,11 +119,14 @@ class Heart:
         return tuple(np.asarray(self.apex) + la_a * u + b * n)
 
     def rv_free_wall(self) -> tuple[float, float]:
-        """Pixel ``(x, y)`` just outside a normal RV's free wall at mid-cavity (A4C, ED)."""
+        """Pixel ``(x, y)`` just outside a normal RV's free wall, near the base (A4C, ED).
+
+        A dilated RV (``rv_scale`` > 1) covers this point with blood.
+        """
         u, n = self.axes
-        a = 0.55 * self.length
-        b = -(self.radius + self.wall) - 2 * 0.85 * self.radius + 0.15 * self.radius
-        return tuple(np.asarray(self.apex) + a * u + (b - 0.4 * self.wall) * n)
+        rv_radius = 0.85 * self.radius  # normal RV, as in label_map
+        b = -(self.radius + self.wall) - 2 * rv_radius + 0.15 * self.radius - 0.5 * self.wall
+        return tuple(np.asarray(self.apex) + 0.8 * self.length * u + b * n)
 
     @property
     def septum(self) -> float:
@@ -206,7 +209,10 @@ def _lv_profile(heart: Heart) -> tuple[float, float]:
 
 
 def _ellipse(a, b, ca, cb, ra, rb):
-    return ((a - ca) / ra) ** 2 + ((b - cb) / rb) ** 2 <= 1
+    """Points inside the axis-aligned ellipse (broadcasting; few temporaries, for speed)."""
+    x = np.square((a - ca) / ra)
+    x += np.square((b - cb) / rb)
+    return x <= 1
 
 
 def label_map(heart: Heart, height: int, width: int, scale: np.ndarray) -> np.ndarray:
@@ -215,7 +221,9 @@ def label_map(heart: Heart, height: int, width: int, scale: np.ndarray) -> np.nd
     Args:
         heart: the ED geometry.
         height, width: image size (px).
-        scale: ``(T,)`` LV scale per frame (see :func:`lv_scale`).
+        scale: ``(T,)`` LV scale per frame (see :func:`lv_scale`). Wall thickening, atrial
+            filling and RV motion follow where each frame's scale lies between the clip's
+            smallest (ES) and largest (ED) scale.
     """
     s = np.asarray(scale, dtype=np.float32)[:, None, None]  # (T, 1, 1)
     c = np.clip((s - s.min()) / max(float(s.max() - s.min()), 1e-6), 0, 1)
@@ -239,9 +247,15 @@ def label_map(heart: Heart, height: int, width: int, scale: np.ndarray) -> np.nd
         rv_r = (heart.radius + heart.wall) * heart.rv_scale * rv_c
         dx, dy = -0.8 * (heart.radius + heart.wall), -0.45 * (heart.radius + heart.wall)
         rv = ((xs - pivot[0] - dx) / (1.15 * rv_r)) ** 2 + ((ys - pivot[1] - dy) / rv_r) ** 2 <= 1
-        env = _superellipse(xs, ys, pivot[0] - 0.3 * heart.radius, pivot[1] - 0.15 * heart.radius,
-                            1.75 * (heart.radius + heart.wall) * max(1.0, heart.rv_scale),
-                            1.5 * (heart.radius + heart.wall) * max(1.0, heart.rv_scale), 2)
+        env = _superellipse(
+            xs,
+            ys,
+            pivot[0] - 0.3 * heart.radius,
+            pivot[1] - 0.15 * heart.radius,
+            1.75 * (heart.radius + heart.wall) * max(1.0, heart.rv_scale),
+            1.5 * (heart.radius + heart.wall) * max(1.0, heart.rv_scale),
+            2,
+        )
         labels = np.where(env <= 1, TISSUE, BACKGROUND).astype(np.uint8)
         labels = np.where((env > 1) & (env <= 1.12), PERICARDIUM, labels)
         labels = np.broadcast_to(labels, cavity.shape).copy()
@@ -273,8 +287,15 @@ def label_map(heart: Heart, height: int, width: int, scale: np.ndarray) -> np.nd
     top = -heart.wall * 1.6
     bottom = 1.06 * heart.length + 2 * la_along * (1 + ATRIAL_FILLING) + 0.6 * heart.wall
     lateral = heart.radius + 1.6 * heart.wall
-    env = _superellipse(a_abs, b0, (top + bottom) / 2, (left + lateral) / 2,
-                        (bottom - top) / 2, (lateral - left) / 2, 4)
+    env = _superellipse(
+        a_abs,
+        b0,
+        (top + bottom) / 2,
+        (left + lateral) / 2,
+        (bottom - top) / 2,
+        (lateral - left) / 2,
+        4,
+    )
     labels = np.where(env <= 1, TISSUE, BACKGROUND).astype(np.uint8)
     labels = np.where((env > 1) & (env <= 1.1), PERICARDIUM, labels)
     labels = np.broadcast_to(labels, cavity.shape).copy()
