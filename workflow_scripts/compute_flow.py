@@ -1,11 +1,8 @@
 """Rule compute_flow: compute Farneback optical flow for one chunk of a manifest."""
 
-from __future__ import annotations
-
 from typing import TYPE_CHECKING
 
 from echogen.data.flow import compute_flow
-
 from echogen.workflow import setup_logging
 
 if TYPE_CHECKING:

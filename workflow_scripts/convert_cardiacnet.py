@@ -1,7 +1,5 @@
 """Rule convert_cardiacnet: convert one chunk of CardiacNet NIfTI volumes to MP4."""
 
-from __future__ import annotations
-
 from typing import TYPE_CHECKING
 
 from echogen.data.cardiacnet import convert_cardiacnet

@@ -1,11 +1,8 @@
 """Rule convert_dicoms: convert one chunk of DICOMs to grey clips and optical flow."""
 
-from __future__ import annotations
-
 from typing import TYPE_CHECKING
 
 from echogen.data.dicom import convert_dicoms
-
 from echogen.workflow import setup_logging
 
 if TYPE_CHECKING:

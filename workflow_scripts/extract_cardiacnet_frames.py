@@ -1,7 +1,5 @@
 """Rule extract_cardiacnet_frames: write every CardiacNet frame as jpg."""
 
-from __future__ import annotations
-
 from typing import TYPE_CHECKING
 
 from echogen.data.frames import extract_frames

@@ -1,7 +1,5 @@
 """Rule extract_dartagnan_clips: cut one chunk of D'ARTAGNAN clips between ES and ED."""
 
-from __future__ import annotations
-
 from typing import TYPE_CHECKING
 
 from echogen.data.clips import extract_dartagnan_clips

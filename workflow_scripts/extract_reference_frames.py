@@ -1,7 +1,5 @@
 """Rule extract_reference_frames: write a StyleGAN-V reference frame set."""
 
-from __future__ import annotations
-
 from typing import TYPE_CHECKING
 
 from echogen.data.frames import extract_reference_frames

@@ -1,7 +1,5 @@
 """Rule gather_parts: index the part folders of a chunked artefact."""
 
-from __future__ import annotations
-
 from typing import TYPE_CHECKING
 
 from echogen.data.parts import gather_parts

@@ -1,7 +1,5 @@
 """Rule index_cardiacnet: list CardiacNet volumes with classes and a patient-stratified split."""
 
-from __future__ import annotations
-
 from typing import TYPE_CHECKING
 
 from echogen.data.cardiacnet import index_cardiacnet

@@ -1,11 +1,8 @@
 """Rule index_dicoms: index RV-failure DICOM headers without identifying tags."""
 
-from __future__ import annotations
-
 from typing import TYPE_CHECKING
 
 from echogen.data.dicom import index_dicoms
-
 from echogen.workflow import setup_logging
 
 if TYPE_CHECKING:

@@ -1,7 +1,5 @@
 """Rule ingest_cardiacnet: gather converted CardiacNet videos into the manifest."""
 
-from __future__ import annotations
-
 from typing import TYPE_CHECKING
 
 from echogen.data.cardiacnet import ingest_cardiacnet

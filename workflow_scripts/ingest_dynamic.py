@@ -1,7 +1,5 @@
 """Rule ingest_dynamic: harmonise EchoNet-Dynamic into the manifest schema."""
 
-from __future__ import annotations
-
 from typing import TYPE_CHECKING
 
 from echogen.data.dynamic import ingest_dynamic

@@ -1,7 +1,5 @@
 """Rule ingest_pediatric: harmonise one EchoNet-Pediatric view into the manifest schema."""
 
-from __future__ import annotations
-
 from typing import TYPE_CHECKING
 
 from echogen.data.pediatric import ingest_pediatric

@@ -1,12 +1,9 @@
 """Rule ingest_rvfailure: gather RV-failure clips: manifest, TRAIN statistics, split lists."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from echogen.data.rvfailure import ingest_rvfailure
-
 from echogen.workflow import setup_logging
 
 if TYPE_CHECKING:

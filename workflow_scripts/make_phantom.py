@@ -1,7 +1,5 @@
 """Rule make_phantom: write one synthetic raw dataset in its public layout."""
 
-from __future__ import annotations
-
 from typing import TYPE_CHECKING
 
 from echogen.phantom import write_phantom

@@ -1,11 +1,8 @@
 """Rule prepare_camus: export CAMUS 4CH ED images and labels as png."""
 
-from __future__ import annotations
-
 from typing import TYPE_CHECKING
 
 from echogen.data.camus import prepare_camus
-
 from echogen.workflow import setup_logging
 
 if TYPE_CHECKING:
