@@ -28,14 +28,14 @@ include: "rules/ingest.smk"
 include: "rules/derived.smk"
 
 
+# Everything the activated config produces.
 rule all:
     default_target: True
-    """Everything the activated config produces."""
     input:
         data_targets(),
 
 
+# Every data-preparation artefact: manifests, clips, frame sets, flow, splits.
 rule prepare_data:
-    """Every data-preparation artefact: manifests, clips, frame sets, flow, splits."""
     input:
         data_targets(),
