@@ -49,7 +49,7 @@ def main(videos: int, out: Path, flow_videos: int) -> None:
     n_val = (videos - n_train) // 2
     params = {
         "videos": {"TRAIN": n_train, "VAL": n_val, "TEST": videos - n_train - n_val},
-        "frames": [100, 140],
+        "frames": [150, 260],  # EchoNet-Dynamic averages ~177 frames at 50 Hz
         "fps": 50,
         "size": 112,
     }
