@@ -1,0 +1,1 @@
+"""Raw dataset ingestion, harmonised manifests and derived data (clips, frames, flow)."""

@@ -1,0 +1,116 @@
+"""CAMUS (cardiGAN's ``camus05_256.hdf5``) → 4CH end-diastolic image/label PNGs + index.
+
+Raw layout (``docs/data_contracts.md``): ``<root>/camus05_256.hdf5`` with groups
+``{train,valid,test}/patientNNNN/{2CH,4CH}/{im,gt}``, each dataset ``(2, H, W)`` uint8, index
+0 = ED, 1 = ES; labels 0 background, 1 LV cavity, 2 myocardium, 3 left atrium.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import h5py
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from echogen.data.dynamic import tag_item
+from echogen.data.errors import DataError, Quarantine
+from echogen.data.io import atomic_dir
+
+HDF5_NAME = "camus05_256.hdf5"
+SPLIT_GROUPS = ("train", "valid", "test")
+N_LABELS = 4
+INDEX_COLUMNS = ["patient", "split", "image", "label", "height", "width"]
+ED = 0
+
+
+def _read_ed(h5: h5py.File, path: str, file: Path) -> np.ndarray:
+    """The ED frame ``(H, W)`` of dataset ``path``; a DataError names ``file:path`` if bad."""
+    if path not in h5 or not isinstance(h5[path], h5py.Dataset):
+        raise DataError(f"{file}:/{path}", "dataset is missing", "re-create the hdf5 file")
+    data = h5[path]
+    if data.ndim != 3 or data.shape[0] != 2 or data.dtype != np.uint8:
+        raise DataError(
+            f"{file}:/{path}",
+            f"expected uint8 of shape (2, H, W), got {data.dtype} {data.shape}",
+            "re-create the hdf5 file",
+        )
+    return data[ED]
+
+
+def prepare_camus(root: str | Path, out_dir: str | Path, on_error: str = "raise") -> pd.DataFrame:
+    """Write each patient's 4CH ED image and label as PNGs, plus ``index.csv``.
+
+    Output (written atomically as one folder): ``out_dir/{split}/image/<patient>.png`` (grey,
+    full size), ``out_dir/{split}/label/<patient>.png`` (values 0-3 kept as they are),
+    ``out_dir/index.csv`` (:data:`INDEX_COLUMNS`; paths under ``out_dir`` as given) and
+    ``out_dir/quarantine.csv`` (always, possibly empty). ``split`` keeps the hdf5 group name.
+
+    Args:
+        root: folder holding ``camus05_256.hdf5``.
+        out_dir: output folder (replaced as a whole on success).
+        on_error: ``"raise"`` or ``"skip"`` for patients with a bad dataset.
+
+    Returns:
+        The index: splits in the order train, valid, test; patients sorted within each.
+    """
+    file = Path(root) / HDF5_NAME
+    out_dir = Path(out_dir)
+    if not file.is_file():
+        raise DataError(file, "CAMUS hdf5 file not found", "check datasets.camus.root")
+    quarantine = Quarantine(on_error)
+    records = []
+    with h5py.File(file, "r") as h5, atomic_dir(out_dir) as tmp:
+        unknown = [g for g in h5 if g not in SPLIT_GROUPS]
+        if unknown:
+            raise DataError(
+                f"{file}:/{unknown[0]}",
+                f"unknown split group {unknown[0]!r}; expected {list(SPLIT_GROUPS)}",
+                "rename or remove the group",
+            )
+        items = [
+            (split, patient)
+            for split in SPLIT_GROUPS
+            if split in h5
+            for patient in sorted(h5[split])
+        ]
+        if not items:
+            raise DataError(file, "empty dataset: no patient group", "check the download")
+        for split, patient in tqdm(items, desc="prepare camus"):
+            with quarantine.guard(), tag_item(patient):
+                image = _read_ed(h5, f"{split}/{patient}/4CH/im", file)
+                label = _read_ed(h5, f"{split}/{patient}/4CH/gt", file)
+                if label.shape != image.shape:
+                    raise DataError(
+                        f"{file}:/{split}/{patient}/4CH/gt",
+                        f"label shape {label.shape} differs from image shape {image.shape}",
+                        "re-create the hdf5 file",
+                    )
+                bad = np.setdiff1d(np.unique(label), np.arange(N_LABELS))
+                if bad.size:
+                    raise DataError(
+                        f"{file}:/{split}/{patient}/4CH/gt",
+                        f"label values {bad.tolist()} outside 0..{N_LABELS - 1}",
+                        "re-create the labels (0 background, 1 LV, 2 myocardium, 3 atrium)",
+                    )
+                rel = {kind: Path(split) / kind / f"{patient}.png" for kind in ("image", "label")}
+                for kind, array in (("image", image), ("label", label)):
+                    (tmp / rel[kind]).parent.mkdir(parents=True, exist_ok=True)
+                    if not cv2.imwrite(str(tmp / rel[kind]), array):
+                        raise RuntimeError(f"OpenCV cannot write {tmp / rel[kind]}")
+                records.append(
+                    {
+                        "patient": patient,
+                        "split": split,
+                        "image": str(out_dir / rel["image"]),
+                        "label": str(out_dir / rel["label"]),
+                        "height": image.shape[0],
+                        "width": image.shape[1],
+                    }
+                )
+        index = pd.DataFrame(records, columns=INDEX_COLUMNS)
+        index.to_csv(tmp / "index.csv", index=False)
+        quarantine.write(tmp / "quarantine.csv")
+    return index

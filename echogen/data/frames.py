@@ -1,0 +1,219 @@
+"""Videos as folders of jpg frames: StyleGAN-V reference sets and CardiacNet frame folders.
+
+StyleGAN-V's FVD/FID tooling reads a dataset as ``<root>/<video>/<frame>.jpg`` (depth
+exactly 2) and orders frames by sorting their names, so names are zero-padded to a common
+width (:func:`frame_name`).
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from echogen.data.errors import DataError, Quarantine
+from echogen.data.io import atomic_dir, atomic_path
+from echogen.data.manifest import read_manifest
+from echogen.data.video import read_video, resample_frames
+
+log = logging.getLogger(__name__)
+
+MIN_NAME_WIDTH = 4
+
+
+def frame_name(i: int, n_frames: int) -> str:
+    """Zero-padded jpg name of frame ``i`` of ``n_frames``, e.g. ``0007.jpg``.
+
+    The width is ``max(4, len(str(n_frames - 1)))``, so names sort lexicographically in
+    frame order.
+    """
+    if not 0 <= i < n_frames:
+        raise ValueError(f"frame {i} out of range for {n_frames} frames")
+    width = max(MIN_NAME_WIDTH, len(str(n_frames - 1)))
+    return f"{i:0{width}d}.jpg"
+
+
+def write_frames(frames: np.ndarray, out_dir: str | Path, quality: int = 95) -> None:
+    """Write grey ``uint8`` frames ``(T, H, W)`` as ``out_dir/<frame_name>.jpg``, atomically.
+
+    Args:
+        frames: the video.
+        out_dir: folder to create (replaced if it exists).
+        quality: JPEG quality, 0-100.
+    """
+    if frames.dtype != np.uint8 or frames.ndim != 3:
+        raise ValueError(f"frames must be uint8 (T, H, W), got {frames.dtype} {frames.shape}")
+    with atomic_dir(out_dir) as tmp:
+        for i, frame in enumerate(frames):
+            path = tmp / frame_name(i, len(frames))
+            if not cv2.imwrite(str(path), frame, [cv2.IMWRITE_JPEG_QUALITY, quality]):
+                raise RuntimeError(f"OpenCV cannot write {path}")
+
+
+def quarantine_path(index_out: str | Path) -> Path:
+    """Where a frame set's quarantine list goes: ``<index stem>_quarantine.csv`` beside it."""
+    index_out = Path(index_out)
+    return index_out.with_name(f"{index_out.stem}_quarantine.csv")
+
+
+def _row_fps(row: pd.Series, manifest_csv: Path, line: int) -> float:
+    if pd.isna(row["FPS"]) or row["FPS"] <= 0:
+        raise DataError(
+            manifest_csv,
+            f"video {row['FileName']} has no positive FPS ({row['FPS']})",
+            "re-run the dataset's ingestion rule so FPS is filled from the video header",
+            row=line,
+            item=str(row["FileName"]),
+        )
+    return float(row["FPS"])
+
+
+def extract_reference_frames(
+    manifest_csv: str | Path,
+    out_dir: str | Path,
+    index_out: str | Path,
+    frames: int,
+    fps: float = 32.0,
+    max_videos: int = 2048,
+    split: str = "TRAIN",
+    seed: int = 0,
+    quality: int = 95,
+    on_error: str = "raise",
+) -> pd.DataFrame:
+    """Build a StyleGAN-V reference set: ``frames`` consecutive frames at ``fps`` per video.
+
+    Videos of ``split`` are taken in ``FileName`` order and resampled to ``fps``; those with
+    fewer than ``frames`` frames are dropped (logged, not errors) until ``max_videos`` are
+    kept. Each kept video's window starts at a random frame drawn from
+    ``np.random.default_rng([seed, crc32(FileName)])``, so a video's window does not depend
+    on the rest of the set. Frames go to ``out_dir/<FileName>/<frame_name>.jpg``; the whole
+    ``out_dir`` is written atomically. Bad videos go to :func:`quarantine_path` (``"skip"``).
+
+    Args:
+        manifest_csv: harmonised manifest.
+        out_dir: reference set folder (replaced if it exists).
+        index_out: csv with one row per kept video: ``FileName``, ``start`` (first frame,
+            counted at ``fps``), ``frames``, ``fps``, ``Path`` (the source video).
+        frames: frames per video.
+        fps: frame rate of the reference set.
+        max_videos: stop after this many videos are kept.
+        split: manifest split to draw from.
+        seed: seed of the window starts.
+        quality: JPEG quality.
+        on_error: ``"raise"`` stops at the first bad video; ``"skip"`` quarantines it.
+
+    Returns:
+        The index table.
+    """
+    manifest_csv = Path(manifest_csv)
+    manifest = read_manifest(manifest_csv)
+    rows = manifest[manifest["Split"] == split].sort_values("FileName", kind="stable")
+    quarantine = Quarantine(on_error)
+    records, dropped = [], []
+    longest = 0
+    with atomic_dir(out_dir) as tmp:
+        for index, row in tqdm(rows.iterrows(), total=len(rows), desc="reference frames"):
+            if len(records) == max_videos:
+                break
+            with quarantine.guard():
+                name = str(row["FileName"])
+                fps_native = _row_fps(row, manifest_csv, line=index + 2)
+                video = resample_frames(read_video(row["Path"]), fps_native, fps)
+                longest = max(longest, len(video))
+                if len(video) < frames:
+                    dropped.append(f"{name} ({len(video)} frames)")
+                    continue
+                rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+                start = int(rng.integers(0, len(video) - frames + 1))
+                write_frames(video[start : start + frames], tmp / name, quality)
+                records.append(
+                    {
+                        "FileName": name,
+                        "start": start,
+                        "frames": frames,
+                        "fps": fps,
+                        "Path": row["Path"],
+                    }
+                )
+        if not records:
+            raise DataError(
+                manifest_csv,
+                f"no {split} video has {frames} frames at {fps} fps "
+                f"(the longest has {longest}, {len(quarantine)} quarantined)",
+                "lower the number of frames of the reference set or use longer videos",
+            )
+    index = pd.DataFrame(records)
+    with atomic_path(index_out) as tmp_index:
+        index.to_csv(tmp_index, index=False)
+    quarantine.write(quarantine_path(index_out))
+    if dropped:
+        log.info(
+            "dropped %d videos shorter than %d frames: %s", len(dropped), frames, ", ".join(dropped)
+        )
+    log.info(
+        "reference set %s: %d videos kept (max %d), %d too short, %d quarantined",
+        out_dir,
+        len(records),
+        max_videos,
+        len(dropped),
+        len(quarantine),
+    )
+    return index
+
+
+def extract_frames(
+    manifest_csv: str | Path,
+    out_dir: str | Path,
+    index_out: str | Path,
+    quality: int = 95,
+    on_error: str = "raise",
+) -> pd.DataFrame:
+    """Write every frame of every manifest video as ``out_dir/<FileName>/<frame_name>.jpg``.
+
+    Used for CardiacNet classification. The whole ``out_dir`` is written atomically; bad
+    videos go to :func:`quarantine_path` when ``on_error == "skip"``.
+
+    Args:
+        manifest_csv: harmonised manifest.
+        out_dir: frames folder (replaced if it exists).
+        index_out: csv with one row per video: ``FileName``, ``Split``, ``class_id``,
+            ``class_name``, ``n_frames``, ``dir`` (the video's frame folder).
+        quality: JPEG quality.
+        on_error: ``"raise"`` stops at the first bad video; ``"skip"`` quarantines it.
+
+    Returns:
+        The index table.
+    """
+    out_dir = Path(out_dir)
+    rows = read_manifest(manifest_csv)
+    quarantine = Quarantine(on_error)
+    records = []
+    with atomic_dir(out_dir) as tmp:
+        for _, row in tqdm(rows.iterrows(), total=len(rows), desc="frames"):
+            with quarantine.guard():
+                name = str(row["FileName"])
+                video = read_video(row["Path"])
+                write_frames(video, tmp / name, quality)
+                records.append(
+                    {
+                        "FileName": name,
+                        "Split": row["Split"],
+                        "class_id": row["class_id"],
+                        "class_name": row["class_name"],
+                        "n_frames": len(video),
+                        "dir": str(out_dir / name),
+                    }
+                )
+    index = pd.DataFrame(
+        records, columns=["FileName", "Split", "class_id", "class_name", "n_frames", "dir"]
+    )
+    with atomic_path(index_out) as tmp_index:
+        index.to_csv(tmp_index, index=False)
+    quarantine.write(quarantine_path(index_out))
+    log.info("%s: %d videos written, %d quarantined", out_dir, len(records), len(quarantine))
+    return index
