@@ -17,22 +17,38 @@ from echogen.data.io import atomic_path
 
 SPLITS = ("TRAIN", "VAL", "TEST")
 FILELIST_COLUMNS = [
-    "FileName", "EF", "ESV", "EDV", "FrameHeight", "FrameWidth", "FPS", "NumberOfFrames", "Split",
+    "FileName",
+    "EF",
+    "ESV",
+    "EDV",
+    "FrameHeight",
+    "FrameWidth",
+    "FPS",
+    "NumberOfFrames",
+    "Split",
 ]
 EXTRA_COLUMNS = [
-    "Dataset",     # dataset id in config (dynamic, ped_a4c, ped_psax, cardiacnet, rvfailure)
-    "Path",        # video (or clip) file, relative to the workflow directory
-    "Fold",        # Pediatric's integer fold 0-9
-    "View",        # A4C, PSAX, ...
+    "Dataset",  # dataset id in config (dynamic, ped_a4c, ped_psax, cardiacnet, rvfailure)
+    "Path",  # video (or clip) file, relative to the workflow directory
+    "Fold",  # Pediatric's integer fold 0-9
+    "View",  # A4C, PSAX, ...
     "class_name",  # CardiacNet / RV-failure class label
-    "class_id",    # integer id fixed by config
+    "class_id",  # integer id fixed by config
     "patient_id",  # patient (CardiacNet folder id, REDCap id)
-    "EDFrame",     # traced end-diastolic frame (larger disk volume)
-    "ESFrame",     # traced end-systolic frame
-    "TracingEF",   # EF from the tracings by the method of disks (%)
+    "EDFrame",  # traced end-diastolic frame (larger disk volume)
+    "ESFrame",  # traced end-systolic frame
+    "TracingEF",  # EF from the tracings by the method of disks (%)
 ]
 MANIFEST_COLUMNS = FILELIST_COLUMNS + EXTRA_COLUMNS
-INT_COLUMNS = ["FrameHeight", "FrameWidth", "NumberOfFrames", "Fold", "class_id", "EDFrame", "ESFrame"]
+INT_COLUMNS = [
+    "FrameHeight",
+    "FrameWidth",
+    "NumberOfFrames",
+    "Fold",
+    "class_id",
+    "EDFrame",
+    "ESFrame",
+]
 
 
 def harmonise(df: pd.DataFrame) -> pd.DataFrame:
@@ -55,9 +71,13 @@ def write_manifest(df: pd.DataFrame, path: str | Path) -> None:
     df = harmonise(df)
     bad = ~df["Split"].isin(SPLITS)
     if bad.any():
-        raise ValueError(f"manifest rows with split outside {SPLITS}: {df.loc[bad, 'FileName'].tolist()}")
-    if df["FileName"].duplicated().any():
-        raise ValueError(f"duplicate FileName in manifest: {df.loc[df['FileName'].duplicated(), 'FileName'].tolist()}")
+        raise ValueError(
+            f"manifest rows with split outside {SPLITS}: {df.loc[bad, 'FileName'].tolist()}"
+        )
+    duplicated = df["FileName"].duplicated()
+    if duplicated.any():
+        names = df.loc[duplicated, "FileName"].tolist()
+        raise ValueError(f"duplicate FileName in manifest: {names}")
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False)
 
@@ -74,7 +94,9 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     )
     missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
     if missing:
-        raise DataError(path, f"not a harmonised manifest (missing {missing})", "re-run its ingestion rule")
+        raise DataError(
+            path, f"not a harmonised manifest (missing {missing})", "re-run its ingestion rule"
+        )
     return harmonise(df[MANIFEST_COLUMNS])
 
 
@@ -85,9 +107,17 @@ def chunk_rows(df: pd.DataFrame, chunk: int, n_chunks: int) -> pd.DataFrame:
     return df.iloc[np.arange(chunk, len(df), n_chunks)]
 
 
-def normalise_split(value, file: str | Path, row: int, aliases: dict[str, str] | None = None) -> str:
+def normalise_split(
+    value, file: str | Path, row: int, aliases: dict[str, str] | None = None
+) -> str:
     """Map a split label (any case; ``valid``/``validation`` accepted) onto TRAIN/VAL/TEST."""
-    aliases = aliases or {"TRAIN": "TRAIN", "VAL": "VAL", "VALID": "VAL", "VALIDATION": "VAL", "TEST": "TEST"}
+    aliases = aliases or {
+        "TRAIN": "TRAIN",
+        "VAL": "VAL",
+        "VALID": "VAL",
+        "VALIDATION": "VAL",
+        "TEST": "TEST",
+    }
     key = str(value).strip().upper()
     if key not in aliases:
         raise DataError(

@@ -41,7 +41,11 @@ def gather_parts(
 ) -> pd.DataFrame:
     """Concatenate the parts' indexes into ``index_out`` and quarantines into ``quarantine_out``."""
     frames = [read_part_index(p) for p in part_dirs]
-    index = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else pd.DataFrame()
+    index = (
+        pd.concat([f for f in frames if len(f)], ignore_index=True)
+        if any(len(f) for f in frames)
+        else pd.DataFrame()
+    )
     if "FileName" in index.columns:
         index = index.sort_values("FileName", kind="stable").reset_index(drop=True)
     with atomic_path(index_out) as tmp:

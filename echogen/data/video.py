@@ -42,7 +42,9 @@ def _open(path: Path) -> cv2.VideoCapture:
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         raise DataError(
-            path, "OpenCV cannot open the video", "re-download or re-encode it (e.g. ffmpeg -c:v mjpeg)"
+            path,
+            "OpenCV cannot open the video",
+            "re-download or re-encode it (e.g. ffmpeg -c:v mjpeg)",
         )
     return cap
 

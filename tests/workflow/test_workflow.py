@@ -32,9 +32,10 @@ def snakemake(*args, cwd=REPO, timeout=1200):
     )
 
 
-def test_ruff_clean():
+@pytest.mark.parametrize("command", [["check"], ["format", "--check"]])
+def test_ruff_clean(command):
     result = subprocess.run(
-        [str(BIN / "ruff"), "check", "echogen", "workflow_scripts", "tests", "bench"],
+        [str(BIN / "ruff"), *command, "echogen", "workflow_scripts", "tests", "bench"],
         cwd=REPO,
         capture_output=True,
         text=True,
