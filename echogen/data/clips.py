@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from echogen.data.errors import DataError, Quarantine
 from echogen.data.io import atomic_path
-from echogen.data.manifest import chunk_rows, read_manifest
+from echogen.data.manifest import chunk_rows, read_manifest, row_fps
 from echogen.data.parts import gather_parts, write_part_index
 from echogen.data.video import read_video, resample_frames
 
@@ -88,15 +88,7 @@ def _traced_frames(row: pd.Series, manifest_csv: Path, line: int) -> tuple[int, 
             row=line,
             item=name,
         )
-    if pd.isna(row["FPS"]) or row["FPS"] <= 0:
-        raise DataError(
-            manifest_csv,
-            f"video {name} has no positive FPS ({row['FPS']})",
-            "re-run the dataset's ingestion rule so FPS is filled from the video header",
-            row=line,
-            item=name,
-        )
-    return int(row["EDFrame"]), int(row["ESFrame"]), float(row["FPS"])
+    return int(row["EDFrame"]), int(row["ESFrame"]), row_fps(row, manifest_csv, line)
 
 
 def extract_dartagnan_clips(

@@ -126,6 +126,23 @@ def tracing_columns(
     return {"EDFrame": ed, "ESFrame": es, "TracingEF": ef}
 
 
+def read_filelist(root: Path, columns: list[str]) -> tuple[Path, pd.DataFrame]:
+    """Read ``root/FileList.csv`` with exactly ``columns``, and check ``root/Videos`` is there.
+
+    Raises a DataError naming the file for a missing FileList, wrong columns, no rows, or a
+    missing or empty Videos folder.
+    """
+    filelist = root / "FileList.csv"
+    if not filelist.is_file():
+        raise DataError(filelist, "FileList.csv not found", "check the dataset root")
+    df = pd.read_csv(filelist, dtype={"FileName": str, "Split": str})
+    check_columns(df, filelist, columns)
+    if df.empty:
+        raise DataError(filelist, f"empty dataset: no rows under {root}", "check the download")
+    check_videos_folder(root / "Videos")
+    return filelist, df
+
+
 def ingest_dynamic(
     root: str | Path,
     manifest_out: str | Path,
@@ -148,14 +165,7 @@ def ingest_dynamic(
         TracingEF filled; the other schema columns empty).
     """
     root = Path(root)
-    filelist = root / "FileList.csv"
-    if not filelist.is_file():
-        raise DataError(filelist, "FileList.csv not found", "check the dataset root")
-    df = pd.read_csv(filelist, dtype={"FileName": str, "Split": str})
-    check_columns(df, filelist, FILELIST_COLUMNS)
-    if df.empty:
-        raise DataError(filelist, f"empty dataset: no rows under {root}", "check the download")
-    check_videos_folder(root / "Videos")
+    filelist, df = read_filelist(root, FILELIST_COLUMNS)
     tracings_path = root / "VolumeTracings.csv"
     tracings = read_volume_tracings(tracings_path)
 

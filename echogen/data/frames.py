@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from echogen.data.errors import DataError, Quarantine
 from echogen.data.io import atomic_dir, atomic_path
-from echogen.data.manifest import read_manifest
+from echogen.data.manifest import read_manifest, row_fps
 from echogen.data.video import read_video, resample_frames
 
 log = logging.getLogger(__name__)
@@ -59,18 +59,6 @@ def quarantine_path(index_out: str | Path) -> Path:
     """Where a frame set's quarantine list goes: ``<index stem>_quarantine.csv`` beside it."""
     index_out = Path(index_out)
     return index_out.with_name(f"{index_out.stem}_quarantine.csv")
-
-
-def _row_fps(row: pd.Series, manifest_csv: Path, line: int) -> float:
-    if pd.isna(row["FPS"]) or row["FPS"] <= 0:
-        raise DataError(
-            manifest_csv,
-            f"video {row['FileName']} has no positive FPS ({row['FPS']})",
-            "re-run the dataset's ingestion rule so FPS is filled from the video header",
-            row=line,
-            item=str(row["FileName"]),
-        )
-    return float(row["FPS"])
 
 
 def extract_reference_frames(
@@ -122,7 +110,7 @@ def extract_reference_frames(
                 break
             with quarantine.guard():
                 name = str(row["FileName"])
-                fps_native = _row_fps(row, manifest_csv, line=index + 2)
+                fps_native = row_fps(row, manifest_csv, line=index + 2)
                 video = resample_frames(read_video(row["Path"]), fps_native, fps)
                 longest = max(longest, len(video))
                 if len(video) < frames:

@@ -127,3 +127,16 @@ def normalise_split(
             row=row,
         )
     return aliases[key]
+
+
+def row_fps(row: pd.Series, manifest_csv: str | Path, line: int) -> float:
+    """The FPS of a manifest row, or a DataError naming the manifest row if it is not positive."""
+    if pd.isna(row["FPS"]) or row["FPS"] <= 0:
+        raise DataError(
+            manifest_csv,
+            f"video {row['FileName']} has no positive FPS ({row['FPS']})",
+            "re-run the dataset's ingestion rule so FPS is filled from the video header",
+            row=line,
+            item=str(row["FileName"]),
+        )
+    return float(row["FPS"])

@@ -17,9 +17,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from echogen.data.dynamic import (
-    check_columns,
     check_ef,
-    check_videos_folder,
+    read_filelist,
     tag_item,
     tracing_columns,
 )
@@ -57,14 +56,7 @@ def ingest_pediatric(
     """
     root = Path(root)
     dataset = dataset or f"ped_{view.lower()}"
-    filelist = root / "FileList.csv"
-    if not filelist.is_file():
-        raise DataError(filelist, "FileList.csv not found", "check the dataset root")
-    df = pd.read_csv(filelist, dtype={"FileName": str, "Split": str})
-    check_columns(df, filelist, PEDIATRIC_COLUMNS)
-    if df.empty:
-        raise DataError(filelist, f"empty dataset: no rows under {root}", "check the download")
-    check_videos_folder(root / "Videos")
+    filelist, df = read_filelist(root, PEDIATRIC_COLUMNS)
     tracings_path = root / "VolumeTracings.csv"
     tracings = read_volume_tracings(tracings_path) if tracings_path.is_file() else None
 
