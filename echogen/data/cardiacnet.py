@@ -25,7 +25,7 @@ from tqdm import tqdm
 from echogen.data.dynamic import tag_item
 from echogen.data.errors import DataError, Quarantine
 from echogen.data.io import atomic_dir, atomic_path
-from echogen.data.manifest import chunk_rows, harmonise, write_manifest
+from echogen.data.manifest import chunk_rows, write_manifest
 from echogen.data.parts import gather_parts, write_part_index
 from echogen.data.video import resize_frames, write_video
 
@@ -246,6 +246,5 @@ def ingest_cardiacnet(
     """
     with tempfile.TemporaryDirectory() as tmp:
         index = gather_parts(part_dirs, Path(tmp) / "index.csv", quarantine_out)
-    manifest = harmonise(index)
-    write_manifest(manifest, manifest_out)
+    manifest = write_manifest(index, manifest_out)
     return manifest

@@ -20,7 +20,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from echogen.data.errors import DataError, Quarantine
-from echogen.data.manifest import FILELIST_COLUMNS, harmonise, normalise_split, write_manifest
+from echogen.data.manifest import FILELIST_COLUMNS, normalise_split, write_manifest
 from echogen.data.tracings import read_volume_tracings, tracing_ef
 from echogen.data.video import probe_video
 
@@ -195,7 +195,6 @@ def ingest_dynamic(
             records.append(row)
             seen.add(name)
 
-    manifest = harmonise(pd.DataFrame(records))
-    write_manifest(manifest, manifest_out)
+    manifest = write_manifest(pd.DataFrame(records), manifest_out)
     quarantine.write(quarantine_out)
     return manifest

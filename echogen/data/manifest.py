@@ -66,8 +66,8 @@ def harmonise(df: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-def write_manifest(df: pd.DataFrame, path: str | Path) -> None:
-    """Harmonise, check and write a manifest atomically."""
+def write_manifest(df: pd.DataFrame, path: str | Path) -> pd.DataFrame:
+    """Harmonise, check and write a manifest atomically; returns the harmonised table."""
     df = harmonise(df)
     bad = ~df["Split"].isin(SPLITS)
     if bad.any():
@@ -80,6 +80,7 @@ def write_manifest(df: pd.DataFrame, path: str | Path) -> None:
         raise ValueError(f"duplicate FileName in manifest: {names}")
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False)
+    return df
 
 
 def read_manifest(path: str | Path) -> pd.DataFrame:

@@ -23,7 +23,7 @@ from echogen.data.dynamic import (
     tracing_columns,
 )
 from echogen.data.errors import DataError, Quarantine
-from echogen.data.manifest import harmonise, normalise_split, write_manifest
+from echogen.data.manifest import normalise_split, write_manifest
 from echogen.data.tracings import read_volume_tracings
 from echogen.data.video import probe_video
 
@@ -91,7 +91,6 @@ def ingest_pediatric(
             records.append(record)
             seen.add(name)
 
-    manifest = harmonise(pd.DataFrame(records))
-    write_manifest(manifest, manifest_out)
+    manifest = write_manifest(pd.DataFrame(records), manifest_out)
     quarantine.write(quarantine_out)
     return manifest

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from echogen.data.dicom import RV_CLASSES
 from echogen.data.errors import DataError, Quarantine
 from echogen.data.io import atomic_dir, write_json
-from echogen.data.manifest import SPLITS, harmonise, write_manifest
+from echogen.data.manifest import SPLITS, write_manifest
 from echogen.data.parts import PART_QUARANTINE, read_part_index
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ def ingest_rvfailure(
             "patient_id": clips["patient_id"],
         }
     )
-    write_manifest(manifest, manifest_out)
+    manifest = write_manifest(manifest, manifest_out)
 
     train = clips[clips["Split"] == "TRAIN"]
     if train.empty:
@@ -136,4 +136,4 @@ def ingest_rvfailure(
         stats["std"],
         n_quarantined,
     )
-    return harmonise(manifest)
+    return manifest
