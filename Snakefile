@@ -5,6 +5,11 @@
 #   resources/manifests/<dataset>.csv harmonised manifests (+ _quarantine.csv)
 #   resources/<artefact>/<dataset>/  derived data: dartagnan clips, reference_frames, flow,
 #                                    cardiacnet videos and frames, camus pngs, rvfailure clips
+#   resources/weights/[tiny/]<name>.pt  metric detectors and published weights
+#   resources/metric_cache/          cached real-set feature statistics (content-hash keys)
+#   results/models/regressor_<name>/ EF regressors (diffusers-style folder + clips.json)
+#   results/train_regressor/<name>/state/  resumable training state (not a declared output)
+#   results/predictions/regressor_<name>/<videos>.csv  per-video EF predictions
 #   results/models|samples|metrics/  trained models, synthetic datasets, metric tables
 #   logs/<rule>/<wildcards>.log, benchmarks/<rule>/<wildcards>.tsv
 from snakemake.utils import min_version
@@ -26,6 +31,8 @@ include: "rules/common.smk"
 include: "rules/phantom.smk"
 include: "rules/ingest.smk"
 include: "rules/derived.smk"
+include: "rules/metrics.smk"
+include: "rules/regressors.smk"
 
 
 # Everything the activated config produces.
@@ -33,9 +40,23 @@ rule all:
     default_target: True
     input:
         data_targets(),
+        metric_targets(),
+        regressor_targets(),
 
 
 # Every data-preparation artefact: manifests, clips, frame sets, flow, splits.
 rule prepare_data:
     input:
         data_targets(),
+
+
+# Every EF regressor's model and TEST table.
+rule train_regressors:
+    input:
+        regressor_targets(),
+
+
+# Every configured metric comparison.
+rule compute_metrics:
+    input:
+        metric_targets(),

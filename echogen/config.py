@@ -47,7 +47,9 @@ def iter_keys(schema: dict | None = None) -> Iterator[tuple[str, dict]]:
         extra = node.get("additionalProperties")
         if isinstance(extra, dict) and extra:
             key = f"{prefix}.<name>"
-            yield key, _resolve(extra, schema)
+            resolved = _resolve(extra, schema)
+            yield key, resolved
+            yield from walk(resolved, key)
 
     yield from walk(schema, "")
 
@@ -56,6 +58,8 @@ def _type(node: dict) -> str:
     if "enum" in node:
         return " \\| ".join(f"`{v}`" for v in node["enum"])
     kind = node.get("type", "object")
+    if isinstance(kind, list):
+        kind = " or ".join(kind)
     bounds = []
     for word, symbol in [
         ("minimum", "≥"),

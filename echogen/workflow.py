@@ -25,3 +25,47 @@ def setup_logging(log_path: str | Path) -> None:
         force=True,
     )
     logging.captureWarnings(True)
+
+
+def pick_device(gpus: int = 0) -> str:
+    """``"cuda"`` when the rule was given GPUs and CUDA is present, else ``"cpu"``."""
+    import torch
+
+    return "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"
+
+
+def provenance(config: dict | None = None, device: str = "cpu", **extra) -> dict:
+    """Facts that make an output reproducible: echogen git SHA, library versions, device.
+
+    ``config`` is the resolved config subtree the rule used; ``extra`` adds fields (seed, step).
+    """
+    import platform
+    import subprocess
+
+    import accelerate
+    import diffusers
+    import torch
+
+    import echogen
+
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(echogen.__file__).parent,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        sha = "unknown"
+    return {
+        "echogen_version": getattr(echogen, "__version__", "unknown"),
+        "echogen_git_sha": sha,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "accelerate": accelerate.__version__,
+        "device": device,
+        "config": config or {},
+        **extra,
+    }

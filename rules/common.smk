@@ -23,6 +23,8 @@ VIDEO_MANIFESTS = ["dynamic", "ped_a4c", "ped_psax", "cardiacnet", "rvfailure"]
 TIERS = {
     "cpu_small": {"mem_mb": 2000, "runtime": 30},
     "cpu_chunk": {"mem_mb": 4000, "runtime": 120},
+    "gpu_infer": {"mem_mb": 16000, "runtime": 240},
+    "gpu_train": {"mem_mb": 64000, "runtime": 1440},
 }
 
 
@@ -139,3 +141,126 @@ def dartagnan_parts(wildcards):
 
 def flow_parts(wildcards):
     return part_dirs("resources/flow/{dataset}/part_{chunk}", wildcards.dataset)
+
+
+# --- weights, metrics and regressors --------------------------------------------------
+
+
+def weights_file(name):
+    """Where the workflow reads network file `name` (a key of config['weights'])."""
+    entry = config["weights"].get(name)
+    if entry is None:
+        raise WorkflowError(
+            f"weights.{name} is not in the config. Fix: add it under `weights:` with source "
+            f"url (and its url) or local (and its path)."
+        )
+    if entry["source"] == "tiny":
+        if name not in ("inception", "i3d"):
+            raise WorkflowError(
+                f"weights.{name}.source = tiny, but only the metric detectors (inception, i3d) "
+                f"have tiny versions. Fix: use source url or local."
+            )
+        return f"resources/weights/tiny/{name}.pt"
+    if entry["source"] == "url":
+        if not entry.get("url"):
+            raise WorkflowError(
+                f"weights.{name}.source = url needs weights.{name}.url."
+            )
+        return f"resources/weights/{name}.pt"
+    if not entry.get("path"):
+        raise WorkflowError(f"weights.{name}.source = local needs weights.{name}.path.")
+    return entry["path"]
+
+
+def weights_entry(wildcards):
+    return config["weights"][wildcards.name]
+
+
+def detector_params():
+    """Detector files and pins for the generation metrics, as echogen.metrics takes them."""
+    return {
+        name: {
+            "path": weights_file(name),
+            "sha256": config["weights"][name].get("sha256"),
+            "source": config["weights"][name]["source"],
+        }
+        for name in ("inception", "i3d")
+    }
+
+
+def comparison(wildcards):
+    return config["metrics"]["comparisons"][wildcards.run]
+
+
+def comparison_inputs(wildcards):
+    run = comparison(wildcards)
+    inputs = {"real": run["real"], "fake": run["fake"]}
+    wanted = set()
+    for metric in run["metrics"]:
+        if metric.startswith(("fid", "is")):
+            wanted.add("inception")
+        elif metric.startswith("fvd"):
+            wanted.add("i3d")
+    for name in sorted(wanted):
+        inputs[name] = weights_file(name)
+    lpips_weights = config["metrics"]["lpips"]["weights"]
+    if "lpips" in run["metrics"] and lpips_weights:
+        inputs["lpips_weights"] = weights_file(lpips_weights)
+    return inputs
+
+
+def comparison_pattern():
+    """Regex of the configured comparison names (matches nothing when there are none)."""
+    names = list(config["metrics"]["comparisons"])
+    return "|".join(names) if names else "(?!)"
+
+
+def metric_targets():
+    return expand(
+        "results/metrics/{run}.{ext}",
+        run=list(config["metrics"]["comparisons"]),
+        ext=["txt", "json"],
+    )
+
+
+def regressor_run(wildcards):
+    return config["regressors"]["runs"][wildcards.name]
+
+
+def regressor_pattern():
+    names = list(config["regressors"]["runs"])
+    return "|".join(names) if names else "(?!)"
+
+
+def regressor_inputs(wildcards):
+    run = regressor_run(wildcards)
+    inputs = {"manifest": f"resources/manifests/{run['dataset']}.csv"}
+    if run.get("pretrained"):
+        inputs["weights"] = weights_file(run["pretrained"]["weights"])
+    return inputs
+
+
+def regressor_predictions(wildcards):
+    run = regressor_run(wildcards)
+    return f"results/predictions/regressor_{wildcards.name}/{run['dataset']}.csv"
+
+
+def regressor_targets():
+    if not is_activated("regressors"):
+        return []
+    return expand(
+        "results/metrics/regressor_{name}.{ext}",
+        name=list(config["regressors"]["runs"]),
+        ext=["txt", "json"],
+    )
+
+
+def prediction_inputs(wildcards):
+    """Model folder plus the videos to score: a dataset's manifest or a configured folder."""
+    inputs = {"model": f"results/models/regressor_{wildcards.name}"}
+    folders = config["regressors"].get("video_folders", {})
+    if wildcards.videos in folders:
+        inputs["folder"] = folders[wildcards.videos]
+    else:
+        inputs["manifest"] = f"resources/manifests/{wildcards.videos}.csv"
+    return inputs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -216,3 +217,62 @@ def test_demo_rerun_is_a_no_op(demo):
 def test_demo_logs_every_job(demo):
     logs = list((demo / "logs").rglob("*.log"))
     assert len(logs) >= 20
+
+
+@pytest.fixture(scope="module")
+def demo_all(demo):
+    """The rest of the demo (metric comparisons, the tiny EF regressor) on top of `demo`."""
+    result = snakemake(
+        "--profile", REPO / "profiles" / "ci", "--configfile", DEMO_CONFIG,
+        "--directory", demo, "all",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return demo
+
+
+def test_demo_generation_metrics(demo_all):
+    windows = json.loads((demo_all / "results/metrics/realcheck_dynamic_windows.json").read_text())
+    other = json.loads((demo_all / "results/metrics/realcheck_dynamic_vs_ped_a4c.json").read_text())
+    for key in ["fid50k_full", "is50k_mean", "fvd2048_16f", "ssim", "lpips"]:
+        assert np.isfinite(windows["metrics"][key]), key
+    assert 0 < windows["metrics"]["ssim"] <= 1
+    # Another dataset is further from Dynamic than other windows of the same videos.
+    assert other["metrics"]["fid50k_full"] > windows["metrics"]["fid50k_full"]
+    assert other["metrics"]["fvd2048_16f"] > windows["metrics"]["fvd2048_16f"]
+    detail = windows["details"]["fvd2048_16f"]
+    assert detail["n_real"] == detail["n_fake"] == 12  # the demo's 12 TRAIN videos
+    assert windows["details"]["fid50k_full"]["n_real"] == 12 * 128
+    table = (demo_all / "results/metrics/realcheck_dynamic_windows.txt").read_text()
+    assert table.startswith("PLUMBING CHECK")
+    assert len(list((demo_all / "resources/metric_cache").glob("*.npz"))) >= 2
+
+
+def test_demo_regressor(demo_all):
+    model = demo_all / "results/models/regressor_tiny_dynamic"
+    for name in ["config.json", "clips.json", "train.json", "log.csv", "provenance.json"]:
+        assert (model / name).is_file(), name
+    predictions = pd.read_csv(demo_all / "results/predictions/regressor_tiny_dynamic/dynamic.csv")
+    manifest = read_manifest(demo_all / "resources/manifests/dynamic.csv")
+    assert len(predictions) == len(manifest)
+    assert predictions[["EF_pred_clip", "EF_pred_all"]].notna().all().all()
+    record = json.loads((demo_all / "results/metrics/regressor_tiny_dynamic.json").read_text())
+    test = predictions[predictions["Split"] == "TEST"]
+    mae = float(np.abs(test["EF_pred_all"] - test["EF"]).mean())
+    assert record["all_clips"]["mae"]["value"] == pytest.approx(mae, rel=1e-9)
+    table = (demo_all / "results/metrics/regressor_tiny_dynamic.txt").read_text()
+    assert "MAE" in table and "train mean" in table
+
+
+def test_demo_regressor_rerun_resumes_from_state(demo_all):
+    """Deleting the exported model and re-running resumes from the saved state: no retraining."""
+    model = demo_all / "results/models/regressor_tiny_dynamic"
+    before = (model / "diffusion_pytorch_model.safetensors").read_bytes()
+    shutil.rmtree(model)
+    result = snakemake(
+        "--profile", REPO / "profiles" / "ci", "--configfile", DEMO_CONFIG,
+        "--directory", demo_all, "results/models/regressor_tiny_dynamic",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert (model / "diffusion_pytorch_model.safetensors").read_bytes() == before
+    log = (demo_all / "logs/train_regressor/tiny_dynamic.log").read_text()
+    assert "resum" in log.lower()

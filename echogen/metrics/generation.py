@@ -1,0 +1,414 @@
+"""StyleGAN-V's generation metrics (FID, IS, FVD) between a real and a generated frame set.
+
+Both sets use the layout of :mod:`echogen.metrics.frame_folders`: sorted video folders of
+numbered frames. Metric names follow StyleGAN-V (``calc_metrics_for_dataset.py``):
+
+- ``fid<K>k_full``: Inception pool features; real = every frame of every video, fake = the
+  first ``K*1000`` frames (videos sorted, frames in numeric order).
+- ``is<K>k``: Inception class probabilities (no output bias) of the first ``K*1000`` fake
+  frames in 10 contiguous splits; mean and std of ``exp(KL(p(y|x) || p(y)))`` over splits.
+- ``fvd<N>_<F>f``: I3D logits of ``F``-frame clips; real = the first ``N`` videos with at
+  least ``F`` frames, one random window each (seeded by the metric seed and the video's index
+  in the sorted folder); fake = the first ``N`` such videos, their first ``F`` frames. Shorter
+  videos are dropped and counted.
+
+Unlike StyleGAN-V there is no per-resolution batch table, frames are ordered numerically
+rather than as strings, and cached real statistics are keyed by file contents, never by
+folder name. Every record states the item counts, window policy and resolutions it used.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import scipy.special
+import torch
+from einops import rearrange
+from PIL import Image
+from tqdm import tqdm
+
+from echogen.data.errors import DataError
+from echogen.data.io import atomic_path, write_json
+from echogen.metrics.detectors import PUBLISHED_SHA256, load_detector, sha256_file
+from echogen.metrics.frame_folders import content_hash, list_frames, list_videos, load_frames
+from echogen.metrics.frechet import FeatureStats, frechet_distance
+
+log = logging.getLogger(__name__)
+
+METRICS = ("fid50k_full", "is50k", "fvd2048_16f", "fvd2048_128f")
+METRIC_FORMS = "fid<K>k_full, is<K>k, fvd<N>_<F>f (e.g. " + ", ".join(METRICS) + ")"
+IS_SPLITS = 10
+DETECTOR_OF = {"fid": "inception", "is": "inception", "fvd": "i3d"}
+# Keyword arguments StyleGAN-V passes to the published detectors for each metric family.
+DETECTOR_KWARGS = {
+    "fid": {"return_features": True},
+    "is": {"no_output_bias": True},
+    "fvd": {"rescale": True, "resize": True, "return_features": True},
+}
+_PATTERNS = {
+    "fid": re.compile(r"fid([1-9]\d*)k_full"),
+    "is": re.compile(r"is([1-9]\d*)k"),
+    "fvd": re.compile(r"fvd([1-9]\d*)_([1-9]\d*)f"),
+}
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """A parsed metric name.
+
+    Args:
+        name: the name as given, e.g. ``fvd2048_16f``.
+        family: ``"fid"``, ``"is"`` or ``"fvd"``.
+        max_items: frames (fid, is) or videos (fvd) taken at most from the generated set.
+        frames: clip length in frames (fvd only).
+    """
+
+    name: str
+    family: str
+    max_items: int
+    frames: int | None = None
+
+
+def parse_metric(name: str) -> MetricSpec:
+    """Parse ``fid<K>k_full``, ``is<K>k`` or ``fvd<N>_<F>f``; anything else is a ValueError."""
+    for family, pattern in _PATTERNS.items():
+        match = pattern.fullmatch(name)
+        if match is None:
+            continue
+        if family == "fvd":
+            return MetricSpec(name, family, int(match[1]), int(match[2]))
+        return MetricSpec(name, family, int(match[1]) * 1000)
+    raise ValueError(f"unknown metric {name!r}; valid forms: {METRIC_FORMS}")
+
+
+@dataclass(frozen=True)
+class _FrameSet:
+    """A scanned frame set: its root and each sorted video's frames in numeric order."""
+
+    root: Path
+    frames: list[list[Path]]
+
+    @classmethod
+    def scan(cls, root: str | Path) -> _FrameSet:
+        return cls(Path(root), [list_frames(video) for video in list_videos(root)])
+
+    def first_frames(self, n: int) -> list[Path]:
+        """The first ``n`` frames in sorted video order, frames in numeric order."""
+        out: list[Path] = []
+        for frames in self.frames:
+            out.extend(frames[: n - len(out)])
+            if len(out) == n:
+                break
+        return out
+
+    def windows(self, n_videos: int, frames: int, seed: int | None) -> tuple[list[list[Path]], int]:
+        """``frames``-frame windows of the first ``n_videos`` long-enough videos, and the number
+        of videos in the whole set that are too short.
+
+        ``seed=None`` takes each video's first frames; otherwise the start is drawn uniformly
+        from ``default_rng([seed, video index])``, so a video's window does not depend on which
+        other videos are in the set.
+        """
+        windows, dropped = [], 0
+        for index, video_frames in enumerate(self.frames):
+            if len(video_frames) < frames:
+                dropped += 1
+            elif len(windows) < n_videos:
+                start = 0
+                if seed is not None:
+                    rng = np.random.default_rng([seed, index])
+                    start = int(rng.integers(0, len(video_frames) - frames + 1))
+                windows.append(video_frames[start : start + frames])
+        if not windows:
+            raise DataError(
+                self.root,
+                f"no video has at least {frames} frames",
+                "use longer videos, or an fvd metric with fewer frames",
+            )
+        return windows, dropped
+
+
+def _resolution(path: Path) -> list[int]:
+    with Image.open(path) as image:
+        width, height = image.size
+    return [height, width]
+
+
+def _batches(items: list[list[Path]], per_batch: int, video: bool) -> Iterator[torch.Tensor]:
+    """uint8 detector inputs, channels first as StyleGAN-V feeds them: ``[B, 3, H, W]`` of
+    one-frame items, or ``[B, 3, F, H, W]`` clips when ``video``. Every batch must share the
+    first batch's frame size."""
+    size = None
+    for i in range(0, len(items), per_batch):
+        chunk = items[i : i + per_batch]
+        frames = load_frames([path for item in chunk for path in item])  # (B*F, H, W, 3)
+        size = size or frames.shape[1:3]
+        if frames.shape[1:3] != size:
+            raise DataError(
+                chunk[0][0],
+                f"frame size {frames.shape[1:3]} differs from {size} earlier in the set",
+                "resize every frame of the set to one resolution",
+            )
+        frames = torch.from_numpy(frames)
+        if video:
+            frames = rearrange(frames, "(b t) h w c -> b c t h w", b=len(chunk))
+        else:
+            frames = rearrange(frames, "b h w c -> b c h w")
+        yield frames.contiguous()
+
+
+@torch.no_grad()
+def _feature_stats(
+    detector,
+    items: list[list[Path]],
+    per_batch: int,
+    video: bool,
+    kwargs: dict,
+    device: str,
+    desc: str,
+) -> FeatureStats:
+    stats = FeatureStats()
+    total = -(-len(items) // per_batch)
+    for batch in tqdm(_batches(items, per_batch, video), total=total, desc=desc, leave=False):
+        stats.append(detector(batch.to(device), **kwargs))
+    return stats
+
+
+@torch.no_grad()
+def _inception_score(
+    detector, paths: list[Path], batch_size: int, device: str, desc: str
+) -> tuple[float, float]:
+    """Mean and std over :data:`IS_SPLITS` contiguous splits, accumulated batch by batch.
+
+    Per split, ``mean_i Σ_c p log(p / p̄) = mean_i Σ_c p log p − Σ_c p̄ log p̄``, so only the
+    split sums are kept; ``0 log 0`` counts as 0 (StyleGAN-V would give NaN there).
+    """
+    n = len(paths)
+    bounds = np.array([k * n // IS_SPLITS for k in range(IS_SPLITS + 1)])
+    sum_plogp = np.zeros(IS_SPLITS)
+    sum_p = None
+    row = 0
+    batches = _batches([[path] for path in paths], batch_size, video=False)
+    for batch in tqdm(batches, total=-(-n // batch_size), desc=desc, leave=False):
+        probs = detector(batch.to(device), **DETECTOR_KWARGS["is"]).double().cpu().numpy()
+        split = np.searchsorted(bounds, np.arange(row, row + len(probs)), side="right") - 1
+        if sum_p is None:
+            sum_p = np.zeros((IS_SPLITS, probs.shape[1]))
+        np.add.at(sum_plogp, split, scipy.special.xlogy(probs, probs).sum(axis=1))
+        np.add.at(sum_p, split, probs)
+        row += len(probs)
+    counts = np.diff(bounds)
+    mean_p = sum_p / counts[:, None]
+    kl = sum_plogp / counts - scipy.special.xlogy(mean_p, mean_p).sum(axis=1)
+    scores = np.exp(kl)
+    return float(scores.mean()), float(scores.std())
+
+
+def _select_items(
+    spec: MetricSpec, real: _FrameSet, fake: _FrameSet, seed: int
+) -> tuple[list[list[Path]], list[list[Path]], dict]:
+    """The real and fake items (one-frame lists for FID, clips for FVD) and their details."""
+    if spec.family == "fid":
+        real_items = [[path] for frames in real.frames for path in frames]
+        fake_items = [[path] for path in fake.first_frames(spec.max_items)]
+        dropped_real = dropped_fake = 0
+        policy = (
+            f"real: every frame of every video; fake: first {spec.max_items} frames in sorted order"
+        )
+    else:
+        real_items, dropped_real = real.windows(spec.max_items, spec.frames, seed)
+        fake_items, dropped_fake = fake.windows(spec.max_items, spec.frames, None)
+        policy = (
+            f"real: one random {spec.frames}-frame window per video, start from numpy "
+            f"default_rng([seed, video index]); fake: first {spec.frames} frames; videos with "
+            f"fewer than {spec.frames} frames dropped"
+        )
+    detail = {
+        "n_real": len(real_items),
+        "n_fake": len(fake_items),
+        "frames": spec.frames,
+        "resolution": {
+            "real": _resolution(real_items[0][0]),
+            "fake": _resolution(fake_items[0][0]),
+        },
+        "window_policy": policy,
+        "dropped_short_real": dropped_real,
+        "dropped_short_fake": dropped_fake,
+    }
+    return real_items, fake_items, detail
+
+
+def _cached_real_stats(
+    compute, items: list[list[Path]], options: dict, cache_dir: str | None, desc: str
+) -> FeatureStats:
+    """Real-set statistics, from ``cache_dir/<content key>.npz`` when present.
+
+    The key hashes the names and bytes of exactly the frames used, in order, plus the
+    metric options and the detector's sha256, so no folder name or stale set can hit it.
+    """
+    if cache_dir is None:
+        return compute()
+    files = [path for item in items for path in item]
+    path = Path(cache_dir) / f"{content_hash(files, options)}.npz"
+    if path.is_file():
+        log.info("%s: real statistics cache hit %s", desc, path)
+        return FeatureStats.from_npz(path)
+    stats = compute()
+    stats.to_npz(path)
+    log.info("%s: real statistics cached as %s", desc, path)
+    return stats
+
+
+def evaluate_generation(
+    real_dir: str | Path,
+    fake_dir: str | Path,
+    metrics: list[str],
+    detectors: dict[str, dict],
+    cache_dir: str | None,
+    seed: int,
+    batch_size: int = 32,
+    device: str = "cpu",
+) -> dict:
+    """Compute generation metrics of ``fake_dir`` against ``real_dir``.
+
+    Args:
+        real_dir: real frame set, ``<root>/<video>/<frame>.<jpg|png>``.
+        fake_dir: generated frame set, same layout.
+        metrics: names such as ``fid50k_full``, ``is50k``, ``fvd2048_16f`` (see
+            :func:`parse_metric`).
+        detectors: ``{"inception": {"path": ..., "sha256": ... | None}, "i3d": {...}}``; only
+            the ones the metrics need are read.
+        cache_dir: folder for real-set statistics keyed by content, or None for no cache.
+        seed: seeds the real FVD windows (non-negative).
+        batch_size: frames per detector call; FVD calls take ``max(1, batch_size // F)`` clips.
+        device: torch device for the detectors.
+
+    Returns:
+        A JSON-able record with ``metrics`` (floats; IS as ``<name>_mean`` and
+        ``<name>_std``), per-metric ``details`` (item counts, clip length, resolutions,
+        window policy, dropped short videos), ``detectors`` (path and actual sha256), ``seed``,
+        ``real_dir`` and ``fake_dir``.
+    """
+    specs = [parse_metric(name) for name in metrics]
+    if not specs:
+        raise ValueError(f"no metrics requested; valid forms: {METRIC_FORMS}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+
+    loaded, detector_record = {}, {}
+    for name in sorted({DETECTOR_OF[spec.family] for spec in specs}):
+        if "path" not in detectors.get(name, {}):
+            raise ValueError(
+                f"these metrics need detectors[{name!r}] = {{'path': ..., 'sha256': ...}}"
+            )
+        path, expected = detectors[name]["path"], detectors[name].get("sha256")
+        loaded[name] = load_detector(path, expected, device)
+        detector_record[name] = {"path": str(path), "sha256": expected or sha256_file(path)}
+
+    fake = _FrameSet.scan(fake_dir)
+    real = _FrameSet.scan(real_dir) if any(s.family != "is" for s in specs) else None
+    values, details = {}, {}
+    for spec in specs:
+        detector = loaded[DETECTOR_OF[spec.family]]
+        if spec.family == "is":
+            fake_files = fake.first_frames(spec.max_items)
+            if len(fake_files) < IS_SPLITS:
+                raise DataError(
+                    fake.root,
+                    f"only {len(fake_files)} frames, fewer than the {IS_SPLITS} IS splits",
+                    "generate more frames",
+                )
+            mean, std = _inception_score(detector, fake_files, batch_size, device, spec.name)
+            values[f"{spec.name}_mean"], values[f"{spec.name}_std"] = mean, std
+            details[spec.name] = {
+                "n_real": None,
+                "n_fake": len(fake_files),
+                "frames": None,
+                "resolution": {"real": None, "fake": _resolution(fake_files[0])},
+                "window_policy": f"fake: first {spec.max_items} frames in sorted order, "
+                f"{IS_SPLITS} contiguous splits",
+                "dropped_short_real": 0,
+                "dropped_short_fake": 0,
+            }
+            log.info("%s = %.6g ± %.6g (fake %d)", spec.name, mean, std, len(fake_files))
+            continue
+
+        real_items, fake_items, details[spec.name] = _select_items(spec, real, fake, seed)
+        video = spec.family == "fvd"
+        per_batch = max(1, batch_size // spec.frames) if video else batch_size
+        kwargs = DETECTOR_KWARGS[spec.family]
+        options = {
+            "family": spec.family,
+            "frames": spec.frames,
+            "detector_kwargs": kwargs,
+            "detector_sha256": detector_record[DETECTOR_OF[spec.family]]["sha256"],
+        }
+
+        stats_of = partial(
+            _feature_stats, detector, per_batch=per_batch, video=video, kwargs=kwargs, device=device
+        )
+        compute_real = partial(stats_of, real_items, desc=f"{spec.name} real")
+        real_stats = _cached_real_stats(compute_real, real_items, options, cache_dir, spec.name)
+        fake_stats = stats_of(fake_items, desc=f"{spec.name} fake")
+        values[spec.name] = frechet_distance(*real_stats.mean_cov(), *fake_stats.mean_cov())
+        log.info(
+            "%s = %.6g (real %d, fake %d)",
+            spec.name,
+            values[spec.name],
+            len(real_items),
+            len(fake_items),
+        )
+
+    return {
+        "metrics": values,
+        "details": details,
+        "detectors": detector_record,
+        "seed": seed,
+        "real_dir": str(real_dir),
+        "fake_dir": str(fake_dir),
+    }
+
+
+def is_published(name: str, sha256: str) -> bool:
+    """Whether ``sha256`` is the pinned hash of the published ``name`` detector."""
+    published = PUBLISHED_SHA256.get(name)
+    return published is not None and published == sha256
+
+
+def write_metric_table(record: dict, txt_path: str | Path, json_path: str | Path) -> None:
+    """Write ``record`` as JSON and as a human-readable text table (both atomically)."""
+    lines = []
+    published = record.get("published") or {
+        name: is_published(name, detector["sha256"])
+        for name, detector in record["detectors"].items()
+    }
+    plumbing = sorted(name for name, ok in published.items() if not ok)
+    if plumbing:
+        lines.append(
+            f"PLUMBING CHECK: the weights of {', '.join(plumbing)} are not verified as the "
+            "published files (tiny or random networks, or SHA-256 not pinned); these numbers "
+            "are not comparable to papers"
+        )
+    lines += [f"{name}: {value:.6g}" for name, value in record["metrics"].items()]
+    lines.append("")
+    lines.append("details:")
+    for name, detail in record["details"].items():
+        lines.append(f"  {name}:")
+        lines += [f"    {key}: {value}" for key, value in detail.items()]
+    lines.append("detectors:")
+    for name, detector in record["detectors"].items():
+        lines.append(f"  {name}: sha256 {detector['sha256']} ({detector['path']})")
+    lines.append(f"seed: {record['seed']}")
+    lines.append(f"real_dir: {record['real_dir']}")
+    lines.append(f"fake_dir: {record['fake_dir']}")
+    write_json(json_path, record)
+    with atomic_path(txt_path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")

@@ -1,0 +1,317 @@
+"""Ejection-fraction video regressors: torchvision's R(2+1)D-18 / R3D-18 with one output.
+
+EchoNet-Dynamic (Ouyang et al., Nature 2020, https://github.com/echonet/dynamic) regresses EF
+with torchvision's ``r2plus1d_18`` whose ``fc`` is replaced by a 1-output layer with bias
+55.6 (the training-set mean EF); EchoDiffusion scores generated videos with the same network,
+and D'ARTAGNAN's expert is a narrower one-channel R(2+1)D-18. :class:`EFRegressor` builds
+all of them from torchvision's own blocks, with module names identical to torchvision's
+``VideoResNet``, so that at the default size its state dict is key-for-key and
+shape-for-shape that of ``torchvision.models.video.r2plus1d_18(num_classes=1)`` (or
+``r3d_18``): EchoNet's released weights and torchvision's Kinetics-400 weights load directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import ConfigMixin, ModelMixin
+from diffusers.configuration_utils import register_to_config
+from einops import rearrange
+from torch import nn
+from torchvision.models.video.resnet import BasicBlock, Conv2Plus1D, Conv3DSimple
+
+from echogen.data.errors import DataError
+
+log = logging.getLogger(__name__)
+
+ARCHS = ("r2plus1d_18", "r3d_18")
+DEFAULT_WIDTHS = (64, 128, 256, 512)
+DEFAULT_LAYERS = (2, 2, 2, 2)
+# torchvision's R(2+1)D stem factorises its 3x7x7 convolution through 45 channels (Tran et
+# al. 2018) for a 64-wide network; narrower networks scale it in proportion.
+R2PLUS1D_STEM_MID = 45
+# DataParallel (as in EchoNet's released checkpoint) prefixes every key with this.
+DATAPARALLEL_PREFIX = "module."
+# EchoNet's checkpoint stores its validation R² as a NumPy float64 next to the weights; these
+# are the only non-torch objects the safe (weights_only) unpickler must accept to read it,
+# under the module names of NumPy 1.x (which wrote it) and 2.x.
+SAFE_NUMPY_GLOBALS = [
+    (np._core.multiarray.scalar, "numpy.core.multiarray.scalar"),
+    (np._core.multiarray.scalar, "numpy._core.multiarray.scalar"),
+    np.dtype,
+    np.dtypes.Float64DType,
+]
+
+MODEL_PRESETS: dict[str, dict] = {
+    # EchoNet-Dynamic's EF model: torchvision r2plus1d_18, RGB, fc bias 55.6 (PAPERS.md §1).
+    "echonet": {
+        "arch": "r2plus1d_18",
+        "in_channels": 3,
+        "widths": DEFAULT_WIDTHS,
+        "layers": DEFAULT_LAYERS,
+        "fc_bias_init": 55.6,
+    },
+    # EchoDiffusion's reference regressor is the same network (Kinetics init, 64 frames at
+    # 32 fps, /255): only the clip settings differ (PAPERS.md §3).
+    "echodiffusion": {
+        "arch": "r2plus1d_18",
+        "in_channels": 3,
+        "widths": DEFAULT_WIDTHS,
+        "layers": DEFAULT_LAYERS,
+        "fc_bias_init": 55.6,
+    },
+    # D'ARTAGNAN's expert: R(2+1)D-18-like, 1 grey channel, "width 32-128" (PAPERS.md §6). Its
+    # code doubles a CLI width nf per stage and never records the expert's nf, so the paper's
+    # range is taken literally: 32, 64, 128 and a 4th stage kept at 128. Same family, not
+    # weight-compatible with D'ARTAGNAN's (unreleased) expert.
+    "dartagnan_expert": {
+        "arch": "r2plus1d_18",
+        "in_channels": 1,
+        "widths": (32, 64, 128, 128),
+        "layers": DEFAULT_LAYERS,
+        "fc_bias_init": 55.6,
+    },
+    # CPU-sized plumbing model for tests and the phantom runs.
+    "tiny": {
+        "arch": "r3d_18",
+        "in_channels": 1,
+        "widths": (8, 16, 32, 32),
+        "layers": (1, 1, 1, 1),
+        "fc_bias_init": 55.6,
+    },
+}
+
+
+def _stem(arch: str, in_channels: int, width: int) -> nn.Sequential:
+    """torchvision's ``R2Plus1dStem`` / ``BasicStem`` with ``in_channels`` in, ``width`` out."""
+    if arch == "r2plus1d_18":
+        mid = max(1, R2PLUS1D_STEM_MID * width // 64)
+        return nn.Sequential(
+            nn.Conv3d(in_channels, mid, (1, 7, 7), stride=(1, 2, 2), padding=(0, 3, 3), bias=False),
+            nn.BatchNorm3d(mid),
+            nn.ReLU(inplace=True),
+            nn.Conv3d(mid, width, (3, 1, 1), stride=(1, 1, 1), padding=(1, 0, 0), bias=False),
+            nn.BatchNorm3d(width),
+            nn.ReLU(inplace=True),
+        )
+    return nn.Sequential(
+        nn.Conv3d(in_channels, width, (3, 7, 7), stride=(1, 2, 2), padding=(1, 3, 3), bias=False),
+        nn.BatchNorm3d(width),
+        nn.ReLU(inplace=True),
+    )
+
+
+def _stage(
+    conv_builder: type[Conv2Plus1D] | type[Conv3DSimple],
+    inplanes: int,
+    planes: int,
+    blocks: int,
+    stride: int,
+) -> nn.Sequential:
+    """One residual stage, as torchvision's ``VideoResNet._make_layer`` builds it."""
+    downsample = None
+    if stride != 1 or inplanes != planes:
+        downsample = nn.Sequential(
+            nn.Conv3d(
+                inplanes,
+                planes,
+                kernel_size=1,
+                stride=conv_builder.get_downsample_stride(stride),
+                bias=False,
+            ),
+            nn.BatchNorm3d(planes),
+        )
+    layers = [BasicBlock(inplanes, planes, conv_builder, stride, downsample)]
+    layers += [BasicBlock(planes, planes, conv_builder) for _ in range(1, blocks)]
+    return nn.Sequential(*layers)
+
+
+class EFRegressor(ModelMixin, ConfigMixin):
+    """Video ResNet-18 that regresses ejection fraction (%) from a clip.
+
+    Module names follow torchvision's ``VideoResNet`` (``stem``, ``layer1``..``layer4``,
+    ``avgpool``, ``fc``), so at the default widths/layers and 3 input channels the state dict
+    equals ``torchvision.models.video.r2plus1d_18(num_classes=1)``'s (``r3d_18`` likewise).
+    Convolutions and batch norms are initialised as torchvision does; ``fc`` keeps PyTorch's
+    default ``nn.Linear`` init with its bias set to ``fc_bias_init``, as EchoNet does after
+    replacing torchvision's classifier.
+
+    Config parameters:
+        arch (str, "r2plus1d_18"): ``"r2plus1d_18"`` (R(2+1)D blocks, ``Conv2Plus1D``,
+            factorised stem) or ``"r3d_18"`` (full 3-D ``Conv3DSimple`` blocks, 3x7x7 stem).
+        in_channels (int, 3): input channels; 3 for EchoNet's RGB-repeated grey, 1 for grey.
+        widths (tuple of 4 ints, (64, 128, 256, 512)): channels of ``layer1``..``layer4``;
+            the stem outputs ``widths[0]`` (the R(2+1)D stem's middle width is 45/64 of it).
+        layers (tuple of 4 ints, (2, 2, 2, 2)): residual blocks per stage.
+        fc_bias_init (float, 55.6): initial output bias, the mean EF of the training set
+            (EchoNet-Dynamic's TRAIN mean).
+
+    Paper: Ouyang et al., "Video-based AI for beat-to-beat assessment of cardiac function",
+    Nature 2020; Tran et al., "A Closer Look at Spatiotemporal Convolutions", CVPR 2018.
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        arch: str = "r2plus1d_18",
+        in_channels: int = 3,
+        widths: tuple = DEFAULT_WIDTHS,
+        layers: tuple = DEFAULT_LAYERS,
+        fc_bias_init: float = 55.6,
+    ):
+        super().__init__()
+        if arch not in ARCHS:
+            raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
+        widths, layers = tuple(widths), tuple(layers)
+        if len(widths) != 4 or len(layers) != 4:
+            raise ValueError(f"widths and layers need 4 entries, got {widths} and {layers}")
+        if min(widths) < 1 or min(layers) < 1 or in_channels < 1:
+            raise ValueError(
+                f"in_channels, widths and layers must be positive, got {in_channels}, "
+                f"{widths}, {layers}"
+            )
+        conv_builder = Conv2Plus1D if arch == "r2plus1d_18" else Conv3DSimple
+
+        self.stem = _stem(arch, in_channels, widths[0])
+        self.layer1 = _stage(conv_builder, widths[0], widths[0], layers[0], stride=1)
+        self.layer2 = _stage(conv_builder, widths[0], widths[1], layers[1], stride=2)
+        self.layer3 = _stage(conv_builder, widths[1], widths[2], layers[2], stride=2)
+        self.layer4 = _stage(conv_builder, widths[2], widths[3], layers[3], stride=2)
+        self.avgpool = nn.AdaptiveAvgPool3d((1, 1, 1))
+        self.fc = nn.Linear(widths[3], 1)
+
+        for module in self.modules():
+            if isinstance(module, nn.Conv3d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(module, nn.BatchNorm3d):
+                nn.init.constant_(module.weight, 1)
+                nn.init.constant_(module.bias, 0)
+        nn.init.constant_(self.fc.bias, fc_bias_init)
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        """Predict EF.
+
+        Args:
+            video: float tensor ``[B, C, T, H, W]`` with ``C == in_channels``, normalised as the
+                model was trained (see :class:`echogen.data.ef_clips.ClipSpec`).
+
+        Returns:
+            float tensor ``[B]``: EF in %.
+        """
+        if video.ndim != 5 or video.shape[1] != self.config.in_channels:
+            raise ValueError(
+                f"expected video [B, {self.config.in_channels}, T, H, W], got {tuple(video.shape)}"
+            )
+        x = self.stem(video)  # [B, w0, T, H/2, W/2]
+        x = self.layer1(x)
+        x = self.layer2(x)
+        x = self.layer3(x)
+        x = self.layer4(x)  # [B, w3, T/8, H/16, W/16]
+        x = self.avgpool(x)
+        x = rearrange(x, "b c 1 1 1 -> b c")
+        x = self.fc(x)
+        return rearrange(x, "b 1 -> b")
+
+
+def _load_file(path: Path) -> dict:
+    if not path.is_file():
+        raise DataError(
+            path,
+            "weights file does not exist",
+            "run the download_weights rule or set the weights path in the config",
+        )
+    try:
+        with torch.serialization.safe_globals(SAFE_NUMPY_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
+        raise DataError(
+            path,
+            f"cannot read the weights file ({type(err).__name__}: {str(err).splitlines()[0]})",
+            "re-download it; it must be a torch.save'd state dict",
+        ) from err
+
+
+def _check_keys(
+    expected: dict[str, torch.Tensor],
+    given: dict[str, torch.Tensor],
+    path: Path,
+    what: str,
+) -> None:
+    """DataError listing a few missing, unexpected and wrongly shaped keys, if any."""
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    shapes = [
+        f"{k} {tuple(given[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in given and given[k].shape != v.shape
+    ]
+    if missing or unexpected or shapes:
+        raise DataError(
+            path,
+            f"state dict does not fit the model ({len(missing)} missing e.g. {missing[:3]}, "
+            f"{len(unexpected)} unexpected e.g. {unexpected[:3]}, {len(shapes)} with other "
+            f"shapes e.g. {shapes[:3]})",
+            f"use {what}, matching the model's arch/in_channels/widths/layers",
+        )
+
+
+def load_published_weights(model: EFRegressor, path: str | Path) -> EFRegressor:
+    """Load EchoNet-Dynamic's released EF weights (``r2plus1d_18_32_2_pretrained.pt``).
+
+    The file is a dict whose ``"state_dict"`` was saved from a ``DataParallel`` model, so every
+    key starts with ``module.``; a bare state dict (with or without the prefix) also works.
+    Loading is strict: every key and shape must match, else a :class:`DataError` naming the
+    file lists a few of the differences.
+
+    Returns:
+        ``model``, with the weights loaded in place.
+    """
+    path = Path(path)
+    state = _load_file(path)
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise DataError(
+            path, "file holds no state dict", "use EchoNet's r2plus1d_18_32_2_pretrained.pt"
+        )
+    state = {k.removeprefix(DATAPARALLEL_PREFIX): v for k, v in state.items()}
+    _check_keys(model.state_dict(), state, path, "EchoNet's r2plus1d_18_32_2_pretrained.pt")
+    model.load_state_dict(state, strict=True)
+    log.info("loaded published EF weights from %s", path)
+    return model
+
+
+def load_kinetics_trunk(model: EFRegressor, path: str | Path) -> EFRegressor:
+    """Initialise every layer but ``fc`` from torchvision Kinetics-400 weights.
+
+    ``path`` is a torchvision state dict (``r2plus1d_18-91a641e6.pth`` or
+    ``r3d_18-b3b3357e.pth``, keys without prefix). Its 400-class ``fc`` is dropped and the
+    model's own ``fc`` (bias ``fc_bias_init``) kept. For a one-channel model the first stem
+    convolution's weight is summed over its RGB inputs, so a grey clip gives the same response
+    as the Kinetics network gets from that clip repeated to three channels.
+
+    Returns:
+        ``model``, with the trunk loaded in place.
+    """
+    cfg = model.config
+    if tuple(cfg.widths) != DEFAULT_WIDTHS or tuple(cfg.layers) != DEFAULT_LAYERS:
+        raise ValueError(
+            f"Kinetics weights need widths {DEFAULT_WIDTHS} and layers {DEFAULT_LAYERS}, "
+            f"got {tuple(cfg.widths)} and {tuple(cfg.layers)}"
+        )
+    path = Path(path)
+    state = _load_file(path)
+    if not isinstance(state, dict):
+        raise DataError(path, "file holds no state dict", f"use torchvision's {cfg.arch} weights")
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    if cfg.in_channels == 1 and "stem.0.weight" in state:
+        state["stem.0.weight"] = state["stem.0.weight"].sum(dim=1, keepdim=True)
+    trunk = {k: v for k, v in model.state_dict().items() if not k.startswith("fc.")}
+    _check_keys(trunk, state, path, f"torchvision's Kinetics-400 {cfg.arch} weights")
+    model.load_state_dict(state, strict=False)
+    log.info("loaded Kinetics-400 trunk from %s", path)
+    return model

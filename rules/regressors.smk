@@ -1,0 +1,75 @@
+# EF regressors: training, prediction on any set of videos, and the TEST table.
+
+
+rule train_regressor:
+    """Train (or load) an EF regressor; resumable state lives in results/train_regressor/<name>/."""
+    input:
+        unpack(regressor_inputs),
+    output:
+        model=directory("results/models/regressor_{name}"),
+    log:
+        "logs/train_regressor/{name}.log",
+    benchmark:
+        "benchmarks/train_regressor/{name}.tsv"
+    wildcard_constraints:
+        name=regressor_pattern(),
+    conda:
+        "../envs/echogen.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=tier_mem("gpu_train"),
+        runtime=tier_runtime("gpu_train"),
+    params:
+        run=regressor_run,
+        state_dir="results/train_regressor/{name}/state",
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/train_regressor.py"
+
+
+rule predict_ef:
+    """Predict EF (one clip and the all-clip average) for a manifest or a folder of videos."""
+    input:
+        unpack(prediction_inputs),
+    output:
+        predictions="results/predictions/regressor_{name}/{videos}.csv",
+    log:
+        "logs/predict_ef/{name}_{videos}.log",
+    benchmark:
+        "benchmarks/predict_ef/{name}_{videos}.tsv"
+    wildcard_constraints:
+        name=regressor_pattern(),
+        videos=r"[a-z0-9_]+",
+    conda:
+        "../envs/echogen.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=tier_mem("gpu_infer"),
+        runtime=tier_runtime("gpu_infer"),
+    script:
+        "../workflow_scripts/predict_ef.py"
+
+
+rule evaluate_regressor:
+    """Write the regressor's TEST table: MAE, RMSE, R² with bootstrap CIs, vs the train mean."""
+    input:
+        model="results/models/regressor_{name}",
+        predictions=regressor_predictions,
+    output:
+        table="results/metrics/regressor_{name}.txt",
+        record="results/metrics/regressor_{name}.json",
+    log:
+        "logs/evaluate_regressor/{name}.log",
+    wildcard_constraints:
+        name=regressor_pattern(),
+    localrule: True
+    conda:
+        "../envs/echogen.yaml"
+    threads: 1
+    params:
+        n_bootstrap=config["regressors"]["n_bootstrap"],
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/evaluate_regressor.py"

@@ -1,0 +1,401 @@
+"""EF regressor training (checkpoints, export, bitwise resume), prediction csv and report.
+
+A phantom EchoNet-Dynamic (13 videos of 32 px) and a micro model (widths 4-8, 8-frame clips)
+keep every run to a second or two. The reference run starts with fc bias 0 and SGD with a
+step schedule, so the loss must fall and the scheduler's state must survive a resume.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_error
+
+from echogen.data.dynamic import ingest_dynamic
+from echogen.data.ef_clips import EFClipDataset, estimate_mean_std
+from echogen.data.errors import DataError
+from echogen.data.manifest import read_manifest, write_manifest
+from echogen.data.video import write_video
+from echogen.phantom import write_phantom
+from echogen.pipelines.ef_prediction import (
+    PREDICTION_COLUMNS,
+    predict_ef,
+    regressor_report,
+    video_folder_rows,
+    write_regressor_table,
+)
+from echogen.training.regressor import (
+    REGRESSOR_PRESETS,
+    TrainSpec,
+    checkpoints,
+    load_regressor,
+    resolve_config,
+    train_regressor,
+)
+
+SEED = 3
+THREADS = 1  # every run (and the killed subprocess) uses the same count: bitwise comparisons
+PHANTOM = {"videos": {"TRAIN": 8, "VAL": 2, "TEST": 3}, "frames": [20, 30], "fps": 50, "size": 32}
+STEPS_PER_EPOCH = 4  # 8 TRAIN videos / batch 2
+EPOCHS = 8
+MICRO = {
+    "model": {"widths": [4, 8, 8, 8], "fc_bias_init": 0.0},
+    "clips": {"frames": 8, "period": 2, "size": 32, "pad": 2, "test_clip_stride": 4},
+    "train": {
+        "optimizer": "sgd",
+        "lr": 1e-3,
+        "momentum": 0.9,
+        "weight_decay": 1e-4,
+        "lr_step_epochs": 2,
+        "lr_gamma": 0.5,
+        "epochs": EPOCHS,
+        "batch_size": 2,
+        # Not a multiple of the epoch length, so the killed run resumes mid-epoch.
+        "checkpoint_every": 3,
+        "checkpoints_total_limit": 2,
+    },
+}
+EXPORT_FILES = {"config.json", "diffusion_pytorch_model.safetensors", "clips.json", "train.json"}
+EXPORT_FILES |= {"log.csv"}
+
+
+def micro(**train) -> dict:
+    return {**MICRO, "train": {**MICRO["train"], **train}}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict:
+    base = tmp_path_factory.mktemp("phantom")
+    write_phantom("dynamic", base / "dynamic", PHANTOM, seed=7)
+    manifest = base / "manifest.csv"
+    ingest_dynamic(base / "dynamic", manifest, base / "quarantine.csv")
+    return {"manifest": manifest, "rows": read_manifest(manifest), "base": base}
+
+
+@pytest.fixture(scope="module")
+def reference(data, tmp_path_factory) -> dict:
+    """The uninterrupted run every resumed run must reproduce bit for bit."""
+    base = tmp_path_factory.mktemp("reference")
+    config = resolve_config("tiny", MICRO)
+    summary = train_regressor(data["manifest"], base / "out", base / "state", config, SEED)
+    return {"out": base / "out", "state": base / "state", "summary": summary, "config": config}
+
+
+def weights(out_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(out_dir / "diffusion_pytorch_model.safetensors")
+
+
+def assert_same_export(out: Path, expected: Path) -> None:
+    got, want = weights(out), weights(expected)
+    assert got.keys() == want.keys()
+    for key in want:
+        assert torch.equal(got[key], want[key]), key
+    for name in ["log.csv", "train.json", "clips.json", "config.json"]:
+        assert (out / name).read_text() == (expected / name).read_text(), name
+
+
+# --- configuration ---
+
+
+def test_presets_resolve_with_published_settings():
+    for name in REGRESSOR_PRESETS:
+        config = resolve_config(name)
+        assert config.model["in_channels"] == config.clips.channels
+    echonet = resolve_config("echonet")
+    assert (echonet.clips.frames, echonet.clips.period, echonet.clips.pad) == (32, 2, 12)
+    assert echonet.train == TrainSpec()  # TrainSpec defaults are EchoNet's
+    echodiffusion = resolve_config("echodiffusion")
+    assert (echodiffusion.clips.frames, echodiffusion.clips.fps) == (64, 32.0)
+    assert echodiffusion.clips.normalisation == "unit"
+    assert (echodiffusion.train.optimizer, echodiffusion.train.epochs) == ("adam", 100)
+    expert = resolve_config("dartagnan_expert")
+    assert (expert.clips.channels, expert.train.lr_step_epochs, expert.train.epochs) == (1, 25, 50)
+
+
+def test_overrides_are_nested_and_checked():
+    config = resolve_config("tiny", {"clips": {"frames": 8}, "train": {"lr": 0.5}})
+    assert (config.clips.frames, config.train.lr) == (8, 0.5)
+    assert config.clips.size == REGRESSOR_PRESETS["tiny"]["clips"]["size"]
+    with pytest.raises(ValueError, match="clips.framez"):
+        resolve_config("tiny", {"clips": {"framez": 8}})
+    with pytest.raises(ValueError, match="optimiser"):
+        resolve_config("tiny", {"optimiser": {}})
+    with pytest.raises(ValueError, match="unknown regressor preset"):
+        resolve_config("huge")
+    with pytest.raises(ValueError, match="in_channels"):
+        resolve_config("tiny", {"clips": {"channels": 3}})
+    with pytest.raises(ValueError, match="optimizer"):
+        TrainSpec(optimizer="rmsprop")
+
+
+# --- training ---
+
+
+def test_training_learns_checkpoints_and_exports(data, reference):
+    state, out = reference["state"], reference["out"]
+    total = EPOCHS * STEPS_PER_EPOCH
+    # Saved every 3 steps and at the end (32), the 2 newest kept, no temporary folder left.
+    assert [p.name for p in checkpoints(state)] == ["checkpoint_00000030", "checkpoint_00000032"]
+    assert not list(state.glob(".checkpoint_*"))
+    assert {p.name for p in out.iterdir()} == EXPORT_FILES
+
+    log = pd.read_csv(out / "log.csv")
+    assert log["epoch"].tolist() == list(range(EPOCHS))
+    assert log["step"].tolist() == [STEPS_PER_EPOCH * (e + 1) for e in range(EPOCHS)]
+    assert np.isfinite(log[["train_loss", "val_loss", "val_mae"]].to_numpy()).all()
+    # From fc bias 0 the first epoch's loss is about mean(EF)^2; training must cut it.
+    assert log["train_loss"].iloc[-1] < 0.5 * log["train_loss"].iloc[0]
+    assert (state / "log.csv").read_text() == (out / "log.csv").read_text()
+
+    train_rows = data["rows"][data["rows"]["Split"] == "TRAIN"]
+    info = json.loads((out / "train.json").read_text())
+    assert info["steps"] == total and info["seed"] == SEED
+    assert info["train_mean_ef"] == pytest.approx(train_rows["EF"].mean(), abs=1e-12)
+    # The z-score statistics are estimated on TRAIN and exported with the model.
+    model, spec = load_regressor(out)
+    mean, std = estimate_mean_std(train_rows, reference["config"].clips, seed=SEED)
+    assert (spec.mean, spec.std) == pytest.approx((mean, std), abs=1e-12)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, weights(out)[key])
+
+    # The logged validation numbers equal a direct evaluation of the exported model.
+    val_rows = data["rows"][data["rows"]["Split"] == "VAL"]
+    dataset = EFClipDataset(val_rows, spec, train=False, seed=0)
+    model.eval()
+    with torch.no_grad():
+        pred = np.array([model(dataset[i][0][None]).item() for i in range(len(dataset))])
+    true = val_rows["EF"].to_numpy()
+    assert log["val_mae"].iloc[-1] == pytest.approx(mean_absolute_error(true, pred), rel=1e-5)
+    assert log["val_loss"].iloc[-1] == pytest.approx(np.mean((true - pred) ** 2), rel=1e-5)
+
+
+def test_budget_cut_then_rerun_equals_uninterrupted(data, reference, tmp_path):
+    state, out = tmp_path / "state", tmp_path / "out"
+    cut = 6  # mid-epoch 1: checkpoints at 3 and 6
+    first = train_regressor(
+        data["manifest"], out, state, resolve_config("tiny", micro(max_steps=cut)), SEED
+    )
+    assert first["steps"] == cut and first["resumed_from"] is None
+    assert [p.name for p in checkpoints(state)] == ["checkpoint_00000003", "checkpoint_00000006"]
+    partial = pd.read_csv(out / "log.csv")
+    assert partial[["epoch", "step"]].values.tolist() == [[0, 4], [1, 6]]
+
+    second = train_regressor(data["manifest"], out, state, reference["config"], SEED)
+    assert second["resumed_from"] == cut
+    assert_same_export(out, reference["out"])
+    # A finished run started again resumes at its end and exports the same model.
+    third = train_regressor(data["manifest"], out, state, reference["config"], SEED)
+    assert third["resumed_from"] == EPOCHS * STEPS_PER_EPOCH
+    assert_same_export(out, reference["out"])
+
+
+KILLED_RUN = """
+import json, sys
+import torch
+torch.set_num_threads({threads})
+from echogen.training.regressor import resolve_config, train_regressor
+config = resolve_config("tiny", json.loads({config!r}))
+train_regressor({manifest!r}, {out!r}, {state!r}, config, {seed})
+"""
+
+
+def test_sigkill_then_rerun_equals_uninterrupted(data, reference, tmp_path):
+    state, out = tmp_path / "state", tmp_path / "out"
+    script = tmp_path / "run.py"
+    script.write_text(
+        KILLED_RUN.format(
+            threads=THREADS,
+            manifest=str(data["manifest"]),
+            out=str(out),
+            state=str(state),
+            config=json.dumps(MICRO),
+            seed=SEED,
+        )
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": str(THREADS)}
+    with open(tmp_path / "stderr.txt", "wb") as stderr:
+        process = subprocess.Popen([sys.executable, str(script)], env=env, stderr=stderr)
+        deadline = time.monotonic() + 120
+        while not checkpoints(state) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    # Killed, not finished or crashed: the rerun below really starts from a mid-run state.
+    assert process.returncode == -signal.SIGKILL, (tmp_path / "stderr.txt").read_text()[-2000:]
+    killed_at = int(checkpoints(state)[-1].name.split("_")[1])
+    assert killed_at % STEPS_PER_EPOCH and killed_at < EPOCHS * STEPS_PER_EPOCH
+    assert not out.exists()
+
+    summary = train_regressor(data["manifest"], out, state, reference["config"], SEED)
+    assert summary["resumed_from"] == killed_at
+    assert not list(state.glob(".checkpoint_*"))
+    assert_same_export(out, reference["out"])
+
+
+def test_resume_refuses_other_settings(data, reference, tmp_path):
+    import shutil
+
+    state = tmp_path / "state"
+    shutil.copytree(reference["state"], state)
+    with pytest.raises(ValueError, match="other settings"):
+        train_regressor(
+            data["manifest"], tmp_path / "out", state, resolve_config("tiny", micro(lr=0.1)), SEED
+        )
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_manifests_raise_data_errors(data, tmp_path):
+    no_val = data["rows"][data["rows"]["Split"] != "VAL"]
+    manifest = write_manifest(no_val, tmp_path / "no_val.csv")
+    assert len(manifest)
+    with pytest.raises(DataError, match="no VAL rows"):
+        train_regressor(
+            tmp_path / "no_val.csv",
+            tmp_path / "o",
+            tmp_path / "s",
+            resolve_config("tiny", MICRO),
+            SEED,
+        )
+    with pytest.raises(DataError, match="do not fill one batch"):
+        train_regressor(
+            data["manifest"],
+            tmp_path / "o",
+            tmp_path / "s",
+            resolve_config("tiny", micro(batch_size=9)),
+            SEED,
+        )
+    with pytest.raises(DataError, match="clips.json"):
+        load_regressor(tmp_path)
+
+
+# --- prediction and report ---
+
+
+def expected_clips(n_frames: int, span: int, stride: int) -> int:
+    return max(n_frames - span, 0) // stride + 1
+
+
+def test_predictions_match_direct_forward_passes(data, reference, tmp_path):
+    rows = data["rows"][data["rows"]["Split"] == "TEST"]
+    table = predict_ef(reference["out"], rows, tmp_path / "pred.csv", batch_size=3)
+    assert list(table.columns) == PREDICTION_COLUMNS
+    read_back = pd.read_csv(tmp_path / "pred.csv", dtype={"FileName": str})
+    pd.testing.assert_frame_equal(read_back, table, check_dtype=False)
+    assert table["FileName"].tolist() == rows["FileName"].tolist()
+    assert (table["Split"] == "TEST").all()
+    np.testing.assert_array_equal(table["EF"], rows["EF"])
+
+    model, spec = load_regressor(reference["out"])
+    model.eval()
+    dataset = EFClipDataset(rows, spec, train=False, seed=0)
+    span = (spec.frames - 1) * spec.period + 1
+    for i, n_frames in enumerate(rows["NumberOfFrames"]):
+        assert table["n_clips"].iloc[i] == expected_clips(n_frames, span, spec.test_clip_stride)
+        with torch.no_grad():
+            first = model(dataset[i][0][None]).item()  # the evaluation clip: start 0
+            every = model(dataset.all_clips(i)[0]).numpy()
+        assert table["EF_pred_clip"].iloc[i] == pytest.approx(first, rel=1e-5)
+        assert table["EF_pred_all"].iloc[i] == pytest.approx(every.mean(), rel=1e-5)
+    # Batching clips across videos does not change the predictions.
+    one = predict_ef(reference["out"], rows, tmp_path / "one.csv", batch_size=1)
+    np.testing.assert_allclose(one["EF_pred_all"], table["EF_pred_all"], rtol=1e-5)
+
+
+def test_report_matches_sklearn(data, reference, tmp_path):
+    rows = data["rows"]
+    table = predict_ef(reference["out"], rows, tmp_path / "pred.csv", batch_size=8)
+    train_mean = json.loads((reference["out"] / "train.json").read_text())["train_mean_ef"]
+    report = regressor_report(table, train_mean, split="TEST", n_boot=200, seed=1)
+    test = table[table["Split"] == "TEST"]
+    y = test["EF"].to_numpy()
+    assert report["n"] == len(test) == PHANTOM["videos"]["TEST"]
+    for kind, column in (("clip", "EF_pred_clip"), ("all_clips", "EF_pred_all")):
+        pred = test[column].to_numpy()
+        assert report[kind]["mae"]["value"] == pytest.approx(mean_absolute_error(y, pred))
+        assert report[kind]["rmse"]["value"] == pytest.approx(root_mean_squared_error(y, pred))
+        assert report[kind]["r2"]["value"] == pytest.approx(r2_score(y, pred))
+        low, high = report[kind]["mae"]["ci_low"], report[kind]["mae"]["ci_high"]
+        assert low <= report[kind]["mae"]["value"] <= high
+    baseline = np.full_like(y, train_mean)
+    assert report["train_mean"]["mae"] == pytest.approx(mean_absolute_error(y, baseline))
+    assert report["train_mean"]["r2"] == pytest.approx(r2_score(y, baseline))
+    assert regressor_report(table, train_mean, split=None, n_boot=10)["n"] == len(table)
+
+    write_regressor_table(report, tmp_path / "report.txt", tmp_path / "report.json")
+    assert json.loads((tmp_path / "report.json").read_text()) == json.loads(json.dumps(report))
+    text = (tmp_path / "report.txt").read_text()
+    assert f"MAE {report['all_clips']['mae']['value']:.2f}" in text
+    assert f"MAE {report['train_mean']['mae']:.2f}" in text
+    with pytest.raises(ValueError, match="no predictions"):
+        regressor_report(table, train_mean, split="HOLDOUT")
+
+
+def test_video_folder_rows_and_unlabelled_predictions(reference, tmp_path):
+    folder = tmp_path / "generated"
+    frames = np.random.default_rng(0).integers(0, 255, size=(24, 32, 32), dtype=np.uint8)
+    write_video(folder / "b.avi", frames, 25)
+    write_video(folder / "a.mp4", frames, 25)
+    (folder / "notes.txt").write_text("not a video")
+    rows = video_folder_rows(folder)
+    assert rows["FileName"].tolist() == ["a", "b"]
+    assert rows["FPS"].tolist() == pytest.approx([25.0, 25.0])
+    assert rows["EF"].isna().all() and rows["Split"].isna().all()
+    assert video_folder_rows(folder, fps=32)["FPS"].tolist() == [32.0, 32.0]
+
+    table = predict_ef(reference["out"], rows, tmp_path / "pred.csv")
+    assert table["EF"].isna().all() and np.isfinite(table["EF_pred_all"]).all()
+    assert table["n_clips"].tolist() == [expected_clips(24, 15, 4)] * 2
+
+    pd.DataFrame({"FileName": ["b.avi"], "EF": [61.5], "Split": ["test"]}).to_csv(
+        folder / "FileList.csv", index=False
+    )
+    rows = video_folder_rows(folder)
+    assert rows.set_index("FileName")["EF"].to_dict() == pytest.approx(
+        {"a": np.nan, "b": 61.5}, nan_ok=True
+    )
+    assert rows["Split"].tolist()[1] == "TEST"
+    pd.DataFrame({"FileName": ["c"], "EF": [50.0]}).to_csv(folder / "FileList.csv", index=False)
+    with pytest.raises(DataError, match="listed but not in the folder"):
+        video_folder_rows(folder)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no .avi or .mp4"):
+        video_folder_rows(tmp_path / "empty")
+
+
+def test_published_weights_export_untrained_with_zero_budget(data, reference, tmp_path):
+    """finetune: false in config = max_steps 0: the published weights come out unchanged."""
+    model, _ = load_regressor(reference["out"])
+    published = tmp_path / "published.pt"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, published)
+    config = resolve_config("tiny", micro(max_steps=0))
+    summary = train_regressor(
+        data["manifest"],
+        tmp_path / "out",
+        tmp_path / "state",
+        config,
+        SEED,
+        pretrained={"kind": "published", "path": str(published)},
+    )
+    assert summary["steps"] == 0
+    got, want = weights(tmp_path / "out"), weights(reference["out"])
+    for key in want:
+        assert torch.equal(got[key], want[key]), key
