@@ -576,3 +576,20 @@ def test_read_manifest_keeps_names_that_look_missing(tmp_path):
     assert back["FileName"].tolist() == ["NA", "null"]
     assert back["patient_id"].tolist() == ["nan", "p2"]
     assert back["EF"].isna().tolist() == [False, True]
+
+
+def test_atomic_writes_get_umask_permissions(tmp_path):
+    import os
+
+    from echogen.data.io import atomic_dir, atomic_path
+
+    mask = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "f.txt") as tmp:
+            tmp.write_text("x")
+        with atomic_dir(tmp_path / "d") as tmp:
+            (tmp / "a").write_text("y")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
