@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from echogen.data.errors import DataError
 from echogen.metrics.frame_folders import list_frames, list_videos, load_frames
-from echogen.metrics.generation import evaluate_generation, is_published
+from echogen.metrics.generation import evaluate_generation, is_published, metric_record
 from echogen.metrics.paired import LPIPS, aggregate, paired_video_metrics
 
 log = logging.getLogger(__name__)
@@ -117,14 +117,7 @@ def compare_frame_folders(
             real_dir, fake_dir, generation, detectors, cache_dir, seed, batch_size, device
         )
     else:
-        record = {
-            "metrics": {},
-            "details": {},
-            "detectors": {},
-            "seed": seed,
-            "real_dir": str(real_dir),
-            "fake_dir": str(fake_dir),
-        }
+        record = metric_record(real_dir, fake_dir, seed)
     record["published"] = {
         name: detectors[name].get("source") != "tiny" and is_published(name, entry["sha256"])
         for name, entry in record["detectors"].items()

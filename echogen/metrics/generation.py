@@ -367,10 +367,22 @@ def evaluate_generation(
             len(fake_items),
         )
 
+    return metric_record(real_dir, fake_dir, seed, values, details, detector_record)
+
+
+def metric_record(
+    real_dir: str | Path,
+    fake_dir: str | Path,
+    seed: int,
+    metrics: dict | None = None,
+    details: dict | None = None,
+    detectors: dict | None = None,
+) -> dict:
+    """The JSON-able record every metric file holds (see :func:`evaluate_generation`)."""
     return {
-        "metrics": values,
-        "details": details,
-        "detectors": detector_record,
+        "metrics": metrics or {},
+        "details": details or {},
+        "detectors": detectors or {},
         "seed": seed,
         "real_dir": str(real_dir),
         "fake_dir": str(fake_dir),
