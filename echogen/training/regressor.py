@@ -21,11 +21,6 @@ import inspect
 import json
 import logging
 import math
-import os
-import re
-import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -42,7 +37,7 @@ from tqdm import tqdm
 import echogen
 from echogen.data.ef_clips import ClipSpec, EFClipDataset, estimate_mean_std
 from echogen.data.errors import DataError
-from echogen.data.io import atomic_dir, atomic_path, write_json
+from echogen.data.io import atomic_dir, write_json
 from echogen.data.manifest import read_manifest
 from echogen.models.regressor import (
     MODEL_PRESETS,
@@ -50,14 +45,19 @@ from echogen.models.regressor import (
     load_kinetics_trunk,
     load_published_weights,
 )
+from echogen.training.state import (
+    deterministic,
+    jsonable,
+    resume,
+    save_checkpoint,
+    write_log,
+)
 
 log = logging.getLogger(__name__)
 
 OPTIMIZERS = ("sgd", "adam")
 PRETRAINED_KINDS = ("published", "kinetics")
 DEVICES = ("cpu", "cuda")
-CHECKPOINT_RE = re.compile(r"^checkpoint_(\d{8})$")
-PROGRESS_FILE = "progress.json"
 LOG_COLUMNS = ["epoch", "step", "train_loss", "val_loss", "val_mae"]
 # TrainSpec fields that only say how long, how often or how fast: a run may be resumed with
 # other values (e.g. a larger budget) and still follow the same trajectory.
@@ -149,7 +149,7 @@ class RegressorConfig:
     train: TrainSpec
 
     def to_dict(self) -> dict:
-        return _jsonable(
+        return jsonable(
             {"model": self.model, "clips": self.clips.to_dict(), "train": self.train.to_dict()}
         )
 
@@ -256,11 +256,6 @@ REGRESSOR_PRESETS: dict[str, dict] = {
 }
 
 
-def _jsonable(obj):
-    """``obj`` as it reads back from JSON (tuples become lists), for exact comparisons."""
-    return json.loads(json.dumps(obj))
-
-
 def _model_keys() -> list[str]:
     return [p for p in inspect.signature(EFRegressor.__init__).parameters if p != "self"]
 
@@ -305,15 +300,6 @@ def resolve_config(preset: str, overrides: dict | None = None) -> RegressorConfi
             f"model.in_channels ({in_channels}) must equal clips.channels ({config.clips.channels})"
         )
     return config
-
-
-def checkpoints(state_dir: str | Path) -> list[Path]:
-    """Complete checkpoint folders ``checkpoint_<step:08d>`` in ``state_dir``, oldest first."""
-    state_dir = Path(state_dir)
-    if not state_dir.is_dir():
-        return []
-    found = [p for p in state_dir.iterdir() if p.is_dir() and CHECKPOINT_RE.match(p.name)]
-    return sorted(found, key=lambda p: p.name)
 
 
 def load_regressor(model_dir: str | Path) -> tuple[EFRegressor, ClipSpec]:
@@ -399,7 +385,7 @@ def train_regressor(
         log.info("clip normalisation from TRAIN: mean %.4f std %.4f", spec.mean, spec.std)
     resolved = RegressorConfig(model=config.model, clips=spec, train=train)
     # Everything that shapes the trajectory; a checkpoint only resumes a run with the same.
-    fingerprint = _jsonable(
+    fingerprint = jsonable(
         {
             "model": config.model,
             "clips": spec.to_dict(),
@@ -413,7 +399,7 @@ def train_regressor(
     train_set = EFClipDataset(train_rows, spec, train=True, seed=seed, root=root)
     val_set = EFClipDataset(val_rows, spec, train=False, seed=seed, root=root)
 
-    with _deterministic():
+    with deterministic():
         set_seed(seed)
         model = EFRegressor(**config.model)
         if pretrained is not None and pretrained["kind"] == "published":
@@ -430,24 +416,12 @@ def train_regressor(
         model, optimizer = accelerator.prepare(model, optimizer)
 
         progress = {"step": 0, "loss_sum": 0.0, "loss_count": 0, "log": []}
+        record = resume(accelerator, state_dir, fingerprint)
         resumed_from = None
-        if accelerator.is_main_process:
-            for stale in state_dir.glob(".checkpoint_*.tmp"):
-                shutil.rmtree(stale)
-        accelerator.wait_for_everyone()
-        found = checkpoints(state_dir)
-        if found:
-            record = json.loads((found[-1] / PROGRESS_FILE).read_text())
-            if record["fingerprint"] != fingerprint:
-                raise ValueError(
-                    f"{found[-1]} was saved by a run with other settings "
-                    f"({_diff(record['fingerprint'], fingerprint)}); use another state_dir "
-                    "or delete this one to start afresh"
-                )
-            accelerator.load_state(str(found[-1]))
+        if record is not None:
             progress = record["progress"]
             resumed_from = progress["step"]
-            log.info("resumed from %s (step %d of %d)", found[-1], resumed_from, total)
+            log.info("resuming at step %d of %d", resumed_from, total)
 
         step = progress["step"]
         bar = tqdm(
@@ -497,7 +471,7 @@ def train_regressor(
                     )
                     progress.update(loss_sum=0.0, loss_count=0)
                     if accelerator.is_main_process:
-                        _write_log(state_dir / "log.csv", progress["log"])
+                        write_log(state_dir / "log.csv", progress["log"], LOG_COLUMNS)
                 if step % train.checkpoint_every == 0 or step == total:
                     record = {
                         "echogen_version": echogen.__version__,
@@ -507,7 +481,7 @@ def train_regressor(
                         "fingerprint": fingerprint,
                         "progress": progress,
                     }
-                    _save_checkpoint(accelerator, state_dir, record, train.checkpoints_total_limit)
+                    save_checkpoint(accelerator, state_dir, record, train.checkpoints_total_limit)
                 if step == total:
                     break
         bar.close()
@@ -527,7 +501,7 @@ def train_regressor(
                 tmp / "train.json",
                 {
                     "echogen_version": echogen.__version__,
-                    "model": _jsonable(config.model),
+                    "model": jsonable(config.model),
                     "train": train.to_dict(),
                     "seed": seed,
                     "steps": step,
@@ -539,7 +513,7 @@ def train_regressor(
                     "pretrained": pretrained,
                 },
             )
-            _write_log(tmp / "log.csv", epoch_log)
+            write_log(tmp / "log.csv", epoch_log, LOG_COLUMNS)
         log.info("exported the regressor to %s", out_dir)
     accelerator.wait_for_everyone()
     return {
@@ -579,23 +553,6 @@ def _rows_digest(rows: pd.DataFrame) -> str:
     pairs = zip(rows["FileName"], rows["EF"], strict=True)
     listing = json.dumps([[str(name), float(ef)] for name, ef in pairs])
     return hashlib.sha256(listing.encode()).hexdigest()
-
-
-@contextmanager
-def _deterministic() -> Iterator[None]:
-    """Deterministic kernels for the block (warn-only where none exists), then restore."""
-    enabled = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    benchmark = torch.backends.cudnn.benchmark
-    # cuBLAS is only deterministic with a fixed workspace; must be set before CUDA starts.
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.benchmark = False
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
-        torch.backends.cudnn.benchmark = benchmark
 
 
 def _optimizer(model: EFRegressor, train: TrainSpec) -> torch.optim.Optimizer:
@@ -661,31 +618,3 @@ def _epoch_row(model, val_set, train, accelerator, epoch: int, step: int, progre
         "val_loss": val_loss,
         "val_mae": val_mae,
     }
-
-
-def _write_log(path: Path, rows: list[dict]) -> None:
-    with atomic_path(path) as tmp:
-        pd.DataFrame(rows, columns=LOG_COLUMNS).to_csv(tmp, index=False)
-
-
-def _save_checkpoint(accelerator: Accelerator, state_dir: Path, record: dict, limit: int) -> None:
-    """accelerate ``save_state`` into a temporary folder, renamed once complete; rotate."""
-    name = f"checkpoint_{record['step']:08d}"
-    tmp = state_dir / f".{name}.tmp"
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    if accelerator.is_main_process:
-        write_json(tmp / PROGRESS_FILE, record)
-        os.replace(tmp, state_dir / name)
-        for old in checkpoints(state_dir)[:-limit]:
-            shutil.rmtree(old)
-        log.info("saved %s", state_dir / name)
-    accelerator.wait_for_everyone()
-
-
-def _diff(stored: dict, current: dict) -> str:
-    """The top-level keys whose values differ, e.g. ``train: {...} != {...}``."""
-    keys = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
-    return "; ".join(f"{k}: saved {stored.get(k)!r}, now {current.get(k)!r}" for k in keys)

@@ -38,11 +38,11 @@ from echogen.pipelines.ef_prediction import (
 from echogen.training.regressor import (
     REGRESSOR_PRESETS,
     TrainSpec,
-    checkpoints,
     load_regressor,
     resolve_config,
     train_regressor,
 )
+from echogen.training.state import checkpoints
 
 SEED = 3
 THREADS = 1  # every run (and the killed subprocess) uses the same count: bitwise comparisons
