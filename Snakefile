@@ -10,7 +10,15 @@
 #   results/models/regressor_<name>/ EF regressors (diffusers-style folder + clips.json)
 #   results/train_regressor/<name>/state/  resumable training state (not a declared output)
 #   results/predictions/regressor_<name>/<videos>.csv  per-video EF predictions
-#   results/models|samples|metrics/  trained models, synthetic datasets, metric tables
+#   results/models/vae/, lvdm_<model>/, privacy/, classifier_cardiacnet_<source>/  models
+#   results/train_<kind>/[<name>/]state/  resumable training state (not a declared output)
+#   resources/latents/<dataset>/part_<chunk>/<video>.npy + index.csv  VAE latents (32 Hz)
+#   results/sample_shards/lvdm_<sample>/<i>-of-<n>/  one sampling job's videos
+#   results/samples/lvdm_<sample>/   a synthetic dataset: FileList.csv, Videos/, frames/, latents/
+#   results/privacy/lvdm_<sample>/   privacy-filtered FileList.csv, dropped.csv, summary.json
+#   results/metrics/<run>.txt|json   metric tables (lvdm_<sample>, ef_fidelity_lvdm_<sample>,
+#                                    classification_cardiacnet, regressor_<name>, comparisons)
+#   results/report/                  figures of `snakemake --report results/report.html`
 #   logs/<rule>/<wildcards>.log, benchmarks/<rule>/<wildcards>.tsv
 from snakemake.utils import min_version
 
@@ -28,11 +36,22 @@ wildcard_constraints:
 
 
 include: "rules/common.smk"
+
+
+# Sampling jobs per synthetic dataset (override: --set-scatter lvdm_shard=N).
+scattergather:
+    lvdm_shard=lvdm_config()["shards"] if lvdm_on() else 1,
+
+
+report: "docs/report/workflow.rst"
+
+
 include: "rules/phantom.smk"
 include: "rules/ingest.smk"
 include: "rules/derived.smk"
 include: "rules/metrics.smk"
 include: "rules/regressors.smk"
+include: "rules/lvdm.smk"
 
 
 # Everything the activated config produces.
@@ -42,6 +61,7 @@ rule all:
         data_targets(),
         metric_targets(),
         regressor_targets(),
+        lvdm_targets(),
 
 
 # Every data-preparation artefact: manifests, clips, frame sets, flow, splits.
@@ -60,3 +80,9 @@ rule train_regressors:
 rule compute_metrics:
     input:
         metric_targets(),
+
+
+# Latent video diffusion: synthetic datasets, their tables, EF fidelity, classification, figures.
+rule lvdm:
+    input:
+        lvdm_targets(),

@@ -69,3 +69,49 @@ def provenance(config: dict | None = None, device: str = "cpu", **extra) -> dict
         "config": config or {},
         **extra,
     }
+
+
+def run_distributed(target: str, kwargs: dict, gpus: int = 0, device: str = "cpu") -> None:
+    """Call ``"module:function"(**kwargs)``, on one process per GPU when a rule has several.
+
+    A training rule with N > 1 GPUs (and N visible CUDA devices) runs the function under
+    ``accelerate launch --num_processes N`` (data-parallel; the trainers split every global
+    batch across processes); otherwise it runs in this process. ``kwargs`` must be JSON-able.
+    """
+    import importlib
+    import json
+    import os
+    import subprocess
+    import tempfile
+
+    import torch
+
+    processes = min(gpus, torch.cuda.device_count()) if device == "cuda" else 1
+    if processes <= 1:
+        module, name = target.split(":")
+        getattr(importlib.import_module(module), name)(**kwargs)
+        return
+    fd, path = tempfile.mkstemp(prefix="echogen-launch-", suffix=".json")
+    with os.fdopen(fd, "w") as handle:
+        json.dump({"target": target, "kwargs": kwargs}, handle)
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        str(processes),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "echogen.launch",
+        path,
+    ]
+    logging.getLogger(__name__).info("launching %s", " ".join(command))
+    try:
+        subprocess.run(command, check=True)
+    finally:
+        os.unlink(path)

@@ -155,10 +155,13 @@ def weights_file(name):
             f"url (and its url) or local (and its path)."
         )
     if entry["source"] == "tiny":
+        if name == "clip_text":
+            return "resources/weights/tiny/clip_text"
         if name not in ("inception", "i3d"):
             raise WorkflowError(
                 f"weights.{name}.source = tiny, but only the metric detectors (inception, i3d) "
-                f"have tiny versions. Fix: use source url or local."
+                f"and the text encoder (clip_text) have tiny versions. Fix: use source url or "
+                f"local."
             )
         return f"resources/weights/tiny/{name}.pt"
     if entry["source"] == "url":
@@ -188,8 +191,20 @@ def detector_params():
     }
 
 
+def comparisons():
+    """Configured comparisons plus one table per synthetic dataset (lvdm_<sample>)."""
+    runs = dict(config["metrics"]["comparisons"])
+    for name, sample in lvdm_samples().items():
+        runs[f"lvdm_{name}"] = {
+            "real": sample["real"],
+            "fake": f"results/samples/lvdm_{name}/frames",
+            "metrics": sample["metrics"],
+        }
+    return runs
+
+
 def comparison(wildcards):
-    return config["metrics"]["comparisons"][wildcards.run]
+    return comparisons()[wildcards.run]
 
 
 def comparison_inputs(wildcards):
@@ -211,7 +226,7 @@ def comparison_inputs(wildcards):
 
 def comparison_pattern():
     """Regex of the configured comparison names (matches nothing when there are none)."""
-    names = list(config["metrics"]["comparisons"])
+    names = list(comparisons())
     return "|".join(names) if names else "(?!)"
 
 
@@ -259,8 +274,208 @@ def prediction_inputs(wildcards):
     """Model folder plus the videos to score: a dataset's manifest or a configured folder."""
     inputs = {"model": f"results/models/regressor_{wildcards.name}"}
     folders = config["regressors"].get("video_folders", {})
+    samples = [f"lvdm_{name}" for name in lvdm_samples()]
     if wildcards.videos in folders:
         inputs["folder"] = folders[wildcards.videos]
+    elif (
+        wildcards.videos in samples
+    ):  # a synthetic dataset: Videos/ + FileList.csv beside it
+        inputs["folder"] = f"results/samples/{wildcards.videos}/Videos"
+        inputs["filelist"] = f"results/samples/{wildcards.videos}/FileList.csv"
     else:
         inputs["manifest"] = f"resources/manifests/{wildcards.videos}.csv"
     return inputs
+
+
+# --- latent video diffusion (rules/lvdm.smk) -------------------------------------------
+
+
+def lvdm_on():
+    return "lvdm" in config and is_activated("lvdm")
+
+
+def lvdm_config():
+    return config["lvdm"]
+
+
+def lvdm_samples():
+    return lvdm_config()["samples"] if lvdm_on() else {}
+
+
+def lvdm_models():
+    return lvdm_config()["models"] if lvdm_on() else {}
+
+
+def names_pattern(names):
+    """Regex matching exactly these names (nothing when there are none)."""
+    names = list(names)
+    return "|".join(names) if names else "(?!)"
+
+
+def vae_dir():
+    """The VAE the latents and samples use: a pretrained diffusers folder or results/models/vae."""
+    pretrained = lvdm_config()["vae"].get("pretrained")
+    return pretrained if pretrained else "results/models/vae"
+
+
+def vae_manifests(wildcards):
+    return expand(
+        "resources/manifests/{dataset}.csv", dataset=lvdm_config()["vae"]["datasets"]
+    )
+
+
+def latent_parts(wildcards):
+    return part_dirs("resources/latents/{dataset}/part_{chunk}", wildcards.dataset)
+
+
+def latent_indexes(datasets):
+    return expand("resources/latents/{dataset}/index.csv", dataset=datasets)
+
+
+def lvdm_model(wildcards):
+    return lvdm_models()[wildcards.model]
+
+
+def lvdm_model_inputs(wildcards):
+    model = lvdm_model(wildcards)
+    inputs = {"latents": latent_indexes(model["datasets"])}
+    if model["conditioning"] == "text":
+        if not model.get("text_encoder") or not model.get("prompt"):
+            raise WorkflowError(
+                f"lvdm.models.{wildcards.model} is text-conditioned but has no "
+                f"text_encoder or prompt. Fix: set text_encoder (a weights key, e.g. clip_text) "
+                f"and prompt (e.g. 'An echocardiography video with {{class_name}} condition')."
+            )
+        inputs["text_encoder"] = weights_file(model["text_encoder"])
+    return inputs
+
+
+def lvdm_sample(wildcards):
+    return lvdm_samples()[wildcards.sample]
+
+
+def lvdm_sample_inputs(wildcards):
+    sample = lvdm_sample(wildcards)
+    if sample["model"] not in lvdm_models():
+        raise WorkflowError(
+            f"lvdm.samples.{wildcards.sample}.model = {sample['model']!r} is not a key of "
+            f"lvdm.models ({sorted(lvdm_models())}). Fix: name one of them."
+        )
+    return {
+        "lvdm": f"results/models/lvdm_{sample['model']}",
+        "vae": vae_dir(),
+        "latents": f"resources/latents/{sample['dataset']}/index.csv",
+    }
+
+
+def sample_real(wildcards):
+    return lvdm_sample(wildcards)["real"]
+
+
+def privacy_inputs(wildcards):
+    sample = lvdm_sample(wildcards)
+    return {
+        "model": "results/models/privacy",
+        "latents": f"resources/latents/{sample['dataset']}/index.csv",
+        "filelist": f"results/samples/lvdm_{wildcards.sample}/FileList.csv",
+        "sample_latents": f"results/samples/lvdm_{wildcards.sample}/latents",
+    }
+
+
+def ef_fidelity_inputs(wildcards):
+    regressor = lvdm_config()["ef_fidelity"]["regressor"]
+    return {
+        "filelist": f"results/samples/lvdm_{wildcards.sample}/FileList.csv",
+        "predictions": f"results/predictions/regressor_{regressor}/lvdm_{wildcards.sample}.csv",
+        "model": f"results/models/regressor_{regressor}",
+    }
+
+
+def ef_fidelity_plumbing(wildcards):
+    """True when a tiny preset made the videos or the regressor: the table is a plumbing check."""
+    sample = lvdm_sample(wildcards)
+    model = lvdm_models()[sample["model"]]
+    regressor = config["regressors"]["runs"][lvdm_config()["ef_fidelity"]["regressor"]]
+    return "tiny" in (model.get("preset"), regressor.get("preset"))
+
+
+def classification_config():
+    return lvdm_config()["classification"]
+
+
+def classifier_inputs(wildcards):
+    cls = classification_config()
+    inputs = {"manifest": "resources/manifests/cardiacnet.csv"}
+    if wildcards.source != "real":
+        inputs["filelist"] = f"results/samples/lvdm_{cls['samples']}/FileList.csv"
+        inputs["videos"] = f"results/samples/lvdm_{cls['samples']}/Videos"
+    return inputs
+
+
+def classifier_predictions(wildcards):
+    return expand(
+        "results/predictions/classifier_cardiacnet/{source}.csv",
+        source=classification_config()["sources"],
+    )
+
+
+def ef_fidelity_samples():
+    if not lvdm_on():
+        return []
+    fidelity = lvdm_config().get("ef_fidelity", {})
+    if not fidelity.get("regressor"):
+        return []
+    return fidelity.get("samples", [])
+
+
+def privacy_samples():
+    if not lvdm_on() or not is_activated("lvdm/privacy"):
+        return []
+    return [name for name, s in lvdm_samples().items() if s.get("privacy", True)]
+
+
+def report_strips():
+    return expand("results/report/lvdm_{sample}_strip.gif", sample=list(lvdm_samples()))
+
+
+def lvdm_targets():
+    """Every LVDM artefact: metric tables, privacy summaries, EF fidelity, classification."""
+    if not lvdm_on():
+        return []
+    targets = expand(
+        "results/metrics/lvdm_{sample}.{ext}",
+        sample=list(lvdm_samples()),
+        ext=["txt", "json"],
+    )
+    targets += expand(
+        "results/privacy/lvdm_{sample}/summary.json", sample=privacy_samples()
+    )
+    targets += expand(
+        "results/metrics/ef_fidelity_lvdm_{sample}.txt", sample=ef_fidelity_samples()
+    )
+    if is_activated("lvdm/classification") and "classification" in lvdm_config():
+        targets.append("results/metrics/classification_cardiacnet.txt")
+    targets += report_targets()
+    return targets
+
+
+def report_targets():
+    """Figures of `snakemake --report`: GIF strips, EF scatter plots, loss curves."""
+    if not lvdm_on():
+        return []
+    targets = report_strips()
+    targets += expand(
+        "results/report/ef_fidelity_lvdm_{sample}.png", sample=ef_fidelity_samples()
+    )
+    targets.append("results/report/loss_curves.png")
+    return targets
+
+
+def loss_logs(wildcards):
+    """Training logs plotted in the report: the VAE (when trained here) and every LVDM."""
+    logs = {}
+    if not lvdm_config()["vae"].get("pretrained"):
+        logs["vae"] = "results/models/vae"
+    for name in lvdm_models():
+        logs[f"lvdm_{name}"] = f"results/models/lvdm_{name}"
+    return logs

@@ -43,7 +43,11 @@ rule compute_generation_metrics:
     input:
         unpack(comparison_inputs),
     output:
-        table="results/metrics/{run}.txt",
+        table=report(
+            "results/metrics/{run}.txt",
+            category="Metric tables",
+            caption="../docs/report/metric_table.rst",
+        ),
         record="results/metrics/{run}.json",
     log:
         "logs/compute_generation_metrics/{run}.log",

@@ -149,6 +149,9 @@ class EFRegressor(ModelMixin, ConfigMixin):
         layers (tuple of 4 ints, (2, 2, 2, 2)): residual blocks per stage.
         fc_bias_init (float, 55.6): initial output bias, the mean EF of the training set
             (EchoNet-Dynamic's TRAIN mean).
+        out_features (int, 1): outputs of ``fc``; 1 regresses EF (output ``[B]``), K > 1 gives
+            the logits ``[B, K]`` of a K-class video classifier (EchoDream's CardiacNet
+            classifiers, :mod:`echogen.training.classifier`).
 
     Paper: Ouyang et al., "Video-based AI for beat-to-beat assessment of cardiac function",
     Nature 2020; Tran et al., "A Closer Look at Spatiotemporal Convolutions", CVPR 2018.
@@ -162,6 +165,7 @@ class EFRegressor(ModelMixin, ConfigMixin):
         widths: tuple = DEFAULT_WIDTHS,
         layers: tuple = DEFAULT_LAYERS,
         fc_bias_init: float = 55.6,
+        out_features: int = 1,
     ):
         super().__init__()
         if arch not in ARCHS:
@@ -169,10 +173,10 @@ class EFRegressor(ModelMixin, ConfigMixin):
         widths, layers = tuple(widths), tuple(layers)
         if len(widths) != 4 or len(layers) != 4:
             raise ValueError(f"widths and layers need 4 entries, got {widths} and {layers}")
-        if min(widths) < 1 or min(layers) < 1 or in_channels < 1:
+        if min(widths) < 1 or min(layers) < 1 or in_channels < 1 or out_features < 1:
             raise ValueError(
-                f"in_channels, widths and layers must be positive, got {in_channels}, "
-                f"{widths}, {layers}"
+                f"in_channels, widths, layers and out_features must be positive, got "
+                f"{in_channels}, {widths}, {layers}, {out_features}"
             )
         conv_builder = Conv2Plus1D if arch == "r2plus1d_18" else Conv3DSimple
 
@@ -182,7 +186,7 @@ class EFRegressor(ModelMixin, ConfigMixin):
         self.layer3 = _stage(conv_builder, widths[1], widths[2], layers[2], stride=2)
         self.layer4 = _stage(conv_builder, widths[2], widths[3], layers[3], stride=2)
         self.avgpool = nn.AdaptiveAvgPool3d((1, 1, 1))
-        self.fc = nn.Linear(widths[3], 1)
+        self.fc = nn.Linear(widths[3], out_features)
 
         for module in self.modules():
             if isinstance(module, nn.Conv3d):
@@ -200,7 +204,8 @@ class EFRegressor(ModelMixin, ConfigMixin):
                 model was trained (see :class:`echogen.data.ef_clips.ClipSpec`).
 
         Returns:
-            float tensor ``[B]``: EF in %.
+            float tensor ``[B]``: EF in % (``out_features == 1``); else ``[B, out_features]``
+            class logits.
         """
         if video.ndim != 5 or video.shape[1] != self.config.in_channels:
             raise ValueError(
@@ -213,8 +218,10 @@ class EFRegressor(ModelMixin, ConfigMixin):
         x = self.layer4(x)  # [B, w3, T/8, H/16, W/16]
         x = self.avgpool(x)
         x = rearrange(x, "b c 1 1 1 -> b c")
-        x = self.fc(x)
-        return rearrange(x, "b 1 -> b")
+        x = self.fc(x)  # [B, out_features]
+        if self.config.out_features == 1:
+            return rearrange(x, "b 1 -> b")
+        return x
 
 
 def _load_file(path: Path) -> dict:

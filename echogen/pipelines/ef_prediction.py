@@ -117,9 +117,9 @@ def _true_ef(rows: pd.DataFrame) -> pd.Series:
 def video_folder_rows(folder: str | Path, fps: float | None = None) -> pd.DataFrame:
     """Rows for :func:`predict_ef` from a folder of ``*.avi`` / ``*.mp4`` videos.
 
-    A ``FileList.csv`` in the folder (EchoNet layout; ``FileName`` with or without the
-    extension) supplies EF, FPS and Split for the videos it lists; other videos get EF and
-    Split empty and the FPS of their header.
+    A ``FileList.csv`` in the folder, or beside it when the folder is named ``Videos`` (the
+    EchoNet layout; ``FileName`` with or without the extension) supplies EF, FPS and Split
+    for the videos it lists; other videos get EF and Split empty and the FPS of their header.
 
     Args:
         folder: the video folder; ``Path`` is ``folder/<file>`` as given.
@@ -137,7 +137,10 @@ def video_folder_rows(folder: str | Path, fps: float | None = None) -> pd.DataFr
     if len(set(stems)) != len(stems):
         twice = sorted({s for s in stems if stems.count(s) > 1})
         raise DataError(folder, f"videos {twice} exist as both .avi and .mp4", "keep one of each")
-    listed = _read_folder_filelist(folder / FILELIST, set(stems))
+    filelist = folder / FILELIST
+    if not filelist.is_file() and folder.name == "Videos":  # EchoNet layout: beside Videos/
+        filelist = folder.parent / FILELIST
+    listed = _read_folder_filelist(filelist, set(stems))
 
     records = []
     for path in videos:
@@ -155,7 +158,7 @@ def video_folder_rows(folder: str | Path, fps: float | None = None) -> pd.DataFr
             }
         )
     rows = pd.DataFrame(records)
-    rows.attrs["source"] = str(folder / FILELIST) if listed else str(folder)
+    rows.attrs["source"] = str(filelist) if listed else str(folder)
     return rows
 
 

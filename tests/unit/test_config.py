@@ -31,8 +31,11 @@ def test_every_key_has_description_type_and_default(schema):
         assert "type" in node or "enum" in node, key
         is_leaf = node.get("type") != "object"
         # Required keys with no sensible default: dataset roots, what a comparison compares,
-        # which published weights a regressor starts from, a video folder's path.
+        # which published weights a regressor starts from, a video folder's path, what an
+        # LVDM is conditioned on and trained with, what a synthetic dataset samples from.
         no_default = (".root", ".real", ".fake", ".metrics", ".kind", ".weights", ".preset")
+        no_default += (".conditioning", ".datasets", ".model", ".dataset", ".n_samples")
+        no_default += ("classification.samples",)
         if (
             is_leaf
             and not key.endswith(no_default)

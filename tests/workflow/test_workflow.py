@@ -97,6 +97,7 @@ def test_paper_dry_run_plans_every_data_rule(tmp_path):
         "CardiacNet",
         "CAMUS",
         "rvfailure",
+        "weights/clip-vit-large-patch14",
     ]:
         (tmp_path / "data" / folder).mkdir(parents=True)
     result = snakemake("-n", "--configfile", PAPER_CONFIG, "--directory", tmp_path)
@@ -122,7 +123,7 @@ def test_paper_dry_run_plans_every_data_rule(tmp_path):
         "gather_flow",
     ]:
         assert rule in jobs, rule
-    assert sum(jobs.values()) < 500
+    assert sum(jobs.values()) < 700  # 618 with the LVDM line (2026-11)
 
 
 @pytest.fixture(scope="module")
@@ -276,3 +277,157 @@ def test_demo_regressor_rerun_resumes_from_state(demo_all):
     assert (model / "diffusion_pytorch_model.safetensors").read_bytes() == before
     log = (demo_all / "logs/train_regressor/tiny_dynamic.log").read_text()
     assert "resum" in log.lower()
+
+
+# --- latent video diffusion (issue 4) -------------------------------------------------
+
+
+def demo_config() -> dict:
+    return yaml.safe_load(DEMO_CONFIG.read_text())
+
+
+def test_demo_lvdm_metric_tables(demo_all):
+    samples = demo_config()["lvdm"]["samples"]
+    assert set(samples) == {"dynamic", "ped_a4c", "ped_psax", "cardiac", "cardiacnet"}
+    for name, sample in samples.items():
+        table = (demo_all / f"results/metrics/lvdm_{name}.txt").read_text()
+        assert table.startswith("PLUMBING CHECK"), name
+        record = json.loads((demo_all / f"results/metrics/lvdm_{name}.json").read_text())
+        for metric in sample["metrics"]:
+            key = f"{metric}_mean" if metric.startswith("is") else metric
+            assert np.isfinite(record["metrics"][key]), (name, metric)
+        fid = record["details"]["fid50k_full"]
+        assert fid["n_fake"] == sample["n_samples"] * sample["frames"], name
+
+
+def test_demo_lvdm_samples_layout(demo_all):
+    for name, sample in demo_config()["lvdm"]["samples"].items():
+        root = demo_all / f"results/samples/lvdm_{name}"
+        filelist = pd.read_csv(root / "FileList.csv")
+        assert len(filelist) == sample["n_samples"]
+        assert (filelist["NumberOfFrames"] == sample["frames"]).all()
+        assert (filelist["FrameHeight"] == 112).all() and (filelist["FrameWidth"] == 112).all()
+        assert (filelist["FPS"] == 32).all()
+        for video in filelist["FileName"]:
+            assert (root / "Videos" / f"{video}.mp4").is_file()
+            frames = sorted((root / "frames" / video).glob("*.jpg"))
+            assert len(frames) == sample["frames"]
+            assert (root / "latents" / f"{video}.npy").is_file()
+        if sample["model"] == "ef":
+            assert filelist["EF"].between(10, 90).all()
+        if sample["model"] == "class":
+            assert set(filelist["class_id"]) <= {0, 1, 2, 3}
+
+
+def test_demo_lvdm_models_and_latents(demo_all):
+    for dataset in demo_config()["lvdm"]["latents"]["datasets"]:
+        index = pd.read_csv(demo_all / f"resources/latents/{dataset}/index.csv")
+        manifest = read_manifest(demo_all / f"resources/manifests/{dataset}.csv")
+        assert len(index) == len(manifest), dataset
+        latent = np.load(demo_all / index["latent_path"].iloc[0])
+        assert latent.shape[1:] == (4, 14, 14)
+    for name in demo_config()["lvdm"]["models"]:
+        folder = demo_all / f"results/models/lvdm_{name}"
+        assert (folder / "unet" / "config.json").is_file(), name
+        assert (folder / "provenance.json").is_file(), name
+        train = json.loads((folder / "train.json").read_text())
+        assert train["steps"] > 0
+    vae = json.loads((demo_all / "results/models/vae/config.json").read_text())
+    assert vae["scaling_factor"] > 0
+
+
+def test_demo_privacy_ef_fidelity_classification(demo_all):
+    for name in demo_config()["lvdm"]["samples"]:
+        summary = json.loads((demo_all / f"results/privacy/lvdm_{name}/summary.json").read_text())
+        assert summary["n_kept"] + summary["n_dropped"] == summary["n_samples"]
+        kept = pd.read_csv(demo_all / f"results/privacy/lvdm_{name}/FileList.csv")
+        assert len(kept) == summary["n_kept"]
+    fidelity = (demo_all / "results/metrics/ef_fidelity_lvdm_dynamic.txt").read_text()
+    assert fidelity.startswith("PLUMBING CHECK") and "MAE" in fidelity
+    table = (demo_all / "results/metrics/classification_cardiacnet.txt").read_text()
+    for source in ["real", "synthetic", "real+synthetic"]:
+        assert source in table
+
+
+def test_demo_report(demo_all):
+    for path in ["results/report/loss_curves.png", "results/report/lvdm_dynamic_strip.gif"]:
+        assert (demo_all / path).stat().st_size > 0, path
+    result = snakemake(
+        "--profile", REPO / "profiles" / "ci", "--configfile", DEMO_CONFIG,
+        "--directory", demo_all, "--report", demo_all / "report.html",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    html = (demo_all / "report.html").read_text(errors="replace")
+    assert "lvdm_dynamic" in html
+
+
+def test_demo_lvdm_rerun_resumes_from_state(demo_all):
+    """Deleting an exported LVDM and re-running resumes from its saved state to the budget."""
+    model = demo_all / "results/models/lvdm_class"
+    before = (model / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
+    steps = json.loads((model / "train.json").read_text())["steps"]
+    shutil.rmtree(model)
+    result = snakemake(
+        "--profile", REPO / "profiles" / "ci", "--configfile", DEMO_CONFIG,
+        "--directory", demo_all, "results/models/lvdm_class",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert (model / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() == before
+    assert json.loads((model / "train.json").read_text())["steps"] == steps
+    assert "resum" in (demo_all / "logs/train_lvdm/class.log").read_text().lower()
+
+
+def test_demo_samples_identical_for_any_shard_count(demo_all):
+    """3 sampling jobs write the same bytes as the demo's 2 (run last: it rewrites samples)."""
+    root = demo_all / "results/samples/lvdm_ped_a4c"
+    before = {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    result = snakemake(
+        "--profile", REPO / "profiles" / "ci", "--configfile", DEMO_CONFIG,
+        "--directory", demo_all, "--set-scatter", "lvdm_shard=3",
+        "--forcerun", "sample_lvdm", "--until", "gather_samples",
+        "results/samples/lvdm_ped_a4c/FileList.csv",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert len(list((demo_all / "results/sample_shards/lvdm_ped_a4c").glob("*-of-3"))) == 3
+    after = {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    assert after.keys() == before.keys()
+    assert all(after[k] == before[k] for k in before)
+
+
+def job_resources(output: str, rule: str) -> list[str]:
+    """The `resources:` lines of every planned job of `rule` in a dry run's output."""
+    found = []
+    for block in output.split("\nrule ")[1:]:
+        if block.startswith(f"{rule}:"):
+            found += [line.strip() for line in block.splitlines() if "resources:" in line]
+    return found
+
+
+def test_paper_lvdm_plan_maps_gpus_like_the_slurm_profile(tmp_path):
+    for folder in [
+        "EchoNet-Dynamic",
+        "EchoNet-Pediatric/A4C",
+        "EchoNet-Pediatric/PSAX",
+        "CardiacNet",
+        "CAMUS",
+        "rvfailure",
+        "weights/clip-vit-large-patch14",
+    ]:
+        (tmp_path / "data" / folder).mkdir(parents=True)
+    result = snakemake(
+        "-n", "--profile", REPO / "profiles" / "slurm", "--configfile", PAPER_CONFIG,
+        "--directory", tmp_path, "results/metrics/lvdm_dynamic.txt",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    paper = yaml.safe_load(PAPER_CONFIG.read_text())
+    jobs = planned_jobs(result.stdout)
+    assert jobs["sample_lvdm"] == paper["lvdm"]["shards"]
+    assert jobs["train_lvdm"] == jobs["train_vae"] == 1
+    (train,) = job_resources(result.stdout, "train_lvdm")
+    assert "gpu=8" in train and "gpu_model=a100" in train and "slurm_partition=gpu" in train
+    shards = job_resources(result.stdout, "sample_lvdm")
+    assert len(shards) == paper["lvdm"]["shards"]
+    assert all("gpu=1" in line and "gpu_model=a100" in line for line in shards)
+    for rule in jobs:
+        for line in job_resources(result.stdout, rule):
+            assert "runtime=" in line and "mem_mb=" in line, rule

@@ -1,0 +1,261 @@
+"""Class prediction with a trained video classifier, and the real/synthetic comparison table.
+
+EchoDream (``/work/shared/PAPERS.md`` §5) trains its CardiacNet classifiers on real,
+synthetic and real+synthetic videos and tests each on the same real TEST videos.
+:func:`predict_classes` gives every video the softmax probabilities averaged over all its
+clips (starts ``0, test_clip_stride, ...`` of the model's :class:`~echogen.data.ef_clips.ClipSpec`);
+:func:`classification_table` scores each training source with accuracy, balanced accuracy and
+ROC AUC (:func:`echogen.metrics.scores.classification_metrics`) and percentile bootstrap 95 %
+intervals (:func:`echogen.metrics.scores.bootstrap_ci`, the same resamples for every metric),
+one row per source.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from echogen.data.io import atomic_path, write_json
+from echogen.metrics.scores import bootstrap_ci, classification_metrics
+from echogen.training.classifier import ClassClipDataset, load_classifier
+
+log = logging.getLogger(__name__)
+
+METRICS = ("accuracy", "balanced_accuracy", "roc_auc")
+METRIC_LABELS = {"accuracy": "accuracy", "balanced_accuracy": "balanced acc", "roc_auc": "ROC AUC"}
+PROB_PREFIX = "prob_"
+ALPHA = 0.05
+
+
+def prob_columns(n_classes: int) -> list[str]:
+    """``["prob_0", ..., "prob_<K-1>"]``: the probability columns of :func:`predict_classes`."""
+    return [f"{PROB_PREFIX}{k}" for k in range(n_classes)]
+
+
+def predict_classes(
+    model_dir: str | Path,
+    rows: pd.DataFrame,
+    device: str = "cpu",
+    batch_size: int = 8,
+    root: str | Path = ".",
+) -> pd.DataFrame:
+    """Class probabilities of every video, averaged over all of its clips.
+
+    Args:
+        model_dir: export folder of :func:`~echogen.training.classifier.train_classifier`.
+        rows: FileName, Path and FPS (e.g. :func:`~echogen.training.classifier.real_test_rows`);
+            ``label`` (the true class, may be absent) is copied.
+        device: torch device of the forward passes.
+        batch_size: clips per forward pass (clips of consecutive videos share a batch).
+        root: folder that the ``Path`` column is relative to.
+
+    Returns:
+        Columns FileName, label (true; ``<NA>`` when unknown), pred (argmax of the mean
+        probabilities, first on ties), ``prob_<k>`` for each label k (softmax probabilities
+        averaged over the clips), n_clips. ``attrs["classes"]`` holds the model's class list.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    model, spec, classes = load_classifier(model_dir)
+    model = model.to(device).eval()
+    n_classes = model.config.out_features
+    if n_classes < 2:
+        raise ValueError(f"{model_dir} holds a 1-output model, not a classifier")
+    known = "label" in rows.columns
+    labels = rows["label"] if known else pd.Series(0, index=rows.index)
+    dataset = ClassClipDataset(rows.assign(label=labels.fillna(0)), spec, False, 0, root)
+
+    counts, probabilities = [], []
+    queue: list[torch.Tensor] = []
+    with torch.no_grad():
+        for i in tqdm(range(len(dataset)), desc="predict classes", leave=False):
+            clips, _ = dataset.all_clips(i)
+            counts.append(len(clips))
+            queue.append(clips)
+            pooled = sum(len(q) for q in queue)
+            while pooled >= batch_size:
+                batch = torch.cat(queue)
+                logits = model(batch[:batch_size].to(device)).float()
+                probabilities.append(torch.softmax(logits, dim=1).cpu())
+                queue, pooled = [batch[batch_size:]], pooled - batch_size
+        if any(len(q) for q in queue):
+            logits = model(torch.cat(queue).to(device)).float()
+            probabilities.append(torch.softmax(logits, dim=1).cpu())
+    flat = torch.cat(probabilities).numpy().astype(np.float64)  # (sum of clips, K)
+    mean = np.stack([p.mean(axis=0) for p in np.split(flat, np.cumsum(counts)[:-1])])
+
+    table = pd.DataFrame(
+        {
+            "FileName": [str(v) for v in rows["FileName"]],
+            "label": pd.array(rows["label"] if known else [pd.NA] * len(rows), dtype="Int64"),
+            "pred": mean.argmax(axis=1),
+        }
+    )
+    for k, column in enumerate(prob_columns(n_classes)):
+        table[column] = mean[:, k]
+    table["n_clips"] = counts
+    table.attrs["classes"] = classes
+    log.info("predicted classes of %d videos (%d clips)", len(table), sum(counts))
+    return table
+
+
+def _scores(predictions: pd.DataFrame, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, probabilities [N, K]) of one source's predictions, checked."""
+    columns = sorted(
+        (c for c in predictions.columns if c.startswith(PROB_PREFIX)),
+        key=lambda c: int(c.removeprefix(PROB_PREFIX)),
+    )
+    if columns != prob_columns(len(columns)) or len(columns) < 2:
+        raise ValueError(f"predictions of {source!r} need columns prob_0..prob_<K-1>, K >= 2")
+    if "label" not in predictions or predictions["label"].isna().any():
+        raise ValueError(f"predictions of {source!r} need a true label for every video")
+    return predictions["label"].to_numpy(np.int64), predictions[columns].to_numpy(np.float64)
+
+
+def classification_table(
+    results: dict[str, pd.DataFrame],
+    txt: str | Path,
+    json: str | Path,
+    n_bootstrap: int = 10000,
+    seed: int = 0,
+    classes: list[str] | None = None,
+) -> dict:
+    """Score each training source's TEST predictions; write a text table and JSON.
+
+    Every metric of every source uses the same bootstrap resamples (``seed``): resample b of
+    source A and of source B draw the same videos, so the intervals compare like with like.
+    A resample that lacks a class leaves its ROC AUC undefined (accuracy and balanced
+    accuracy, the mean recall over the classes present, stay defined); if any resample of a
+    source is undefined, that source's ROC AUC interval is null and ``n_undefined`` counts
+    them (only likely for test sets of a few videos per class).
+
+    Args:
+        results: training source (``"real"``, ``"synthetic"``, ``"real+synthetic"``, ...) ->
+            its :func:`predict_classes` table; every table must hold the same videos.
+        txt: text table (one aligned row per source), written atomically.
+        json: the same as JSON, written atomically.
+        n_bootstrap: bootstrap resamples.
+        seed: bootstrap seed.
+        classes: class names per label; default: the names in the predictions'
+            ``attrs["classes"]`` if present, else ``"0"``, ``"1"``, ....
+
+    Returns:
+        ``{"n_bootstrap", "seed", "alpha", "classes", "n", "rows": [{"source", "n",
+        "n_undefined", "accuracy"|"balanced_accuracy"|"roc_auc": {"value", "ci_low",
+        "ci_high"}}]}``.
+    """
+    if not results:
+        raise ValueError("results is empty: pass {training source: predictions}")
+    videos = None
+    n_classes = None
+    rows = []
+    for source, predictions in results.items():
+        order = predictions.sort_values("FileName", kind="stable").reset_index(drop=True)
+        names = order["FileName"].astype(str).tolist()
+        if videos is None:
+            videos = names
+        elif names != videos:
+            raise ValueError(
+                f"predictions of {source!r} are for other videos than those of "
+                f"{next(iter(results))!r}: every source must be tested on the same TEST videos"
+            )
+        labels, probs = _scores(order, source)
+        if n_classes is None:
+            n_classes = probs.shape[1]
+        elif probs.shape[1] != n_classes:
+            raise ValueError(
+                f"predictions of {source!r} have {probs.shape[1]} classes, not {n_classes}"
+            )
+        rows.append({"source": source, **_score_source(labels, probs, n_bootstrap, seed)})
+    if classes is None:
+        listed = next(iter(results.values())).attrs.get("classes")
+        classes = (
+            [c["class_name"] for c in listed] if listed else [str(k) for k in range(n_classes)]
+        )
+    if len(classes) != n_classes:
+        raise ValueError(f"classes names {len(classes)} classes, the predictions {n_classes}")
+    report = {
+        "n_bootstrap": n_bootstrap,
+        "seed": seed,
+        "alpha": ALPHA,
+        "classes": list(classes),
+        "n": len(videos),
+        "rows": rows,
+    }
+    write_json(json, report)
+    with atomic_path(txt) as tmp:
+        tmp.write_text(_format_table(report))
+    return report
+
+
+def _score_source(labels: np.ndarray, probs: np.ndarray, n_bootstrap: int, seed: int) -> dict:
+    """Point values and bootstrap intervals of every metric for one source."""
+    k = probs.shape[1]
+    point = classification_metrics(labels, probs, n_classes=k)
+    undefined = 0
+
+    def metric(name: str):
+        def fn(y_true: np.ndarray, index: np.ndarray) -> float:
+            # bootstrap_ci resamples (label, video index) pairs; the index picks the rows of
+            # probabilities, so the [N, K] scores travel with their labels.
+            nonlocal undefined
+            scores = probs[index.astype(np.int64)]
+            if np.unique(y_true).size == k:
+                return classification_metrics(y_true, scores, k)[name]
+            # A class is missing from this resample: ROC AUC is undefined, the others are
+            # classification_metrics' definitions restricted to the classes present.
+            predicted = scores.argmax(axis=1)
+            if name == "accuracy":
+                return float(np.mean(predicted == y_true))
+            if name == "balanced_accuracy":
+                return float(
+                    np.mean([np.mean(predicted[y_true == c] == c) for c in np.unique(y_true)])
+                )
+            undefined += 1
+            return float("nan")
+
+        return fn
+
+    entry: dict = {"n": int(point["n"])}
+    for name in METRICS:
+        low, high = bootstrap_ci(
+            metric(name), labels, np.arange(len(labels)), n_boot=n_bootstrap, seed=seed, alpha=ALPHA
+        )
+        if name == "roc_auc" and undefined:
+            low = high = None
+        entry[name] = {"value": point[name], "ci_low": low, "ci_high": high}
+    entry["n_undefined"] = undefined
+    return entry
+
+
+def _format_table(report: dict) -> str:
+    """The report as an aligned text table."""
+    header = ["training data", "N", *(METRIC_LABELS[m] for m in METRICS)]
+    body = []
+    for row in report["rows"]:
+        cells = [row["source"], str(row["n"])]
+        for name in METRICS:
+            m = row[name]
+            interval = "n/a" if m["ci_low"] is None else f"{m['ci_low']:.3f}, {m['ci_high']:.3f}"
+            cells.append(f"{m['value']:.3f} [{interval}]")
+        body.append(cells)
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+    lines = [
+        f"Classification on {report['n']} real TEST videos, classes "
+        f"{', '.join(report['classes'])}; 95 % CI from {report['n_bootstrap']} bootstrap "
+        f"resamples (seed {report['seed']})",
+        "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)),
+    ]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in body]
+    undefined = [r["source"] for r in report["rows"] if r["n_undefined"]]
+    if undefined:
+        lines.append(
+            f"n/a: some resamples of {', '.join(undefined)} lack a class, so their ROC AUC is "
+            "undefined; the test set is too small for its interval"
+        )
+    return "\n".join(line.rstrip() for line in lines) + "\n"

@@ -1,0 +1,1010 @@
+"""Downstream video classifier: train on real, synthetic or real+synthetic videos.
+
+EchoDream (``/work/shared/PAPERS.md`` §5; Marshall-mk/Echodream ``echo/classification``)
+judges its class-conditioned CardiacNet generator by training ``r3d_18`` classifiers (ASD vs
+Non-ASD, classes 0/1; PAH vs Non-PAH, 2/3) on real, synthetic or real+synthetic videos and
+testing them on real TEST videos. Its ``train.py`` uses 32-frame clips taken every 2nd
+frame of the 32 fps videos, a Kinetics-pretrained ``r3d_18`` with dropout 0.5 before the
+classifier, inverse-frequency class-weighted cross-entropy, SGD (lr 5e-4, momentum 0.9,
+weight decay 1e-4) with per-epoch cosine annealing over 45 epochs, batch 8, and tests the
+weights of the epoch with the best validation accuracy. :data:`CLASSIFIER_PRESETS` holds
+that configuration (``echodream``) and a CPU-sized one (``tiny``).
+
+Differences from EchoDream, deliberately: a clip is a contiguous window (``frames`` frames
+every ``period`` frames, as the EF regressors' :class:`~echogen.data.ef_clips.ClipSpec`)
+rather than 32 frames spread evenly over the whole video; pixels are z-scored with TRAIN
+statistics instead of ImageNet's per-channel ones (the videos are grey); colour jitter is
+not applied; a test video's probabilities are averaged over all its clips; there is one
+fixed TRAIN/VAL split instead of 5-fold cross-validation.
+
+:func:`training_rows` builds the labelled rows of one training source plus the real VAL
+rows; :func:`real_test_rows` the real TEST rows. :func:`train_classifier` trains with the same
+resumable pattern as :mod:`echogen.training.regressor`: data order from ``(seed, epoch)``,
+clip draws from ``(seed, epoch, index)``, checkpoints through :mod:`echogen.training.state`,
+so a run cut anywhere and re-run ends with the same weights, bit for bit on CPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import gather_object, set_seed
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+import echogen
+from echogen.data.ef_clips import ClipSpec, EFClipDataset, estimate_mean_std
+from echogen.data.errors import DataError
+from echogen.data.io import atomic_dir, write_json
+from echogen.data.manifest import SPLITS
+from echogen.models.regressor import (
+    DEFAULT_LAYERS,
+    DEFAULT_WIDTHS,
+    EFRegressor,
+    load_kinetics_trunk,
+)
+from echogen.training.state import (
+    deterministic,
+    jsonable,
+    resume,
+    save_checkpoint,
+    write_log,
+)
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("real", "synthetic", "real+synthetic")
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("cosine",)
+SELECTIONS = ("best_val", "last")
+DEVICES = ("cpu", "cuda")
+REAL_COLUMNS = ("FileName", "Path", "FPS", "Split", "class_id", "class_name")
+SYNTHETIC_COLUMNS = ("FileName", "FPS", "class_id", "class_name")
+ROW_COLUMNS = ["FileName", "Path", "FPS", "Split", "class_id", "class_name", "label", "source"]
+LOG_COLUMNS = ["epoch", "step", "train_loss", "val_loss", "val_accuracy"]
+FILELIST = "FileList.csv"
+VIDEOS = "Videos"
+SYNTHETIC_SUFFIX = ".mp4"
+# csv line of a table row = its 0-based position + header line + 1.
+CSV_LINE_OFFSET = 2
+# ClassifierTrainSpec fields that only say how long, how often or how fast: a run may be
+# resumed with other values (e.g. a larger max_steps) and follow the same trajectory.
+# ``epochs`` is not one of them: it sets the cosine schedule's length.
+BUDGET_FIELDS = ("max_steps", "checkpoint_every", "checkpoints_total_limit", "num_workers")
+BUDGET_FIELDS += ("log_every",)
+
+
+# ---------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class ClassifierTrainSpec:
+    """Optimisation and budget of a classifier run.
+
+    Args:
+        optimizer (str, "sgd"): ``"sgd"`` (with ``momentum``) or ``"adam"``.
+        lr (float, 5e-4): learning rate (EchoDream's default).
+        momentum (float, 0.9): SGD momentum (unused by Adam).
+        weight_decay (float, 1e-4): L2 weight decay.
+        lr_schedule (str | None, "cosine"): ``"cosine"`` = EchoDream's
+            ``CosineAnnealingLR(T_max=epochs)`` stepped once per epoch (lr of epoch ``e`` is
+            ``lr * (1 + cos(pi * e / epochs)) / 2``); None keeps the lr constant.
+        epochs (int, 45): epochs of the full budget.
+        batch_size (int, 8): clips per process per optimiser step; the last incomplete batch
+            of an epoch is dropped, as in EchoDream.
+        class_weighted (bool, True): weight the cross-entropy by inverse class frequency in
+            the training rows, normalised to sum to the number of classes (EchoDream).
+        dropout (float, 0.5): dropout on the pooled features before ``fc`` while training
+            (EchoDream's head ``Dropout(0.5), Linear``).
+        select (str, "best_val"): export the weights of the epoch with the best validation
+            accuracy (first on ties, as EchoDream) or the ``"last"`` weights.
+        max_steps (int | None, None): optimiser steps of the budget; None = ``epochs`` times the
+            steps per epoch, else the smaller of the two.
+        checkpoint_every (int, 500): save the training state every this many steps (and at
+            the end).
+        checkpoints_total_limit (int, 2): keep this many newest checkpoints.
+        num_workers (int, 0): data loader worker processes.
+        log_every (int, 10): log the running loss every this many steps.
+    """
+
+    optimizer: str = "sgd"
+    lr: float = 5e-4
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    lr_schedule: str | None = "cosine"
+    epochs: int = 45
+    batch_size: int = 8
+    class_weighted: bool = True
+    dropout: float = 0.5
+    select: str = "best_val"
+    max_steps: int | None = None
+    checkpoint_every: int = 500
+    checkpoints_total_limit: int = 2
+    num_workers: int = 0
+    log_every: int = 10
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.lr_schedule is not None and self.lr_schedule not in SCHEDULES:
+            raise ValueError(f"lr_schedule must be None or one of {SCHEDULES}")
+        if self.select not in SELECTIONS:
+            raise ValueError(f"select must be one of {SELECTIONS}, got {self.select!r}")
+        if self.lr <= 0 or self.weight_decay < 0 or self.momentum < 0:
+            raise ValueError(
+                f"lr must be > 0, weight_decay and momentum >= 0; got {self.lr}, "
+                f"{self.weight_decay}, {self.momentum}"
+            )
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        positive = ["epochs", "batch_size", "checkpoint_every", "checkpoints_total_limit"]
+        for name in [*positive, "log_every"]:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_steps is not None and self.max_steps < 0:
+            raise ValueError(f"max_steps must be None or >= 0, got {self.max_steps}")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """A resolved classifier configuration.
+
+    Args:
+        model: :class:`~echogen.models.regressor.EFRegressor` keyword arguments (without
+            ``out_features``, which :func:`train_classifier` sets to the number of classes).
+        clips: how clips are cut and normalised.
+        train: optimisation and budget.
+    """
+
+    model: dict
+    clips: ClipSpec
+    train: ClassifierTrainSpec
+
+    def to_dict(self) -> dict:
+        return jsonable(
+            {"model": self.model, "clips": self.clips.to_dict(), "train": self.train.to_dict()}
+        )
+
+
+CLASSIFIER_PRESETS: dict[str, dict] = {
+    # EchoDream's CardiacNet classifiers (PAPERS.md §5; echo/classification/README.md and
+    # train.py): r3d_18, 32 frames every 2nd frame of the 32 fps videos (a 2 s window), 112 px,
+    # batch 8, 45 epochs, SGD 5e-4 with cosine annealing, class-weighted CE, dropout 0.5. All-
+    # clip test averages windows 16 frames (0.5 s) apart.
+    "echodream": {
+        "model": {
+            "arch": "r3d_18",
+            "in_channels": 3,
+            "widths": DEFAULT_WIDTHS,
+            "layers": DEFAULT_LAYERS,
+            "fc_bias_init": 0.0,
+        },
+        "clips": {
+            "frames": 32,
+            "period": 2,
+            "fps": 32.0,
+            "size": 112,
+            "channels": 3,
+            "normalisation": "zscore",
+            "pad": 0,
+            "test_clip_stride": 16,
+        },
+        "train": {
+            "optimizer": "sgd",
+            "lr": 5e-4,
+            "momentum": 0.9,
+            "weight_decay": 1e-4,
+            "lr_schedule": "cosine",
+            "epochs": 45,
+            "batch_size": 8,
+            "class_weighted": True,
+            "dropout": 0.5,
+            "select": "best_val",
+        },
+    },
+    # CPU-sized, for tests and the phantom demo: the tiny EF regressor's network and clips
+    # (r3d widths 8-16-32-32, one block per stage, grey 48 px, 16 frames every 4th), Adam.
+    "tiny": {
+        "model": {
+            "arch": "r3d_18",
+            "in_channels": 1,
+            "widths": (8, 16, 32, 32),
+            "layers": (1, 1, 1, 1),
+            "fc_bias_init": 0.0,
+        },
+        "clips": {
+            "frames": 16,
+            "period": 4,
+            "fps": None,
+            "size": 48,
+            "channels": 1,
+            "normalisation": "zscore",
+            "pad": 4,
+            "test_clip_stride": 8,
+        },
+        "train": {
+            "optimizer": "adam",
+            "lr": 1e-3,
+            "weight_decay": 0.0,
+            "lr_schedule": "cosine",
+            "epochs": 25,
+            "batch_size": 8,
+            "class_weighted": True,
+            "dropout": 0.5,
+            "select": "best_val",
+        },
+    },
+}
+
+
+def _model_keys() -> list[str]:
+    keys = inspect.signature(EFRegressor.__init__).parameters
+    return [p for p in keys if p not in ("self", "out_features")]
+
+
+def resolve_classifier_config(preset: str, overrides: dict | None = None) -> ClassifierConfig:
+    """A preset with nested overrides applied.
+
+    Args:
+        preset: a key of :data:`CLASSIFIER_PRESETS`.
+        overrides: ``{"model": {...}, "clips": {...}, "train": {...}}``, any part optional; each
+            value replaces the preset's.
+
+    Returns:
+        The resolved configuration.
+
+    Raises:
+        ValueError: unknown preset, section or key (named; ``model.out_features`` is set from
+            the classes, not configured), or a model whose ``in_channels`` differs from the
+            clips' ``channels``.
+    """
+    if preset not in CLASSIFIER_PRESETS:
+        choices = list(CLASSIFIER_PRESETS)
+        raise ValueError(f"unknown classifier preset {preset!r}; choose one of {choices}")
+    overrides = overrides or {}
+    allowed = {
+        "model": _model_keys(),
+        "clips": [f.name for f in fields(ClipSpec)],
+        "train": [f.name for f in fields(ClassifierTrainSpec)],
+    }
+    for section, values in overrides.items():
+        if section not in allowed:
+            raise ValueError(f"unknown config section {section!r}; expected {list(allowed)}")
+        if not isinstance(values, dict):
+            raise ValueError(f"overrides[{section!r}] must be a dict, got {values!r}")
+        for key in values:
+            if key not in allowed[section]:
+                raise ValueError(f"unknown key {section}.{key}; expected one of {allowed[section]}")
+    base = CLASSIFIER_PRESETS[preset]
+    merged = {s: {**base[s], **overrides.get(s, {})} for s in allowed}
+    config = ClassifierConfig(
+        model=merged["model"],
+        clips=ClipSpec(**merged["clips"]),
+        train=ClassifierTrainSpec(**merged["train"]),
+    )
+    in_channels = config.model.get("in_channels", 3)
+    if in_channels != config.clips.channels:
+        raise ValueError(
+            f"model.in_channels ({in_channels}) must equal clips.channels ({config.clips.channels})"
+        )
+    return config
+
+
+# ---------------------------------------------------------------- rows
+
+
+def _read_table(path: Path, required: tuple[str, ...], fix: str) -> pd.DataFrame:
+    """A csv with string names (empty cells missing) and the required columns, else DataError."""
+    if not path.is_file():
+        raise DataError(path, "file does not exist", fix)
+    table = pd.read_csv(
+        path,
+        dtype={"FileName": str, "Path": str, "Split": str, "class_name": str},
+        keep_default_na=False,
+        na_values=[""],
+    )
+    missing = [c for c in required if c not in table.columns]
+    if missing:
+        raise DataError(path, f"columns {missing} are missing (need {list(required)})", fix, row=1)
+    return table
+
+
+def _labelled(
+    table: pd.DataFrame, path: Path, classes: list[int], kind: str
+) -> tuple[pd.DataFrame, dict[int, str]]:
+    """Rows of ``classes`` with their label; the class names seen; DataError on a bad cell."""
+    names: dict[int, str] = {}
+    keep = []
+    for position, row in enumerate(table.to_dict("records")):
+        line = position + CSV_LINE_OFFSET
+        name = str(row["FileName"])
+        value = pd.to_numeric(pd.Series([row["class_id"]]), errors="coerce").iloc[0]
+        if pd.isna(value) or value != round(value):
+            raise DataError(
+                path,
+                f"{kind} video {name} has class_id {row['class_id']!r}, not an integer",
+                "fill in the integer class id fixed by config",
+                row=line,
+                item=name,
+            )
+        class_id, class_name = int(value), row["class_name"]
+        if pd.isna(class_name):
+            raise DataError(
+                path,
+                f"{kind} video {name} has no class_name",
+                "fill in the class name",
+                row=line,
+                item=name,
+            )
+        if names.setdefault(class_id, str(class_name)) != str(class_name):
+            raise DataError(
+                path,
+                f"class_id {class_id} is named both {names[class_id]!r} and {class_name!r}",
+                "use one name per class id",
+                row=line,
+                item=name,
+            )
+        if class_id in classes:
+            keep.append(position)
+    rows = table.iloc[keep].copy()
+    rows["class_id"] = rows["class_id"].astype(float).astype(int)
+    rows["label"] = [classes.index(c) for c in rows["class_id"]]
+    rows["_line"] = np.asarray(keep, dtype=int) + CSV_LINE_OFFSET
+    return rows, names
+
+
+def _check_videos(rows: pd.DataFrame, path: Path, root: Path, kind: str, fix: str) -> None:
+    """DataError for the first row whose FPS is not positive or whose video file is missing."""
+    fps = pd.to_numeric(rows["FPS"], errors="coerce")
+    for position, row in enumerate(rows.to_dict("records")):
+        name, line = str(row["FileName"]), int(row["_line"])
+        if not fps.iloc[position] > 0:
+            raise DataError(
+                path,
+                f"{kind} video {name} has no positive FPS ({row['FPS']!r})",
+                "fill in the frame rate the video was written at",
+                row=line,
+                item=name,
+            )
+        if pd.isna(row["Path"]) or not (root / str(row["Path"])).is_file():
+            raise DataError(
+                path,
+                f"{kind} video {name} is missing ({root / str(row['Path'])})",
+                fix,
+                row=line,
+                item=name,
+            )
+
+
+def _check_classes(classes: list[int]) -> list[int]:
+    classes = [int(c) for c in classes]
+    if len(classes) < 2 or len(set(classes)) != len(classes):
+        raise ValueError(f"classes must list at least two distinct class ids, got {classes}")
+    return classes
+
+
+def _real_rows(
+    manifest: str | Path, classes: list[int], splits: tuple[str, ...], root: str | Path
+) -> pd.DataFrame:
+    manifest = Path(manifest)
+    fix = "use the harmonised manifest written by the dataset's ingestion rule (CardiacNet)"
+    table = _read_table(manifest, REAL_COLUMNS, fix)
+    for position, split in enumerate(table["Split"]):
+        if split not in SPLITS:
+            raise DataError(
+                manifest,
+                f"video {table['FileName'].iloc[position]} has split {split!r}",
+                f"use one of {list(SPLITS)}",
+                row=position + CSV_LINE_OFFSET,
+            )
+    rows, names = _labelled(table, manifest, classes, "real")
+    unknown = [c for c in classes if c not in names]
+    if unknown:
+        raise DataError(
+            manifest,
+            f"classes {unknown} have no videos (its classes are {sorted(names)})",
+            "choose class ids the manifest has (CardiacNet: 0 ASD, 1 Non-ASD, 2 Non-PAH, 3 PAH)",
+        )
+    rows = rows[rows["Split"].isin(splits)]
+    _check_videos(rows, manifest, Path(root), "real", "re-run the dataset's ingestion rule")
+    rows["source"] = "real"
+    return rows
+
+
+def _synthetic_rows(samples_dir: str | Path, classes: list[int], root: str | Path) -> pd.DataFrame:
+    samples_dir = Path(samples_dir)
+    filelist = samples_dir / FILELIST
+    fix = "point at a samples folder written by the sampling rule (FileList.csv + Videos/)"
+    table = _read_table(Path(root) / filelist, SYNTHETIC_COLUMNS, fix)
+    rows, _ = _labelled(table, filelist, classes, "synthetic")
+    if rows.empty:
+        raise DataError(
+            filelist,
+            f"no synthetic videos of classes {classes}",
+            "sample videos of these classes or choose other classes",
+        )
+    rows["Path"] = [str(samples_dir / VIDEOS / f"{n}{SYNTHETIC_SUFFIX}") for n in rows["FileName"]]
+    _check_videos(rows, filelist, Path(root), "synthetic", "re-run the sampling rule")
+    rows["Split"] = "TRAIN"  # every synthetic video trains; validation and test stay real
+    rows["source"] = "synthetic"
+    return rows
+
+
+def _finish(parts: list[pd.DataFrame], source: str) -> pd.DataFrame:
+    rows = pd.concat(parts, ignore_index=True)[ROW_COLUMNS]
+    rows["FPS"] = rows["FPS"].astype(float)
+    rows.attrs["source"] = source
+    return rows
+
+
+def training_rows(
+    source: str,
+    manifest: str | Path,
+    samples_dir: str | Path | None,
+    classes: list[int],
+    root: str | Path = ".",
+) -> pd.DataFrame:
+    """The labelled training rows of one source, plus the real VAL rows for validation.
+
+    Args:
+        source: ``"real"`` (the manifest's TRAIN rows), ``"synthetic"`` (every video of the
+            samples folder) or ``"real+synthetic"`` (both).
+        manifest: harmonised manifest csv with FileName, Path, FPS, Split, class_id,
+            class_name (CardiacNet's).
+        samples_dir: samples folder with ``FileList.csv`` (FileName without extension, FPS,
+            class_id, class_name) and ``Videos/<FileName>.mp4``; relative to ``root`` like the
+            manifest's ``Path`` (or absolute); ignored for ``"real"``.
+        classes: class ids to classify; ``label`` is the position of a row's class id in this
+            list, rows of other classes are dropped (EchoDream: ``[0, 1]`` ASD, ``[2, 3]`` PAH).
+        root: folder the ``Path`` column (and ``samples_dir``) are relative to.
+
+    Returns:
+        Columns FileName, Path, FPS, Split (TRAIN for training rows, VAL for the real
+        validation rows; synthetic rows are all TRAIN whatever their FileList says),
+        class_id, class_name, label, source (``"real"`` | ``"synthetic"``).
+
+    Raises:
+        DataError: a missing file or column, a class id that is not an integer or has two
+            names, a class of ``classes`` absent from the manifest, a missing video or FPS
+            (naming the file, row and fix).
+        ValueError: unknown source, fewer than two classes, no samples_dir for a synthetic
+            source.
+    """
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+    classes = _check_classes(classes)
+    real_splits = ("VAL",) if source == "synthetic" else ("TRAIN", "VAL")
+    parts = [_real_rows(manifest, classes, real_splits, root)]
+    if source != "real":
+        if samples_dir is None:
+            raise ValueError(f"source {source!r} needs samples_dir (a folder of generated videos)")
+        parts.append(_synthetic_rows(samples_dir, classes, root))
+    rows = _finish(parts, str(manifest))
+    for split in ("TRAIN", "VAL"):
+        if not (rows["Split"] == split).any():
+            raise DataError(
+                manifest, f"no {split} videos of classes {classes}", "check the split and classes"
+            )
+    return rows
+
+
+def real_test_rows(
+    manifest: str | Path, classes: list[int], root: str | Path = "."
+) -> pd.DataFrame:
+    """The real TEST rows of ``classes``, labelled as :func:`training_rows` labels them.
+
+    Returns:
+        The columns of :func:`training_rows`, Split all TEST, source ``"real"``.
+    """
+    classes = _check_classes(classes)
+    rows = _finish([_real_rows(manifest, classes, ("TEST",), root)], str(manifest))
+    if rows.empty:
+        raise DataError(manifest, f"no TEST videos of classes {classes}", "check the split")
+    return rows
+
+
+# ---------------------------------------------------------------- dataset
+
+
+class ClassClipDataset(EFClipDataset):
+    """Clips and class labels of labelled rows (:func:`training_rows`, :func:`real_test_rows`).
+
+    The clips are exactly :class:`~echogen.data.ef_clips.EFClipDataset`'s (same loading,
+    resampling, normalisation, random start and pad-and-crop from ``(seed, epoch, index)``);
+    only the target differs.
+
+    Args:
+        rows: FileName, Path, FPS and label (``int`` in ``[0, K)``).
+        spec: clip settings; zscore needs ``mean`` and ``std``.
+        train: random start and spatial pad-and-crop; else start 0, no augmentation.
+        seed: seed of the per-item random draws.
+        root: folder that the ``Path`` column is relative to.
+    """
+
+    def __init__(
+        self,
+        rows: pd.DataFrame,
+        spec: ClipSpec,
+        train: bool,
+        seed: int,
+        root: str | Path = ".",
+    ):
+        if "label" not in rows.columns:
+            raise ValueError("rows need a 'label' column (use training_rows / real_test_rows)")
+        # EFClipDataset insists on a numeric EF target; the classifier never reads it.
+        super().__init__(rows.assign(EF=0.0), spec, train=train, seed=seed, root=root)
+        self.labels = rows["label"].to_numpy(dtype=np.int64)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One clip ``float32 (C, T, H, W)`` and its label (scalar ``int64`` tensor)."""
+        clip, _ = super().__getitem__(i)
+        return clip, torch.tensor(self.labels[i])
+
+    def all_clips(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every clip ``(K, C, T, H, W)`` of video ``i`` (starts ``0, stride, ..``), its label."""
+        clips, _ = super().all_clips(i)
+        return clips, torch.tensor(self.labels[i])
+
+
+# ---------------------------------------------------------------- training
+
+
+class _BestWeights:
+    """The weights of the best validation epoch so far; checkpointed with the run."""
+
+    def __init__(self):
+        self.accuracy = -math.inf
+        self.epoch = -1
+        self.step = -1
+        self.weights: dict[str, torch.Tensor] = {}
+
+    def update(self, model: torch.nn.Module, row: dict) -> None:
+        if row["val_accuracy"] > self.accuracy:  # strictly: the first best epoch wins ties
+            self.accuracy, self.epoch, self.step = row["val_accuracy"], row["epoch"], row["step"]
+            self.weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+    def state_dict(self) -> dict:
+        return {
+            "accuracy": self.accuracy,
+            "epoch": self.epoch,
+            "step": self.step,
+            "weights": self.weights,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.accuracy, self.epoch, self.step = state["accuracy"], state["epoch"], state["step"]
+        self.weights = state["weights"]
+
+
+def load_classifier(model_dir: str | Path) -> tuple[EFRegressor, ClipSpec, list[dict]]:
+    """The exported model of :func:`train_classifier`, its clip settings and its classes.
+
+    Returns:
+        (model, spec, classes) with ``classes[label] = {"label", "class_id", "class_name"}``.
+    """
+    model_dir = Path(model_dir)
+    for name in ("clips.json", "train.json"):
+        if not (model_dir / name).is_file():
+            raise DataError(
+                model_dir,
+                f"not an exported classifier ({name} missing)",
+                "point at the out_dir written by train_classifier",
+            )
+    spec = ClipSpec.from_dict(json.loads((model_dir / "clips.json").read_text()))
+    classes = json.loads((model_dir / "train.json").read_text())["classes"]
+    return EFRegressor.from_pretrained(model_dir), spec, classes
+
+
+def train_classifier(
+    rows: pd.DataFrame,
+    out_dir: str | Path,
+    state_dir: str | Path,
+    config: ClassifierConfig,
+    n_classes: int,
+    seed: int,
+    device: str = "cpu",
+    root: str | Path = ".",
+    pretrained: str | Path | None = None,
+) -> dict:
+    """Train a video classifier on the TRAIN rows, validating on the VAL rows every epoch.
+
+    Checkpoints go to ``state_dir/checkpoint_<step:08d>`` through
+    :func:`echogen.training.state.save_checkpoint` (model, optimiser, RNG states, the best
+    validation weights so far, and ``progress.json``); a run finding one resumes from the
+    newest (the settings, seed, rows and process count must be those it was saved with; the
+    budget may differ). ``state_dir/log.csv`` is the running per-epoch log. Resuming is
+    bitwise exact for the same device and thread count.
+
+    Args:
+        rows: from :func:`training_rows` (FileName, Path, FPS, Split TRAIN/VAL, class_id,
+            class_name, label, source).
+        out_dir: export folder, replaced atomically at the end: ``save_pretrained`` files (the
+            ``select``-ed weights), ``clips.json`` (with the normalisation statistics),
+            ``train.json`` (classes, settings, counts, the selected epoch) and ``log.csv``
+            (epoch, step, train_loss, val_loss, val_accuracy; a last partial epoch when the
+            budget ends mid-epoch).
+        state_dir: folder of the resumable training state (not a workflow output).
+        config: from :func:`resolve_classifier_config`; zscore statistics left None are
+            estimated on the TRAIN rows.
+        n_classes: K; labels must be ``0..K-1`` and every class needs TRAIN rows.
+        seed: seeds the initialisation, data order, clip draws and dropout.
+        device: ``"cpu"`` or ``"cuda"`` (all visible GPUs under ``accelerate launch``).
+        root: folder the ``Path`` column is relative to.
+        pretrained: torchvision Kinetics-400 weights of ``config.model["arch"]`` to start the
+            trunk from (EchoDream's ``--pretrained``); None = random init.
+
+    Returns:
+        Summary: steps, steps_per_epoch, resumed_from (step or None), the last val_loss and
+        val_accuracy, the selected epoch/step/val_accuracy, mean/std and out_dir.
+    """
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+    if n_classes < 2:
+        raise ValueError(f"n_classes must be >= 2, got {n_classes}")
+    if "out_features" in config.model:
+        raise ValueError("config.model must not set out_features; n_classes sets it")
+    state_dir, out_dir = Path(state_dir), Path(out_dir)
+    source = str(rows.attrs.get("source", "rows"))
+    train_rows, val_rows = _split(rows, "TRAIN", n_classes), _split(rows, "VAL", n_classes)
+    classes = _class_list(train_rows, n_classes, source)
+    train = config.train
+
+    accelerator = Accelerator(cpu=device == "cpu", project_dir=str(state_dir))
+    world = accelerator.num_processes
+    steps_per_epoch = len(train_rows) // (train.batch_size * world)
+    if steps_per_epoch == 0:
+        raise DataError(
+            source,
+            f"{len(train_rows)} TRAIN videos do not fill one batch of "
+            f"{train.batch_size} x {world} process(es)",
+            "lower train.batch_size or add TRAIN videos",
+        )
+    total = train.epochs * steps_per_epoch
+    if train.max_steps is not None:
+        total = min(total, train.max_steps)
+
+    spec = config.clips
+    if spec.normalisation == "zscore" and (spec.mean is None or spec.std is None):
+        mean, std = estimate_mean_std(train_rows.assign(EF=0.0), spec, seed=seed, root=root)
+        spec = ClipSpec.from_dict({**spec.to_dict(), "mean": float(mean), "std": float(std)})
+        log.info("clip normalisation from TRAIN: mean %.4f std %.4f", spec.mean, spec.std)
+    model_kwargs = {**config.model, "out_features": n_classes}
+    resolved = ClassifierConfig(model=config.model, clips=spec, train=train)
+    counts = np.bincount(train_rows["label"].to_numpy(dtype=np.int64), minlength=n_classes)
+    weight = None
+    if train.class_weighted:
+        w = len(train_rows) / (n_classes * counts)
+        weight = torch.tensor(w / w.sum() * n_classes, dtype=torch.float32)
+    # Everything that shapes the trajectory; a checkpoint only resumes a run with the same.
+    fingerprint = jsonable(
+        {
+            "model": model_kwargs,
+            "clips": spec.to_dict(),
+            "train": {k: v for k, v in train.to_dict().items() if k not in BUDGET_FIELDS},
+            "seed": seed,
+            "num_processes": world,
+            "train_rows": _rows_digest(train_rows),
+            "pretrained": None if pretrained is None else str(pretrained),
+        }
+    )
+    train_set = ClassClipDataset(train_rows, spec, train=True, seed=seed, root=root)
+    val_set = ClassClipDataset(val_rows, spec, train=False, seed=seed, root=root)
+
+    with deterministic():
+        set_seed(seed)
+        model = EFRegressor(**model_kwargs)
+        if pretrained is not None:
+            load_kinetics_trunk(model, pretrained)
+        if train.dropout > 0:
+            model.fc.register_forward_pre_hook(_dropout_hook(train.dropout))
+        optimizer = _optimizer(model, train)
+        best = _BestWeights()
+        accelerator.register_for_checkpointing(best)
+        model, optimizer = accelerator.prepare(model, optimizer)
+        if weight is not None:
+            weight = weight.to(accelerator.device)
+
+        record = resume(accelerator, state_dir, fingerprint)
+        progress = {"step": 0, "loss_sum": 0.0, "loss_count": 0, "log": []}
+        resumed_from = None
+        if record is not None:
+            progress = record["progress"]
+            resumed_from = progress["step"]
+            log.info("resumed at step %d of %d", resumed_from, total)
+
+        step = progress["step"]
+        bar = tqdm(
+            total=total,
+            initial=step,
+            desc="train classifier",
+            leave=False,
+            disable=not accelerator.is_local_main_process,
+        )
+        while step < total:
+            epoch, done = divmod(step, steps_per_epoch)
+            train_set.set_epoch(epoch)
+            _set_lr(optimizer, train, epoch)
+            order = _epoch_order(
+                len(train_set), steps_per_epoch, train.batch_size, accelerator, seed, epoch
+            )
+            loader = DataLoader(
+                train_set,
+                batch_size=train.batch_size,
+                sampler=order[done * train.batch_size :],
+                num_workers=train.num_workers,
+                # Its own generator: creating a loader must not draw from the global RNG
+                # (dropout's), or a mid-epoch resume would shift every later mask.
+                generator=torch.Generator().manual_seed(seed),
+            )
+            model.train()
+            for clips, labels in loader:
+                logits = model(clips.to(accelerator.device))
+                loss = F.cross_entropy(logits.float(), labels.to(accelerator.device), weight)
+                accelerator.backward(loss)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                progress["step"] = step
+                progress["loss_sum"] += accelerator.reduce(loss.detach(), "mean").item()
+                progress["loss_count"] += 1
+                bar.update(1)
+                if step % train.log_every == 0:
+                    log.info(
+                        "step %d/%d loss %.4f lr %.3g",
+                        step,
+                        total,
+                        progress["loss_sum"] / progress["loss_count"],
+                        optimizer.param_groups[0]["lr"],
+                    )
+                if step % steps_per_epoch == 0:
+                    row = _epoch_row(
+                        model, val_set, train, weight, accelerator, epoch, step, progress
+                    )
+                    progress["log"].append(row)
+                    best.update(accelerator.unwrap_model(model), row)
+                    progress.update(loss_sum=0.0, loss_count=0)
+                    if accelerator.is_main_process:
+                        write_log(state_dir / "log.csv", progress["log"], LOG_COLUMNS)
+                if step % train.checkpoint_every == 0 or step == total:
+                    record = {
+                        "echogen_version": echogen.__version__,
+                        "step": step,
+                        "seed": seed,
+                        "config": resolved.to_dict(),
+                        "fingerprint": fingerprint,
+                        "progress": progress,
+                    }
+                    save_checkpoint(accelerator, state_dir, record, train.checkpoints_total_limit)
+                if step == total:
+                    break
+        bar.close()
+
+        epoch_log = list(progress["log"])
+        if progress["loss_count"]:
+            # The budget ended mid-epoch: report (and consider) that partial epoch too.
+            epoch = step // steps_per_epoch
+            row = _epoch_row(model, val_set, train, weight, accelerator, epoch, step, progress)
+            epoch_log.append(row)
+            best.update(accelerator.unwrap_model(model), row)
+
+    net = accelerator.unwrap_model(model)
+    selected = {"select": train.select, "epoch": None, "step": step, "val_accuracy": None}
+    if epoch_log:
+        selected.update(epoch=epoch_log[-1]["epoch"], val_accuracy=epoch_log[-1]["val_accuracy"])
+    if train.select == "best_val" and best.weights:
+        net.load_state_dict(best.weights)
+        selected.update(epoch=best.epoch, step=best.step, val_accuracy=best.accuracy)
+    if accelerator.is_main_process:
+        with atomic_dir(out_dir) as tmp:
+            net.save_pretrained(tmp)
+            write_json(tmp / "clips.json", spec.to_dict())
+            write_json(
+                tmp / "train.json",
+                {
+                    "echogen_version": echogen.__version__,
+                    "classes": classes,
+                    "n_classes": n_classes,
+                    "model": jsonable(model_kwargs),
+                    "train": train.to_dict(),
+                    "seed": seed,
+                    "steps": step,
+                    "steps_per_epoch": steps_per_epoch,
+                    "num_processes": world,
+                    "n_train": {s: int(n) for s, n in train_rows["source"].value_counts().items()},
+                    "n_train_per_class": counts.tolist(),
+                    "n_val": len(val_rows),
+                    "class_weights": None if weight is None else weight.cpu().tolist(),
+                    "selected": selected,
+                    "pretrained": None if pretrained is None else str(pretrained),
+                },
+            )
+            write_log(tmp / "log.csv", epoch_log, LOG_COLUMNS)
+        log.info("exported the classifier to %s", out_dir)
+    accelerator.wait_for_everyone()
+    return {
+        "steps": step,
+        "steps_per_epoch": steps_per_epoch,
+        "resumed_from": resumed_from,
+        "val_loss": epoch_log[-1]["val_loss"] if epoch_log else math.nan,
+        "val_accuracy": epoch_log[-1]["val_accuracy"] if epoch_log else math.nan,
+        "selected": selected,
+        "mean": spec.mean,
+        "std": spec.std,
+        "out_dir": str(out_dir),
+    }
+
+
+def _split(rows: pd.DataFrame, split: str, n_classes: int) -> pd.DataFrame:
+    """The rows of one split, with labels checked to lie in ``0..n_classes-1``."""
+    source = str(rows.attrs.get("source", "rows"))
+    missing = [c for c in ("FileName", "Path", "FPS", "Split", "label") if c not in rows.columns]
+    if missing:
+        raise DataError(source, f"rows lack columns {missing}", "build them with training_rows")
+    selected = rows[rows["Split"] == split].copy()
+    if selected.empty:
+        raise DataError(source, f"no {split} rows", "build the rows with training_rows")
+    labels = pd.to_numeric(selected["label"], errors="coerce")
+    bad = ~labels.isin(range(n_classes))
+    if bad.any():
+        raise DataError(
+            source,
+            f"video {selected.loc[bad, 'FileName'].iloc[0]} has label "
+            f"{selected.loc[bad, 'label'].iloc[0]!r}, not in 0..{n_classes - 1}",
+            "pass n_classes = len(classes) given to training_rows",
+        )
+    if "source" not in selected.columns:
+        selected["source"] = "real"
+    selected.attrs["source"] = source
+    return selected
+
+
+def _class_list(train_rows: pd.DataFrame, n_classes: int, source: str) -> list[dict]:
+    """``[{"label", "class_id", "class_name"}]`` per label; every label must have TRAIN rows."""
+    classes = []
+    for label in range(n_classes):
+        of_label = train_rows[train_rows["label"] == label]
+        if of_label.empty:
+            raise DataError(
+                source,
+                f"no TRAIN videos of label {label}",
+                "add training videos of every class (or sample some)",
+            )
+        first = of_label.iloc[0]
+        classes.append(
+            {
+                "label": label,
+                "class_id": int(first["class_id"]) if "class_id" in of_label else label,
+                "class_name": str(first["class_name"]) if "class_name" in of_label else str(label),
+            }
+        )
+    return classes
+
+
+def _rows_digest(rows: pd.DataFrame) -> str:
+    """sha256 of the rows' FileName, source and label, in order: a checkpoint's training set."""
+    listing = json.dumps(
+        [
+            [str(n), str(s), int(lab)]
+            for n, s, lab in zip(rows["FileName"], rows["source"], rows["label"], strict=True)
+        ]
+    )
+    return hashlib.sha256(listing.encode()).hexdigest()
+
+
+def _dropout_hook(p: float):
+    """A forward pre-hook on ``fc``: dropout on its input (the pooled features) in training."""
+
+    def hook(module: torch.nn.Module, args: tuple) -> tuple:
+        return (F.dropout(args[0], p=p, training=module.training),)
+
+    return hook
+
+
+def _optimizer(model: EFRegressor, train: ClassifierTrainSpec) -> torch.optim.Optimizer:
+    if train.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(),
+            lr=train.lr,
+            momentum=train.momentum,
+            weight_decay=train.weight_decay,
+        )
+    return torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, train: ClassifierTrainSpec, epoch: int) -> None:
+    """The epoch's lr, a function of the epoch alone (nothing to checkpoint)."""
+    lr = train.lr
+    if train.lr_schedule == "cosine":
+        lr = train.lr * (1 + math.cos(math.pi * epoch / train.epochs)) / 2
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def _epoch_order(
+    n: int, steps_per_epoch: int, batch_size: int, accelerator: Accelerator, seed: int, epoch: int
+) -> list[int]:
+    """This process's dataset indices for one epoch, batch after batch.
+
+    Global batch ``b`` is ``perm[b*G:(b+1)*G]`` with ``G = batch_size * processes``; process
+    ``r`` takes its ``r``-th slice, so the global order is fixed by ``(seed, epoch)`` alone.
+    """
+    perm = np.random.default_rng([seed, epoch]).permutation(n)
+    world = accelerator.num_processes
+    batches = perm[: steps_per_epoch * batch_size * world].reshape(steps_per_epoch, world, -1)
+    return batches[:, accelerator.process_index].reshape(-1).tolist()
+
+
+@torch.no_grad()
+def _validate(
+    model,
+    val_set: ClassClipDataset,
+    train: ClassifierTrainSpec,
+    weight: torch.Tensor | None,
+    accelerator: Accelerator,
+) -> tuple[float, float]:
+    """Cross-entropy (the training criterion) and accuracy on the first clip of every VAL video."""
+    net = accelerator.unwrap_model(model)  # no DDP collectives: processes score different rows
+    net.eval()
+    mine = list(range(accelerator.process_index, len(val_set), accelerator.num_processes))
+    loader = DataLoader(
+        val_set,
+        batch_size=train.batch_size,
+        sampler=mine,
+        num_workers=train.num_workers,
+        generator=torch.Generator(),  # leaves the global RNG (dropout's) alone
+    )
+    records = []
+    for clips, labels in loader:
+        logits = net(clips.to(accelerator.device)).float().cpu()
+        records += list(zip(logits.tolist(), labels.tolist(), strict=True))
+    records = gather_object(records)
+    logits = torch.tensor([r[0] for r in records], dtype=torch.float32)
+    labels = torch.tensor([r[1] for r in records], dtype=torch.int64)
+    loss = F.cross_entropy(logits, labels, None if weight is None else weight.cpu())
+    accuracy = (logits.argmax(dim=1) == labels).double().mean()
+    return float(loss), float(accuracy)
+
+
+def _epoch_row(
+    model,
+    val_set: ClassClipDataset,
+    train: ClassifierTrainSpec,
+    weight: torch.Tensor | None,
+    accelerator: Accelerator,
+    epoch: int,
+    step: int,
+    progress: dict,
+) -> dict:
+    val_loss, val_accuracy = _validate(model, val_set, train, weight, accelerator)
+    train_loss = progress["loss_sum"] / progress["loss_count"]
+    log.info(
+        "epoch %d (step %d): train loss %.4f, val loss %.4f, val accuracy %.3f",
+        epoch,
+        step,
+        train_loss,
+        val_loss,
+        val_accuracy,
+    )
+    return {
+        "epoch": epoch,
+        "step": step,
+        "train_loss": train_loss,
+        "val_loss": val_loss,
+        "val_accuracy": val_accuracy,
+    }

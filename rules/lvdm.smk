@@ -1,0 +1,372 @@
+# Latent video diffusion (EchoNet-Synthetic, EchoDream): VAE, latents, LVDM training,
+# sharded sampling, privacy filter, EF fidelity, CardiacNet classification, report figures.
+
+
+rule build_tiny_text_encoder:
+    """Build a tiny CLIP text model (transformers classes, random weights) for the demo."""
+    output:
+        folder=directory("resources/weights/tiny/clip_text"),
+    log:
+        "logs/build_tiny_text_encoder/clip_text.log",
+    localrule: True
+    conda:
+        "../envs/echogen.yaml"
+    threads: 1
+    params:
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/build_tiny_text_encoder.py"
+
+
+rule train_vae:
+    """Train the image VAE (reconstruction + KL + LPIPS + late patch discriminator); resumable."""
+    input:
+        manifests=vae_manifests,
+    output:
+        model=directory("results/models/vae"),
+    log:
+        "logs/train_vae/vae.log",
+    benchmark:
+        "benchmarks/train_vae/vae.tsv"
+    conda:
+        "../envs/echogen.yaml"
+    threads: 2
+    resources:
+        gpu=lvdm_config()["gpus"]["train"] if lvdm_on() else 1,
+        mem_mb=tier_mem("gpu_train"),
+        runtime=tier_runtime("gpu_train"),
+    params:
+        vae=lvdm_config()["vae"] if lvdm_on() else {},
+        size=lvdm_config()["latents"]["size"] if lvdm_on() else 112,
+        fps=lvdm_config()["latents"]["fps"] if lvdm_on() else 32,
+        state_dir="results/train_vae/state",
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/train_vae.py"
+
+
+rule encode_latents:
+    """Encode one chunk of a dataset's videos into VAE latents (scaled, 32 Hz, unpadded)."""
+    input:
+        manifest="resources/manifests/{dataset}.csv",
+        vae=vae_dir() if lvdm_on() else [],
+    output:
+        part=directory("resources/latents/{dataset}/part_{chunk}"),
+    log:
+        "logs/encode_latents/{dataset}_{chunk}.log",
+    benchmark:
+        "benchmarks/encode_latents/{dataset}_{chunk}.tsv"
+    conda:
+        "../envs/echogen.yaml"
+    threads: 2
+    resources:
+        gpu=lvdm_config()["gpus"]["infer"] if lvdm_on() else 1,
+        mem_mb=tier_mem("gpu_infer"),
+        runtime=tier_runtime("gpu_infer"),
+    params:
+        latents=lvdm_config()["latents"] if lvdm_on() else {},
+        n_chunks=chunks_of,
+        on_error=dataset_on_error,
+    script:
+        "../workflow_scripts/encode_latents.py"
+
+
+rule gather_latents:
+    """Index a dataset's latent chunks into resources/latents/<dataset>/index.csv."""
+    input:
+        parts=latent_parts,
+    output:
+        index="resources/latents/{dataset}/index.csv",
+        quarantine="resources/latents/{dataset}/quarantine.csv",
+    log:
+        "logs/gather_latents/{dataset}.log",
+    localrule: True
+    conda:
+        "../envs/echogen.yaml"
+    script:
+        "../workflow_scripts/gather_parts.py"
+
+
+rule train_lvdm:
+    """Train a latent video diffusion model (v-prediction DDPM, EMA, CFG dropout); resumable."""
+    input:
+        unpack(lvdm_model_inputs),
+    output:
+        model=directory("results/models/lvdm_{model}"),
+    log:
+        "logs/train_lvdm/{model}.log",
+    benchmark:
+        "benchmarks/train_lvdm/{model}.tsv"
+    wildcard_constraints:
+        model=names_pattern(lvdm_models()),
+    conda:
+        "../envs/echogen.yaml"
+    threads: 2
+    resources:
+        gpu=lvdm_config()["gpus"]["train"] if lvdm_on() else 1,
+        mem_mb=tier_mem("gpu_train"),
+        runtime=tier_runtime("gpu_train"),
+    params:
+        model=lvdm_model,
+        fps=lvdm_config()["latents"]["fps"] if lvdm_on() else 32,
+        state_dir="results/train_lvdm/{model}/state",
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/train_lvdm.py"
+
+
+rule sample_lvdm:
+    """Generate one shard of a synthetic dataset (sample i's seed depends on the run seed and i)."""
+    input:
+        unpack(lvdm_sample_inputs),
+    output:
+        shard=directory("results/sample_shards/lvdm_{sample}/{scatteritem}"),
+    log:
+        "logs/sample_lvdm/{sample}_{scatteritem}.log",
+    benchmark:
+        "benchmarks/sample_lvdm/{sample}_{scatteritem}.tsv"
+    wildcard_constraints:
+        sample=names_pattern(lvdm_samples()),
+    conda:
+        "../envs/echogen.yaml"
+    threads: 2
+    resources:
+        gpu=lvdm_config()["gpus"]["infer"] if lvdm_on() else 1,
+        mem_mb=tier_mem("gpu_infer"),
+        runtime=tier_runtime("gpu_infer"),
+    params:
+        sample=lvdm_sample,
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/sample_lvdm.py"
+
+
+rule gather_samples:
+    """Merge the shards of a synthetic dataset: FileList.csv, Videos/, frames/, latents/."""
+    input:
+        shards=gather.lvdm_shard("results/sample_shards/lvdm_{{sample}}/{scatteritem}"),
+    output:
+        filelist="results/samples/lvdm_{sample}/FileList.csv",
+        videos=directory("results/samples/lvdm_{sample}/Videos"),
+        frames=directory("results/samples/lvdm_{sample}/frames"),
+        latents=directory("results/samples/lvdm_{sample}/latents"),
+    log:
+        "logs/gather_samples/{sample}.log",
+    wildcard_constraints:
+        sample=names_pattern(lvdm_samples()),
+    localrule: True
+    conda:
+        "../envs/echogen.yaml"
+    script:
+        "../workflow_scripts/gather_samples.py"
+
+
+rule train_privacy:
+    """Train the Siamese first-frame embedding network of the privacy filter; resumable."""
+    input:
+        latents=(
+            latent_indexes(lvdm_config()["privacy"]["datasets"])
+            if lvdm_on() and "privacy" in lvdm_config()
+            else []
+        ),
+    output:
+        model=directory("results/models/privacy"),
+    log:
+        "logs/train_privacy/privacy.log",
+    benchmark:
+        "benchmarks/train_privacy/privacy.tsv"
+    conda:
+        "../envs/echogen.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=tier_mem("gpu_train"),
+        runtime=tier_runtime("gpu_train"),
+    params:
+        privacy=lvdm_config().get("privacy", {}) if lvdm_on() else {},
+        state_dir="results/train_privacy/state",
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/train_privacy.py"
+
+
+rule filter_samples:
+    """Drop synthetic videos too close to a real TRAIN video (tau from real-to-real correlation)."""
+    input:
+        unpack(privacy_inputs),
+    output:
+        filelist="results/privacy/lvdm_{sample}/FileList.csv",
+        dropped="results/privacy/lvdm_{sample}/dropped.csv",
+        summary="results/privacy/lvdm_{sample}/summary.json",
+    log:
+        "logs/filter_samples/{sample}.log",
+    wildcard_constraints:
+        sample=names_pattern(lvdm_samples()),
+    conda:
+        "../envs/echogen.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=tier_mem("gpu_infer"),
+        runtime=tier_runtime("gpu_infer"),
+    params:
+        percentile=(
+            lvdm_config().get("privacy", {}).get("percentile", 95) if lvdm_on() else 95
+        ),
+    script:
+        "../workflow_scripts/filter_samples.py"
+
+
+rule ef_fidelity:
+    """EF of generated videos as the regressor sees it vs the EF they were asked for."""
+    input:
+        unpack(ef_fidelity_inputs),
+    output:
+        table="results/metrics/ef_fidelity_lvdm_{sample}.txt",
+        record="results/metrics/ef_fidelity_lvdm_{sample}.json",
+        per_video="results/metrics/ef_fidelity_lvdm_{sample}.csv",
+    log:
+        "logs/ef_fidelity/{sample}.log",
+    wildcard_constraints:
+        sample=names_pattern(lvdm_samples()),
+    localrule: True
+    conda:
+        "../envs/echogen.yaml"
+    params:
+        n_bootstrap=config["regressors"]["n_bootstrap"],
+        seed=config["seed"],
+        plumbing=ef_fidelity_plumbing,
+    script:
+        "../workflow_scripts/ef_fidelity.py"
+
+
+rule train_classifier:
+    """Train a CardiacNet video classifier on real, synthetic or real+synthetic videos."""
+    input:
+        unpack(classifier_inputs),
+    output:
+        model=directory("results/models/classifier_cardiacnet_{source}"),
+    log:
+        "logs/train_classifier/{source}.log",
+    benchmark:
+        "benchmarks/train_classifier/{source}.tsv"
+    wildcard_constraints:
+        source=r"real|synthetic|real\+synthetic",
+    conda:
+        "../envs/echogen.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=tier_mem("gpu_train"),
+        runtime=tier_runtime("gpu_train"),
+    params:
+        classification=classification_config() if lvdm_on() else {},
+        class_map=config["datasets"]["cardiacnet"].get("class_map", {}),
+        state_dir="results/train_classifier/{source}/state",
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/train_classifier.py"
+
+
+rule predict_classifier:
+    """Class probabilities of the real CardiacNet TEST videos (all clips averaged)."""
+    input:
+        model="results/models/classifier_cardiacnet_{source}",
+        manifest="resources/manifests/cardiacnet.csv",
+    output:
+        predictions="results/predictions/classifier_cardiacnet/{source}.csv",
+    log:
+        "logs/predict_classifier/{source}.log",
+    wildcard_constraints:
+        source=r"real|synthetic|real\+synthetic",
+    conda:
+        "../envs/echogen.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=tier_mem("gpu_infer"),
+        runtime=tier_runtime("gpu_infer"),
+    script:
+        "../workflow_scripts/predict_classifier.py"
+
+
+rule classification_table:
+    """CardiacNet TEST accuracy, balanced accuracy and AUC per training source, with CIs."""
+    input:
+        predictions=classifier_predictions,
+    output:
+        table="results/metrics/classification_cardiacnet.txt",
+        record="results/metrics/classification_cardiacnet.json",
+    log:
+        "logs/classification_table/cardiacnet.log",
+    localrule: True
+    conda:
+        "../envs/echogen.yaml"
+    params:
+        sources=classification_config()["sources"] if lvdm_on() else [],
+        n_bootstrap=classification_config()["n_bootstrap"] if lvdm_on() else 1000,
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/classification_table.py"
+
+
+rule report_strip:
+    """GIF strip of real (top) vs generated (bottom) videos for the report."""
+    input:
+        real=sample_real,
+        fake="results/samples/lvdm_{sample}/frames",
+    output:
+        gif=report(
+            "results/report/lvdm_{sample}_strip.gif",
+            category="Generated videos",
+            caption="../docs/report/strip.rst",
+        ),
+    log:
+        "logs/report_strip/{sample}.log",
+    wildcard_constraints:
+        sample=names_pattern(lvdm_samples()),
+    localrule: True
+    conda:
+        "../envs/echogen.yaml"
+    script:
+        "../workflow_scripts/report_strip.py"
+
+
+rule report_ef_scatter:
+    """Requested vs regressed EF scatter of a synthetic dataset for the report."""
+    input:
+        per_video="results/metrics/ef_fidelity_lvdm_{sample}.csv",
+    output:
+        png=report(
+            "results/report/ef_fidelity_lvdm_{sample}.png",
+            category="EF fidelity",
+            caption="../docs/report/ef_scatter.rst",
+        ),
+    log:
+        "logs/report_ef_scatter/{sample}.log",
+    wildcard_constraints:
+        sample=names_pattern(lvdm_samples()),
+    localrule: True
+    conda:
+        "../envs/echogen.yaml"
+    script:
+        "../workflow_scripts/report_ef_scatter.py"
+
+
+rule report_loss_curves:
+    """Training loss curves of the VAE and every LVDM for the report."""
+    input:
+        unpack(loss_logs),
+    output:
+        png=report(
+            "results/report/loss_curves.png",
+            category="Training",
+            caption="../docs/report/loss_curves.rst",
+        ),
+    log:
+        "logs/report_loss_curves/lvdm.log",
+    localrule: True
+    conda:
+        "../envs/echogen.yaml"
+    script:
+        "../workflow_scripts/report_loss_curves.py"

@@ -1,0 +1,455 @@
+"""Downstream video classifier: rows, training (learns, resumes bit for bit), prediction, table.
+
+Two visually separable classes (a bright or a dark blob circling on a mid-grey noisy
+background; CardiacNet ids 2 and 3) in 32 px MP4s, with a third class (id 0) that must be
+dropped, and a micro network (widths 4-8, 8-frame clips) keep every run to seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
+
+from echogen.data.ef_clips import ClipSpec
+from echogen.data.errors import DataError
+from echogen.data.manifest import write_manifest
+from echogen.data.video import write_video
+from echogen.models.regressor import MODEL_PRESETS, EFRegressor
+from echogen.pipelines.classification import classification_table, predict_classes, prob_columns
+from echogen.training.classifier import (
+    CLASSIFIER_PRESETS,
+    ROW_COLUMNS,
+    ClassClipDataset,
+    load_classifier,
+    real_test_rows,
+    resolve_classifier_config,
+    train_classifier,
+    training_rows,
+)
+from echogen.training.state import checkpoints
+
+SEED = 5
+THREADS = 1
+CLASSES = [2, 3]
+NAMES = {0: "ASD", 2: "Non-PAH", 3: "PAH"}
+SIZE, FRAMES, FPS = 32, 24, 32.0
+REAL = {"TRAIN": 8, "VAL": 3, "TEST": 5}  # videos per class and split
+N_SYNTHETIC = 4  # per class
+EPOCHS, STEPS_PER_EPOCH = 6, 4  # 16 real TRAIN videos / batch 4
+MICRO = {
+    "model": {"widths": [4, 8, 8, 8]},
+    "clips": {"frames": 8, "period": 2, "size": SIZE, "pad": 2, "test_clip_stride": 4},
+    "train": {
+        "lr": 3e-3,
+        "epochs": EPOCHS,
+        "batch_size": 4,
+        # Not a multiple of the epoch length, so the cut run resumes mid-epoch.
+        "checkpoint_every": 3,
+        "checkpoints_total_limit": 2,
+    },
+}
+EXPORT_FILES = {"config.json", "diffusion_pytorch_model.safetensors", "clips.json", "train.json"}
+EXPORT_FILES |= {"log.csv"}
+
+
+def micro(**train) -> dict:
+    return {**MICRO, "train": {**MICRO["train"], **train}}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    yield
+    torch.set_num_threads(before)
+
+
+def blob_video(rng: np.random.Generator, class_id: int) -> np.ndarray:
+    """Mid-grey noise with a blob circling: bright for class 3, dark for 2 (and 0)."""
+    t = np.arange(FRAMES)[:, None, None]
+    y, x = np.mgrid[:SIZE, :SIZE][:, None]
+    phase = rng.uniform(0, 2 * np.pi)
+    cy = SIZE / 2 + 7 * np.sin(2 * np.pi * t / 12 + phase)
+    cx = SIZE / 2 + 7 * np.cos(2 * np.pi * t / 12 + phase)
+    frames = rng.normal(110, 12, size=(FRAMES, SIZE, SIZE))
+    blob = (y - cy) ** 2 + (x - cx) ** 2 < rng.uniform(4, 6) ** 2
+    frames[blob] = 230 if class_id == 3 else 15
+    return np.clip(frames, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("cardiac")
+    rng = np.random.default_rng(11)
+    records = []
+    for split, n in REAL.items():
+        for class_id in [*CLASSES, 0]:
+            for i in range(n if class_id else 2):
+                name = f"real_{split.lower()}_{class_id}_{i}"
+                path = Path("videos") / f"{name}.mp4"
+                write_video(root / path, blob_video(rng, class_id), FPS)
+                records.append(
+                    {
+                        "FileName": name,
+                        "FPS": FPS,
+                        "NumberOfFrames": FRAMES,
+                        "Split": split,
+                        "Dataset": "cardiacnet",
+                        "Path": str(path),
+                        "class_name": NAMES[class_id],
+                        "class_id": class_id,
+                    }
+                )
+    manifest = root / "manifest.csv"
+    write_manifest(pd.DataFrame(records), manifest)
+
+    samples = Path("samples") / "run"
+    listing = []
+    for class_id in [*CLASSES, 0]:
+        for _ in range(N_SYNTHETIC if class_id else 1):
+            name = f"sample_{len(listing):05d}"
+            write_video(root / samples / "Videos" / f"{name}.mp4", blob_video(rng, class_id), FPS)
+            row = {"FileName": name, "FPS": FPS, "class_id": class_id}
+            listing.append({**row, "class_name": NAMES[class_id], "Split": "TRAIN"})
+    pd.DataFrame(listing).to_csv(root / samples / "FileList.csv", index=False)
+    return {"root": root, "manifest": manifest, "samples": samples}
+
+
+@pytest.fixture(scope="module")
+def reference(data, tmp_path_factory) -> dict:
+    """The uninterrupted run on real videos that every resumed run must reproduce."""
+    base = tmp_path_factory.mktemp("reference")
+    rows = training_rows("real", data["manifest"], None, CLASSES, root=data["root"])
+    config = resolve_classifier_config("tiny", MICRO)
+    summary = train_classifier(
+        rows, base / "out", base / "state", config, len(CLASSES), SEED, root=data["root"]
+    )
+    return {"out": base / "out", "state": base / "state", "rows": rows, "summary": summary}
+
+
+def weights(out_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(out_dir / "diffusion_pytorch_model.safetensors")
+
+
+# --- model ---
+
+
+def test_out_features_keeps_the_regressor_and_adds_class_logits(tmp_path):
+    torch.manual_seed(0)
+    plain = EFRegressor(**MODEL_PRESETS["tiny"])
+    torch.manual_seed(0)
+    one = EFRegressor(**MODEL_PRESETS["tiny"], out_features=1)
+    assert list(one.state_dict()) == list(plain.state_dict())
+    for key, value in plain.state_dict().items():
+        assert torch.equal(one.state_dict()[key], value), key
+    video = torch.randn(2, 1, 8, 32, 32, generator=torch.Generator().manual_seed(1))
+    assert one.eval()(video).shape == (2,)
+
+    three = EFRegressor(**{**MODEL_PRESETS["tiny"], "fc_bias_init": 0.0}, out_features=3).eval()
+    assert tuple(three.fc.weight.shape) == (3, MODEL_PRESETS["tiny"]["widths"][-1])
+    assert torch.equal(three.fc.bias, torch.zeros(3))
+    with torch.no_grad():
+        logits = three(video)
+    assert logits.shape == (2, 3)
+    three.save_pretrained(tmp_path)
+    again = EFRegressor.from_pretrained(tmp_path).eval()
+    assert again.config.out_features == 3
+    with torch.no_grad():
+        assert torch.equal(again(video), logits)
+    with pytest.raises(ValueError, match="out_features"):
+        EFRegressor(out_features=0)
+
+
+# --- configuration ---
+
+
+def test_presets_and_overrides():
+    echodream = resolve_classifier_config("echodream")
+    assert echodream.model["arch"] == "r3d_18" and echodream.clips.frames == 32
+    assert (echodream.clips.period, echodream.clips.fps, echodream.clips.size) == (2, 32.0, 112)
+    train = echodream.train
+    assert (train.optimizer, train.lr, train.epochs, train.batch_size) == ("sgd", 5e-4, 45, 8)
+    assert (train.lr_schedule, train.dropout, train.select) == ("cosine", 0.5, "best_val")
+    tiny = resolve_classifier_config("tiny")
+    assert tiny.model["widths"] == (8, 16, 32, 32) and tiny.clips.channels == 1
+    assert (tiny.clips.frames, tiny.clips.period, tiny.clips.size) == (16, 4, 48)
+    for name in CLASSIFIER_PRESETS:
+        config = resolve_classifier_config(name)
+        assert config.model["in_channels"] == config.clips.channels
+    assert resolve_classifier_config("tiny", {"train": {"lr": 0.5}}).train.lr == 0.5
+    with pytest.raises(ValueError, match="model.out_features"):
+        resolve_classifier_config("tiny", {"model": {"out_features": 2}})
+    with pytest.raises(ValueError, match="train.optimiser"):
+        resolve_classifier_config("tiny", {"train": {"optimiser": "adam"}})
+    with pytest.raises(ValueError, match="in_channels"):
+        resolve_classifier_config("tiny", {"clips": {"channels": 3}})
+    with pytest.raises(ValueError, match="unknown classifier preset"):
+        resolve_classifier_config("echonet")
+
+
+# --- rows ---
+
+
+def test_training_rows_of_each_source(data):
+    root, manifest, samples = data["root"], data["manifest"], data["samples"]
+    n_train, n_val = 2 * REAL["TRAIN"], 2 * REAL["VAL"]
+    real = training_rows("real", manifest, None, CLASSES, root=root)
+    assert list(real.columns) == ROW_COLUMNS
+    assert real["Split"].value_counts().to_dict() == {"TRAIN": n_train, "VAL": n_val}
+    assert set(real["source"]) == {"real"} and set(real["class_id"]) == set(CLASSES)
+    assert (real["label"] == real["class_id"].map({2: 0, 3: 1})).all()
+    assert all((root / p).is_file() for p in real["Path"])
+
+    synthetic = training_rows("synthetic", manifest, samples, CLASSES, root=root)
+    train = synthetic[synthetic["Split"] == "TRAIN"]
+    assert len(train) == 2 * N_SYNTHETIC and set(train["source"]) == {"synthetic"}
+    assert set(synthetic.loc[synthetic["Split"] == "VAL", "source"]) == {"real"}
+    assert (synthetic["Split"] == "VAL").sum() == n_val
+    assert all((root / p).is_file() for p in synthetic["Path"])
+    assert train["Path"].iloc[0] == str(samples / "Videos" / f"{train['FileName'].iloc[0]}.mp4")
+
+    both = training_rows("real+synthetic", manifest, samples, CLASSES, root=root)
+    assert (both["Split"] == "TRAIN").sum() == n_train + 2 * N_SYNTHETIC
+    assert both.groupby("source").size().to_dict() == {
+        "real": n_train + n_val,
+        "synthetic": 2 * N_SYNTHETIC,
+    }
+
+    # The label is the position in `classes`; TEST rows are only in real_test_rows.
+    flipped = training_rows("real", manifest, None, [3, 2], root=root)
+    assert (flipped["label"] == flipped["class_id"].map({3: 0, 2: 1})).all()
+    test = real_test_rows(manifest, CLASSES, root=root)
+    assert len(test) == 2 * REAL["TEST"] and set(test["Split"]) == {"TEST"}
+    assert not set(test["FileName"]) & set(both["FileName"])
+
+
+def test_bad_rows_name_file_row_and_fix(data, tmp_path):
+    root, manifest, samples = data["root"], data["manifest"], data["samples"]
+    table = pd.read_csv(manifest, dtype={"FileName": str})
+
+    def bad(change, **kwargs) -> DataError:
+        broken = change(table.copy())
+        path = tmp_path / "bad.csv"
+        broken.to_csv(path, index=False)
+        with pytest.raises(DataError) as err:
+            training_rows("real", path, None, kwargs.get("classes", CLASSES), root=root)
+        assert str(path) in str(err.value) and "Fix:" in str(err.value)
+        return err.value
+
+    err = bad(lambda t: t.drop(columns=["class_id"]))
+    assert "class_id" in err.problem and err.row == 1
+    err = bad(lambda t: t, classes=[2, 7])
+    assert "[7]" in err.problem
+    err = bad(lambda t: t.assign(Path=t["Path"].where(t.index != 4, "videos/gone.mp4")))
+    assert "missing" in err.problem and err.row == 6 and err.item == table["FileName"][4]
+    err = bad(lambda t: t.assign(class_id=t["class_id"].astype(object).where(t.index != 1, "x")))
+    assert "not an integer" in err.problem and err.row == 3
+    err = bad(lambda t: t.assign(class_name=t["class_name"].where(t.index != 2, "Other")))
+    assert "named both" in err.problem and err.row == 4
+    err = bad(lambda t: t.assign(Split=t["Split"].where(t.index != 0, "HOLDOUT")))
+    assert "HOLDOUT" in err.problem and err.row == 2
+
+    # Synthetic side: a missing video and a missing FileList.
+    copy = tmp_path / "samples"
+    listing = pd.read_csv(root / samples / "FileList.csv", dtype={"FileName": str})
+    (tmp_path / "samples" / "Videos").mkdir(parents=True)
+    listing.to_csv(copy / "FileList.csv", index=False)
+    with pytest.raises(DataError, match="synthetic video sample_00000 is missing") as err:
+        training_rows("synthetic", manifest, copy, CLASSES, root=root)
+    assert err.value.row == 2 and str(copy / "FileList.csv") in str(err.value)
+    with pytest.raises(DataError, match="does not exist"):
+        training_rows("synthetic", manifest, tmp_path / "nowhere", CLASSES, root=root)
+    with pytest.raises(ValueError, match="needs samples_dir"):
+        training_rows("real+synthetic", manifest, None, CLASSES, root=root)
+    with pytest.raises(ValueError, match="source"):
+        training_rows("fake", manifest, None, CLASSES, root=root)
+
+
+# --- training ---
+
+
+def test_training_learns_exports_and_selects_best_val(data, reference):
+    out, state = reference["out"], reference["state"]
+    total = EPOCHS * STEPS_PER_EPOCH
+    assert [p.name for p in checkpoints(state)] == ["checkpoint_00000021", "checkpoint_00000024"]
+    assert {p.name for p in out.iterdir()} == EXPORT_FILES
+
+    log = pd.read_csv(out / "log.csv")
+    assert log["epoch"].tolist() == list(range(EPOCHS))
+    assert log["step"].tolist() == [STEPS_PER_EPOCH * (e + 1) for e in range(EPOCHS)]
+    assert log["train_loss"].iloc[-1] < log["train_loss"].iloc[0]
+    info = json.loads((out / "train.json").read_text())
+    assert info["steps"] == total and info["n_train"] == {"real": 2 * REAL["TRAIN"]}
+    assert info["classes"] == [
+        {"label": 0, "class_id": 2, "class_name": "Non-PAH"},
+        {"label": 1, "class_id": 3, "class_name": "PAH"},
+    ]
+    # Balanced training classes: both weights 1.
+    assert info["class_weights"] == [1.0, 1.0]
+    # The exported weights are those of the first epoch with the best VAL accuracy.
+    best = int(np.argmax(log["val_accuracy"].to_numpy()))
+    assert info["selected"]["epoch"] == best
+    assert info["selected"]["val_accuracy"] == log["val_accuracy"].iloc[best]
+
+    # The logged VAL accuracy of the selected epoch equals a direct evaluation of the export.
+    model, spec, _ = load_classifier(out)
+    rows = reference["rows"]
+    val = ClassClipDataset(rows[rows["Split"] == "VAL"], spec, False, 0, data["root"])
+    with torch.no_grad():
+        pred = [model.eval()(val[i][0][None]).argmax().item() for i in range(len(val))]
+    assert np.mean(np.array(pred) == val.labels) == pytest.approx(info["selected"]["val_accuracy"])
+
+    # Trained on real TRAIN, tested on real TEST: far above chance (0.5).
+    test = real_test_rows(data["manifest"], CLASSES, root=data["root"])
+    predictions = predict_classes(out, test, batch_size=5, root=data["root"])
+    accuracy = (predictions["pred"] == predictions["label"]).mean()
+    assert accuracy >= 0.8, predictions
+
+
+def test_budget_cut_then_rerun_equals_uninterrupted(data, reference, tmp_path):
+    rows, root = reference["rows"], data["root"]
+    state, out = tmp_path / "state", tmp_path / "out"
+    cut = 6  # mid-epoch 1: checkpoints at 3 and 6
+    config = resolve_classifier_config("tiny", micro(max_steps=cut))
+    first = train_classifier(rows, out, state, config, 2, SEED, root=root)
+    assert first["steps"] == cut and first["resumed_from"] is None
+    assert [p.name for p in checkpoints(state)] == ["checkpoint_00000003", "checkpoint_00000006"]
+    # The checkpoint carries the best VAL weights so far: epoch 0's, the only one complete.
+    best = torch.load(state / "checkpoint_00000006" / "custom_checkpoint_0.pkl", weights_only=False)
+    assert (best["epoch"], best["step"]) == (0, STEPS_PER_EPOCH)
+    assert best["weights"].keys() == weights(reference["out"]).keys()
+
+    second = train_classifier(
+        rows, out, state, resolve_classifier_config("tiny", MICRO), 2, SEED, root=root
+    )
+    assert second["resumed_from"] == cut
+    got, want = weights(out), weights(reference["out"])
+    assert got.keys() == want.keys()
+    for key in want:
+        assert torch.equal(got[key], want[key]), key
+    for name in ["log.csv", "train.json", "clips.json", "config.json"]:
+        assert (out / name).read_text() == (reference["out"] / name).read_text(), name
+
+    # Other settings may not resume this state.
+    other = resolve_classifier_config("tiny", micro(lr=1e-2))
+    with pytest.raises(ValueError, match="other settings"):
+        train_classifier(rows, tmp_path / "o2", state, other, 2, SEED, root=root)
+
+
+# --- prediction and table ---
+
+
+def test_predict_classes_averages_softmax_over_all_clips(data, reference):
+    test = real_test_rows(data["manifest"], CLASSES, root=data["root"]).iloc[:3]
+    predictions = predict_classes(reference["out"], test, batch_size=4, root=data["root"])
+    assert list(predictions.columns) == ["FileName", "label", "pred", *prob_columns(2), "n_clips"]
+    model, spec, _ = load_classifier(reference["out"])
+    span = (spec.frames - 1) * spec.period + 1
+    assert (predictions["n_clips"] == (FRAMES - span) // spec.test_clip_stride + 1).all()
+    dataset = ClassClipDataset(test, spec, False, 0, data["root"])
+    for i in range(len(test)):
+        clips, label = dataset.all_clips(i)
+        with torch.no_grad():
+            expected = torch.softmax(model.eval()(clips), dim=1).mean(dim=0).numpy()
+        got = predictions.loc[i, prob_columns(2)].to_numpy(float)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+        assert predictions.loc[i, "label"] == label.item()
+        assert predictions.loc[i, "pred"] == expected.argmax()
+
+
+def _bootstrap(labels, probs, fn, n_boot, seed) -> tuple[float, float]:
+    """Percentile bootstrap written out: draws as bootstrap_ci, order statistics at q*B."""
+    rng = np.random.default_rng(seed)
+    stats = []
+    for _ in range(n_boot):
+        index = rng.integers(0, len(labels), size=len(labels))
+        stats.append(fn(labels[index], probs[index]))
+    stats = np.sort(stats)
+    return stats[round(0.025 * n_boot)], stats[min(round(0.975 * n_boot), n_boot - 1)]
+
+
+def test_classification_table_matches_sklearn(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 40
+    labels = np.repeat([0, 1, 2], [14, 13, 13])
+    names = [f"v{i:02d}" for i in range(n)]
+    results = {}
+    for source, noise in (("real", 0.6), ("synthetic", 1.5)):
+        logits = rng.normal(0, noise, size=(n, 3)) + np.eye(3)[labels]
+        probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        table = pd.DataFrame({"FileName": names, "label": labels, "pred": probs.argmax(1)})
+        for k in range(3):
+            table[f"prob_{k}"] = probs[:, k]
+        # Row order differs between sources; the table matches videos by name.
+        results[source] = table.sample(frac=1, random_state=int(noise * 10))
+    n_boot = 100
+    report = classification_table(
+        results, tmp_path / "t.txt", tmp_path / "t.json", n_boot, seed=4, classes=["A", "B", "C"]
+    )
+    assert json.loads((tmp_path / "t.json").read_text()) == report
+    assert [r["source"] for r in report["rows"]] == ["real", "synthetic"]
+    reference = {
+        "accuracy": lambda y, p: accuracy_score(y, p.argmax(1)),
+        "balanced_accuracy": lambda y, p: balanced_accuracy_score(y, p.argmax(1)),
+        "roc_auc": lambda y, p: roc_auc_score(y, p, multi_class="ovr", average="macro"),
+    }
+    for row in report["rows"]:
+        table = results[row["source"]].sort_values("FileName")
+        y, p = table["label"].to_numpy(), table[prob_columns(3)].to_numpy()
+        assert row["n"] == n and row["n_undefined"] == 0
+        for name, fn in reference.items():
+            assert row[name]["value"] == pytest.approx(fn(y, p), abs=1e-12), name
+            low, high = _bootstrap(y, p, fn, n_boot, seed=4)
+            assert (row[name]["ci_low"], row[name]["ci_high"]) == pytest.approx((low, high))
+            assert row[name]["ci_low"] <= row[name]["value"] <= row[name]["ci_high"]
+    text = (tmp_path / "t.txt").read_text().splitlines()
+    assert "40 real TEST videos" in text[0] and "A, B, C" in text[0]
+    assert text[1].split()[:3] == ["training", "data", "N"]
+    real = report["rows"][0]["accuracy"]
+    assert text[2].startswith("real ") and f"{real['value']:.3f} [{real['ci_low']:.3f}" in text[2]
+    assert text[2].index("[") == text[3].index("[")  # columns aligned
+
+    # Different videos per source, or a tiny set whose resamples lose a class.
+    with pytest.raises(ValueError, match="same TEST videos"):
+        classification_table(
+            {"real": results["real"], "synthetic": results["synthetic"].iloc[1:]},
+            tmp_path / "x.txt",
+            tmp_path / "x.json",
+            10,
+        )
+    small = results["real"].sort_values("FileName").iloc[[0, 1, 20, 21, 30, 31]]
+    tiny = classification_table({"real": small}, tmp_path / "s.txt", tmp_path / "s.json", 50)
+    row = tiny["rows"][0]
+    assert row["n_undefined"] > 0 and row["roc_auc"]["ci_low"] is None
+    assert "n/a" in (tmp_path / "s.txt").read_text()
+    # Accuracy and balanced accuracy stay defined on resamples that lose a class (sklearn's
+    # balanced accuracy also averages the recall of the classes present).
+    y, p = small["label"].to_numpy(), small[prob_columns(3)].to_numpy()
+    for name in ("accuracy", "balanced_accuracy"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # sklearn: "y_pred contains classes not in y_true"
+            low, high = _bootstrap(y, p, reference[name], 50, seed=0)
+        assert (row[name]["ci_low"], row[name]["ci_high"]) == pytest.approx((low, high))
+
+
+def test_synthetic_source_trains_and_reports(data, tmp_path):
+    root = data["root"]
+    rows = training_rows("real+synthetic", data["manifest"], data["samples"], CLASSES, root=root)
+    config = resolve_classifier_config("tiny", micro(epochs=2, select="last", dropout=0.0))
+    summary = train_classifier(
+        rows, tmp_path / "out", tmp_path / "state", config, 2, SEED, root=root
+    )
+    assert summary["steps"] == 2 * (2 * (REAL["TRAIN"] + N_SYNTHETIC) // 4)
+    info = json.loads((tmp_path / "out" / "train.json").read_text())
+    assert info["n_train"] == {"real": 2 * REAL["TRAIN"], "synthetic": 2 * N_SYNTHETIC}
+    assert info["selected"]["epoch"] == 1
+    spec = ClipSpec.from_dict(json.loads((tmp_path / "out" / "clips.json").read_text()))
+    assert spec.mean is not None and spec.std > 0

@@ -1,0 +1,245 @@
+"""LVDM training (echogen.training.lvdm): data windows, per-step draws, loss, resume, export."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from echogen.data.errors import DataError
+from echogen.models.lvdm import LVDMSpec, load_lvdm
+from echogen.models.text import write_tiny_text_encoder
+from echogen.training.lvdm import (
+    LVDM_TRAIN_PRESETS,
+    LatentClipDataset,
+    LVDMTrainConfig,
+    make_spec,
+    resolve_train_config,
+    step_noise,
+    train_lvdm,
+)
+from echogen.training.state import checkpoints
+
+torch.set_num_threads(1)
+
+CLASSES = ["normal", "asd", "pah"]
+
+
+def _toy_index(root: Path, frames: list[int], name: str = "toy", splits=None) -> Path:
+    """A latent index of smooth toy videos: a bright blob that beats with the EF.
+
+    Latents are float16 (T, 4, 14, 14), as the VAE step writes them.
+    """
+    rng = np.random.default_rng(len(frames))
+    yy, xx = np.mgrid[:14, :14] / 13.0
+    rows = []
+    for i, n in enumerate(frames):
+        ef = 20.0 + 15.0 * i
+        t = np.arange(n)[:, None, None]
+        radius = 0.25 + 0.1 * (ef / 100) * np.sin(2 * np.pi * t / 8)
+        blob = np.exp(-((xx - 0.5) ** 2 + (yy - 0.5) ** 2) / radius**2)  # (T, 14, 14)
+        channels = [blob * s for s in (1.5, -1.0, 0.5, 0.8)]
+        latent = np.stack(channels, axis=1) + 0.05 * rng.standard_normal((n, 4, 14, 14))
+        rel = Path("latents") / name / f"video{i}.npy"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        np.save(root / rel, latent.astype(np.float16))
+        rows.append(
+            {
+                "FileName": f"video{i}",
+                "EF": ef,
+                "Split": (splits or ["TRAIN"] * len(frames))[i],
+                "View": "A4C",
+                "class_id": i % 3,
+                "class_name": CLASSES[i % 3],
+                "latent_path": str(rel),
+                "latent_frames": n,
+                "latent_fps": 32.0,
+                "scaling_factor": 0.5,
+            }
+        )
+    index = root / "latents" / name / "index.csv"
+    pd.DataFrame(rows).to_csv(index, index=False)
+    return index
+
+
+def _spec(conditioning: str = "ef", frames: int = 8, **kw) -> LVDMSpec:
+    return LVDMSpec(conditioning=conditioning, frames=frames, latent_size=14, pad_to=16, **kw)
+
+
+def _train(tmp_path: Path, index: Path, name: str, steps: int, spec=None, **kw) -> dict:
+    config = {
+        **LVDM_TRAIN_PRESETS["tiny"]["train"],
+        "batch_size": 2,
+        "max_steps": steps,
+        "checkpoint_every": 2,
+        "checkpoints_total_limit": 2,
+        "log_every": 1,
+        **kw.pop("train", {}),
+    }
+    return train_lvdm(
+        [index],
+        tmp_path / name / "model",
+        tmp_path / name / "state",
+        spec or _spec(),
+        "tiny",
+        config,
+        seed=3,
+        root=tmp_path,
+        **kw,
+    )
+
+
+def test_presets_hold_published_values():
+    paper = resolve_train_config("paper")
+    assert (paper.lr, paper.batch_size, paper.max_steps) == (1e-4, 16, 500_000)
+    assert (paper.noise_offset, paper.cond_dropout, paper.ema_decay) == (0.1, 0.1, 0.9999)
+    text = resolve_train_config("echodream_text")
+    assert (text.lr, text.batch_size, text.max_steps) == (1e-5, 3, 100_000)
+    assert LVDM_TRAIN_PRESETS["echodream_text"]["conditioning"] == "text"
+    assert resolve_train_config("echodream_class").max_steps == 100_000
+    assert resolve_train_config("tiny").ema_decay == 0.99
+    assert resolve_train_config("tiny", {"lr": 0.5}).lr == 0.5
+    with pytest.raises(ValueError, match="unknown LVDM training keys"):
+        resolve_train_config("tiny", {"learning_rate": 1.0})
+    with pytest.raises(ValueError, match="cond_dropout"):
+        LVDMTrainConfig(cond_dropout=1.5)
+
+
+def test_make_spec_reads_the_index(tmp_path):
+    index = _toy_index(tmp_path, [10, 12, 9])
+    spec = make_spec([index], "class", frames=8, root=tmp_path)
+    assert (spec.latent_channels, spec.latent_size, spec.pad_to) == (4, 14, 16)
+    assert spec.scaling_factor == 0.5 and spec.fps == 32.0
+    assert spec.class_map == {"normal": 0, "asd": 1, "pah": 2}
+
+
+def test_clip_is_a_padded_window_of_one_video(tmp_path):
+    index = _toy_index(tmp_path, [10, 12, 9])
+    dataset = LatentClipDataset([index], _spec("class"), seed=0, batch_size=2, root=tmp_path)
+    seen = set()
+    for step in range(20):
+        for i in range(2):
+            item = dataset.clip(0, step, i)
+            array = np.load(tmp_path / f"latents/toy/video{item['video']}.npy").astype(np.float32)
+            window = array[item["start"] : item["start"] + 8]
+            pad = [(0, 0), (0, 0), (1, 1), (1, 1)]
+            assert np.array_equal(item["latents"].numpy(), np.pad(window, pad, mode="edge"))
+            assert np.array_equal(
+                item["cond_latent"].numpy(), np.pad(array[item["cond_frame"]], pad[1:], "edge")
+            )
+            assert item["value"] == item["video"] % 3  # class id
+            seen.add(item["video"])
+            again = dataset[step * 2 + i]
+            assert torch.equal(again["latents"], item["latents"])
+    assert seen == {0, 1, 2}
+
+
+def test_short_videos_are_dropped(tmp_path, caplog):
+    index = _toy_index(tmp_path, [10, 5, 12, 30], splits=["TRAIN", "TRAIN", "TRAIN", "VAL"])
+    with caplog.at_level(logging.WARNING):
+        dataset = LatentClipDataset([index], _spec(), seed=0, root=tmp_path)
+    assert dataset.names == ["video0", "video2"] and dataset.n_dropped == 1
+    assert "dropped 1 TRAIN video" in caplog.text
+    assert dataset.values == [20.0, 50.0]
+
+    short = _toy_index(tmp_path, [5, 7], name="short")
+    with pytest.raises(DataError, match="short/index.csv.*no TRAIN video has at least 8"):
+        LatentClipDataset([short], _spec(), seed=0, root=tmp_path)
+
+
+def test_bad_latent_index_rows_are_named(tmp_path):
+    index = _toy_index(tmp_path, [10, 10])
+    rows = pd.read_csv(index)
+    rows.loc[1, "EF"] = np.nan
+    rows.to_csv(index, index=False)
+    with pytest.raises(DataError, match="row 3.*no EF"):
+        LatentClipDataset([index], _spec(), seed=0, root=tmp_path)
+    with pytest.raises(DataError, match="shape"):
+        LatentClipDataset([index], _spec(latent_channels=3), seed=0, root=tmp_path)
+
+
+def test_step_noise_draws():
+    config = LVDMTrainConfig(cond_dropout=0.1, noise_offset=0.1)
+    shape = (16, 4, 2, 3, 3)
+    rates = [step_noise(0, s, shape, config, 1000)[2].float().mean() for s in range(2000)]
+    # 32000 Bernoulli(0.1) draws: standard error 0.0017
+    assert abs(float(np.mean(rates)) - 0.1) < 0.008
+    noise, t, drop = step_noise(5, 7, shape, config, 1000)
+    again = step_noise(5, 7, shape, config, 1000)
+    assert torch.equal(noise, again[0]) and torch.equal(t, again[1]) and torch.equal(drop, again[2])
+    assert not torch.equal(noise, step_noise(5, 8, shape, config, 1000)[0])
+    assert t.min() >= 0 and t.max() < 1000
+    # The offset is shared by the frames and pixels of one video and channel.
+    plain = step_noise(5, 7, shape, LVDMTrainConfig(noise_offset=0.0), 1000)[0]
+    shift = noise - plain
+    assert torch.allclose(shift, shift[:, :1, :, :1, :1].expand_as(shift), atol=1e-6)
+    assert shift[:, 0, :, 0, 0].std() > 0.05
+    none = step_noise(5, 7, shape, LVDMTrainConfig(cond_dropout=0.0), 1000)[2]
+    assert not none.any()
+
+
+def test_training_lowers_the_loss_and_exports(tmp_path):
+    index = _toy_index(tmp_path, [12, 10, 14, 11])
+    summary = _train(tmp_path, index, "run", 30, train={"lr": 2e-3, "checkpoint_every": 10})
+    assert summary["steps"] == 30 and summary["n_videos"] == 4
+    log_csv = pd.read_csv(tmp_path / "run" / "model" / "log.csv")
+    assert log_csv["step"].tolist() == list(range(1, 31))
+    first, last = log_csv["loss"][:8].mean(), log_csv["loss"][-8:].mean()
+    assert last < 0.7 * first, (first, last)
+    model_dir = tmp_path / "run" / "model"
+    assert {p.name for p in model_dir.iterdir()} == {
+        "unet",
+        "scheduler",
+        "lvdm.json",
+        "train.json",
+        "log.csv",
+    }
+    model = load_lvdm(model_dir)
+    assert model.spec == _spec()
+    assert model.scheduler_config["prediction_type"] == "v_prediction"
+
+
+def test_resume_is_exact(tmp_path):
+    index = _toy_index(tmp_path, [12, 10, 9])
+    _train(tmp_path, index, "straight", 6)
+    cut = _train(tmp_path, index, "cut", 3)
+    assert cut["steps"] == 3
+    assert [p.name for p in checkpoints(tmp_path / "cut" / "state")] == [
+        "checkpoint_00000002",
+        "checkpoint_00000003",
+    ]
+    resumed = _train(tmp_path, index, "cut", 6)
+    assert resumed["resumed_from"] == 3
+    names = [p.name for p in checkpoints(tmp_path / "cut" / "state")]
+    assert names == ["checkpoint_00000004", "checkpoint_00000006"]
+    straight = load_file(tmp_path / "straight/model/unet/diffusion_pytorch_model.safetensors")
+    again = load_file(tmp_path / "cut/model/unet/diffusion_pytorch_model.safetensors")
+    assert straight.keys() == again.keys()
+    assert all(torch.equal(straight[k], again[k]) for k in straight)
+    # The export is the EMA of the checkpoint (accelerate's custom state 0), not the raw weights.
+    last = tmp_path / "cut" / "state" / "checkpoint_00000006"
+    ema = torch.load(last / "custom_checkpoint_0.pkl", weights_only=False)
+    raw = load_file(last / "model.safetensors")
+    assert len(ema["shadow_params"]) == len(again) == len(raw)
+    assert all(torch.equal(s, again[k]) for s, k in zip(ema["shadow_params"], raw, strict=True))
+    assert any(not torch.equal(raw[k], again[k]) for k in raw)
+    with pytest.raises(ValueError, match="other settings"):
+        _train(tmp_path, index, "cut", 8, train={"lr": 5e-3})
+
+
+def test_text_conditioned_training_exports_the_encoder(tmp_path):
+    index = _toy_index(tmp_path, [9, 9])
+    clip = write_tiny_text_encoder(tmp_path / "clip", seed=0, hidden_size=32)
+    spec = _spec("text", prompt="An echocardiography video with {class_name} condition")
+    summary = _train(tmp_path, index, "text", 2, spec=spec, text_encoder_dir=clip)
+    assert summary["steps"] == 2
+    model = load_lvdm(tmp_path / "text" / "model")
+    assert model.unet.config.cross_attention_dim == 32
+    hidden = model.conditioner.encode(["An echocardiography video with asd condition"], "cpu")
+    assert hidden.shape == (1, 77, 32)
+    assert torch.equal(model.conditioner.null(1, "cpu"), model.conditioner.encode([""], "cpu"))

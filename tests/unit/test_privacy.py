@@ -1,0 +1,343 @@
+"""Privacy filter: embedder, Siamese training (resumable), Pearson matching, threshold, filter."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from echogen.data.errors import DataError
+from echogen.models.privacy import PRIVACY_PRESETS, PrivacyEmbedder
+from echogen.pipelines import privacy as pipeline
+from echogen.pipelines.privacy import embed, filter_samples, max_correlation, privacy_threshold
+from echogen.training.privacy import draw_pairs, load_privacy_model, train_privacy
+
+torch.set_num_threads(1)
+
+TINY = {"widths": (8, 16), "layers": (1, 1), "embedding_dim": 16}
+C, H = 4, 8
+
+
+def _smooth(rng: np.random.Generator) -> np.ndarray:
+    """A smooth random latent frame (C, H, H): a sum of low-frequency waves."""
+    y, x = np.mgrid[0:H, 0:H] / H
+    out = np.zeros((C, H, H))
+    for c in range(C):
+        for _ in range(3):
+            fy, fx, phase = rng.uniform(0.3, 1.5, size=2).tolist() + [rng.uniform(0, 6.3)]
+            out[c] += rng.normal() * np.sin(2 * np.pi * (fy * y + fx * x) + phase)
+    return out
+
+
+def _dataset(root, splits=("TRAIN",) * 8 + ("VAL",) * 3 + ("TEST",) * 3, frames=6, seed=0):
+    """Latent videos under root/latents (float16 (T, C, H, H)) and their index csv.
+
+    Each video is one smooth pattern plus small per-frame noise, so two frames of one video
+    are far more alike than frames of two videos (positives are easy).
+    """
+    rng = np.random.default_rng(seed)
+    records = []
+    for i, split in enumerate(splits):
+        base = _smooth(rng)
+        video = base[None] + 0.05 * rng.normal(size=(frames, C, H, H))
+        rel = f"latents/video_{i:02d}.npy"
+        (root / "latents").mkdir(parents=True, exist_ok=True)
+        np.save(root / rel, video.astype(np.float16))
+        records.append(
+            {"FileName": f"video_{i:02d}", "EF": 50.0 + i, "Split": split, "latent_path": rel}
+        )
+    index = root / "index.csv"
+    pd.DataFrame(records).to_csv(index, index=False)
+    return index
+
+
+def _train(root, index, name, max_steps, **train):
+    spec = {"lr": 3e-3, "batch_size": 8, "max_steps": max_steps, "checkpoint_every": 2}
+    spec.update({"checkpoints_total_limit": 2, "log_every": 2, **train})
+    return train_privacy(
+        [index], root / name, root / f"{name}_state", "tiny", TINY, spec, seed=3, root=root
+    )
+
+
+def _state(folder):
+    return load_privacy_model(folder).state_dict()
+
+
+# --- model -----------------------------------------------------------------------------
+
+
+def test_embedder_shapes_presets_and_round_trip(tmp_path):
+    torch.manual_seed(0)
+    paper = PrivacyEmbedder(**PRIVACY_PRESETS["paper"]).eval()
+    with torch.no_grad():
+        emb = paper(torch.randn(2, 4, 14, 14))
+    assert emb.shape == (2, 128) and bool(((emb > 0) & (emb < 1)).all())
+    assert paper.trunk.conv1.in_channels == 4 and isinstance(paper.trunk.maxpool, torch.nn.Identity)
+
+    model = PrivacyEmbedder(**{**PRIVACY_PRESETS["tiny"], **TINY, "pad_to": 10}).eval()
+    x = torch.randn(3, C, H, H)
+    padded = model.prepare(x)
+    assert padded.shape == (3, C, 10, 10)
+    # replicate padding then per-frame min-max to [-1, 1]
+    ref = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    low, high = ref.amin(dim=(1, 2, 3), keepdim=True), ref.amax(dim=(1, 2, 3), keepdim=True)
+    torch.testing.assert_close(padded, (ref - low) / (high - low) * 2 - 1)
+    # min-max makes the embedding blind to the latents' affine scaling
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), model(3 * x + 1), atol=1e-5, rtol=1e-5)
+        logits = model.pair_logits(model(x), model(x.flip(0)))
+    assert logits.shape == (3,)
+
+    model.save_pretrained(tmp_path / "m")
+    again = load_privacy_model(tmp_path / "m").eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), again(x))
+    with pytest.raises(ValueError, match="arch"):
+        PrivacyEmbedder(arch="vit")
+    with pytest.raises(ValueError, match="resnet50"):
+        PrivacyEmbedder(arch="resnet50", widths=(8, 16), layers=(1, 1))
+    with pytest.raises(ValueError, match=r"latents \[B, 4"):
+        model(torch.randn(2, 3, H, H))
+
+
+# --- matching and threshold ----------------------------------------------------------------
+
+
+def test_max_correlation_matches_corrcoef(monkeypatch):
+    monkeypatch.setattr(pipeline, "BLOCK_ENTRIES", 23)  # blocks of 2 queries: chunking exercised
+    rng = np.random.default_rng(1)
+    queries, refs = rng.normal(size=(7, 5)), rng.normal(size=(11, 5))
+    values, argmax = max_correlation(queries, refs)
+    brute = np.corrcoef(np.vstack([queries, refs]))[:7, 7:]
+    np.testing.assert_allclose(values, brute.max(axis=1), atol=1e-12)
+    np.testing.assert_array_equal(argmax, brute.argmax(axis=1))
+
+    same = np.corrcoef(refs)
+    np.fill_diagonal(same, -np.inf)
+    values, argmax = max_correlation(refs, refs, exclude_same=True)
+    np.testing.assert_allclose(values, same.max(axis=1), atol=1e-12)
+    np.testing.assert_array_equal(argmax, same.argmax(axis=1))
+    # without exclusion every row finds itself
+    values, argmax = max_correlation(refs, refs)
+    np.testing.assert_allclose(values, 1.0)
+    np.testing.assert_array_equal(argmax, np.arange(11))
+
+    with pytest.raises(ValueError, match="row 1 is constant"):
+        max_correlation(np.vstack([queries[:1], np.ones((1, 5))]), refs)
+    with pytest.raises(ValueError, match="features"):
+        max_correlation(queries, refs[:, :4])
+
+
+def test_privacy_threshold_on_hand_built_embeddings():
+    # Zero-mean orthonormal directions: a row cos(t) e1 + sin(t) e3 has Pearson r = cos(t)
+    # with e1 and 0 with e2, whatever affine rescaling it gets.
+    e1 = np.array([1.0, -1.0, 0.0, 0.0]) / np.sqrt(2)
+    e2 = np.array([0.0, 0.0, 1.0, -1.0]) / np.sqrt(2)
+    e3 = np.array([1.0, 1.0, -1.0, -1.0]) / 2
+    r = np.array([0.1, 0.3, 0.5, 0.7, 0.9])
+    train = [3 * (c * e1 + np.sqrt(1 - c**2) * e3) + 5 for c in r]
+    heldout = np.stack([e1, e2, 2 * e2 + 1])
+    assert privacy_threshold(train, heldout, 50) == pytest.approx(0.5)
+    assert privacy_threshold(train, heldout, 100) == pytest.approx(0.9)
+    assert privacy_threshold(train, heldout, 95) == pytest.approx(0.7 + 0.8 * 0.2)
+    assert privacy_threshold(train, heldout) == pytest.approx(0.86)
+    with pytest.raises(ValueError, match="percentile"):
+        privacy_threshold(train, heldout, 101)
+
+
+# --- training ------------------------------------------------------------------------
+
+
+def test_draw_pairs_balanced_and_valid():
+    frames = np.array([2, 5, 3, 9])
+    a = draw_pairs(np.random.default_rng([4, 7]), frames, 400)
+    b = draw_pairs(np.random.default_rng([4, 7]), frames, 400)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)
+    video_a, frame_a, video_b, frame_b, label = a
+    pos = label == 1
+    assert pos.sum() == 200
+    assert (video_a[pos] == video_b[pos]).all() and (frame_a[pos] != frame_b[pos]).all()
+    assert (video_a[~pos] != video_b[~pos]).all()
+    assert (frame_a < frames[video_a]).all() and (frame_b < frames[video_b]).all()
+    assert set(video_a.tolist()) == {0, 1, 2, 3}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A dataset, its untrained export (max_steps 0) and a 40-step export, trained once."""
+    root = tmp_path_factory.mktemp("trained")
+    index = _dataset(root)
+    before = _train(root, index, "init", max_steps=0)
+    summary = _train(
+        root, index, "trained", max_steps=40, lr=1e-2, log_every=10, checkpoint_every=20
+    )
+    return root, index, before, summary
+
+
+def test_training_lowers_bce_and_exports(trained):
+    tmp_path, index, before, summary = trained
+    assert before["steps"] == 0
+    assert summary["steps"] == 40 and summary["n_videos"] == 8 and summary["n_frames"] == 48
+    out = tmp_path / "trained"
+    assert {p.name for p in out.iterdir()} >= {
+        "config.json",
+        "diffusion_pytorch_model.safetensors",
+        "train.json",
+        "log.csv",
+    }
+    train_json = json.loads((out / "train.json").read_text())
+    assert train_json["steps"] == 40 and train_json["frame_shape"] == [C, H, H]
+    log = pd.read_csv(out / "log.csv")
+    assert log["step"].tolist() == [10, 20, 30, 40]
+
+    # BCE of both exports on the same 64 fixed pairs of TRAIN frames (eval mode)
+    latents = [
+        np.load(tmp_path / f"latents/video_{i:02d}.npy").astype(np.float32) for i in range(8)
+    ]
+    video_a, frame_a, video_b, frame_b, label = draw_pairs(
+        np.random.default_rng(99), np.full(8, 6), 64
+    )
+    first = np.stack([latents[v][f] for v, f in zip(video_a, frame_a, strict=True)])
+    second = np.stack([latents[v][f] for v, f in zip(video_b, frame_b, strict=True)])
+
+    def bce(folder):
+        model = load_privacy_model(folder).eval()
+        with torch.no_grad():
+            logits = model.pair_logits(model(torch.tensor(first)), model(torch.tensor(second)))
+        return F.binary_cross_entropy_with_logits(logits, torch.tensor(label)).item()
+
+    bce_init, bce_trained = bce(tmp_path / "init"), bce(out)
+    assert bce_init == pytest.approx(np.log(2), abs=0.05)  # untrained: chance
+    assert bce_trained < 0.6 * bce_init, (bce_init, bce_trained)
+    assert log["accuracy"].iloc[-1] > 0.8
+
+
+def test_resume_equals_straight_run(tmp_path):
+    index = _dataset(tmp_path)
+    _train(tmp_path, index, "straight", max_steps=6)
+    assert sorted(p.name for p in (tmp_path / "straight_state").iterdir() if p.is_dir()) == [
+        "checkpoint_00000004",
+        "checkpoint_00000006",
+    ]
+    _train(tmp_path, index, "cut", max_steps=3)
+    assert pd.read_csv(tmp_path / "cut" / "log.csv")["step"].tolist() == [2, 3]  # 3: partial
+    resumed = _train(tmp_path, index, "cut", max_steps=6)
+    assert resumed["resumed_from"] == 3
+    straight, cut = _state(tmp_path / "straight"), _state(tmp_path / "cut")
+    assert straight.keys() == cut.keys()
+    for key, value in straight.items():
+        assert torch.equal(value, cut[key]), key
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tmp_path / "straight" / "log.csv"), pd.read_csv(tmp_path / "cut" / "log.csv")
+    )
+    with pytest.raises(ValueError, match="train"):
+        _train(tmp_path, index, "cut", max_steps=8, lr=1e-2)
+
+
+def test_training_bad_inputs(tmp_path):
+    index = _dataset(tmp_path)
+    rows = pd.read_csv(index)
+    rows.drop(columns="latent_path").to_csv(tmp_path / "nocol.csv", index=False)
+    with pytest.raises(
+        DataError, match=r"nocol.csv: latent index lacks column\(s\) \['latent_path'\]"
+    ):
+        _train(tmp_path, tmp_path / "nocol.csv", "a", max_steps=1)
+    (tmp_path / "latents/video_03.npy").unlink()
+    with pytest.raises(DataError, match=r"index.csv, row 5: latent file .*video_03.npy does not"):
+        _train(tmp_path, index, "a", max_steps=1)
+    np.save(tmp_path / "latents/video_03.npy", np.zeros((6, 3, H, H), np.float16))
+    with pytest.raises(DataError, match=r"row 5: .*shape \(6, 3, 8, 8\).*in_channels"):
+        _train(tmp_path, index, "a", max_steps=1)
+    one = _dataset(tmp_path / "one", splits=("TRAIN", "VAL"))
+    with pytest.raises(DataError, match="only one TRAIN video"):
+        _train(tmp_path / "one", one, "a", max_steps=1)
+    short = _dataset(tmp_path / "short", splits=("TRAIN", "TRAIN"), frames=1)
+    with pytest.raises(DataError, match="fewer than 2 frames"):
+        _train(tmp_path / "short", short, "a", max_steps=1)
+    with pytest.raises(ValueError, match="unknown privacy model keys"):
+        train_privacy([index], tmp_path / "b", tmp_path / "s", "tiny", {"depth": 3}, {}, seed=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        _train(tmp_path, index, "a", max_steps=1, batch_size=1)
+
+
+# --- filter --------------------------------------------------------------------------
+
+
+def _samples(root, copy_of, n_noise=3, seed=5):
+    """A sample folder: sample_00000 copies a real latent's first frame, the rest are noise."""
+    rng = np.random.default_rng(seed)
+    (root / "latents").mkdir(parents=True)
+    frames = [copy_of] + [rng.normal(size=(C, H, H)) for _ in range(n_noise)]
+    names = [f"sample_{i:05d}" for i in range(len(frames))]
+    for name, frame in zip(names, frames, strict=True):
+        np.save(root / "latents" / f"{name}.npy", frame.astype(np.float16))
+    filelist = pd.DataFrame(
+        {"FileName": names, "EF": [30.0, 40.0, np.nan, 60.0][: len(names)], "Split": "TRAIN"}
+    )
+    filelist.to_csv(root / "FileList.csv", index=False)
+    return filelist
+
+
+def test_filter_drops_exact_copy_of_a_train_frame(trained, tmp_path):
+    root, index, _, _ = trained
+    real = np.load(root / "latents/video_03.npy")[0]
+    filelist = _samples(tmp_path / "samples", copy_of=real)
+
+    summary = filter_samples(
+        root / "trained", index, tmp_path / "samples", tmp_path / "out", root=root
+    )
+    assert summary["n_train"] == 8 and summary["n_heldout"] == 6 and summary["n_samples"] == 4
+    assert summary["n_dropped"] == 1 and summary["n_kept"] == 3
+    assert summary["tau"] < 0.999
+
+    kept = pd.read_csv(tmp_path / "out" / "FileList.csv")
+    assert kept.columns.tolist() == filelist.columns.tolist()
+    assert kept["FileName"].tolist() == ["sample_00001", "sample_00002", "sample_00003"]
+    dropped = pd.read_csv(tmp_path / "out" / "dropped.csv")
+    assert dropped["FileName"].tolist() == ["sample_00000"]
+    assert dropped["nearest_real"].tolist() == ["video_03"]
+    assert dropped["max_corr"].iloc[0] == pytest.approx(1.0, abs=1e-9)
+    assert json.loads((tmp_path / "out" / "summary.json").read_text()) == pytest.approx(summary)
+
+    # tau and the scores, recomputed here from the embeddings with numpy's corrcoef
+    model = load_privacy_model(root / "trained")
+    rows = pd.read_csv(index)
+    first = np.stack([np.load(root / p)[0].astype(np.float32) for p in rows["latent_path"]])
+    emb = embed(model, first, batch_size=5, device="cpu")
+    train, held = emb[:8], emb[8:]
+    corr = np.corrcoef(np.vstack([train, held]))[:8, 8:]
+    assert summary["tau"] == pytest.approx(np.percentile(corr.max(axis=1), 95), abs=1e-9)
+    scores = pd.read_csv(tmp_path / "out" / "scores.csv")
+    assert scores["kept"].tolist() == [False, True, True, True]
+    assert (scores["max_corr"].iloc[1:] < summary["tau"]).all()
+
+
+def test_filter_bad_inputs(tmp_path):
+    index = _dataset(tmp_path, splits=("TRAIN", "TRAIN", "VAL"))
+    PrivacyEmbedder(**{**PRIVACY_PRESETS["tiny"], **TINY}).save_pretrained(tmp_path / "model")
+    _samples(tmp_path / "samples", copy_of=np.zeros((C, H, H)), n_noise=1)
+    args = (tmp_path / "model", index, tmp_path / "samples", tmp_path / "out")
+
+    (tmp_path / "samples/latents/sample_00001.npy").unlink()
+    with pytest.raises(DataError, match=r"FileList.csv, row 3: .*sample_00001.npy does not exist"):
+        filter_samples(*args, root=tmp_path)
+    np.save(tmp_path / "samples/latents/sample_00001.npy", np.zeros((1, C, H, H)))
+    with pytest.raises(DataError, match=r"row 3: .*shape \(1, 4, 8, 8\)"):
+        filter_samples(*args, root=tmp_path)
+    pd.DataFrame({"Name": ["sample_00000"]}).to_csv(tmp_path / "samples/FileList.csv", index=False)
+    with pytest.raises(DataError, match="lacks the FileName column"):
+        filter_samples(*args, root=tmp_path)
+    pd.read_csv(index).drop(columns="Split").to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(DataError, match=r"bad.csv: latent index lacks column\(s\) \['Split'\]"):
+        filter_samples(args[0], tmp_path / "bad.csv", *args[2:], root=tmp_path)
+    pd.read_csv(index).query("Split == 'TRAIN'").to_csv(tmp_path / "train.csv", index=False)
+    with pytest.raises(DataError, match="no VAL/TEST rows"):
+        filter_samples(args[0], tmp_path / "train.csv", *args[2:], root=tmp_path)
+    with pytest.raises(DataError, match="config.json missing"):
+        filter_samples(tmp_path / "nomodel", *args[1:], root=tmp_path)
+    assert not (tmp_path / "out").exists()

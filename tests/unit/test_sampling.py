@@ -1,0 +1,450 @@
+"""Sharded, windowed LVDM sampling: plan, stitching, guidance, shards vs one job, gathering."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from echogen.data.errors import DataError
+from echogen.data.video import read_video
+from echogen.models.lvdm import (
+    PROMPT_CLASS,
+    PROMPT_EF,
+    Conditioner,
+    LVDMSpec,
+    build_scheduler,
+    build_unet,
+    crop_latents,
+    make_scheduler,
+    pad_latents,
+    save_lvdm,
+)
+from echogen.models.vae import build_vae
+from echogen.pipelines.sampling import (
+    FILELIST_COLUMNS,
+    SampleConfig,
+    gather_samples,
+    generate_video,
+    parse_scatteritem,
+    plan_samples,
+    read_filelist,
+    sample_seed,
+    sample_shard,
+    shard_range,
+    split_counts,
+    stitched_prediction,
+    window_starts,
+)
+
+torch.set_num_threads(1)
+
+SIZE = 32  # pixels; the tiny VAE's factor 8 gives 4x4 latents
+LATENT = 4
+PAD = 8
+CHANNELS = 4
+CLASS_MAP = {"normal": 0, "ASD": 1, "PAH": 2}
+# Narrower than the "tiny" preset so that 10 sampled videos fit the unit-test budget.
+UNET_OVERRIDES = {
+    "sample_size": PAD,
+    "num_frames": 8,
+    "block_out_channels": [32, 32],
+    "num_attention_heads": [1, 1],
+    "addition_time_embed_dim": 8,
+    "projection_class_embeddings_input_dim": 24,
+}
+
+
+def tiny_config(**kw) -> SampleConfig:
+    base = dict(n_samples=5, frames=24, window=8, overlap=4, scheduler="ddim", steps=3, fps=32.0)
+    return SampleConfig(**{**base, **kw})
+
+
+def tiny_spec(**kw) -> LVDMSpec:
+    base = dict(
+        conditioning="ef",
+        frames=8,
+        fps=32.0,
+        latent_channels=CHANNELS,
+        latent_size=LATENT,
+        pad_to=PAD,
+        scaling_factor=0.5,
+    )
+    return LVDMSpec(**{**base, **kw})
+
+
+def write_index(root: Path) -> Path:
+    """A latent index of 3 fake videos (2 TRAIN of classes 0 and 2, 1 VAL) under ``root``."""
+    rng = np.random.default_rng(0)
+    records = []
+    for name, split, frames, class_id in [
+        ("vid_a", "TRAIN", 6, 0),
+        ("vid_b", "TRAIN", 9, 2),
+        ("vid_c", "VAL", 7, 1),
+    ]:
+        rel = Path("latents") / f"{name}.npy"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        np.save(root / rel, rng.normal(size=(frames, CHANNELS, LATENT, LATENT)).astype(np.float16))
+        records.append(
+            {
+                "FileName": name,
+                "EF": 55.0,
+                "Split": split,
+                "FPS": 50.0,
+                "View": "A4C",
+                "class_id": class_id,
+                "class_name": [k for k, v in CLASS_MAP.items() if v == class_id][0],
+                "latent_path": str(rel),
+                "latent_frames": frames,
+                "latent_fps": 32.0,
+                "scaling_factor": 0.5,
+            }
+        )
+    index = root / "index.csv"
+    pd.DataFrame(records).to_csv(index, index=False)
+    return index
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> SimpleNamespace:
+    """Tiny random VAE and EF LVDM folders plus a latent index, shared by the slow tests."""
+    root = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    vae = build_vae("tiny", {"sample_size": SIZE, "scaling_factor": 0.5})
+    vae.save_pretrained(root / "vae")
+    unet = build_unet("tiny", "ef", UNET_OVERRIDES)
+    save_lvdm(root / "lvdm", unet, tiny_spec(), build_scheduler())
+    return SimpleNamespace(root=root, vae=root / "vae", lvdm=root / "lvdm", index=write_index(root))
+
+
+# --- config, seeds, shards ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kw", "key"),
+    [
+        ({"overlap": 8}, "overlap"),
+        ({"frames": 4}, "frames"),
+        ({"scheduler": "euler"}, "scheduler"),
+        ({"ef_range": [10.5, 90]}, "ef_range"),
+        ({"ef_range": [90, 10]}, "ef_range"),
+        ({"split": {"TRAIN": 0.5, "VAL": 0.2}}, "split"),
+        ({"split": {"TRAIN": 0.5, "DEV": 0.5}}, "split"),
+        ({"guidance_scale": 0.5}, "guidance_scale"),
+        ({"class_ids": [1, 1]}, "class_ids"),
+        ({"quality": 101}, "quality"),
+    ],
+)
+def test_config_errors_name_the_key(kw, key):
+    with pytest.raises(ValueError, match=key):
+        tiny_config(**kw)
+
+
+def test_config_from_dict_round_trip_and_unknown_key():
+    config = tiny_config(class_ids=[0, 2])
+    assert SampleConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="stepz"):
+        SampleConfig.from_dict({"stepz": 3})
+
+
+def test_sample_seed_depends_on_run_seed_and_index_only():
+    seeds = [sample_seed(7, i) for i in range(100)]
+    assert seeds == [sample_seed(7, i) for i in range(100)]
+    assert len(set(seeds)) == 100
+    assert sample_seed(8, 0) != sample_seed(7, 0)
+    assert seeds[3] == int(np.random.SeedSequence([7, 3]).generate_state(1)[0])
+
+
+@pytest.mark.parametrize(("n", "k"), [(5, 3), (10, 4), (2, 3), (7, 1)])
+def test_shard_ranges_are_contiguous_and_cover_every_index(n, k):
+    ranges = [shard_range(n, s, k) for s in range(1, k + 1)]
+    assert [i for r in ranges for i in r] == list(range(n))
+    expected = [list(a) for a in np.array_split(np.arange(n), k)]
+    assert [list(r) for r in ranges] == expected
+
+
+def test_parse_scatteritem():
+    assert parse_scatteritem("2-of-3") == (2, 3)
+    for bad in ("2of3", "0-of-3", "4-of-3", "a-of-b", ""):
+        with pytest.raises(DataError, match="shard"):
+            parse_scatteritem(bad)
+    with pytest.raises(DataError):
+        shard_range(5, 0, 3)
+
+
+def test_split_counts_largest_remainder():
+    fractions = {"TRAIN": 0.75, "VAL": 0.125, "TEST": 0.125}
+    assert split_counts(8, fractions) == {"TRAIN": 6, "VAL": 1, "TEST": 1}
+    # 3.75 / 0.625 / 0.625: floors 3, 0, 0; two leftovers go to the largest remainders.
+    assert split_counts(5, fractions) == {"TRAIN": 4, "VAL": 1, "TEST": 0}
+    assert sum(split_counts(2048, fractions).values()) == 2048
+
+
+# --- plan -----------------------------------------------------------------------------------
+
+
+def test_plan_ef_run(tmp_path):
+    index = write_index(tmp_path)
+    config = tiny_config(n_samples=40, ef_range=[20, 25])
+    plan = plan_samples(config, tiny_spec(), index, run_seed=3)
+    pd.testing.assert_frame_equal(plan, plan_samples(config, tiny_spec(), index, run_seed=3))
+    assert not plan.equals(plan_samples(config, tiny_spec(), index, run_seed=4))
+    assert plan["FileName"].tolist() == [f"sample_{i:05d}" for i in range(40)]
+    ef = plan["EF"].to_numpy()
+    assert np.all(ef == np.round(ef)) and ef.min() >= 20 and ef.max() <= 25
+    assert len(set(ef)) > 3  # draws vary over the 6 allowed values
+    assert set(plan["cond_video"]) == {"vid_a", "vid_b"}  # TRAIN rows only
+    frames = {"vid_a": 6, "vid_b": 9}
+    assert all(
+        0 <= f < frames[v] for v, f in zip(plan["cond_video"], plan["cond_frame"], strict=True)
+    )
+    assert plan["Split"].tolist() == ["TRAIN"] * 30 + ["VAL"] * 5 + ["TEST"] * 5
+    assert plan["seed"].tolist() == [sample_seed(3, i) for i in range(40)]
+    assert plan["class_id"].isna().all() and plan["prompt"].isna().all()
+    # A sample's draws do not depend on how many samples the run has.
+    short = plan_samples(tiny_config(n_samples=7, ef_range=[20, 25]), tiny_spec(), index, 3)
+    columns = ["EF", "cond_video", "cond_frame", "seed"]
+    pd.testing.assert_frame_equal(short[columns], plan[columns].iloc[:7])
+
+
+def test_plan_class_and_text_runs(tmp_path):
+    index = write_index(tmp_path)
+    config = tiny_config(n_samples=30, class_ids=[0, 2])
+    plan = plan_samples(config, tiny_spec(conditioning="class", class_map=CLASS_MAP), index, 1)
+    assert set(plan["class_id"]) == {0, 2}
+    assert plan["EF"].isna().all()
+    # Conditioning frames come from TRAIN videos of the requested class.
+    assert (plan["cond_video"] == plan["class_id"].map({0: "vid_a", 2: "vid_b"})).all()
+    assert (plan["class_name"] == plan["class_id"].map({0: "normal", 2: "PAH"})).all()
+
+    text = tiny_spec(conditioning="text", class_map=CLASS_MAP, prompt=PROMPT_CLASS)
+    plan = plan_samples(config, text, index, 1)
+    assert [p.split(" with ")[1] for p in plan["prompt"]] == [
+        f"{name} condition" for name in plan["class_name"]
+    ]
+    plan = plan_samples(tiny_config(n_samples=10), tiny_spec(conditioning="text"), index, 1)
+    assert plan["prompt"].tolist() == [PROMPT_EF.format(EF=ef) for ef in plan["EF"]]
+    assert plan["class_id"].isna().all()
+
+    with pytest.raises(ValueError, match="class_ids"):
+        plan_samples(
+            tiny_config(class_ids=[5]),
+            tiny_spec(class_map=CLASS_MAP, conditioning="class"),
+            index,
+            1,
+        )
+    with pytest.raises(DataError, match="class 1"):  # vid_c (class 1) is VAL
+        plan_samples(
+            tiny_config(class_ids=[1]),
+            tiny_spec(class_map=CLASS_MAP, conditioning="class"),
+            index,
+            1,
+        )
+
+
+def test_plan_rejects_bad_index(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        plan_samples(tiny_config(), tiny_spec(), tmp_path / "nope.csv", 0)
+    pd.DataFrame({"FileName": ["a"], "Split": ["TRAIN"]}).to_csv(tmp_path / "i.csv", index=False)
+    with pytest.raises(DataError, match="latent_path"):
+        plan_samples(tiny_config(), tiny_spec(), tmp_path / "i.csv", 0)
+
+
+# --- windowed denoising ---------------------------------------------------------------------
+
+
+def test_window_starts():
+    assert window_starts(24, 8, 4) == [0, 4, 8, 12, 16]
+    assert window_starts(192, 64, 32) == [0, 32, 64, 96, 128]
+    assert window_starts(11, 4, 1) == [0, 3, 6, 7]  # the last window is aligned to the end
+    assert window_starts(8, 8, 4) == [0]
+
+
+class PositionUNet(torch.nn.Module):
+    """Output of frame f of a window: noisy + f + token + mean of the conditioning channels."""
+
+    dtype = torch.float32
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def forward(self, sample, timestep, encoder_hidden_states, added_time_ids, return_dict):
+        self.calls.append({"sample": sample, "tokens": encoder_hidden_states})
+        channels = sample.shape[2] // 2
+        noisy, cond = sample[:, :, :channels], sample[:, :, channels:]
+        position = torch.arange(sample.shape[1], dtype=sample.dtype).view(1, -1, 1, 1, 1)
+        token = encoder_hidden_states[:, :1, :1].view(-1, 1, 1, 1, 1)
+        return (noisy + position + token + cond.mean(dim=2, keepdim=True),)
+
+
+@pytest.mark.parametrize("guidance", [1.0, 3.0])
+def test_stitched_prediction_is_the_window_average(guidance):
+    g = torch.Generator().manual_seed(0)
+    frames, window, overlap = 11, 4, 1
+    latents = torch.randn(frames, 2, 3, 3, generator=g)
+    cond = torch.randn(2, 3, 3, generator=g)
+    starts = window_starts(frames, window, overlap)
+    unet = PositionUNet()
+    out = stitched_prediction(
+        unet,
+        latents,
+        torch.tensor(10),
+        cond,
+        torch.full((1, 1, 1), 0.7),
+        torch.zeros(1, 3),
+        starts,
+        window,
+        null_tokens=torch.zeros(1, 1, 1),
+        guidance_scale=guidance,
+    )
+    # Hand computation: frame f is in the windows starting at s with s <= f < s + window;
+    # there the model adds (f - s); the conditional part (token + cond mean) is scaled by g
+    # because the unconditional pass sees token 0 and a zero conditioning frame.
+    expected = torch.empty_like(latents)
+    for f in range(frames):
+        offsets = [f - s for s in starts if s <= f < s + window]
+        expected[f] = latents[f] + sum(offsets) / len(offsets) + guidance * (0.7 + cond.mean(0))
+    torch.testing.assert_close(out, expected)
+    assert len(unet.calls) == 1  # all windows in one batch
+    batch = unet.calls[0]
+    assert batch["sample"].shape == (len(starts) * (2 if guidance > 1 else 1), window, 4, 3, 3)
+
+
+def test_generate_video_matches_a_window_by_window_reference():
+    spec = tiny_spec()
+    lvdm = SimpleNamespace(
+        unet=PositionUNet(),
+        spec=spec,
+        scheduler_config=dict(build_scheduler().config),
+        conditioner=Conditioner(spec),
+    )
+    config = tiny_config(frames=12, window=8, overlap=4, steps=2)
+    cond = torch.randn(CHANNELS, LATENT, LATENT, generator=torch.Generator().manual_seed(1))
+    out = generate_video(lvdm, cond, 40.0, config, seed=123, device="cpu")
+
+    # Reference: one window at a time, averaged with explicit per-frame counts.
+    g = torch.Generator().manual_seed(123)
+    scheduler = make_scheduler("ddim", lvdm.scheduler_config)
+    scheduler.set_timesteps(2)
+    x = torch.randn(12, CHANNELS, PAD, PAD, generator=g) * scheduler.init_noise_sigma
+    padded = pad_latents(cond, PAD)
+    for t in scheduler.timesteps:
+        total, count = torch.zeros_like(x), torch.zeros(12)
+        for s in (0, 4):
+            chunk = x[s : s + 8] + torch.arange(8.0).view(-1, 1, 1, 1) + 0.4
+            total[s : s + 8] += chunk + padded.mean(0)
+            count[s : s + 8] += 1
+        x = scheduler.step(total / count.view(-1, 1, 1, 1), t, x, generator=g).prev_sample
+    torch.testing.assert_close(out, crop_latents(x, LATENT))
+    assert out.shape == (12, CHANNELS, LATENT, LATENT)
+
+
+def test_guidance_uses_null_conditioning_and_changes_the_video(models):
+    from echogen.models.lvdm import load_lvdm
+
+    lvdm = load_lvdm(models.lvdm)
+    seen = []
+    lvdm.unet.register_forward_pre_hook(
+        lambda _m, args, kwargs: seen.append((args[0], kwargs["encoder_hidden_states"])),
+        with_kwargs=True,
+    )
+    cond = torch.randn(CHANNELS, LATENT, LATENT, generator=torch.Generator().manual_seed(2))
+    config = tiny_config(frames=12, steps=2)
+    plain = generate_video(lvdm, cond, 60.0, config, seed=5)
+    assert len(seen) == 2 and seen[0][1].shape == (2, 1, 1)
+    torch.testing.assert_close(seen[0][1], torch.full((2, 1, 1), 0.6))
+    assert torch.equal(plain, generate_video(lvdm, cond, 60.0, config, seed=5))
+    assert not torch.equal(plain, generate_video(lvdm, cond, 60.0, config, seed=6))
+
+    seen.clear()
+    guided = generate_video(
+        lvdm, cond, 60.0, tiny_config(frames=12, steps=2, guidance_scale=4.0), seed=5
+    )
+    sample, tokens = seen[0]
+    assert sample.shape[0] == 4  # 2 windows, conditional then unconditional
+    torch.testing.assert_close(tokens[:2], torch.full((2, 1, 1), 0.6))
+    assert torch.equal(tokens[2:], lvdm.conditioner.null(2, "cpu"))
+    assert torch.count_nonzero(sample[2:, :, CHANNELS:]) == 0  # zero conditioning frame
+    padded = pad_latents(cond, PAD)
+    assert torch.equal(sample[:2, :, CHANNELS:], padded.expand(2, 8, *padded.shape))
+    assert not torch.allclose(plain, guided)
+
+
+# --- shards and gathering -------------------------------------------------------------------
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != "sampling.json"
+    }
+
+
+def test_shards_gathered_equal_one_job(models, tmp_path):
+    config = tiny_config()
+    common = dict(
+        lvdm_dir=models.lvdm,
+        vae_dir=models.vae,
+        cond_index_csv=models.index,
+        config=config,
+        run_seed=11,
+        root=models.root,
+    )
+    whole = sample_shard(out_dir=tmp_path / "whole", shard=1, n_shards=1, **common)
+    for s in (1, 2, 3):
+        sample_shard(out_dir=tmp_path / f"part_{s}", shard=s, n_shards=3, **common)
+    assert len(read_filelist(tmp_path / "part_3" / "FileList.csv")) == 1  # 2 + 2 + 1
+    merged = gather_samples([tmp_path / f"part_{s}" for s in (3, 1, 2)], tmp_path / "gathered")
+
+    one, many = _files(tmp_path / "whole"), _files(tmp_path / "gathered")
+    assert sorted(one) == sorted(many)
+    assert len([k for k in one if k.endswith(".mp4")]) == 5
+    assert len([k for k in one if k.endswith(".jpg")]) == 5 * 24
+    for key in one:
+        assert one[key] == many[key], key
+    pd.testing.assert_frame_equal(whole, merged)
+
+    filelist = pd.read_csv(tmp_path / "gathered" / "FileList.csv")
+    assert filelist.columns.tolist() == FILELIST_COLUMNS
+    assert filelist["FileName"].tolist() == [f"sample_{i:05d}" for i in range(5)]
+    assert (
+        (filelist[["FrameHeight", "FrameWidth", "NumberOfFrames"]] == [SIZE, SIZE, 24]).all().all()
+    )
+    assert (filelist["FPS"] == 32.0).all()
+    assert filelist["Split"].tolist() == ["TRAIN"] * 4 + ["VAL"]
+    ef = filelist["EF"].to_numpy()
+    assert np.all(ef == np.round(ef)) and ef.min() >= 10 and ef.max() <= 90
+    video = read_video(tmp_path / "gathered" / "Videos" / "sample_00002.mp4")
+    assert video.shape == (24, SIZE, SIZE)
+    latent = np.load(tmp_path / "gathered" / "latents" / "sample_00002.npy")
+    assert latent.dtype == np.float16 and latent.shape == (CHANNELS, LATENT, LATENT)
+    record = json.loads((tmp_path / "gathered" / "sampling.json").read_text())
+    assert record["shards"] == ["1-of-3", "2-of-3", "3-of-3"] and record["seed"] == 11
+    assert record["config"] == config.to_dict()
+
+    # Gathering refuses a missing shard, a shard given twice, and a folder without FileList.
+    parts = [tmp_path / f"part_{s}" for s in (1, 2, 3)]
+    with pytest.raises(DataError, match="2-of-3"):
+        gather_samples([parts[0], parts[2]], tmp_path / "bad")
+    with pytest.raises(DataError, match="part_1"):
+        gather_samples([parts[0], *parts], tmp_path / "bad")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="FileList"):
+        gather_samples([*parts, tmp_path / "empty"], tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
+
+
+def test_sample_shard_refuses_a_vae_of_another_scaling(models, tmp_path):
+    build_vae("tiny", {"sample_size": SIZE, "scaling_factor": 0.25}).save_pretrained(tmp_path / "v")
+    with pytest.raises(DataError, match="scales by 0.25"):
+        sample_shard(
+            models.lvdm, tmp_path / "v", models.index, tmp_path / "out", tiny_config(), 0, 1, 1
+        )
+    assert not (tmp_path / "out").exists()

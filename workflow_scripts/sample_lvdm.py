@@ -1,0 +1,48 @@
+"""Rule sample_lvdm: one shard of a synthetic dataset."""
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from echogen.pipelines.sampling import SampleConfig, parse_scatteritem, sample_shard
+from echogen.workflow import pick_device, setup_logging
+
+if TYPE_CHECKING:
+    from snakemake.script import snakemake
+
+# Keys of a lvdm.samples entry that belong to the workflow, not to the sampler.
+WORKFLOW_KEYS = ("model", "dataset", "real", "metrics", "privacy")
+
+
+def main(
+    lvdm_dir: str,
+    vae_dir: str,
+    latents: str,
+    out_dir: str,
+    sample: dict,
+    scatteritem: str,
+    seed: int,
+    gpus: int = 0,
+    threads: int = 1,
+) -> None:
+    torch.set_num_threads(threads)
+    config = SampleConfig(**{k: v for k, v in sample.items() if k not in WORKFLOW_KEYS})
+    shard, n_shards = parse_scatteritem(scatteritem)
+    sample_shard(
+        lvdm_dir, vae_dir, latents, out_dir, config, seed, shard, n_shards, pick_device(gpus)
+    )
+
+
+if "snakemake" in globals():
+    setup_logging(snakemake.log[0])
+    main(
+        snakemake.input.lvdm,
+        snakemake.input.vae,
+        snakemake.input.latents,
+        snakemake.output.shard,
+        snakemake.params.sample,
+        snakemake.wildcards.scatteritem,
+        snakemake.params.seed,
+        snakemake.resources.get("gpu", 0),
+        snakemake.threads,
+    )

@@ -1,0 +1,49 @@
+"""Rule train_privacy: the Siamese first-frame embedding network of the privacy filter."""
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from echogen.data.io import write_json
+from echogen.training.privacy import train_privacy
+from echogen.workflow import pick_device, provenance, setup_logging
+
+if TYPE_CHECKING:
+    from snakemake.script import snakemake
+
+
+def main(
+    latents: list[str],
+    model_dir: str,
+    state_dir: str,
+    privacy: dict,
+    seed: int,
+    gpus: int = 0,
+    threads: int = 1,
+) -> None:
+    torch.set_num_threads(threads)
+    device = pick_device(gpus)
+    train_privacy(
+        list(latents),
+        model_dir,
+        state_dir,
+        privacy["preset"],
+        privacy.get("model") or {},
+        privacy.get("train") or {},
+        seed,
+        device,
+    )
+    write_json(f"{model_dir}/provenance.json", provenance(privacy, device, seed=seed))
+
+
+if "snakemake" in globals():
+    setup_logging(snakemake.log[0])
+    main(
+        list(snakemake.input.latents),
+        snakemake.output.model,
+        snakemake.params.state_dir,
+        snakemake.params.privacy,
+        snakemake.params.seed,
+        snakemake.resources.get("gpu", 0),
+        snakemake.threads,
+    )
