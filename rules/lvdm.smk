@@ -108,7 +108,6 @@ rule train_lvdm:
         runtime=tier_runtime("gpu_train"),
     params:
         model=lvdm_model,
-        fps=lvdm_config()["latents"]["fps"] if lvdm_on() else 32,
         state_dir="results/train_lvdm/{model}/state",
         seed=config["seed"],
     script:

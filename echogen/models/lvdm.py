@@ -26,6 +26,7 @@ import inspect
 import json
 import logging
 import math
+import string
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -303,18 +304,23 @@ def prompt_for(spec: LVDMSpec, row: dict) -> str:
     template = spec.prompt
     if template is None:
         template = PROMPT_CLASS if spec.conditioning == "class" else PROMPT_EF
-    values = dict(row)
+    values = {k: v for k, v in row.items() if not _missing(v)}
     if "class_name" not in values and "class_id" in values and spec.class_map:
         names = {v: k for k, v in spec.class_map.items()}
         values["class_name"] = names.get(int(values["class_id"]), str(values["class_id"]))
-    if "EF" in values and values["EF"] is not None:
+    if "EF" in values:
         values["EF"] = float(values["EF"])
-    try:
-        return template.format_map(values)
-    except KeyError as err:
+    needed = [name for _, name, _, _ in string.Formatter().parse(template) if name]
+    absent = [name for name in needed if name not in values]
+    if absent:
         raise ValueError(
-            f"prompt template {template!r} needs column {err.args[0]!r}; row has {sorted(row)}"
-        ) from None
+            f"prompt template {template!r} needs column(s) {absent}, missing or empty in the row"
+        )
+    return template.format_map(values)
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 class Conditioner:

@@ -23,6 +23,7 @@ import logging
 from pathlib import Path
 
 import torch
+import transformers
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from echogen.data.errors import DataError
@@ -166,6 +167,12 @@ def load_text_encoder(
     if not weights:
         raise DataError(model_dir, "no text encoder weights (*.safetensors or *.bin)", fix)
     tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
-    model = CLIPTextModel.from_pretrained(model_dir, local_files_only=True)
+    verbosity = transformers.logging.get_verbosity()
+    # A full CLIPModel checkpoint's vision tower is expected to go unused: no load report.
+    transformers.logging.set_verbosity_error()
+    try:
+        model = CLIPTextModel.from_pretrained(model_dir, local_files_only=True)
+    finally:
+        transformers.logging.set_verbosity(verbosity)
     model.requires_grad_(False)
     return tokenizer, model.to(device).eval()

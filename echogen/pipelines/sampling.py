@@ -12,7 +12,9 @@ uniformly from the integers 10..90 as published), a class id, or a text prompt (
 Everything a sample depends on (EF, class, prompt, conditioning video and frame, noise)
 comes from :func:`sample_seed` of the run seed and the sample's index, and each video is
 generated on its own, so a dataset sampled in one job equals one sampled in any number of
-shards (:func:`sample_shard`) and merged with :func:`gather_samples`, byte for byte.
+shards (:func:`sample_shard`) and merged with :func:`gather_samples`, byte for byte, as
+long as every shard runs on the same kind of device with the same library versions (CPU
+and CUDA results differ in the last bits, hence in the JPEG bytes).
 
 Output layout (a shard folder and the gathered dataset alike)::
 
@@ -105,8 +107,8 @@ class SampleConfig:
             EchoDream uses 5. Must be >= 1.
         ef_range (list[int], [10, 90]): requested EF in %, drawn uniformly from these
             integers inclusive (as published).
-        class_ids (list[int] | None, None): class ids drawn uniformly for class runs and
-            class-aware text runs; None = every id of the model's class map.
+        class_ids (list[int] | None, None): class ids cycled over the samples of class runs
+            and class-aware text runs; None = every id of the model's class map.
         split (dict[str, float], TRAIN .75 / VAL .125 / TEST .125): fractions of the
             FileList's Split column, assigned to contiguous index blocks in TRAIN, VAL,
             TEST order (exact counts by largest remainder).
@@ -355,11 +357,12 @@ def plan_samples(
 
     Sample ``i`` draws, from ``numpy.random.default_rng(sample_seed(run_seed, i))`` and in
     this order: its EF (integer, uniform over ``config.ef_range``; EF runs and text runs
-    whose template holds ``{EF}``), its class (uniform over ``config.class_ids``; class runs
-    and text runs whose template names the class), the conditioning video (uniform over the
+    whose template holds ``{EF}``), the conditioning video (uniform over the
     index's TRAIN rows, sorted by FileName; over those of the drawn class when there is
     one) and the conditioning frame (uniform over that video's latent frames). The plan
     thus depends on ``(config, run_seed, index)`` and the index only, never on sharding.
+    The class of class runs and of text runs whose template names the class is
+    ``class_ids[i % len(class_ids)]``: every class gets the same number of videos.
 
     Args:
         config: sampling settings.
@@ -406,7 +409,9 @@ def plan_samples(
             if _uses_ef(spec)
             else np.nan
         )
-        class_id = int(class_ids[rng.integers(len(class_ids))]) if class_ids is not None else None
+        # Classes cycle with the index (a balanced dataset whatever n_samples; EchoDream draws
+        # them at random, which can leave a class out of a small set).
+        class_id = int(class_ids[index % len(class_ids)]) if class_ids is not None else None
         candidates = train if class_id is None else by_class[class_id]
         cond = candidates.iloc[int(rng.integers(len(candidates)))]
         frame = int(rng.integers(int(cond["latent_frames"])))
@@ -843,6 +848,16 @@ def gather_samples(shard_dirs: list[str | Path], out_dir: str | Path) -> pd.Data
                 "gather only the shards of one sampling run",
             )
         shards += record.get("shards", [])
+        for key in ("device", "torch", "diffusers"):
+            if record.get(key) != first.get(key):
+                log.warning(
+                    "%s ran with %s %s, %s with %s: the shards are not bit-reproducible as one",
+                    shard_dir,
+                    key,
+                    record.get(key),
+                    shard_dirs[0],
+                    first.get(key),
+                )
         for name in filelist["FileName"]:
             if not NAME_RE.match(name):
                 raise DataError(

@@ -511,6 +511,25 @@ def step_noise(
     return noise, timesteps, drop
 
 
+def drop_conditioning(
+    hidden: torch.Tensor, cond_latent: torch.Tensor, drop: torch.Tensor, null: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Conditioning dropout: the dropped samples get the null tokens and a zero frame latent.
+
+    Args:
+        hidden: (B, L, D) conditioning tokens.
+        cond_latent: (B, C, H, W) conditioning-frame latents.
+        drop: bool (B,), True where the conditioning is dropped.
+        null: (B, L, D) unconditional tokens (``Conditioner.null``).
+
+    Returns:
+        The tokens and latents with the dropped samples replaced.
+    """
+    hidden = torch.where(drop[:, None, None], null.to(hidden.dtype), hidden)
+    cond_latent = cond_latent * (~drop).to(cond_latent.dtype)[:, None, None, None]
+    return hidden, cond_latent
+
+
 def _stream_seed(*parts: int) -> int:
     """A 63-bit torch seed from integers (numpy's SeedSequence mixes them)."""
     return int(np.random.SeedSequence(list(parts)).generate_state(2, np.uint32).view(np.uint64)[0])
@@ -575,6 +594,17 @@ def train_lvdm(
         )
     per_process = config.batch_size // world
     dataset = LatentClipDataset(latent_indexes, spec, seed, config.batch_size, root)
+    channels = {**LVDM_PRESETS[unet_preset], **(unet_overrides or {})}
+    if (channels["in_channels"], channels["out_channels"]) != (
+        2 * spec.latent_channels,
+        spec.latent_channels,
+    ):
+        raise ValueError(
+            f"the UNet takes {channels['in_channels']} and gives {channels['out_channels']} "
+            f"channels; {spec.latent_channels}-channel latents need in_channels "
+            f"{2 * spec.latent_channels} (noisy + conditioning frame) and out_channels "
+            f"{spec.latent_channels}: set them in unet_overrides"
+        )
 
     text_encoder = tokenizer = None
     text_digest = None
@@ -661,10 +691,8 @@ def train_lvdm(
             noisy = scheduler.add_noise(latents, noise, timesteps)
             target = scheduler.get_velocity(latents, noise, timesteps)
             hidden = conditioner.encode(batch["value"], accelerator.device)
-            hidden = torch.where(
-                drop[:, None, None], conditioner.null(per_process, hidden.device), hidden
-            )
-            cond_latent = cond_latent * (~drop).to(cond_latent.dtype)[:, None, None, None]
+            null = conditioner.null(per_process, accelerator.device)
+            hidden, cond_latent = drop_conditioning(hidden, cond_latent, drop, null)
 
             with accelerator.autocast():
                 prediction = unet(
@@ -755,3 +783,43 @@ def _text_encoder_digest(model) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().float().numpy().tobytes())
     return digest.hexdigest()
+
+
+def train_lvdm_from_config(
+    latent_indexes: list[str | Path],
+    out_dir: str | Path,
+    state_dir: str | Path,
+    model: dict,
+    seed: int,
+    device: str = "cpu",
+    text_encoder_dir: str | Path | None = None,
+    root: str | Path = ".",
+) -> dict:
+    """:func:`train_lvdm` from one ``lvdm.models.<name>`` config entry (the workflow's form).
+
+    The entry holds ``conditioning``, ``preset`` (UNet), ``train_preset``, ``frames``,
+    ``prompt`` and the ``model`` / ``train`` overrides; the latent shape, fps, scaling factor
+    and class map come from the latent indexes (:func:`make_spec`).
+    ``echogen.workflow.run_distributed`` calls this in every process of a multi-GPU job.
+    """
+    spec = make_spec(
+        latent_indexes,
+        model["conditioning"],
+        int(model.get("frames", 64)),
+        prompt=model.get("prompt"),
+        root=root,
+    )
+    train = resolve_train_config(model.get("train_preset", "paper"), model.get("train"))
+    return train_lvdm(
+        latent_indexes,
+        out_dir,
+        state_dir,
+        spec,
+        model.get("preset", "paper"),
+        train,
+        seed,
+        unet_overrides=model.get("model") or None,
+        device=device,
+        text_encoder_dir=text_encoder_dir,
+        root=root,
+    )

@@ -671,3 +671,23 @@ def train_vae(
         "last": train_log[-1] if train_log else None,
         "out_dir": str(out_dir),
     }
+
+
+def train_vae_from_presets(
+    manifests: list[str | Path],
+    out_dir: str | Path,
+    state_dir: str | Path,
+    preset: str,
+    overrides: dict | None,
+    train_preset: str,
+    train_overrides: dict | None,
+    seed: int,
+    device: str = "cpu",
+    root: str | Path = ".",
+) -> dict:
+    """:func:`train_vae` from preset names and override dicts (JSON-able: the workflow's form).
+
+    ``echogen.workflow.run_distributed`` calls this in every process of a multi-GPU job.
+    """
+    config = resolve_train_config(train_preset, train_overrides)
+    return train_vae(manifests, out_dir, state_dir, preset, overrides, config, seed, device, root)

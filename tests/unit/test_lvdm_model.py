@@ -177,6 +177,8 @@ def test_prompt_for():
     assert prompt_for(classes, {"class_id": 1}) == "An echocardiography video with ASD condition"
     with pytest.raises(ValueError, match="View"):
         prompt_for(text, {"EF": 50.0})
+    with pytest.raises(ValueError, match="EF"):
+        prompt_for(text, {"EF": float("nan"), "View": "A4C"})
 
 
 def test_spec_validation_and_round_trip():

@@ -9,15 +9,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from accelerate.utils import set_seed
+from diffusers import DDPMScheduler
 from safetensors.torch import load_file
 
 from echogen.data.errors import DataError
-from echogen.models.lvdm import LVDMSpec, load_lvdm
+from echogen.models.lvdm import LVDMSpec, build_unet, load_lvdm
 from echogen.models.text import write_tiny_text_encoder
 from echogen.training.lvdm import (
     LVDM_TRAIN_PRESETS,
     LatentClipDataset,
     LVDMTrainConfig,
+    drop_conditioning,
     make_spec,
     resolve_train_config,
     step_noise,
@@ -28,10 +31,12 @@ from echogen.training.state import checkpoints
 torch.set_num_threads(1)
 
 CLASSES = ["normal", "asd", "pah"]
+OFFSETS = (2.0, -1.5, 1.0, 0.5)
 
 
 def _toy_index(root: Path, frames: list[int], name: str = "toy", splits=None) -> Path:
-    """A latent index of smooth toy videos: a bright blob that beats with the EF.
+    """A latent index of smooth toy videos: a blob that beats with the EF, on per-channel
+    offsets (real VAE latents have non-zero channel means too).
 
     Latents are float16 (T, 4, 14, 14), as the VAE step writes them.
     """
@@ -43,7 +48,7 @@ def _toy_index(root: Path, frames: list[int], name: str = "toy", splits=None) ->
         t = np.arange(n)[:, None, None]
         radius = 0.25 + 0.1 * (ef / 100) * np.sin(2 * np.pi * t / 8)
         blob = np.exp(-((xx - 0.5) ** 2 + (yy - 0.5) ** 2) / radius**2)  # (T, 14, 14)
-        channels = [blob * s for s in (1.5, -1.0, 0.5, 0.8)]
+        channels = [m + blob * s for m, s in zip(OFFSETS, (1.5, -1.0, 0.5, 0.8), strict=True)]
         latent = np.stack(channels, axis=1) + 0.05 * rng.standard_normal((n, 4, 14, 14))
         rel = Path("latents") / name / f"video{i}.npy"
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -183,9 +188,19 @@ def test_step_noise_draws():
     assert not none.any()
 
 
+def test_drop_conditioning_replaces_tokens_and_frame():
+    hidden = torch.arange(1.0, 4.0).reshape(3, 1, 1)
+    cond = torch.ones(3, 4, 2, 2)
+    null = torch.full((3, 1, 1), -7.0)
+    drop = torch.tensor([False, True, False])
+    tokens, latent = drop_conditioning(hidden, cond, drop, null)
+    assert tokens.flatten().tolist() == [1.0, -7.0, 3.0]
+    assert latent[1].abs().sum() == 0 and torch.equal(latent[[0, 2]], cond[[0, 2]])
+
+
 def test_training_lowers_the_loss_and_exports(tmp_path):
     index = _toy_index(tmp_path, [12, 10, 14, 11])
-    summary = _train(tmp_path, index, "run", 30, train={"lr": 2e-3, "checkpoint_every": 10})
+    summary = _train(tmp_path, index, "run", 30, train={"lr": 2e-3, "checkpoint_every": 30})
     assert summary["steps"] == 30 and summary["n_videos"] == 4
     log_csv = pd.read_csv(tmp_path / "run" / "model" / "log.csv")
     assert log_csv["step"].tolist() == list(range(1, 31))
@@ -202,6 +217,33 @@ def test_training_lowers_the_loss_and_exports(tmp_path):
     model = load_lvdm(model_dir)
     assert model.spec == _spec()
     assert model.scheduler_config["prediction_type"] == "v_prediction"
+    # Independent check: the exported (EMA) model beats the initial weights on fixed draws.
+    set_seed(3)
+    initial = build_unet("tiny", "ef").eval()
+    dataset = LatentClipDataset([index], _spec(), seed=0, root=tmp_path)
+    assert _eval_loss(model.unet, dataset) < 0.7 * _eval_loss(initial, dataset)
+
+
+def _eval_loss(unet, dataset: LatentClipDataset) -> float:
+    """Mean v-prediction MSE over 8 fixed clips, noises and evenly spread timesteps."""
+    scheduler = DDPMScheduler(
+        num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, prediction_type="v_prediction"
+    )
+    losses = []
+    for k in range(8):
+        item = dataset.clip(99, k, 0)
+        x = item["latents"][None]  # (1, F, C, 16, 16)
+        noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(k))
+        t = torch.tensor([125 * k + 60])
+        noisy = scheduler.add_noise(x, noise, t)
+        target = scheduler.get_velocity(x, noise, t)
+        sample = torch.cat([noisy, item["cond_latent"][None, None].expand_as(x)], dim=2)
+        hidden = torch.tensor([[[item["value"] / 100]]])
+        time_ids = torch.tensor([[32.0, 0.0, 0.0]])
+        with torch.no_grad():
+            prediction = unet(sample, t, hidden, time_ids).sample
+        losses.append(float(((prediction - target) ** 2).mean()))
+    return float(np.mean(losses))
 
 
 def test_resume_is_exact(tmp_path):
@@ -225,8 +267,9 @@ def test_resume_is_exact(tmp_path):
     last = tmp_path / "cut" / "state" / "checkpoint_00000006"
     ema = torch.load(last / "custom_checkpoint_0.pkl", weights_only=False)
     raw = load_file(last / "model.safetensors")
-    assert len(ema["shadow_params"]) == len(again) == len(raw)
-    assert all(torch.equal(s, again[k]) for s, k in zip(ema["shadow_params"], raw, strict=True))
+    names = [name for name, _ in build_unet("tiny", "ef").named_parameters()]
+    assert len(ema["shadow_params"]) == len(names) == len(again) == len(raw)
+    assert all(torch.equal(s, again[k]) for s, k in zip(ema["shadow_params"], names, strict=True))
     assert any(not torch.equal(raw[k], again[k]) for k in raw)
     with pytest.raises(ValueError, match="other settings"):
         _train(tmp_path, index, "cut", 8, train={"lr": 5e-3})
