@@ -622,13 +622,15 @@ def train_lvdm(
         unet = build_unet(
             unet_preset, spec.conditioning, unet_overrides, cross_attention_dim=conditioner.dim
         )
-        unet_config = dict(unet.config)
+        unet_config = {k: v for k, v in unet.config.items() if not k.startswith("_")}
         fingerprint = jsonable(
             {
                 "spec": spec.to_dict(),
                 "unet": unet_config,
                 "train": {k: v for k, v in config.to_dict().items() if k not in BUDGET_FIELDS},
-                "scheduler": dict(scheduler.config),
+                # Private keys (e.g. `_use_default_values`, a list in set order that changes
+                # from process to process) would make a restarted job refuse its own state.
+                "scheduler": {k: v for k, v in scheduler.config.items() if not k.startswith("_")},
                 "seed": seed,
                 "num_processes": world,
                 "train_videos": dataset.digest,

@@ -286,3 +286,47 @@ def test_text_conditioned_training_exports_the_encoder(tmp_path):
     hidden = model.conditioner.encode(["An echocardiography video with asd condition"], "cpu")
     assert hidden.shape == (1, 77, 32)
     assert torch.equal(model.conditioner.null(1, "cpu"), model.conditioner.encode([""], "cpu"))
+
+
+KILLED_RUN = """
+import sys
+from pathlib import Path
+import torch
+torch.set_num_threads(1)
+sys.path.insert(0, {tests!r})
+from test_lvdm_training import _train
+_train(Path({root!r}), Path({index!r}), "killed", 1000, train={{"checkpoint_every": 4}})
+"""
+
+
+def test_sigkill_mid_training_then_rerun_finishes_the_budget(tmp_path):
+    """A training process killed mid-run, re-run, ends at the budget with straight weights."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    index = _toy_index(tmp_path, [12, 10, 9])
+    state = tmp_path / "killed" / "state"
+    script = tmp_path / "run.py"
+    script.write_text(
+        KILLED_RUN.format(tests=str(Path(__file__).parent), root=str(tmp_path), index=str(index))
+    )
+    with open(tmp_path / "stderr.txt", "wb") as stderr:
+        process = subprocess.Popen([sys.executable, str(script)], stderr=stderr)
+        deadline = time.monotonic() + 120
+        while not checkpoints(state) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert process.returncode == -signal.SIGKILL, (tmp_path / "stderr.txt").read_text()[-2000:]
+    assert [p.name for p in checkpoints(state)] == ["checkpoint_00000004"]
+    assert not (tmp_path / "killed" / "model").exists()
+
+    resumed = _train(tmp_path, index, "killed", 8, train={"checkpoint_every": 4})
+    assert resumed["resumed_from"] == 4 and resumed["steps"] == 8
+    straight = _train(tmp_path, index, "straight", 8, train={"checkpoint_every": 4})
+    assert straight["resumed_from"] is None
+    a = load_file(tmp_path / "straight/model/unet/diffusion_pytorch_model.safetensors")
+    b = load_file(tmp_path / "killed/model/unet/diffusion_pytorch_model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
