@@ -389,10 +389,12 @@ def test_demo_samples_identical_for_any_shard_count(demo_all):
     result = snakemake(
         "--profile", REPO / "profiles" / "ci", "--configfile", DEMO_CONFIG,
         "--directory", demo_all, "--set-scatter", "lvdm_shard=3",
-        "--forcerun", "sample_lvdm", "results/samples/lvdm_ped_a4c/FileList.csv",
+        "results/samples/lvdm_ped_a4c/FileList.csv", "--forcerun", "sample_lvdm",
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert len(list((demo_all / "results/sample_shards/lvdm_ped_a4c").glob("*-of-3"))) == 3
+    ran = set(planned_jobs(result.stderr + result.stdout))
+    assert ran == {"sample_lvdm", "gather_samples"}, ran  # only the target's own jobs
     after = files()
     assert after.keys() == before.keys() and len(after) == 2 * 4 + 32 * 4 + 1  # 4 samples
     assert [str(k) for k in before if after[k] != before[k]] == []
@@ -437,3 +439,31 @@ def test_paper_lvdm_plan_maps_gpus_like_the_slurm_profile(tmp_path):
     for rule in jobs:
         for line in job_resources(result.stdout, rule):
             assert "runtime=" in line and "mem_mb=" in line, rule
+
+
+def test_pretrained_vae_is_used_as_is(tmp_path):
+    """`lvdm.vae.pretrained` names a diffusers folder: no VAE training is planned."""
+    config = demo_config()
+    (tmp_path / "published_vae").mkdir()
+    config["lvdm"]["vae"]["pretrained"] = "published_vae"
+    path = tmp_path / "pretrained.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = snakemake(
+        "-n", "--configfile", path, "--directory", tmp_path, "results/metrics/lvdm_dynamic.txt"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = planned_jobs(result.stdout)
+    assert "train_vae" not in jobs and jobs["encode_latents"] >= 1
+    assert "input: resources/manifests/dynamic.csv, published_vae" in result.stdout
+
+
+def test_text_model_without_prompt_is_named(tmp_path):
+    config = demo_config()
+    del config["lvdm"]["models"]["text"]["prompt"]
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = snakemake("-n", "--configfile", path, "--directory", tmp_path, "lvdm")
+    assert result.returncode != 0
+    assert "lvdm.models.text is text-conditioned but has no text_encoder or prompt" in (
+        result.stdout + result.stderr
+    )
