@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -132,8 +133,14 @@ def encode_chunk(
     return pd.DataFrame(records)
 
 
-def read_latents(index_csv: str | Path) -> pd.DataFrame:
-    """Read a latents index (a part's or the gathered one).
+def read_latents(
+    index_csv: str | Path, required: Sequence[str] = ("FileName", *LATENT_COLUMNS)
+) -> pd.DataFrame:
+    """Read a latents index (a part's or the gathered one); every reader of one goes through here.
+
+    Args:
+        index_csv: the csv.
+        required: columns that must be present (the trainers and the sampler name theirs).
 
     Returns:
         The table with FileName and patient_id as strings (only empty cells are missing).
@@ -154,8 +161,8 @@ def read_latents(index_csv: str | Path) -> pd.DataFrame:
         )
     except pd.errors.EmptyDataError:
         # gather_parts writes an empty table when every video was quarantined.
-        return pd.DataFrame(columns=["FileName", *LATENT_COLUMNS])
-    missing = [c for c in ["FileName", *LATENT_COLUMNS] if c not in table.columns]
+        return pd.DataFrame(columns=list(dict.fromkeys(["FileName", "Split", *required])))
+    missing = [c for c in required if c not in table.columns]
     if missing:
         raise DataError(index_csv, f"not a latents index (missing {missing})", fix)
     return table

@@ -57,6 +57,7 @@ from echogen.models.lvdm import (
     unet_input,
 )
 from echogen.models.vae import decode_latents, load_vae
+from echogen.pipelines.latents import read_latents
 
 log = logging.getLogger(__name__)
 
@@ -292,23 +293,7 @@ def read_latent_index(cond_index_csv: str | Path) -> pd.DataFrame:
             no TRAIN row.
     """
     cond_index_csv = Path(cond_index_csv)
-    if not cond_index_csv.is_file():
-        raise DataError(
-            cond_index_csv, "latent index does not exist", "run the latent encoding rule first"
-        )
-    index = pd.read_csv(
-        cond_index_csv,
-        dtype={"FileName": str, "latent_path": str, "patient_id": str},
-        keep_default_na=False,
-        na_values=[""],
-    )
-    missing = [c for c in INDEX_COLUMNS if c not in index.columns]
-    if missing:
-        raise DataError(
-            cond_index_csv,
-            f"not a latent index (missing columns {missing})",
-            "pass the index.csv written by the latent encoding rule",
-        )
+    index = read_latents(cond_index_csv, required=INDEX_COLUMNS)
     bad = ~(pd.to_numeric(index["latent_frames"], errors="coerce") >= 1)
     if bad.any():
         line = int(np.flatnonzero(bad.to_numpy())[0]) + 2

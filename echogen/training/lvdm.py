@@ -52,6 +52,7 @@ from echogen.models.lvdm import (
     save_lvdm,
     unet_input,
 )
+from echogen.pipelines.latents import read_latents
 from echogen.training.state import deterministic, jsonable, resume, save_checkpoint, write_log
 
 log = logging.getLogger(__name__)
@@ -222,18 +223,7 @@ def resolve_train_config(preset: str, overrides: dict | None = None) -> LVDMTrai
 
 def read_latent_index(csv: str | Path) -> pd.DataFrame:
     """A latent index csv (FileName, Split, latent_path, ...), checked for its columns."""
-    csv = Path(csv)
-    if not csv.is_file():
-        raise DataError(csv, "latent index does not exist", "run the latent encoding step first")
-    rows = pd.read_csv(csv, dtype={"FileName": str, "latent_path": str, "patient_id": str})
-    missing = [c for c in INDEX_COLUMNS if c not in rows.columns]
-    if missing:
-        raise DataError(
-            csv,
-            f"latent index lacks column(s) {missing}",
-            "use the index.csv written by the latent encoding step",
-        )
-    return rows
+    return read_latents(csv, required=INDEX_COLUMNS)
 
 
 def make_spec(

@@ -35,6 +35,7 @@ import echogen
 from echogen.data.errors import DataError
 from echogen.data.io import atomic_dir, write_json
 from echogen.models.privacy import PRIVACY_PRESETS, PrivacyEmbedder
+from echogen.pipelines.latents import read_latents
 from echogen.training.state import (
     deterministic,
     jsonable,
@@ -149,18 +150,7 @@ class LatentVideos:
 
 def read_latent_index(csv: str | Path) -> pd.DataFrame:
     """A latent index csv (FileName, Split, latent_path, ...), checked for its columns."""
-    csv = Path(csv)
-    if not csv.is_file():
-        raise DataError(csv, "latent index does not exist", "run the encode_latents rule first")
-    rows = pd.read_csv(csv, dtype={"FileName": str, "patient_id": str, "latent_path": str})
-    missing = [c for c in INDEX_COLUMNS if c not in rows.columns]
-    if missing:
-        raise DataError(
-            csv,
-            f"latent index lacks column(s) {missing}",
-            "use the index.csv written by the latent encoding step (FileName, Split, latent_path)",
-        )
-    return rows
+    return read_latents(csv, required=INDEX_COLUMNS)
 
 
 def latent_header(path: Path, csv: str | Path, row: int, name: str) -> tuple[int, ...]:

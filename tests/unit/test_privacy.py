@@ -244,7 +244,7 @@ def test_training_bad_inputs(tmp_path):
     rows = pd.read_csv(index)
     rows.drop(columns="latent_path").to_csv(tmp_path / "nocol.csv", index=False)
     with pytest.raises(
-        DataError, match=r"nocol.csv: latent index lacks column\(s\) \['latent_path'\]"
+        DataError, match=r"nocol.csv: not a latents index \(missing \['latent_path'\]\)"
     ):
         _train(tmp_path, tmp_path / "nocol.csv", "a", max_steps=1)
     (tmp_path / "latents/video_03.npy").unlink()
@@ -333,7 +333,7 @@ def test_filter_bad_inputs(tmp_path):
     with pytest.raises(DataError, match="lacks the FileName column"):
         filter_samples(*args, root=tmp_path)
     pd.read_csv(index).drop(columns="Split").to_csv(tmp_path / "bad.csv", index=False)
-    with pytest.raises(DataError, match=r"bad.csv: latent index lacks column\(s\) \['Split'\]"):
+    with pytest.raises(DataError, match=r"bad.csv: not a latents index \(missing \['Split'\]\)"):
         filter_samples(args[0], tmp_path / "bad.csv", *args[2:], root=tmp_path)
     pd.read_csv(index).query("Split == 'TRAIN'").to_csv(tmp_path / "train.csv", index=False)
     with pytest.raises(DataError, match="no VAL/TEST rows"):
