@@ -388,8 +388,8 @@ def test_demo_samples_identical_for_any_shard_count(demo_all):
     before = files()
     result = snakemake(
         "--profile", REPO / "profiles" / "ci", "--configfile", DEMO_CONFIG,
-        "--directory", demo_all, "--set-scatter", "lvdm_shard=3",
-        "results/samples/lvdm_ped_a4c/FileList.csv", "--forcerun", "sample_lvdm",
+        "--directory", demo_all, "results/samples/lvdm_ped_a4c/FileList.csv",
+        "--set-scatter", "lvdm_shard=3", "--forcerun", "sample_lvdm",
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert len(list((demo_all / "results/sample_shards/lvdm_ped_a4c").glob("*-of-3"))) == 3
