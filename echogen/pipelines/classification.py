@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 
 from echogen.data.io import atomic_path, write_json
 from echogen.metrics.scores import bootstrap_ci, classification_metrics
+from echogen.pipelines.ef_prediction import all_clip_outputs
 from echogen.training.classifier import ClassClipDataset, load_classifier
 
 log = logging.getLogger(__name__)
@@ -70,24 +70,16 @@ def predict_classes(
     labels = rows["label"] if known else pd.Series(0, index=rows.index)
     dataset = ClassClipDataset(rows.assign(label=labels.fillna(0)), spec, False, 0, root)
 
-    counts, probabilities = [], []
-    queue: list[torch.Tensor] = []
-    with torch.no_grad():
-        for i in tqdm(range(len(dataset)), desc="predict classes", leave=False):
-            clips, _ = dataset.all_clips(i)
-            counts.append(len(clips))
-            queue.append(clips)
-            pooled = sum(len(q) for q in queue)
-            while pooled >= batch_size:
-                batch = torch.cat(queue)
-                logits = model(batch[:batch_size].to(device)).float()
-                probabilities.append(torch.softmax(logits, dim=1).cpu())
-                queue, pooled = [batch[batch_size:]], pooled - batch_size
-        if any(len(q) for q in queue):
-            logits = model(torch.cat(queue).to(device)).float()
-            probabilities.append(torch.softmax(logits, dim=1).cpu())
-    flat = torch.cat(probabilities).numpy().astype(np.float64)  # (sum of clips, K)
-    mean = np.stack([p.mean(axis=0) for p in np.split(flat, np.cumsum(counts)[:-1])])
+    per_video = all_clip_outputs(
+        model,
+        dataset,
+        batch_size,
+        device,
+        lambda logits: torch.softmax(logits, dim=1),
+        "predict classes",
+    )
+    counts = [len(p) for p in per_video]
+    mean = np.stack([p.mean(axis=0) for p in per_video])
 
     table = pd.DataFrame(
         {

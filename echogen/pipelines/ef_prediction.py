@@ -11,6 +11,7 @@ the training-set mean, so a regressor that learned nothing is plain to see.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -63,22 +64,8 @@ def predict_ef(
     placeholder = rows.assign(EF=true_ef.fillna(0.0))
     dataset = EFClipDataset(placeholder, spec, train=False, seed=0, root=root)
 
-    counts, predictions = [], []
-    queue: list[torch.Tensor] = []
-    with torch.no_grad():
-        for i in tqdm(range(len(dataset)), desc="predict EF", leave=False):
-            clips, _ = dataset.all_clips(i)
-            counts.append(len(clips))
-            queue.append(clips)
-            pooled = sum(len(q) for q in queue)
-            while pooled >= batch_size:
-                batch = torch.cat(queue)
-                predictions.append(model(batch[:batch_size].to(device)).float().cpu())
-                queue, pooled = [batch[batch_size:]], pooled - batch_size
-        if any(len(q) for q in queue):
-            predictions.append(model(torch.cat(queue).to(device)).float().cpu())
-    flat = torch.cat(predictions).numpy().astype(np.float64)
-    per_video = np.split(flat, np.cumsum(counts)[:-1])
+    per_video = all_clip_outputs(model, dataset, batch_size, device, desc="predict EF")
+    counts = [len(p) for p in per_video]
 
     table = pd.DataFrame(
         {
@@ -95,6 +82,45 @@ def predict_ef(
         table.to_csv(tmp, index=False)
     log.info("predicted EF of %d videos (%d clips) -> %s", len(table), sum(counts), out_csv)
     return table
+
+
+@torch.no_grad()
+def all_clip_outputs(
+    model: torch.nn.Module,
+    dataset: EFClipDataset,
+    batch_size: int,
+    device: str = "cpu",
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    desc: str = "predict",
+) -> list[np.ndarray]:
+    """Outputs of ``model`` on every clip of every video (``dataset.all_clips``).
+
+    Clips of consecutive videos share batches of ``batch_size``; ``transform`` (e.g. a
+    softmax) is applied to each batch's float outputs.
+
+    Returns:
+        One float64 array per video, ``(n_clips, ...)``, in dataset order.
+    """
+    counts, outputs = [], []
+    queue: list[torch.Tensor] = []
+
+    def run(batch: torch.Tensor) -> None:
+        out = model(batch.to(device)).float()
+        outputs.append((transform(out) if transform else out).cpu())
+
+    for i in tqdm(range(len(dataset)), desc=desc, leave=False):
+        clips, _ = dataset.all_clips(i)
+        counts.append(len(clips))
+        queue.append(clips)
+        pooled = sum(len(q) for q in queue)
+        while pooled >= batch_size:
+            batch = torch.cat(queue)
+            run(batch[:batch_size])
+            queue, pooled = [batch[batch_size:]], pooled - batch_size
+    if any(len(q) for q in queue):
+        run(torch.cat(queue))
+    flat = torch.cat(outputs).numpy().astype(np.float64)
+    return np.split(flat, np.cumsum(counts)[:-1])
 
 
 def _true_ef(rows: pd.DataFrame) -> pd.Series:
