@@ -71,12 +71,36 @@ def provenance(config: dict | None = None, device: str = "cpu", **extra) -> dict
     }
 
 
+def distributed_processes(gpus: int, device: str) -> int:
+    """Processes a training rule with ``gpus`` GPUs runs: one per GPU it can use.
+
+    On CUDA that is the GPUs both declared and visible. Without CUDA (a laptop, or the test
+    cluster's fake GPUs) a rule declaring N > 1 GPUs still runs N CPU processes, so the
+    data-parallel path is the one that runs, with the same results as on N GPUs' processes.
+    """
+    import torch
+
+    if device == "cuda":
+        return max(1, min(gpus, torch.cuda.device_count()))
+    return max(1, gpus)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 free now (two training jobs on one node must not share 29500)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def run_distributed(target: str, kwargs: dict, gpus: int = 0, device: str = "cpu") -> None:
     """Call ``"module:function"(**kwargs)``, on one process per GPU when a rule has several.
 
-    A training rule with N > 1 GPUs (and N visible CUDA devices) runs the function under
-    ``accelerate launch --num_processes N`` (data-parallel; the trainers split every global
-    batch across processes); otherwise it runs in this process. ``kwargs`` must be JSON-able.
+    A training rule with N > 1 GPUs runs the function under ``accelerate launch --multi_gpu
+    --num_processes N`` (torchrun; data-parallel, NCCL on CUDA, gloo on CPU; the trainers
+    split every global batch across processes); otherwise it runs in this process.
+    ``kwargs`` must be JSON-able. See :func:`distributed_processes`.
     """
     import importlib
     import json
@@ -84,9 +108,7 @@ def run_distributed(target: str, kwargs: dict, gpus: int = 0, device: str = "cpu
     import subprocess
     import tempfile
 
-    import torch
-
-    processes = min(gpus, torch.cuda.device_count()) if device == "cuda" else 1
+    processes = distributed_processes(gpus, device)
     if processes <= 1:
         module, name = target.split(":")
         getattr(importlib.import_module(module), name)(**kwargs)
@@ -98,10 +120,15 @@ def run_distributed(target: str, kwargs: dict, gpus: int = 0, device: str = "cpu
         sys.executable,
         "-m",
         "accelerate.commands.launch",
+        "--multi_gpu",
         "--num_processes",
         str(processes),
         "--num_machines",
         "1",
+        "--main_process_ip",
+        "127.0.0.1",
+        "--main_process_port",
+        str(free_port()),
         "--mixed_precision",
         "no",
         "--dynamo_backend",
