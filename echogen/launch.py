@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import sys
+
+from echogen.workflow import LOG_FORMAT
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
         raise SystemExit("usage: python -m echogen.launch <job.json>")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
     with open(argv[0]) as handle:
         job = json.load(handle)
     module, name = job["target"].split(":")

@@ -6,6 +6,8 @@ import logging
 import sys
 from pathlib import Path
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
 
 def setup_logging(log_path: str | Path) -> None:
     """Send logging records and stderr (tqdm progress bars, warnings) to the rule's log file.
@@ -20,7 +22,7 @@ def setup_logging(log_path: str | Path) -> None:
     handlers = [logging.StreamHandler(stream), logging.StreamHandler(console)]
     logging.basicConfig(
         level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=LOG_FORMAT,
         handlers=handlers,
         force=True,
     )
@@ -108,11 +110,15 @@ def run_distributed(target: str, kwargs: dict, gpus: int = 0, device: str = "cpu
     import subprocess
     import tempfile
 
+    import torch
+
     processes = distributed_processes(gpus, device)
     if processes <= 1:
         module, name = target.split(":")
         getattr(importlib.import_module(module), name)(**kwargs)
         return
+    # The rule's threads, shared by its processes (oversubscribed OpenMP is many times slower).
+    threads = max(1, torch.get_num_threads() // processes)
     fd, path = tempfile.mkstemp(prefix="echogen-launch-", suffix=".json")
     with os.fdopen(fd, "w") as handle:
         json.dump({"target": target, "kwargs": kwargs}, handle)
@@ -125,6 +131,8 @@ def run_distributed(target: str, kwargs: dict, gpus: int = 0, device: str = "cpu
         str(processes),
         "--num_machines",
         "1",
+        "--num_cpu_threads_per_process",
+        str(threads),
         "--main_process_ip",
         "127.0.0.1",
         "--main_process_port",
@@ -138,7 +146,16 @@ def run_distributed(target: str, kwargs: dict, gpus: int = 0, device: str = "cpu
         path,
     ]
     logging.getLogger(__name__).info("launching %s", " ".join(command))
-    try:
-        subprocess.run(command, check=True)
+    try:  # the processes write into the rule's log (setup_logging made it sys.stderr)
+        stream = sys.stderr if _has_fileno(sys.stderr) else None
+        subprocess.run(command, check=True, stdout=stream, stderr=stream)
     finally:
         os.unlink(path)
+
+
+def _has_fileno(stream) -> bool:
+    try:
+        stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False
+    return True

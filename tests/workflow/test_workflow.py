@@ -411,7 +411,9 @@ def job_resources(output: str, rule: str) -> list[str]:
     return found
 
 
-def test_paper_lvdm_plan_maps_gpus_like_the_slurm_profile(tmp_path):
+def test_paper_plan_is_sbatch_ready_with_the_slurm_profile(tmp_path):
+    """`snakemake --profile profiles/slurm -n` with the paper config: every job that goes to
+    SLURM has a runtime, memory, partition and account; GPU rules name their GPUs."""
     for folder in [
         "EchoNet-Dynamic",
         "EchoNet-Pediatric/A4C",
@@ -424,21 +426,29 @@ def test_paper_lvdm_plan_maps_gpus_like_the_slurm_profile(tmp_path):
         (tmp_path / "data" / folder).mkdir(parents=True)
     result = snakemake(
         "-n", "--profile", REPO / "profiles" / "slurm", "--configfile", PAPER_CONFIG,
-        "--directory", tmp_path, "results/metrics/lvdm_dynamic.txt",
+        "--directory", tmp_path, "all",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     paper = yaml.safe_load(PAPER_CONFIG.read_text())
     jobs = planned_jobs(result.stdout)
-    assert jobs["sample_lvdm"] == paper["lvdm"]["shards"]
-    assert jobs["train_lvdm"] == jobs["train_vae"] == 1
-    (train,) = job_resources(result.stdout, "train_lvdm")
-    assert "gpu=8" in train and "gpu_model=a100" in train and "slurm_partition=gpu" in train
+    assert jobs["sample_lvdm"] == paper["lvdm"]["shards"] * len(paper["lvdm"]["samples"])
+    assert jobs["train_vae"] == 1
+    for train in job_resources(result.stdout, "train_lvdm") + job_resources(
+        result.stdout, "train_vae"
+    ):
+        assert "gpu=8" in train and "gpu_model=a100" in train and "slurm_partition=gpu" in train
     shards = job_resources(result.stdout, "sample_lvdm")
-    assert len(shards) == paper["lvdm"]["shards"]
+    assert len(shards) == jobs["sample_lvdm"]
     assert all("gpu=1" in line and "gpu_model=a100" in line for line in shards)
+    checked = 0
     for rule in jobs:
         for line in job_resources(result.stdout, rule):
-            assert "runtime=" in line and "mem_mb=" in line, rule
+            checked += 1
+            for key in ["runtime=", "mem_mb=", "slurm_partition=", "slurm_account="]:
+                assert key in line, (rule, key, line)
+            if "gpu=" in line:
+                assert "gpu_model=a100" in line, (rule, line)
+    assert checked > 300  # chunked data preparation, every shard, every table
 
 
 def test_pretrained_vae_is_used_as_is(tmp_path):

@@ -1,0 +1,289 @@
+"""The workflow through a real one-node SLURM cluster (tests/slurm/cluster.sh).
+
+One slice of the workflow (slice_config.py: phantom, ingest, reference frames, VAE and LVDM
+training on 2 fake GPUs each, 2 sampling shards, one FVD table) goes through sbatch with the
+users' profile (profiles/slurm) plus the test cluster's overrides (tests/slurm/profile). The
+first run is cancelled while the VAE trains and then re-run; a local run of the same config
+is the reference. Then the faults: a training job over its time limit, and a bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from math import ceil
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from harness import (
+    cluster,
+    command,
+    declared_resources,
+    environment,
+    job_rules,
+    local,
+    merged_profile,
+    minutes,
+    now,
+    run,
+    sacct,
+    tres,
+    unavailable,
+)
+from slice_config import TARGET, TRAIN_GPUS, slice_config
+
+pytestmark = pytest.mark.slurm
+
+SLURM_RULES = {  # the slice's jobs that go to SLURM (the others are local rules)
+    "make_phantom",
+    "ingest_dynamic",
+    "extract_reference_frames",
+    "train_vae",
+    "encode_latents",
+    "train_lvdm",
+    "sample_lvdm",
+    "compute_generation_metrics",
+}
+DONE_BEFORE_CANCEL = {"make_phantom", "ingest_dynamic", "extract_reference_frames"}
+RERUN = {  # the jobs still missing when the first run was cancelled
+    "train_vae",
+    "encode_latents",
+    "gather_latents",
+    "train_lvdm",
+    "sample_lvdm",
+    "gather_samples",
+    "compute_generation_metrics",
+}
+GPU_RULES = {
+    "train_vae",
+    "encode_latents",
+    "train_lvdm",
+    "sample_lvdm",
+    "compute_generation_metrics",
+}
+TRAINING_RULES = {"train_vae": "results/models/vae", "train_lvdm": "results/models/lvdm_ef"}
+
+
+def output(result) -> str:
+    return result.stdout + result.stderr
+
+
+def planned(text: str) -> set[str]:
+    """The rules of a run's "Job stats" table."""
+    table = text.split("Job stats:")[1].split("\n\n")[0]
+    return {line.split()[0] for line in table.splitlines()[3:] if line.split()[0] != "total"}
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    """The test cluster, up; stopped afterwards only if this session started it."""
+    reason = unavailable()
+    if reason:
+        pytest.skip(reason)
+    was_up = subprocess.run(["bash", str(Path(__file__).parent / "cluster.sh"), "status"],
+                            capture_output=True).returncode == 0  # fmt: skip
+    cluster("up")
+    yield
+    if not was_up:
+        cluster("down")
+
+
+def wait_for_running(rule: str, deadline: float) -> str:
+    """The id of a RUNNING job of ``rule`` (the plugin's --comment is rule_<rule>)."""
+    while time.monotonic() < deadline:
+        queue = subprocess.run(
+            ["squeue", "-h", "-o", "%i|%T|%k"], capture_output=True, text=True
+        ).stdout
+        for line in queue.splitlines():
+            job, state, comment = line.split("|", 2)
+            if comment == f"rule_{rule}" and state == "RUNNING":
+                return job
+        time.sleep(0.5)
+    raise AssertionError(f"no {rule} job ran under SLURM in time")
+
+
+@pytest.fixture(scope="module")
+def slice_runs(slurm, tmp_path_factory):
+    root = tmp_path_factory.mktemp("slurm")
+    config = root / "config.yaml"
+    config.write_text(yaml.safe_dump(slice_config()))
+    profile = merged_profile(root / "profile")
+    work = root / "slurm"
+    since = now()
+
+    # The plan: what each rule declares (a dry run prints every job's resources).
+    plan = run(work, profile, TARGET, "--configfile", config, "-n")
+    assert plan.returncode == 0, output(plan)[-6000:]
+
+    # 1. A run cancelled while the VAE trains: Snakemake dies (a lost login session) and its
+    #    jobs are cancelled with `scancel --name <run id>`, as the README tells users.
+    with open(root / "cancelled.txt", "w") as log:
+        process = subprocess.Popen(
+            command(work, profile, TARGET, "--configfile", config),
+            stdout=log, stderr=subprocess.STDOUT, env=environment(), start_new_session=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 600
+            cancelled_job = wait_for_running("train_vae", deadline)
+            while "(Rule: extract_reference_frames)" not in (root / "cancelled.txt").read_text():
+                assert time.monotonic() < deadline, "extract_reference_frames did not finish"
+                time.sleep(0.5)
+        finally:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=60)
+    run_id = re.search(r"SLURM run ID: (\S+)", (root / "cancelled.txt").read_text()).group(1)
+    subprocess.run(["scancel", "--name", run_id], check=True)
+    unlock = run(work, profile, "--unlock", "--configfile", config)
+    assert unlock.returncode == 0, output(unlock)[-3000:]
+    done = ["resources/manifests/dynamic.csv", "resources/reference_frames/dynamic_16f.csv"]
+    kept = {work / path: (work / path).stat().st_mtime_ns for path in done}
+    # 2. The re-run, to the end.
+    rerun = run(work, profile, TARGET, "--configfile", config)
+    assert rerun.returncode == 0, output(rerun)[-6000:]
+
+    # 3. The reference: the same config run locally, with room for the 2-GPU training rules
+    #    and the threads the SLURM jobs had.
+    reference = root / "local"
+    result = local(
+        reference, TARGET, "--configfile", config,
+        "--resources", f"gpu={TRAIN_GPUS}", "--max-threads", "2",
+    )  # fmt: skip
+    assert result.returncode == 0, output(result)[-6000:]
+    return SimpleNamespace(
+        root=root, config=config, profile=profile, work=work, since=since,
+        cancelled=process.returncode, cancelled_job=cancelled_job, run_id=run_id,
+        cancelled_log=(root / "cancelled.txt").read_text(), kept=kept,
+        rerun=output(rerun), plan=output(plan), reference=reference,
+    )  # fmt: skip
+
+
+def test_cancelled_run_then_rerun_recomputes_only_what_is_missing(slice_runs):
+    assert slice_runs.cancelled != 0, slice_runs.cancelled_log[-3000:]
+    assert sacct(slice_runs.since)[slice_runs.cancelled_job]["State"].startswith("CANCELLED")
+    assert planned(slice_runs.rerun) == RERUN, planned(slice_runs.rerun)
+    for path, mtime in slice_runs.kept.items():
+        assert path.stat().st_mtime_ns == mtime, f"{path} was recomputed"
+
+
+def test_every_job_ran_under_slurm_with_its_declared_resources(slice_runs):
+    rows = sacct(slice_runs.since)
+    jobs = job_rules(slice_runs.work)
+    declared = declared_resources(slice_runs.plan)
+    first = {rule for job, rule in jobs.items() if rows[job]["JobName"] == slice_runs.run_id}
+    second = {rule for job, rule in jobs.items() if rows[job]["JobName"] != slice_runs.run_id}
+    assert first == DONE_BEFORE_CANCEL | {"train_vae"}
+    assert second == SLURM_RULES - DONE_BEFORE_CANCEL
+    for job, rule in jobs.items():
+        row = rows[job]
+        expected = "CANCELLED" if job == slice_runs.cancelled_job else "COMPLETED"
+        assert row["State"].split()[0] == expected, (rule, row)
+        alloc, resources = tres(row), declared[rule]
+        assert alloc["mem"] == f"{resources['mem_mb']}M", (rule, alloc, resources)
+        assert alloc["cpu"] == resources["cpus"], (rule, alloc, resources)
+        assert minutes(row["Timelimit"]) == int(resources["runtime"]), (rule, row, resources)
+        if rule in GPU_RULES:
+            gpus = TRAIN_GPUS if rule in TRAINING_RULES else 1
+            assert alloc.get("gres/gpu:a100") == str(gpus), (rule, alloc)
+        else:
+            assert "gres/gpu" not in alloc, (rule, alloc)
+
+
+def test_training_rules_ran_one_process_per_gpu(slice_runs):
+    for rule, model in TRAINING_RULES.items():
+        record = json.loads((slice_runs.work / model / "train.json").read_text())
+        assert record["num_processes"] == TRAIN_GPUS, rule
+        log = (
+            slice_runs.work / "logs" / rule / f"{Path(model).name.removeprefix('lvdm_')}.log"
+        ).read_text()
+        assert f"--num_processes {TRAIN_GPUS}" in log, rule
+
+
+def test_outputs_equal_a_local_run(slice_runs):
+    a, b = slice_runs.work, slice_runs.reference
+    for folder in [
+        "resources/manifests",
+        "resources/reference_frames",
+        "resources/latents",
+        "results/models/vae",
+        "results/models/lvdm_ef",
+        "results/samples/lvdm_dynamic",
+        "results/metrics",
+    ]:
+        files = sorted(p.relative_to(a) for p in (a / folder).rglob("*") if p.is_file())
+        assert files == sorted(p.relative_to(b) for p in (b / folder).rglob("*") if p.is_file())
+        differ = [str(p) for p in files if (a / p).read_bytes() != (b / p).read_bytes()]
+        assert differ == [], differ
+
+
+def seconds_per_step(log: str) -> float:
+    """Seconds per training step, from the times at which two checkpoints were saved."""
+    saved = re.findall(
+        r"^(\S+ \S+),\d+ INFO echogen.training.state: saved \S+checkpoint_(\d+)$", log, re.M
+    )
+    (t0, s0), (t1, s1) = saved[0], saved[-1]
+    span = pd.Timestamp(t1) - pd.Timestamp(t0)
+    return max(span.total_seconds(), 1.0) / (int(s1) - int(s0))
+
+
+def test_training_killed_at_its_time_limit_is_retried_and_resumes_to_the_budget(slice_runs):
+    """1 minute for the first attempt, more for the retry; the budget needs ~2 minutes."""
+    work = slice_runs.work
+    per_step = seconds_per_step((work / "logs" / "train_lvdm" / "ef.log").read_text())
+    budget = max(20, ceil(120 / per_step))
+    config = slice_runs.root / "long.yaml"
+    config.write_text(
+        yaml.safe_dump(slice_config(lvdm_steps=budget, checkpoint_every=budget // 10))
+    )
+    profile = merged_profile(
+        slice_runs.root / "profile_timeout",
+        {"set-resources": {"train_lvdm": {"runtime": "1 if attempt == 1 else 10"}}},
+    )
+    since = now()
+    result = run(work, profile, TRAINING_RULES["train_lvdm"], "--configfile", config)
+    assert result.returncode == 0, output(result)[-6000:]
+    rows = sacct(since)
+    jobs = sorted(
+        (int(job), row) for job, row in rows.items() if job_rules(work).get(job) == "train_lvdm"
+    )
+    assert [row["State"] for _, row in jobs] == ["TIMEOUT", "COMPLETED"], jobs
+    assert [row["Timelimit"] for _, row in jobs] == ["00:01:00", "00:10:00"]
+    record = json.loads((work / TRAINING_RULES["train_lvdm"] / "train.json").read_text())
+    assert record["steps"] == budget
+    assert "resum" in (work / "logs" / "train_lvdm" / "ef.log").read_text().lower()
+
+
+def test_bad_input_fails_naming_the_log_and_the_reason(slice_runs):
+    root = slice_runs.root / "bad"
+    data = root / "data" / "dynamic"
+    shutil.copytree(slice_runs.work / "resources" / "phantom" / "dynamic", data)
+    filelist = pd.read_csv(data / "FileList.csv")
+    name = filelist.loc[1, "FileName"]
+    filelist.loc[1, "EF"] = np.nan
+    filelist.to_csv(data / "FileList.csv", index=False)
+    config = slice_config()
+    config["datasets"]["dynamic"]["root"] = "data/dynamic"
+    (root / "config.yaml").write_text(yaml.safe_dump(config))
+    since = now()
+    result = run(
+        root,
+        slice_runs.profile,
+        "resources/manifests/dynamic.csv",
+        "--configfile",
+        root / "config.yaml",
+    )
+    assert result.returncode != 0
+    text = output(result)
+    assert "logs/ingest_dynamic" in text, text[-4000:]
+    assert f"EF of {name!r} is nan, expected a number in [0, 100]" in text, text[-4000:]
+    assert not (root / "resources" / "manifests" / "dynamic.csv").exists()
+    states = {row["State"] for job, row in sacct(since).items() if job in job_rules(root)}
+    assert states == {"FAILED"}
