@@ -17,6 +17,7 @@ BIN = Path(sys.executable).parent
 CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
 USER_PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
 TEST_OVERRIDES = REPO / "tests" / "slurm" / "profile" / "config.yaml"
+LOCAL_PROFILE = REPO / "profiles" / "ci"  # the reference runs: the test suite's local profile
 
 
 def unavailable() -> str | None:
@@ -64,9 +65,8 @@ def merged_profile(folder: Path, extra: dict | None = None) -> Path:
 
 
 def command(workdir: Path, profile: Path, *args, timeout: int = 900) -> list[str]:
-    """A Snakemake call through SLURM, killed after ``timeout`` s (a lost job must not hang CI).
-
-    Targets go first in ``args``: --configfile and --resources take several values.
+    """A Snakemake call with ``profile``, killed after ``timeout`` s (a lost job must not hang
+    CI). Targets go first in ``args``: --configfile and --resources take several values.
     """
     return [
         "timeout", "-k", "10", str(timeout), str(BIN / "snakemake"),
@@ -81,6 +81,7 @@ def environment() -> dict:
 
 
 def run(workdir: Path, profile: Path, *args, timeout: int = 900) -> subprocess.CompletedProcess:
+    """Snakemake through SLURM (``profile`` from :func:`merged_profile`)."""
     return subprocess.run(
         command(workdir, profile, *args, timeout=timeout),
         capture_output=True,
@@ -89,26 +90,16 @@ def run(workdir: Path, profile: Path, *args, timeout: int = 900) -> subprocess.C
     )
 
 
-def local(workdir: Path, *args, timeout: int = 900) -> subprocess.CompletedProcess:
-    """The same workflow run locally (the CI profile, but room for 2-GPU training rules)."""
-    return subprocess.run(
-        [
-            "timeout",
-            "-k",
-            "10",
-            str(timeout),
-            str(BIN / "snakemake"),
-            "--snakefile",
-            str(REPO / "Snakefile"),
-            "--profile",
-            str(REPO / "profiles" / "ci"),
-            "--directory",
-            str(workdir),
-            *map(str, args),
-        ],  # fmt: skip
-        capture_output=True,
-        text=True,
-    )
+def start(workdir: Path, profile: Path, *args, log: Path, timeout: int = 900) -> subprocess.Popen:
+    """:func:`run` in the background (its own session, so it can be killed as a group)."""
+    with open(log, "w") as stream:
+        return subprocess.Popen(
+            command(workdir, profile, *args, timeout=timeout),
+            stdout=stream,
+            stderr=subprocess.STDOUT,
+            env=environment(),
+            start_new_session=True,
+        )
 
 
 def now() -> str:

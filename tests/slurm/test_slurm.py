@@ -25,21 +25,23 @@ import pandas as pd
 import pytest
 import yaml
 from harness import (
+    LOCAL_PROFILE,
     cluster,
-    command,
     declared_resources,
-    environment,
     job_rules,
-    local,
     merged_profile,
     minutes,
     now,
     run,
     sacct,
+    start,
     tres,
     unavailable,
 )
 from slice_config import TARGET, TRAIN_GPUS, slice_config
+
+from echogen.training.state import checkpoints
+from echogen.workflow import run_distributed
 
 pytestmark = pytest.mark.slurm
 
@@ -124,13 +126,18 @@ def slice_runs(slurm, tmp_path_factory):
     plan = run(work, profile, TARGET, "--configfile", config, "-n")
     assert plan.returncode == 0, output(plan)[-6000:]
 
-    # 1. A run cancelled while the VAE trains: Snakemake dies (a lost login session) and its
-    #    jobs are cancelled with `scancel --name <run id>`, as the README tells users.
-    with open(root / "cancelled.txt", "w") as log:
-        process = subprocess.Popen(
-            command(work, profile, TARGET, "--configfile", config),
-            stdout=log, stderr=subprocess.STDOUT, env=environment(), start_new_session=True,
-        )  # fmt: skip
+    # The reference, in the background: the same config run locally, with room for the 2-GPU
+    # training rules and the threads the SLURM jobs get.
+    reference = root / "local"
+    reference_run = start(
+        reference, LOCAL_PROFILE, TARGET, "--configfile", config,
+        "--resources", f"gpu={TRAIN_GPUS}", "--max-threads", "2", log=root / "local.txt",
+    )  # fmt: skip
+
+    try:
+        # 1. A run cancelled while the VAE trains: Snakemake dies (a lost login session) and its
+        #    jobs are cancelled with `scancel --name <run id>`, as the README tells users.
+        process = start(work, profile, TARGET, "--configfile", config, log=root / "cancelled.txt")
         try:
             deadline = time.monotonic() + 600
             cancelled_job = wait_for_running("train_vae", deadline)
@@ -140,24 +147,20 @@ def slice_runs(slurm, tmp_path_factory):
         finally:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=60)
-    run_id = re.search(r"SLURM run ID: (\S+)", (root / "cancelled.txt").read_text()).group(1)
-    subprocess.run(["scancel", "--name", run_id], check=True)
-    unlock = run(work, profile, "--unlock", "--configfile", config)
-    assert unlock.returncode == 0, output(unlock)[-3000:]
-    done = ["resources/manifests/dynamic.csv", "resources/reference_frames/dynamic_16f.csv"]
-    kept = {work / path: (work / path).stat().st_mtime_ns for path in done}
-    # 2. The re-run, to the end.
-    rerun = run(work, profile, TARGET, "--configfile", config)
-    assert rerun.returncode == 0, output(rerun)[-6000:]
+        run_id = re.search(r"SLURM run ID: (\S+)", (root / "cancelled.txt").read_text()).group(1)
+        subprocess.run(["scancel", "--name", run_id], check=True)
+        unlock = run(work, profile, "--unlock", "--configfile", config)
+        assert unlock.returncode == 0, output(unlock)[-3000:]
+        done = ["resources/manifests/dynamic.csv", "resources/reference_frames/dynamic_16f.csv"]
+        kept = {work / path: (work / path).stat().st_mtime_ns for path in done}
 
-    # 3. The reference: the same config run locally, with room for the 2-GPU training rules
-    #    and the threads the SLURM jobs had.
-    reference = root / "local"
-    result = local(
-        reference, TARGET, "--configfile", config,
-        "--resources", f"gpu={TRAIN_GPUS}", "--max-threads", "2",
-    )  # fmt: skip
-    assert result.returncode == 0, output(result)[-6000:]
+        # 2. The re-run, to the end.
+        rerun = run(work, profile, TARGET, "--configfile", config)
+        assert rerun.returncode == 0, output(rerun)[-6000:]
+        assert reference_run.wait(timeout=900) == 0, (root / "local.txt").read_text()[-6000:]
+    finally:  # a failed fixture must not leave the reference running
+        if reference_run.poll() is None:
+            os.killpg(reference_run.pid, signal.SIGKILL)
     return SimpleNamespace(
         root=root, config=config, profile=profile, work=work, since=since,
         cancelled=process.returncode, cancelled_job=cancelled_job, run_id=run_id,
@@ -224,24 +227,33 @@ def test_outputs_equal_a_local_run(slice_runs):
         assert differ == [], differ
 
 
-def seconds_per_step(log: str) -> float:
-    """Seconds per training step, from the times at which two checkpoints were saved."""
-    saved = re.findall(
-        r"^(\S+ \S+),\d+ INFO echogen.training.state: saved \S+checkpoint_(\d+)$", log, re.M
-    )
-    (t0, s0), (t1, s1) = saved[0], saved[-1]
-    span = pd.Timestamp(t1) - pd.Timestamp(t0)
-    return max(span.total_seconds(), 1.0) / (int(s1) - int(s0))
+def seconds_per_step(work: Path, folder: Path) -> float:
+    """Seconds per step of the slice's LVDM training on 2 processes, on this machine now:
+    the spacing of the checkpoints of steps 10 and 30 of a local 30-step run."""
+    model = slice_config()["lvdm"]["models"]["ef"]
+    model["train"] = {"max_steps": 30, "checkpoint_every": 10, "checkpoints_total_limit": 3}
+    kwargs = {
+        "latent_indexes": [str(work / "resources/latents/dynamic/index.csv")],
+        "out_dir": str(folder / "model"), "state_dir": str(folder / "state"),
+        "model": model, "seed": 0, "device": "cpu", "root": str(work),
+    }  # fmt: skip
+    run_distributed("echogen.training.lvdm:train_lvdm_from_config", kwargs, TRAIN_GPUS, "cpu")
+    saved = {int(p.name.split("_")[1]): p.stat().st_mtime for p in checkpoints(folder / "state")}
+    return (saved[30] - saved[10]) / 20
 
 
 def test_training_killed_at_its_time_limit_is_retried_and_resumes_to_the_budget(slice_runs):
-    """1 minute for the first attempt, more for the retry; the budget needs ~2 minutes."""
+    """The first attempt gets 1 minute, the retry 10; the budget needs ~100 s of training.
+
+    SLURM checks time limits every 30 s, so a 1-minute job ends 60-92 s after it starts, of
+    which ~20 s are start-up: the budget is sized from a step time measured just before.
+    """
     work = slice_runs.work
-    per_step = seconds_per_step((work / "logs" / "train_lvdm" / "ef.log").read_text())
-    budget = max(20, ceil(120 / per_step))
+    per_step = seconds_per_step(work, slice_runs.root / "calibration")
+    budget = ceil(100 / per_step)
     config = slice_runs.root / "long.yaml"
     config.write_text(
-        yaml.safe_dump(slice_config(lvdm_steps=budget, checkpoint_every=budget // 10))
+        yaml.safe_dump(slice_config(lvdm_steps=budget, checkpoint_every=max(1, budget // 20)))
     )
     profile = merged_profile(
         slice_runs.root / "profile_timeout",
@@ -272,10 +284,12 @@ def test_bad_input_fails_naming_the_log_and_the_reason(slice_runs):
     config = slice_config()
     config["datasets"]["dynamic"]["root"] = "data/dynamic"
     (root / "config.yaml").write_text(yaml.safe_dump(config))
+    # A bad input fails every attempt alike: one attempt is enough to see the message.
+    profile = merged_profile(root / "profile", {"retries": 0})
     since = now()
     result = run(
         root,
-        slice_runs.profile,
+        profile,
         "resources/manifests/dynamic.csv",
         "--configfile",
         root / "config.yaml",
