@@ -377,6 +377,7 @@ def test_demo_lvdm_rerun_resumes_from_state(demo_all):
     assert "resum" in (demo_all / "logs/train_lvdm/class.log").read_text().lower()
 
 
+@pytest.mark.slow  # 46 s; in CI, tests/unit/test_sampling.py compares 1 vs 3 shards byte for byte
 def test_demo_samples_identical_for_any_shard_count(demo_all):
     """3 sampling jobs write the same bytes as the demo's 2 (run last: it rewrites samples)."""
     root = demo_all / "results/samples/lvdm_ped_a4c"
