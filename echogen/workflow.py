@@ -78,7 +78,8 @@ def distributed_processes(gpus: int, device: str) -> int:
 
     On CUDA that is the GPUs both declared and visible. Without CUDA (a laptop, or the test
     cluster's fake GPUs) a rule declaring N > 1 GPUs still runs N CPU processes, so the
-    data-parallel path is the one that runs, with the same results as on N GPUs' processes.
+    data-parallel path is the one that runs (a local run and a cluster run of the same config
+    then split their batches alike).
     """
     import torch
 
