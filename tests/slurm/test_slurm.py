@@ -262,10 +262,8 @@ def test_training_killed_at_its_time_limit_is_retried_and_resumes_to_the_budget(
     since = now()
     result = run(work, profile, TRAINING_RULES["train_lvdm"], "--configfile", config)
     assert result.returncode == 0, output(result)[-6000:]
-    rows = sacct(since)
-    jobs = sorted(
-        (int(job), row) for job, row in rows.items() if job_rules(work).get(job) == "train_lvdm"
-    )
+    rows, rules = sacct(since), job_rules(work)
+    jobs = sorted((int(job), row) for job, row in rows.items() if rules.get(job) == "train_lvdm")
     assert [row["State"] for _, row in jobs] == ["TIMEOUT", "COMPLETED"], jobs
     assert [row["Timelimit"] for _, row in jobs] == ["00:01:00", "00:10:00"]
     record = json.loads((work / TRAINING_RULES["train_lvdm"] / "train.json").read_text())
@@ -299,5 +297,6 @@ def test_bad_input_fails_naming_the_log_and_the_reason(slice_runs):
     assert "logs/ingest_dynamic" in text, text[-4000:]
     assert f"EF of {name!r} is nan, expected a number in [0, 100]" in text, text[-4000:]
     assert not (root / "resources" / "manifests" / "dynamic.csv").exists()
-    states = {row["State"] for job, row in sacct(since).items() if job in job_rules(root)}
+    rules = job_rules(root)
+    states = {row["State"] for job, row in sacct(since).items() if job in rules}
     assert states == {"FAILED"}
