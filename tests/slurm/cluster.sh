@@ -210,7 +210,7 @@ up() {
         CREATE OR REPLACE USER 'slurm'@'localhost' IDENTIFIED BY '$DBPASS';
         GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost';" || die mariadbd "creating the slurm database failed"
     fi
-    start "$d"
+    start "$d" 9>&-   # the daemons must not inherit the lock's fd, or they hold it until `down` waits on it
   done
   say "daemons running"
   if [[ $(node_state) =~ drain|inval|down ]]; then   # a drain survives restarts and ReturnToService

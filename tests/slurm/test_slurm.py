@@ -169,6 +169,21 @@ def slice_runs(slurm, tmp_path_factory):
     )  # fmt: skip
 
 
+def test_no_daemon_holds_the_cluster_lock(slurm):
+    """`up` takes /run/echogen-slurm.lock; daemons that inherit it make the next `down` wait 180 s."""
+    lock = "/run/echogen-slurm.lock"
+    holders = []
+    for fd in Path("/proc").glob("[0-9]*/fd/*"):
+        try:
+            if os.readlink(fd) == lock:
+                holders.append(fd.parts[2])
+        except OSError:  # the process or fd went away while we looked
+            continue
+    names = {pid: Path(f"/proc/{pid}/comm").read_text().strip() for pid in holders
+             if Path(f"/proc/{pid}/comm").exists()}  # fmt: skip
+    assert not names, f"processes holding {lock}: {names}"
+
+
 def test_cancelled_run_then_rerun_recomputes_only_what_is_missing(slice_runs):
     assert slice_runs.cancelled != 0, slice_runs.cancelled_log[-3000:]
     assert sacct(slice_runs.since)[slice_runs.cancelled_job]["State"].startswith("CANCELLED")
