@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -155,20 +154,3 @@ def minutes(limit: str) -> int:
     days, _, clock = limit.rpartition("-")
     hours, mins, _ = clock.split(":")
     return (int(days or 0) * 24 + int(hours)) * 60 + int(mins)
-
-
-def declared_resources(plan: str) -> dict[str, dict[str, str]]:
-    """Each rule's resources in a dry run's output, with ``cpus``: what sbatch should get
-    (``cpus_per_task`` if set, else the rule's threads)."""
-    declared = {}
-    for match in re.finditer(r"\n(?:rule|localrule) (\w+):\n((?:    .*\n)+)", plan):
-        rule, body = match.groups()
-        fields = dict(
-            line.strip().split(": ", 1) for line in body.splitlines() if ": " in line.strip()
-        )
-        if "resources" in fields:
-            items = fields["resources"].split(", ")
-            resources = dict(item.split("=", 1) for item in items if "=" in item)
-            resources["cpus"] = resources.get("cpus_per_task", fields.get("threads", "1"))
-            declared[rule] = resources
-    return declared

@@ -27,7 +27,6 @@ import yaml
 from harness import (
     LOCAL_PROFILE,
     cluster,
-    declared_resources,
     job_rules,
     merged_profile,
     minutes,
@@ -39,6 +38,7 @@ from harness import (
     unavailable,
 )
 from slice_config import TARGET, TRAIN_GPUS, slice_config
+from snakemake_plan import planned_job_blocks, planned_jobs
 
 from echogen.training.state import checkpoints
 from echogen.workflow import run_distributed
@@ -77,12 +77,6 @@ TRAINING_RULES = {"train_vae": "results/models/vae", "train_lvdm": "results/mode
 
 def output(result) -> str:
     return result.stdout + result.stderr
-
-
-def planned(text: str) -> set[str]:
-    """The rules of a run's "Job stats" table."""
-    table = text.split("Job stats:")[1].split("\n\n")[0]
-    return {line.split()[0] for line in table.splitlines()[3:] if line.split()[0] != "total"}
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +164,7 @@ def slice_runs(slurm, tmp_path_factory):
 
 
 def test_no_daemon_holds_the_cluster_lock(slurm):
-    """`up` takes /run/echogen-slurm.lock; daemons that inherit it make the next `down` wait 180 s."""
+    """`up` holds /run/echogen-slurm.lock; a daemon inheriting it makes `down` wait 180 s."""
     lock = "/run/echogen-slurm.lock"
     holders = []
     for fd in Path("/proc").glob("[0-9]*/fd/*"):
@@ -187,7 +181,7 @@ def test_no_daemon_holds_the_cluster_lock(slurm):
 def test_cancelled_run_then_rerun_recomputes_only_what_is_missing(slice_runs):
     assert slice_runs.cancelled != 0, slice_runs.cancelled_log[-3000:]
     assert sacct(slice_runs.since)[slice_runs.cancelled_job]["State"].startswith("CANCELLED")
-    assert planned(slice_runs.rerun) == RERUN, planned(slice_runs.rerun)
+    assert set(planned_jobs(slice_runs.rerun)) == RERUN, planned_jobs(slice_runs.rerun)
     for path, mtime in slice_runs.kept.items():
         assert path.stat().st_mtime_ns == mtime, f"{path} was recomputed"
 
@@ -195,7 +189,7 @@ def test_cancelled_run_then_rerun_recomputes_only_what_is_missing(slice_runs):
 def test_every_job_ran_under_slurm_with_its_declared_resources(slice_runs):
     rows = sacct(slice_runs.since)
     jobs = job_rules(slice_runs.work)
-    declared = declared_resources(slice_runs.plan)
+    declared = {job.rule: job for job in planned_job_blocks(slice_runs.plan)}
     first = {rule for job, rule in jobs.items() if rows[job]["JobName"] == slice_runs.run_id}
     second = {rule for job, rule in jobs.items() if rows[job]["JobName"] != slice_runs.run_id}
     assert first == DONE_BEFORE_CANCEL | {"train_vae"}
@@ -204,10 +198,10 @@ def test_every_job_ran_under_slurm_with_its_declared_resources(slice_runs):
         row = rows[job]
         expected = "CANCELLED" if job == slice_runs.cancelled_job else "COMPLETED"
         assert row["State"].split()[0] == expected, (rule, row)
-        alloc, resources = tres(row), declared[rule]
-        assert alloc["mem"] == f"{resources['mem_mb']}M", (rule, alloc, resources)
-        assert alloc["cpu"] == resources["cpus"], (rule, alloc, resources)
-        assert minutes(row["Timelimit"]) == int(resources["runtime"]), (rule, row, resources)
+        alloc, plan = tres(row), declared[rule]
+        assert alloc["mem"] == f"{plan.resources['mem_mb']}M", (rule, alloc, plan)
+        assert alloc["cpu"] == plan.cpus, (rule, alloc, plan)
+        assert minutes(row["Timelimit"]) == int(plan.resources["runtime"]), (rule, row, plan)
         if rule in GPU_RULES:
             gpus = TRAIN_GPUS if rule in TRAINING_RULES else 1
             assert alloc.get("gres/gpu:a100") == str(gpus), (rule, alloc)

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from snakemake_plan import planned_job_blocks, planned_jobs
 
 from echogen.data.manifest import MANIFEST_COLUMNS, SPLITS, read_manifest
 from echogen.data.tracings import read_volume_tracings, tracing_ef
@@ -78,18 +79,8 @@ def test_missing_real_dataset_root_is_named(tmp_path):
     )
 
 
-def planned_jobs(output: str) -> dict[str, int]:
-    lines = output.split("Job stats:")[1].splitlines()[3:]
-    jobs = {}
-    for line in lines:
-        parts = line.split()
-        if len(parts) != 2 or parts[0] == "total":
-            break
-        jobs[parts[0]] = int(parts[1])
-    return jobs
-
-
-def test_paper_dry_run_plans_every_data_rule(tmp_path):
+def paper_data_folders(root: Path) -> None:
+    """The empty data folders config/paper.yaml points at (enough for a dry run)."""
     for folder in [
         "EchoNet-Dynamic",
         "EchoNet-Pediatric/A4C",
@@ -99,7 +90,11 @@ def test_paper_dry_run_plans_every_data_rule(tmp_path):
         "rvfailure",
         "weights/clip-vit-large-patch14",
     ]:
-        (tmp_path / "data" / folder).mkdir(parents=True)
+        (root / "data" / folder).mkdir(parents=True)
+
+
+def test_paper_dry_run_plans_every_data_rule(tmp_path):
+    paper_data_folders(tmp_path)
     result = snakemake("-n", "--configfile", PAPER_CONFIG, "--directory", tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = planned_jobs(result.stdout)
@@ -403,28 +398,10 @@ def test_demo_samples_identical_for_any_shard_count(demo_all):
     assert provenance["shards"] == ["1-of-3", "2-of-3", "3-of-3"]
 
 
-def job_resources(output: str, rule: str) -> list[str]:
-    """The `resources:` lines of every planned job of `rule` in a dry run's output."""
-    found = []
-    for block in output.split("\nrule ")[1:]:
-        if block.startswith(f"{rule}:"):
-            found += [line.strip() for line in block.splitlines() if "resources:" in line]
-    return found
-
-
 def test_paper_plan_is_sbatch_ready_with_the_slurm_profile(tmp_path):
     """`snakemake --profile profiles/slurm -n` with the paper config: every job that goes to
     SLURM has a runtime, memory, partition and account; GPU rules name their GPUs."""
-    for folder in [
-        "EchoNet-Dynamic",
-        "EchoNet-Pediatric/A4C",
-        "EchoNet-Pediatric/PSAX",
-        "CardiacNet",
-        "CAMUS",
-        "rvfailure",
-        "weights/clip-vit-large-patch14",
-    ]:
-        (tmp_path / "data" / folder).mkdir(parents=True)
+    paper_data_folders(tmp_path)
     result = snakemake(
         "-n", "--profile", REPO / "profiles" / "slurm", "--configfile", PAPER_CONFIG,
         "--directory", tmp_path, "all",
@@ -434,21 +411,19 @@ def test_paper_plan_is_sbatch_ready_with_the_slurm_profile(tmp_path):
     jobs = planned_jobs(result.stdout)
     assert jobs["sample_lvdm"] == paper["lvdm"]["shards"] * len(paper["lvdm"]["samples"])
     assert jobs["train_vae"] == 1
-    for train in job_resources(result.stdout, "train_lvdm") + job_resources(
-        result.stdout, "train_vae"
-    ):
-        assert "gpu=8" in train and "gpu_model=a100" in train and "slurm_partition=gpu" in train
-    shards = job_resources(result.stdout, "sample_lvdm")
+    blocks = [job for job in planned_job_blocks(result.stdout) if not job.local]
+    for train in [job.resources for job in blocks if job.rule in {"train_vae", "train_lvdm"}]:
+        assert (train["gpu"], train["gpu_model"], train["slurm_partition"]) == ("8", "a100", "gpu")
+    shards = [job.resources for job in blocks if job.rule == "sample_lvdm"]
     assert len(shards) == jobs["sample_lvdm"]
-    assert all("gpu=1" in line and "gpu_model=a100" in line for line in shards)
+    assert all(shard["gpu"] == "1" and shard["gpu_model"] == "a100" for shard in shards)
     checked = 0
-    for rule in jobs:
-        for line in job_resources(result.stdout, rule):
-            checked += 1
-            for key in ["runtime=", "mem_mb=", "slurm_partition=", "slurm_account="]:
-                assert key in line, (rule, key, line)
-            if "gpu=" in line:
-                assert "gpu_model=a100" in line, (rule, line)
+    for job in blocks:
+        checked += 1
+        for key in ["runtime", "mem_mb", "slurm_partition", "slurm_account"]:
+            assert key in job.resources, (job.rule, key, job.resources)
+        if "gpu" in job.resources:
+            assert job.resources.get("gpu_model") == "a100", job
     assert checked > 300  # chunked data preparation, every shard, every table
 
 
