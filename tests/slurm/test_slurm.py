@@ -94,14 +94,14 @@ def slurm():
 
 
 def wait_for_running(rule: str, deadline: float) -> str:
-    """The id of a RUNNING job of ``rule`` (the plugin's --comment is rule_<rule>)."""
+    """The id of a RUNNING job of ``rule`` (the plugin's --comment: rule_<rule>[_wildcards_…])."""
     while time.monotonic() < deadline:
         queue = subprocess.run(
             ["squeue", "-h", "-o", "%i|%T|%k"], capture_output=True, text=True
         ).stdout
         for line in queue.splitlines():
             job, state, comment = line.split("|", 2)
-            if comment == f"rule_{rule}" and state == "RUNNING":
+            if comment.split("_wildcards_")[0] == f"rule_{rule}" and state == "RUNNING":
                 return job
         time.sleep(0.5)
     raise AssertionError(f"no {rule} job ran under SLURM in time")
@@ -309,3 +309,32 @@ def test_bad_input_fails_naming_the_log_and_the_reason(slice_runs):
     rules = job_rules(root)
     states = {row["State"] for job, row in sacct(since).items() if job in rules}
     assert states == {"FAILED"}
+
+
+def test_ctrl_c_cancels_the_running_jobs_and_releases_the_lock(slurm, tmp_path):
+    """One SIGINT to Snakemake (Ctrl-C in its terminal) scancels its jobs and leaves no lock,
+    so the same command runs again without --unlock."""
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(slice_config()))
+    since = now()
+    process = start(
+        tmp_path, merged_profile(tmp_path / "profile"), "resources/phantom/dynamic",
+        "--configfile", tmp_path / "config.yaml", log=tmp_path / "run.txt",
+    )  # fmt: skip
+    try:
+        job = wait_for_running("make_phantom", time.monotonic() + 120)
+        # `timeout` runs Snakemake as its child; a terminal's Ctrl-C reaches Snakemake once.
+        snakemake = subprocess.run(
+            ["pgrep", "-P", str(process.pid)], capture_output=True, text=True
+        ).stdout.split()[0]
+        os.kill(int(snakemake), signal.SIGINT)
+        returncode = process.wait(timeout=90)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    log = (tmp_path / "run.txt").read_text()
+    assert returncode != 0 and "Terminating processes on user request" in log, log[-3000:]
+    assert sacct(since)[job]["State"].startswith("CANCELLED"), sacct(since)[job]
+    run_id = re.search(r"SLURM run ID: (\S+)", log).group(1)
+    queue = subprocess.run(["squeue", "-h", "-n", run_id], capture_output=True, text=True)
+    assert queue.stdout.strip() == "", queue.stdout
+    assert not list((tmp_path / ".snakemake" / "locks").glob("*"))
