@@ -178,7 +178,7 @@ rule train_privacy:
         "../envs/echogen.yaml"
     threads: 2
     resources:
-        gpu=1,
+        gpu=lvdm_config()["gpus"]["train"] if lvdm_on() else 1,
         mem_mb=tier_mem("gpu_train"),
         runtime=tier_runtime("gpu_train"),
     params:
@@ -255,7 +255,7 @@ rule train_classifier:
         "../envs/echogen.yaml"
     threads: 2
     resources:
-        gpu=1,
+        gpu=lvdm_config()["gpus"]["classifier"] if lvdm_on() else 1,
         mem_mb=tier_mem("gpu_train"),
         runtime=tier_runtime("gpu_train"),
     params:

@@ -17,7 +17,7 @@ rule train_regressor:
         "../envs/echogen.yaml"
     threads: 2
     resources:
-        gpu=1,
+        gpu=config.get("regressors", {}).get("gpus", 1),
         mem_mb=tier_mem("gpu_train"),
         runtime=tier_runtime("gpu_train"),
     params:

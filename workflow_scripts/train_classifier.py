@@ -1,17 +1,11 @@
 """Rule train_classifier: a CardiacNet video classifier on real, synthetic or both."""
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
 from echogen.data.io import write_json
-from echogen.training.classifier import (
-    resolve_classifier_config,
-    train_classifier,
-    training_rows,
-)
-from echogen.workflow import pick_device, provenance, setup_logging
+from echogen.workflow import pick_device, provenance, run_distributed, setup_logging
 
 if TYPE_CHECKING:
     from snakemake.script import snakemake
@@ -31,11 +25,19 @@ def main(
 ) -> None:
     torch.set_num_threads(threads)
     device = pick_device(gpus)
-    classes = classification.get("classes") or sorted(class_map.values())
-    samples_dir = Path(filelist).parent if filelist else None
-    rows = training_rows(source, manifest, samples_dir, classes)
-    config = resolve_classifier_config(classification["preset"], classification.get("overrides"))
-    train_classifier(rows, model_dir, state_dir, config, len(classes), seed, device)
+    kwargs = {
+        "source": source,
+        "manifest": manifest,
+        "filelist": filelist,
+        "out_dir": model_dir,
+        "state_dir": state_dir,
+        "classification": classification,
+        "class_map": class_map,
+        "seed": seed,
+        "device": device,
+    }
+    target = "echogen.training.classifier:train_classifier_from_config"
+    run_distributed(target, kwargs, gpus, device)
     write_json(f"{model_dir}/provenance.json", provenance(classification, device, seed=seed))
 
 

@@ -5,8 +5,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from echogen.data.io import write_json
-from echogen.training.privacy import train_privacy
-from echogen.workflow import pick_device, provenance, setup_logging
+from echogen.workflow import pick_device, provenance, run_distributed, setup_logging
 
 if TYPE_CHECKING:
     from snakemake.script import snakemake
@@ -23,16 +22,17 @@ def main(
 ) -> None:
     torch.set_num_threads(threads)
     device = pick_device(gpus)
-    train_privacy(
-        list(latents),
-        model_dir,
-        state_dir,
-        privacy["preset"],
-        privacy.get("model") or {},
-        privacy.get("train") or {},
-        seed,
-        device,
-    )
+    kwargs = {
+        "latent_indexes": list(latents),
+        "out_dir": model_dir,
+        "state_dir": state_dir,
+        "preset": privacy["preset"],
+        "overrides": privacy.get("model") or {},
+        "train": privacy.get("train") or {},
+        "seed": seed,
+        "device": device,
+    }
+    run_distributed("echogen.training.privacy:train_privacy", kwargs, gpus, device)
     write_json(f"{model_dir}/provenance.json", provenance(privacy, device, seed=seed))
 
 

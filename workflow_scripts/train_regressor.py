@@ -5,8 +5,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from echogen.data.io import write_json
-from echogen.training.regressor import resolve_config, train_regressor
-from echogen.workflow import pick_device, provenance, setup_logging
+from echogen.workflow import pick_device, provenance, run_distributed, setup_logging
 
 if TYPE_CHECKING:
     from snakemake.script import snakemake
@@ -23,15 +22,17 @@ def main(
     threads: int = 1,
 ) -> None:
     torch.set_num_threads(threads)
-    overrides = run.get("overrides") or {}
-    pretrained = None
-    if run.get("pretrained"):
-        pretrained = {"kind": run["pretrained"]["kind"], "path": weights}
-        if not run["pretrained"].get("finetune", True):  # evaluate published weights as they are
-            overrides = {**overrides, "train": {**overrides.get("train", {}), "max_steps": 0}}
-    config = resolve_config(run["preset"], overrides)
     device = pick_device(gpus)
-    train_regressor(manifest, model_dir, state_dir, config, seed, device, pretrained)
+    kwargs = {
+        "manifest": manifest,
+        "out_dir": model_dir,
+        "state_dir": state_dir,
+        "run": run,
+        "seed": seed,
+        "device": device,
+        "weights": weights,
+    }
+    run_distributed("echogen.training.regressor:train_regressor_from_run", kwargs, gpus, device)
     write_json(f"{model_dir}/provenance.json", provenance(run, device, seed=seed))
 
 

@@ -850,6 +850,31 @@ def train_classifier(
     }
 
 
+def train_classifier_from_config(
+    source: str,
+    manifest: str,
+    filelist: str | None,
+    out_dir: str,
+    state_dir: str,
+    classification: dict,
+    class_map: dict,
+    seed: int,
+    device: str = "cpu",
+    root: str = ".",
+) -> dict:
+    """:func:`train_classifier` from the ``lvdm.classification`` config (JSON-able arguments,
+    so ``echogen.workflow.run_distributed`` can start it on N processes).
+
+    ``source`` is ``real``, ``synthetic`` or ``real+synthetic``; ``filelist`` is the synthetic
+    dataset's FileList.csv (its folder holds the videos), None for ``real``.
+    """
+    classes = classification.get("classes") or sorted(class_map.values())
+    samples_dir = Path(filelist).parent if filelist else None
+    rows = training_rows(source, manifest, samples_dir, classes, root=root)
+    config = resolve_classifier_config(classification["preset"], classification.get("overrides"))
+    return train_classifier(rows, out_dir, state_dir, config, len(classes), seed, device, root)
+
+
 def _split(rows: pd.DataFrame, split: str, n_classes: int) -> pd.DataFrame:
     """The rows of one split, with labels checked to lie in ``0..n_classes-1``."""
     source = str(rows.attrs.get("source", "rows"))

@@ -529,6 +529,32 @@ def train_regressor(
     }
 
 
+def train_regressor_from_run(
+    manifest: str,
+    out_dir: str,
+    state_dir: str,
+    run: dict,
+    seed: int,
+    device: str = "cpu",
+    weights: str | None = None,
+    root: str = ".",
+) -> dict:
+    """:func:`train_regressor` from one ``regressors.runs.<name>`` config entry (JSON-able
+    arguments, so ``echogen.workflow.run_distributed`` can start it on N processes).
+
+    ``run["pretrained"]`` with ``weights`` (the published file) starts from those weights;
+    ``finetune: false`` exports them as they are (zero optimiser steps).
+    """
+    overrides = run.get("overrides") or {}
+    pretrained = None
+    if run.get("pretrained"):
+        pretrained = {"kind": run["pretrained"]["kind"], "path": weights}
+        if not run["pretrained"].get("finetune", True):
+            overrides = {**overrides, "train": {**overrides.get("train", {}), "max_steps": 0}}
+    config = resolve_config(run["preset"], overrides)
+    return train_regressor(manifest, out_dir, state_dir, config, seed, device, pretrained, root)
+
+
 def _check_pretrained(pretrained: dict | None) -> None:
     if pretrained is None:
         return

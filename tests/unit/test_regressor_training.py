@@ -43,6 +43,7 @@ from echogen.training.regressor import (
     train_regressor,
 )
 from echogen.training.state import checkpoints
+from echogen.workflow import run_distributed
 
 SEED = 3
 THREADS = 1  # every run (and the killed subprocess) uses the same count: bitwise comparisons
@@ -399,3 +400,22 @@ def test_published_weights_export_untrained_with_zero_budget(data, reference, tm
     got, want = weights(tmp_path / "out"), weights(reference["out"])
     for key in want:
         assert torch.equal(got[key], want[key]), key
+
+
+def test_two_processes_train_the_budget_on_disjoint_halves(data, reference, tmp_path):
+    """The rule's multi-GPU path (2 gloo processes, batch_size per process halved): the same
+    step budget and epochs as one process, finite validation, one export."""
+    kwargs = {
+        "manifest": str(data["manifest"]),
+        "out_dir": str(tmp_path / "out"),
+        "state_dir": str(tmp_path / "state"),
+        "run": {"preset": "tiny", "overrides": micro(batch_size=1)},
+        "seed": SEED,
+    }
+    run_distributed("echogen.training.regressor:train_regressor_from_run", kwargs, 2, "cpu")
+    summary = json.loads((tmp_path / "out" / "train.json").read_text())
+    assert summary["num_processes"] == 2
+    assert summary["steps"] == reference["summary"]["steps"] == EPOCHS * STEPS_PER_EPOCH
+    log = pd.read_csv(tmp_path / "out" / "log.csv")
+    assert len(log) == EPOCHS and np.isfinite(log[["train_loss", "val_mae"]].to_numpy()).all()
+    assert set(weights(tmp_path / "out")) == set(weights(reference["out"]))

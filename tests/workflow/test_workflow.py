@@ -412,7 +412,8 @@ def test_paper_plan_is_sbatch_ready_with_the_slurm_profile(tmp_path):
     assert jobs["sample_lvdm"] == paper["lvdm"]["shards"] * len(paper["lvdm"]["samples"])
     assert jobs["train_vae"] == 1
     blocks = [job for job in planned_job_blocks(result.stdout) if not job.local]
-    for train in [job.resources for job in blocks if job.rule in {"train_vae", "train_lvdm"}]:
+    whole_node = {"train_vae", "train_lvdm", "train_privacy"}
+    for train in [job.resources for job in blocks if job.rule in whole_node]:
         assert (train["gpu"], train["gpu_model"], train["slurm_partition"]) == ("8", "a100", "gpu")
     shards = [job.resources for job in blocks if job.rule == "sample_lvdm"]
     assert len(shards) == jobs["sample_lvdm"]
