@@ -402,7 +402,7 @@ def test_published_weights_export_untrained_with_zero_budget(data, reference, tm
         assert torch.equal(got[key], want[key]), key
 
 
-def test_two_processes_train_the_budget_on_disjoint_halves(data, reference, tmp_path):
+def test_two_processes_train_the_budget(data, reference, tmp_path):
     """The rule's multi-GPU path (2 gloo processes, batch_size per process halved): the same
     step budget and epochs as one process, finite validation, one export."""
     kwargs = {
