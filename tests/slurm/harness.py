@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -154,3 +155,8 @@ def minutes(limit: str) -> int:
     days, _, clock = limit.rpartition("-")
     hours, mins, _ = clock.split(":")
     return (int(days or 0) * 24 + int(hours)) * 60 + int(mins)
+
+
+def run_id(log: str) -> str:
+    """The ``SLURM run ID`` a Snakemake run prints at its start (every job's --job-name)."""
+    return re.search(r"SLURM run ID: (\S+)", log).group(1)

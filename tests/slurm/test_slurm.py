@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -32,6 +31,7 @@ from harness import (
     minutes,
     now,
     run,
+    run_id,
     sacct,
     start,
     tres,
@@ -141,8 +141,8 @@ def slice_runs(slurm, tmp_path_factory):
         finally:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=60)
-        run_id = re.search(r"SLURM run ID: (\S+)", (root / "cancelled.txt").read_text()).group(1)
-        subprocess.run(["scancel", "--name", run_id], check=True)
+        cancelled_id = run_id((root / "cancelled.txt").read_text())
+        subprocess.run(["scancel", "--name", cancelled_id], check=True)
         unlock = run(work, profile, "--unlock", "--configfile", config)
         assert unlock.returncode == 0, output(unlock)[-3000:]
         done = ["resources/manifests/dynamic.csv", "resources/reference_frames/dynamic_16f.csv"]
@@ -157,7 +157,7 @@ def slice_runs(slurm, tmp_path_factory):
             os.killpg(reference_run.pid, signal.SIGKILL)
     return SimpleNamespace(
         root=root, config=config, profile=profile, work=work, since=since,
-        cancelled=process.returncode, cancelled_job=cancelled_job, run_id=run_id,
+        cancelled=process.returncode, cancelled_job=cancelled_job, run_id=cancelled_id,
         cancelled_log=(root / "cancelled.txt").read_text(), kept=kept,
         rerun=output(rerun), plan=output(plan), reference=reference,
     )  # fmt: skip
@@ -334,7 +334,6 @@ def test_ctrl_c_cancels_the_running_jobs_and_releases_the_lock(slurm, tmp_path):
     log = (tmp_path / "run.txt").read_text()
     assert returncode != 0 and "Terminating processes on user request" in log, log[-3000:]
     assert sacct(since)[job]["State"].startswith("CANCELLED"), sacct(since)[job]
-    run_id = re.search(r"SLURM run ID: (\S+)", log).group(1)
-    queue = subprocess.run(["squeue", "-h", "-n", run_id], capture_output=True, text=True)
+    queue = subprocess.run(["squeue", "-h", "-n", run_id(log)], capture_output=True, text=True)
     assert queue.stdout.strip() == "", queue.stdout
     assert not list((tmp_path / ".snakemake" / "locks").glob("*"))

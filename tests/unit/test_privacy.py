@@ -56,12 +56,24 @@ def _dataset(root, splits=("TRAIN",) * 8 + ("VAL",) * 3 + ("TEST",) * 3, frames=
     return index
 
 
-def _train(root, index, name, max_steps, **train):
+def _train_kwargs(root, index, name, max_steps, **train) -> dict:
+    """train_privacy's arguments for a tiny run (JSON-able: run_distributed passes them on)."""
     spec = {"lr": 3e-3, "batch_size": 8, "max_steps": max_steps, "checkpoint_every": 2}
     spec.update({"checkpoints_total_limit": 2, "log_every": 2, **train})
-    return train_privacy(
-        [index], root / name, root / f"{name}_state", "tiny", TINY, spec, seed=3, root=root
-    )
+    return {
+        "latent_indexes": [str(index)],
+        "out_dir": str(root / name),
+        "state_dir": str(root / f"{name}_state"),
+        "preset": "tiny",
+        "overrides": TINY,
+        "train": spec,
+        "seed": 3,
+        "root": str(root),
+    }
+
+
+def _train(root, index, name, max_steps, **train):
+    return train_privacy(**_train_kwargs(root, index, name, max_steps, **train))
 
 
 def _state(folder):
@@ -350,16 +362,7 @@ def test_two_processes_train_what_one_trains(tmp_path):
     its own, so the numbers are not equal: 0.16 % apart at step 1)."""
     index = _dataset(tmp_path)
     one = _train(tmp_path, index, "one", max_steps=4, log_every=1)
-    kwargs = {
-        "latent_indexes": [str(index)],
-        "out_dir": str(tmp_path / "two"),
-        "state_dir": str(tmp_path / "two_state"),
-        "preset": "tiny",
-        "overrides": TINY,
-        "train": {"lr": 3e-3, "batch_size": 8, "max_steps": 4, "log_every": 1},
-        "seed": 3,
-        "root": str(tmp_path),
-    }
+    kwargs = _train_kwargs(tmp_path, index, "two", max_steps=4, log_every=1)
     run_distributed("echogen.training.privacy:train_privacy", kwargs, 2, "cpu")
     two = json.loads((tmp_path / "two" / "train.json").read_text())
     assert two["num_processes"] == 2 and two["steps"] == one["steps"] == 4

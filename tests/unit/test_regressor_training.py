@@ -41,6 +41,7 @@ from echogen.training.regressor import (
     load_regressor,
     resolve_config,
     train_regressor,
+    train_regressor_from_run,
 )
 from echogen.training.state import checkpoints
 from echogen.workflow import run_distributed
@@ -387,15 +388,15 @@ def test_published_weights_export_untrained_with_zero_budget(data, reference, tm
     model, _ = load_regressor(reference["out"])
     published = tmp_path / "published.pt"
     torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, published)
-    config = resolve_config("tiny", micro(max_steps=0))
-    summary = train_regressor(
-        data["manifest"],
-        tmp_path / "out",
-        tmp_path / "state",
-        config,
-        SEED,
-        pretrained={"kind": "published", "path": str(published)},
-    )
+    run = {
+        "preset": "tiny",
+        "overrides": MICRO,
+        "pretrained": {"kind": "published", "finetune": False},
+    }
+    summary = train_regressor_from_run(
+        str(data["manifest"]), str(tmp_path / "out"), str(tmp_path / "state"), run, SEED,
+        weights=str(published),
+    )  # fmt: skip
     assert summary["steps"] == 0
     got, want = weights(tmp_path / "out"), weights(reference["out"])
     for key in want:
