@@ -370,7 +370,8 @@ def _write_dicom(
     ds.PatientID = patient_id
     for tag, value in identity.items():
         setattr(ds, tag, value)
-    ds.set_pixel_data(frames, photometric, 8)
+    # generate_instance_uid=False: keep the seeded SOP UID (pydicom would draw a random one).
+    ds.set_pixel_data(frames, photometric, 8, generate_instance_uid=False)
     ds.NumberOfFrames = len(frames)
     ds.CineRate = int(RV_FPS)
     ds.FrameTime = f"{1000 / RV_FPS:.4f}"

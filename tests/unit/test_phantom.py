@@ -284,10 +284,19 @@ def test_rvfailure_dicoms_and_csvs(phantoms):
         assert float(ds.FrameTime) > 0 and int(ds.CineRate) > 0
         assert str(ds.PatientName) and ds.PatientBirthDate and ds.InstitutionName
         relative = path.relative_to(root).as_posix()
+        assert path.stem == ds.SOPInstanceUID == ds.file_meta.MediaStorageSOPInstanceUID
         assert ds.PatientID not in relative and str(ds.PatientName).split("^")[0] not in relative
         if label[ds.PatientID] in rv_box:
             rv_box[label[ds.PatientID]].append(frames[:, y - 2 : y + 3, x - 2 : x + 3].mean())
     assert np.mean(rv_box["severe"]) < 0.6 * np.mean(rv_box["normal"])
+
+
+def test_rvfailure_dicoms_are_byte_identical_for_a_seed(tmp_path, phantoms):
+    write_phantom("rvfailure", tmp_path / "again", RVFAILURE, seed=7)
+    paths = sorted((phantoms["rvfailure"] / "dicoms").rglob("*.dcm"))
+    for path in paths:
+        again = tmp_path / "again" / path.relative_to(phantoms["rvfailure"])
+        assert again.read_bytes() == path.read_bytes(), path.name
 
 
 def test_rvfailure_monochrome(tmp_path):
