@@ -2,7 +2,14 @@
 # resource tiers. Stage .smk files only declare rules and call these.
 from pathlib import Path
 
-from snakemake.utils import validate
+from snakemake.utils import update_config, validate
+
+# `--configfile X` means X alone (plus any --config), whatever profile is active: Snakemake
+# would otherwise merge X into the Snakefile's demo config, and a paper run would inherit
+# the demo's keys (its comparisons, its 30-step budgets) under the paper's name.
+if workflow.overwrite_configfiles:
+    config.clear()
+    update_config(config, workflow.config_settings.overwrite_config)
 
 validate(config, "../config/schemas/config.schema.yaml")
 

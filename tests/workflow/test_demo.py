@@ -1,0 +1,297 @@
+"""The demo end to end on CPU (tier `e2e`: `pytest -m e2e`): data preparation, every table,
+the report, and re-runs that resume from training state."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from snakemake_plan import planned_jobs
+from workflow_helpers import (
+    DEMO_CONFIG,
+    REPO,
+    demo_config,
+    snakemake,
+)
+
+from echogen.data.manifest import MANIFEST_COLUMNS, SPLITS, read_manifest
+from echogen.data.tracings import read_volume_tracings, tracing_ef
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """The demo's data preparation, run once into a temporary directory."""
+    workdir = tmp_path_factory.mktemp("demo")
+    result = snakemake(
+        "--profile", REPO / "profiles" / "ci", "--configfile", DEMO_CONFIG,
+        "--directory", workdir, "prepare_data",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return workdir
+
+
+def test_demo_manifests_share_one_schema(demo):
+    config = yaml.safe_load(DEMO_CONFIG.read_text())
+    for dataset in ["dynamic", "ped_a4c", "ped_psax", "cardiacnet", "rvfailure"]:
+        path = demo / "resources" / "manifests" / f"{dataset}.csv"
+        assert list(pd.read_csv(path, nrows=0).columns) == MANIFEST_COLUMNS, dataset
+        manifest = read_manifest(path)
+        assert set(manifest["Split"]) <= set(SPLITS)
+        assert len(manifest) > 0
+        assert (manifest["Dataset"] == dataset).all()
+    dynamic = read_manifest(demo / "resources/manifests/dynamic.csv")
+    assert len(dynamic) == sum(config["phantom"]["dynamic"]["videos"].values())
+    assert dynamic["FrameHeight"].eq(112).all() and dynamic["FPS"].eq(50).all()
+
+
+def test_demo_phantom_tracing_ef_matches_filelist(demo):
+    root = demo / "resources" / "phantom" / "dynamic"
+    filelist = pd.read_csv(root / "FileList.csv", dtype={"FileName": str})
+    tracings = read_volume_tracings(root / "VolumeTracings.csv")
+    for name, ef in zip(filelist["FileName"], filelist["EF"], strict=True):
+        assert abs(tracing_ef(tracings[name])[4] - ef) < 1.0, name
+    manifest = read_manifest(demo / "resources/manifests/dynamic.csv")
+    assert np.abs(manifest["TracingEF"] - manifest["EF"]).max() < 1.0
+
+
+def test_demo_dartagnan_clips(demo):
+    metainfo = pd.read_csv(demo / "resources/dartagnan/dynamic/metainfo.csv")
+    assert len(metainfo) == len(read_manifest(demo / "resources/manifests/dynamic.csv"))
+    clip = np.load(demo / metainfo["Path"].iloc[0])
+    assert clip.shape == (64, 112, 112) and clip.dtype == np.float16
+    assert 0.0 <= float(clip.min()) and float(clip.max()) <= 1.0
+
+
+def test_demo_reference_frames_layout(demo):
+    for name, frames in [("dynamic_16f", 16), ("dynamic_128f", 128), ("ped_a4c_16f", 16)]:
+        folder = demo / "resources" / "reference_frames" / name
+        # Snakemake leaves a hidden .snakemake_timestamp in directory outputs.
+        videos = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+        assert videos and all(v.is_dir() for v in videos)
+        names = sorted(p.name for p in videos[0].iterdir())
+        assert names == [f"{i:04d}.jpg" for i in range(frames)]
+
+
+def test_demo_flow_and_rvfailure(demo):
+    flow = pd.read_csv(demo / "resources/flow/dynamic/index.csv")
+    field = np.load(demo / flow["Path"].iloc[0])
+    assert field.ndim == 4 and field.shape[1:] == (112, 112, 2)
+    stats = json.loads((demo / "resources/rvfailure/stats.json").read_text())
+    assert stats["std"] > 0
+    splits = [
+        pd.read_csv(demo / f"resources/rvfailure/splits/{s}.csv") for s in ("train", "val", "test")
+    ]
+    patients = [set(s["patient_id"]) for s in splits]
+    assert not (patients[0] & patients[1] or patients[0] & patients[2] or patients[1] & patients[2])
+    for split in splits:
+        assert set(split["label"]) <= {0, 1}
+        clip = np.load(demo / split["Path"].iloc[0])
+        assert clip.shape[1:] == (112, 112)
+
+
+def test_demo_camus_and_cardiacnet(demo):
+    camus = pd.read_csv(demo / "resources/camus/index.csv")
+    assert sorted(camus["split"].unique()) == ["test", "train", "valid"]
+    cardiac = read_manifest(demo / "resources/manifests/cardiacnet.csv")
+    assert set(cardiac["class_id"]) == {0, 1, 2, 3}
+    frames = pd.read_csv(demo / "resources/cardiacnet/frames.csv")
+    assert len(frames) == len(cardiac)
+
+
+def test_demo_rerun_is_a_no_op(demo):
+    result = snakemake(
+        "--profile", REPO / "profiles" / "ci", "--configfile", DEMO_CONFIG,
+        "--directory", demo, "prepare_data", "-n",
+    )  # fmt: skip
+    assert result.returncode == 0
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_demo_logs_every_job(demo):
+    logs = list((demo / "logs").rglob("*.log"))
+    assert len(logs) >= 20
+
+
+@pytest.fixture(scope="module")
+def demo_all(demo):
+    """The rest of the demo (metric comparisons, the tiny EF regressor) on top of `demo`."""
+    result = snakemake(
+        "--profile", REPO / "profiles" / "ci", "--configfile", DEMO_CONFIG,
+        "--directory", demo, "all",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return demo
+
+
+def test_demo_generation_metrics(demo_all):
+    windows = json.loads((demo_all / "results/metrics/realcheck_dynamic_windows.json").read_text())
+    other = json.loads((demo_all / "results/metrics/realcheck_dynamic_vs_ped_a4c.json").read_text())
+    for key in ["fid50k_full", "is50k_mean", "fvd2048_16f", "ssim", "lpips"]:
+        assert np.isfinite(windows["metrics"][key]), key
+    assert 0 < windows["metrics"]["ssim"] <= 1
+    # Another dataset is further from Dynamic than other windows of the same videos.
+    assert other["metrics"]["fid50k_full"] > windows["metrics"]["fid50k_full"]
+    assert other["metrics"]["fvd2048_16f"] > windows["metrics"]["fvd2048_16f"]
+    detail = windows["details"]["fvd2048_16f"]
+    assert detail["n_real"] == detail["n_fake"] == 12  # the demo's 12 TRAIN videos
+    assert windows["details"]["fid50k_full"]["n_real"] == 12 * 128
+    table = (demo_all / "results/metrics/realcheck_dynamic_windows.txt").read_text()
+    assert table.startswith("PLUMBING CHECK")
+    assert len(list((demo_all / "resources/metric_cache").glob("*.npz"))) >= 2
+
+
+def test_demo_regressor(demo_all):
+    model = demo_all / "results/models/regressor_tiny_dynamic"
+    for name in ["config.json", "clips.json", "train.json", "log.csv", "provenance.json"]:
+        assert (model / name).is_file(), name
+    predictions = pd.read_csv(demo_all / "results/predictions/regressor_tiny_dynamic/dynamic.csv")
+    manifest = read_manifest(demo_all / "resources/manifests/dynamic.csv")
+    assert len(predictions) == len(manifest)
+    assert predictions[["EF_pred_clip", "EF_pred_all"]].notna().all().all()
+    record = json.loads((demo_all / "results/metrics/regressor_tiny_dynamic.json").read_text())
+    test = predictions[predictions["Split"] == "TEST"]
+    mae = float(np.abs(test["EF_pred_all"] - test["EF"]).mean())
+    assert record["all_clips"]["mae"]["value"] == pytest.approx(mae, rel=1e-9)
+    table = (demo_all / "results/metrics/regressor_tiny_dynamic.txt").read_text()
+    assert "MAE" in table and "train mean" in table
+
+
+def test_demo_regressor_rerun_resumes_from_state(demo_all):
+    """Deleting the exported model and re-running resumes from the saved state: no retraining."""
+    model = demo_all / "results/models/regressor_tiny_dynamic"
+    before = (model / "diffusion_pytorch_model.safetensors").read_bytes()
+    shutil.rmtree(model)
+    result = snakemake(
+        "--profile", REPO / "profiles" / "ci", "--configfile", DEMO_CONFIG,
+        "--directory", demo_all, "results/models/regressor_tiny_dynamic",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert (model / "diffusion_pytorch_model.safetensors").read_bytes() == before
+    log = (demo_all / "logs/train_regressor/tiny_dynamic.log").read_text()
+    assert "resum" in log.lower()
+
+
+# --- latent video diffusion (issue 4) -------------------------------------------------
+
+
+def test_demo_lvdm_metric_tables(demo_all):
+    samples = demo_config()["lvdm"]["samples"]
+    assert set(samples) == {"dynamic", "ped_a4c", "ped_psax", "cardiac", "cardiacnet"}
+    for name, sample in samples.items():
+        table = (demo_all / f"results/metrics/lvdm_{name}.txt").read_text()
+        assert table.startswith("PLUMBING CHECK"), name
+        record = json.loads((demo_all / f"results/metrics/lvdm_{name}.json").read_text())
+        for metric in sample["metrics"]:
+            key = f"{metric}_mean" if metric.startswith("is") else metric
+            assert np.isfinite(record["metrics"][key]), (name, metric)
+        fid = record["details"]["fid50k_full"]
+        assert fid["n_fake"] == sample["n_samples"] * sample["frames"], name
+
+
+def test_demo_lvdm_samples_layout(demo_all):
+    for name, sample in demo_config()["lvdm"]["samples"].items():
+        root = demo_all / f"results/samples/lvdm_{name}"
+        filelist = pd.read_csv(root / "FileList.csv")
+        assert len(filelist) == sample["n_samples"]
+        assert (filelist["NumberOfFrames"] == sample["frames"]).all()
+        assert (filelist["FrameHeight"] == 112).all() and (filelist["FrameWidth"] == 112).all()
+        assert (filelist["FPS"] == 32).all()
+        for video in filelist["FileName"]:
+            assert (root / "Videos" / f"{video}.mp4").is_file()
+            frames = sorted((root / "frames" / video).glob("*.jpg"))
+            assert len(frames) == sample["frames"]
+            assert (root / "latents" / f"{video}.npy").is_file()
+        if sample["model"] == "ef":
+            assert filelist["EF"].between(10, 90).all()
+        if sample["model"] == "class":
+            assert set(filelist["class_id"]) <= {0, 1, 2, 3}
+
+
+def test_demo_lvdm_models_and_latents(demo_all):
+    for dataset in demo_config()["lvdm"]["latents"]["datasets"]:
+        index = pd.read_csv(demo_all / f"resources/latents/{dataset}/index.csv")
+        manifest = read_manifest(demo_all / f"resources/manifests/{dataset}.csv")
+        assert len(index) == len(manifest), dataset
+        latent = np.load(demo_all / index["latent_path"].iloc[0])
+        assert latent.shape[1:] == (4, 14, 14)
+    for name in demo_config()["lvdm"]["models"]:
+        folder = demo_all / f"results/models/lvdm_{name}"
+        assert (folder / "unet" / "config.json").is_file(), name
+        assert (folder / "provenance.json").is_file(), name
+        train = json.loads((folder / "train.json").read_text())
+        assert train["steps"] > 0
+    vae = json.loads((demo_all / "results/models/vae/config.json").read_text())
+    assert vae["scaling_factor"] > 0
+
+
+def test_demo_privacy_ef_fidelity_classification(demo_all):
+    for name in demo_config()["lvdm"]["samples"]:
+        summary = json.loads((demo_all / f"results/privacy/lvdm_{name}/summary.json").read_text())
+        assert summary["n_kept"] + summary["n_dropped"] == summary["n_samples"]
+        kept = pd.read_csv(demo_all / f"results/privacy/lvdm_{name}/FileList.csv")
+        assert len(kept) == summary["n_kept"]
+    fidelity = (demo_all / "results/metrics/ef_fidelity_lvdm_dynamic.txt").read_text()
+    assert fidelity.startswith("PLUMBING CHECK") and "MAE" in fidelity
+    table = (demo_all / "results/metrics/classification_cardiacnet.txt").read_text()
+    for source in ["real", "synthetic", "real+synthetic"]:
+        assert source in table
+
+
+def test_demo_report(demo_all):
+    for path in ["results/report/loss_curves.png", "results/report/lvdm_dynamic_strip.gif"]:
+        assert (demo_all / path).stat().st_size > 0, path
+    result = snakemake(
+        "--profile", REPO / "profiles" / "ci", "--configfile", DEMO_CONFIG,
+        "--directory", demo_all, "--report", demo_all / "report.html",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    html = (demo_all / "report.html").read_text(errors="replace")
+    assert "lvdm_dynamic" in html
+
+
+def test_demo_lvdm_rerun_resumes_from_state(demo_all):
+    """Deleting an exported LVDM and re-running resumes from its saved state to the budget."""
+    model = demo_all / "results/models/lvdm_class"
+    before = (model / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
+    steps = json.loads((model / "train.json").read_text())["steps"]
+    shutil.rmtree(model)
+    result = snakemake(
+        "--profile", REPO / "profiles" / "ci", "--configfile", DEMO_CONFIG,
+        "--directory", demo_all, "results/models/lvdm_class",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert (model / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() == before
+    assert json.loads((model / "train.json").read_text())["steps"] == steps
+    assert "resum" in (demo_all / "logs/train_lvdm/class.log").read_text().lower()
+
+
+@pytest.mark.slow  # 46 s; in CI, tests/unit/test_sampling.py compares 1 vs 3 shards byte for byte
+def test_demo_samples_identical_for_any_shard_count(demo_all):
+    """3 sampling jobs write the same bytes as the demo's 2 (run last: it rewrites samples)."""
+    root = demo_all / "results/samples/lvdm_ped_a4c"
+
+    def files():  # every sample file; sampling.json records the shard list, so it differs
+        paths = [p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")]
+        return {p.relative_to(root): p.read_bytes() for p in paths if p.name != "sampling.json"}
+
+    before = files()
+    result = snakemake(
+        "--profile", REPO / "profiles" / "ci", "--configfile", DEMO_CONFIG,
+        "--directory", demo_all, "results/samples/lvdm_ped_a4c/FileList.csv",
+        "--set-scatter", "lvdm_shard=3", "--forcerun", "sample_lvdm",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert len(list((demo_all / "results/sample_shards/lvdm_ped_a4c").glob("*-of-3"))) == 3
+    ran = set(planned_jobs(result.stderr + result.stdout))
+    assert ran == {"sample_lvdm", "gather_samples"}, ran  # only the target's own jobs
+    after = files()
+    assert after.keys() == before.keys() and len(after) == 2 * 4 + 32 * 4 + 1  # 4 samples
+    assert [str(k) for k in before if after[k] != before[k]] == []
+    provenance = json.loads((root / "sampling.json").read_text())
+    assert provenance["shards"] == ["1-of-3", "2-of-3", "3-of-3"]
