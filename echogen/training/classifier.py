@@ -26,7 +26,6 @@ so a run cut anywhere and re-run ends with the same weights, bit for bit on CPU.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import json
 import logging
@@ -39,14 +38,10 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from accelerate.utils import gather_object, set_seed
-from torch.utils.data import DataLoader
-from tqdm import tqdm
 
-import echogen
 from echogen.data.ef_clips import ClipSpec, EFClipDataset, estimate_mean_std
 from echogen.data.errors import DataError
-from echogen.data.io import atomic_dir, write_json
+from echogen.data.io import write_json
 from echogen.data.manifest import SPLITS
 from echogen.models.regressor import (
     DEFAULT_LAYERS,
@@ -54,21 +49,15 @@ from echogen.models.regressor import (
     EFRegressor,
     load_kinetics_trunk,
 )
-from echogen.training.state import (
-    deterministic,
-    jsonable,
-    resume,
-    save_checkpoint,
-    write_log,
-)
+from echogen.training.engine import SELECTIONS, Budget, RunResult, accelerator_for, steps_per_epoch
+from echogen.training.engine import train as engine_train
+from echogen.training.state import jsonable
+from echogen.training.supervised import OPTIMIZERS, ClipTask, rows_digest
 
 log = logging.getLogger(__name__)
 
 SOURCES = ("real", "synthetic", "real+synthetic")
-OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("cosine",)
-SELECTIONS = ("best_val", "last")
-DEVICES = ("cpu", "cuda")
 REAL_COLUMNS = ("FileName", "Path", "FPS", "Split", "class_id", "class_name")
 SYNTHETIC_COLUMNS = ("FileName", "FPS", "class_id", "class_name")
 ROW_COLUMNS = ["FileName", "Path", "FPS", "Split", "class_id", "class_name", "label", "source"]
@@ -565,33 +554,6 @@ class ClassClipDataset(EFClipDataset):
 # ---------------------------------------------------------------- training
 
 
-class _BestWeights:
-    """The weights of the best validation epoch so far; checkpointed with the run."""
-
-    def __init__(self):
-        self.accuracy = -math.inf
-        self.epoch = -1
-        self.step = -1
-        self.weights: dict[str, torch.Tensor] = {}
-
-    def update(self, model: torch.nn.Module, row: dict) -> None:
-        if row["val_accuracy"] > self.accuracy:  # strictly: the first best epoch wins ties
-            self.accuracy, self.epoch, self.step = row["val_accuracy"], row["epoch"], row["step"]
-            self.weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-
-    def state_dict(self) -> dict:
-        return {
-            "accuracy": self.accuracy,
-            "epoch": self.epoch,
-            "step": self.step,
-            "weights": self.weights,
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.accuracy, self.epoch, self.step = state["accuracy"], state["epoch"], state["step"]
-        self.weights = state["weights"]
-
-
 def load_classifier(model_dir: str | Path) -> tuple[EFRegressor, ClipSpec, list[dict]]:
     """The exported model of :func:`train_classifier`, its clip settings and its classes.
 
@@ -609,6 +571,102 @@ def load_classifier(model_dir: str | Path) -> tuple[EFRegressor, ClipSpec, list[
     spec = ClipSpec.from_dict(json.loads((model_dir / "clips.json").read_text()))
     classes = json.loads((model_dir / "train.json").read_text())["classes"]
     return EFRegressor.from_pretrained(model_dir), spec, classes
+
+
+class ClassifierTask(ClipTask):
+    """Video classification for the trainer engine: (class-weighted) cross-entropy, VAL
+    cross-entropy and accuracy every epoch, export of the best-VAL (or last) weights.
+
+    Args:
+        config: the resolved configuration (clip statistics filled in).
+        n_classes: K, the classifier's outputs.
+        train_set: TRAIN clips (augmented) with labels.
+        val_set: VAL clips (first clip, no augmentation) with labels.
+        steps_per_epoch: optimiser steps per epoch (all processes together).
+        seed: the data order's seed.
+        pretrained: torchvision Kinetics-400 weights to start the trunk from, or None.
+    """
+
+    name = "classifier"
+    log_columns = LOG_COLUMNS
+    select_metric = "val_accuracy"
+    select_mode = "max"
+
+    def __init__(
+        self,
+        config: ClassifierConfig,
+        n_classes: int,
+        train_set: ClassClipDataset,
+        val_set: ClassClipDataset,
+        steps_per_epoch: int,
+        seed: int,
+        pretrained: str | Path | None,
+    ):
+        train = config.train
+        super().__init__(
+            train_set,
+            val_set,
+            batch_size=train.batch_size,
+            steps_per_epoch=steps_per_epoch,
+            seed=seed,
+            num_workers=train.num_workers,
+            optimizer={
+                "optimizer": train.optimizer,
+                "lr": train.lr,
+                "momentum": train.momentum,
+                "weight_decay": train.weight_decay,
+            },
+        )
+        self.config, self.pretrained, self.select = config, pretrained, train.select
+        self.model_kwargs = {**config.model, "out_features": n_classes}
+        self.counts = np.bincount(train_set.labels, minlength=n_classes)
+        self.weight = None
+        if train.class_weighted:
+            w = len(train_set.labels) / (n_classes * self.counts)
+            self.weight = torch.tensor(w / w.sum() * n_classes, dtype=torch.float32)
+        self.records: dict = {}
+
+    def make_model(self) -> EFRegressor:
+        model = EFRegressor(**self.model_kwargs)
+        if self.pretrained is not None:
+            load_kinetics_trunk(model, self.pretrained)
+        if self.config.train.dropout > 0:
+            model.fc.register_forward_pre_hook(_dropout_hook(self.config.train.dropout))
+        return model
+
+    def start_epoch(self, epoch: int) -> None:
+        """The epoch's lr, a function of the epoch alone (nothing to checkpoint)."""
+        train = self.config.train
+        lr = train.lr
+        if train.lr_schedule == "cosine":
+            lr = train.lr * (1 + math.cos(math.pi * epoch / train.epochs)) / 2
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        weight = None if self.weight is None else self.weight.to(output.device)
+        return F.cross_entropy(output, target, weight)
+
+    def validate(self, accelerator: Accelerator) -> dict[str, float]:
+        """Cross-entropy (the training criterion) and accuracy on the first clip of every VAL
+        video."""
+        records = self.validation_outputs(accelerator)
+        logits = torch.tensor([r[0] for r in records], dtype=torch.float32)
+        labels = torch.tensor([r[1] for r in records], dtype=torch.int64)
+        loss = F.cross_entropy(logits, labels, self.weight)
+        accuracy = (logits.argmax(dim=1) == labels).double().mean()
+        return {"val_loss": float(loss), "val_accuracy": float(accuracy)}
+
+    def export(self, folder: Path, model: EFRegressor, result: RunResult) -> dict:
+        model.save_pretrained(folder)
+        write_json(folder / "clips.json", self.config.clips.to_dict())
+        return {
+            **self.records,
+            "model": jsonable(self.model_kwargs),
+            "train": self.config.train.to_dict(),
+            "class_weights": None if self.weight is None else self.weight.tolist(),
+            "pretrained": None if self.pretrained is None else str(self.pretrained),
+        }
 
 
 def train_classifier(
@@ -653,8 +711,6 @@ def train_classifier(
         Summary: steps, steps_per_epoch, resumed_from (step or None), the last val_loss and
         val_accuracy, the selected epoch/step/val_accuracy, mean/std and out_dir.
     """
-    if device not in DEVICES:
-        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
     if n_classes < 2:
         raise ValueError(f"n_classes must be >= 2, got {n_classes}")
     if "out_features" in config.model:
@@ -665,185 +721,65 @@ def train_classifier(
     classes = _class_list(train_rows, n_classes, source)
     train = config.train
 
-    accelerator = Accelerator(cpu=device == "cpu", project_dir=str(state_dir))
+    accelerator = accelerator_for(device, state_dir)
     world = accelerator.num_processes
-    steps_per_epoch = len(train_rows) // (train.batch_size * world)
-    if steps_per_epoch == 0:
-        raise DataError(
-            source,
-            f"{len(train_rows)} TRAIN videos do not fill one batch of "
-            f"{train.batch_size} x {world} process(es)",
-            "lower train.batch_size or add TRAIN videos",
-        )
-    total = train.epochs * steps_per_epoch
-    if train.max_steps is not None:
-        total = min(total, train.max_steps)
-
+    budget = Budget(
+        epochs=train.epochs,
+        steps_per_epoch=steps_per_epoch(len(train_rows), train.batch_size, world, source),
+        max_steps=train.max_steps,
+        checkpoint_every=train.checkpoint_every,
+        checkpoints_total_limit=train.checkpoints_total_limit,
+        log_every=train.log_every,
+    )
     spec = config.clips
     if spec.normalisation == "zscore" and (spec.mean is None or spec.std is None):
         mean, std = estimate_mean_std(train_rows.assign(EF=0.0), spec, seed=seed, root=root)
         spec = ClipSpec.from_dict({**spec.to_dict(), "mean": float(mean), "std": float(std)})
         log.info("clip normalisation from TRAIN: mean %.4f std %.4f", spec.mean, spec.std)
-    model_kwargs = {**config.model, "out_features": n_classes}
     resolved = ClassifierConfig(model=config.model, clips=spec, train=train)
-    counts = np.bincount(train_rows["label"].to_numpy(dtype=np.int64), minlength=n_classes)
-    weight = None
-    if train.class_weighted:
-        w = len(train_rows) / (n_classes * counts)
-        weight = torch.tensor(w / w.sum() * n_classes, dtype=torch.float32)
-    # Everything that shapes the trajectory; a checkpoint only resumes a run with the same.
-    fingerprint = jsonable(
-        {
-            "model": model_kwargs,
-            "clips": spec.to_dict(),
-            "train": {k: v for k, v in train.to_dict().items() if k not in BUDGET_FIELDS},
-            "seed": seed,
-            "num_processes": world,
-            "train_rows": _rows_digest(train_rows),
-            "pretrained": None if pretrained is None else str(pretrained),
-        }
+    task = ClassifierTask(
+        resolved,
+        n_classes=n_classes,
+        train_set=ClassClipDataset(train_rows, spec, train=True, seed=seed, root=root),
+        val_set=ClassClipDataset(val_rows, spec, train=False, seed=seed, root=root),
+        steps_per_epoch=budget.steps_per_epoch,
+        seed=seed,
+        pretrained=pretrained,
     )
-    train_set = ClassClipDataset(train_rows, spec, train=True, seed=seed, root=root)
-    val_set = ClassClipDataset(val_rows, spec, train=False, seed=seed, root=root)
-
-    with deterministic():
-        set_seed(seed)
-        model = EFRegressor(**model_kwargs)
-        if pretrained is not None:
-            load_kinetics_trunk(model, pretrained)
-        if train.dropout > 0:
-            model.fc.register_forward_pre_hook(_dropout_hook(train.dropout))
-        optimizer = _optimizer(model, train)
-        best = _BestWeights()
-        accelerator.register_for_checkpointing(best)
-        model, optimizer = accelerator.prepare(model, optimizer)
-        if weight is not None:
-            weight = weight.to(accelerator.device)
-
-        record = resume(accelerator, state_dir, fingerprint)
-        progress = {"step": 0, "loss_sum": 0.0, "loss_count": 0, "log": []}
-        resumed_from = None
-        if record is not None:
-            progress = record["progress"]
-            resumed_from = progress["step"]
-            log.info("resumed at step %d of %d", resumed_from, total)
-
-        step = progress["step"]
-        bar = tqdm(
-            total=total,
-            initial=step,
-            desc="train classifier",
-            leave=False,
-            disable=not accelerator.is_local_main_process,
-        )
-        while step < total:
-            epoch, done = divmod(step, steps_per_epoch)
-            train_set.set_epoch(epoch)
-            _set_lr(optimizer, train, epoch)
-            order = _epoch_order(
-                len(train_set), steps_per_epoch, train.batch_size, accelerator, seed, epoch
-            )
-            loader = DataLoader(
-                train_set,
-                batch_size=train.batch_size,
-                sampler=order[done * train.batch_size :],
-                num_workers=train.num_workers,
-                # Its own generator: creating a loader must not draw from the global RNG
-                # (dropout's), or a mid-epoch resume would shift every later mask.
-                generator=torch.Generator().manual_seed(seed),
-            )
-            model.train()
-            for clips, labels in loader:
-                logits = model(clips.to(accelerator.device))
-                loss = F.cross_entropy(logits.float(), labels.to(accelerator.device), weight)
-                accelerator.backward(loss)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                progress["step"] = step
-                progress["loss_sum"] += accelerator.reduce(loss.detach(), "mean").item()
-                progress["loss_count"] += 1
-                bar.update(1)
-                if step % train.log_every == 0:
-                    log.info(
-                        "step %d/%d loss %.4f lr %.3g",
-                        step,
-                        total,
-                        progress["loss_sum"] / progress["loss_count"],
-                        optimizer.param_groups[0]["lr"],
-                    )
-                if step % steps_per_epoch == 0:
-                    row = _epoch_row(
-                        model, val_set, train, weight, accelerator, epoch, step, progress
-                    )
-                    progress["log"].append(row)
-                    best.update(accelerator.unwrap_model(model), row)
-                    progress.update(loss_sum=0.0, loss_count=0)
-                    if accelerator.is_main_process:
-                        write_log(state_dir / "log.csv", progress["log"], LOG_COLUMNS)
-                if step % train.checkpoint_every == 0 or step == total:
-                    record = {
-                        "echogen_version": echogen.__version__,
-                        "step": step,
-                        "seed": seed,
-                        "config": resolved.to_dict(),
-                        "fingerprint": fingerprint,
-                        "progress": progress,
-                    }
-                    save_checkpoint(accelerator, state_dir, record, train.checkpoints_total_limit)
-                if step == total:
-                    break
-        bar.close()
-
-        epoch_log = list(progress["log"])
-        if progress["loss_count"]:
-            # The budget ended mid-epoch: report (and consider) that partial epoch too.
-            epoch = step // steps_per_epoch
-            row = _epoch_row(model, val_set, train, weight, accelerator, epoch, step, progress)
-            epoch_log.append(row)
-            best.update(accelerator.unwrap_model(model), row)
-
-    net = accelerator.unwrap_model(model)
-    selected = {"select": train.select, "epoch": None, "step": step, "val_accuracy": None}
-    if epoch_log:
-        selected.update(epoch=epoch_log[-1]["epoch"], val_accuracy=epoch_log[-1]["val_accuracy"])
-    if train.select == "best_val" and best.weights:
-        net.load_state_dict(best.weights)
-        selected.update(epoch=best.epoch, step=best.step, val_accuracy=best.accuracy)
-    if accelerator.is_main_process:
-        with atomic_dir(out_dir) as tmp:
-            net.save_pretrained(tmp)
-            write_json(tmp / "clips.json", spec.to_dict())
-            write_json(
-                tmp / "train.json",
-                {
-                    "echogen_version": echogen.__version__,
-                    "classes": classes,
-                    "n_classes": n_classes,
-                    "model": jsonable(model_kwargs),
-                    "train": train.to_dict(),
-                    "seed": seed,
-                    "steps": step,
-                    "steps_per_epoch": steps_per_epoch,
-                    "num_processes": world,
-                    "n_train": {s: int(n) for s, n in train_rows["source"].value_counts().items()},
-                    "n_train_per_class": counts.tolist(),
-                    "n_val": len(val_rows),
-                    "class_weights": None if weight is None else weight.cpu().tolist(),
-                    "selected": selected,
-                    "pretrained": None if pretrained is None else str(pretrained),
-                },
-            )
-            write_log(tmp / "log.csv", epoch_log, LOG_COLUMNS)
-        log.info("exported the classifier to %s", out_dir)
-    accelerator.wait_for_everyone()
+    # Everything that shapes the trajectory; a checkpoint only resumes a run with the same.
+    fingerprint = {
+        "model": task.model_kwargs,
+        "clips": spec.to_dict(),
+        "train": {k: v for k, v in train.to_dict().items() if k not in BUDGET_FIELDS},
+        "seed": seed,
+        "num_processes": world,
+        "train_rows": rows_digest(train_rows, {"FileName": str, "source": str, "label": int}),
+        "pretrained": None if pretrained is None else str(pretrained),
+    }
+    task.records = {
+        "classes": classes,
+        "n_classes": n_classes,
+        "n_train": {s: int(n) for s, n in train_rows["source"].value_counts().items()},
+        "n_train_per_class": task.counts.tolist(),
+        "n_val": len(val_rows),
+    }
+    result = engine_train(
+        task,
+        accelerator,
+        state_dir=state_dir,
+        out_dir=out_dir,
+        budget=budget,
+        seed=seed,
+        fingerprint=fingerprint,
+        config=resolved.to_dict(),
+    )
     return {
-        "steps": step,
-        "steps_per_epoch": steps_per_epoch,
-        "resumed_from": resumed_from,
-        "val_loss": epoch_log[-1]["val_loss"] if epoch_log else math.nan,
-        "val_accuracy": epoch_log[-1]["val_accuracy"] if epoch_log else math.nan,
-        "selected": selected,
+        "steps": result.step,
+        "steps_per_epoch": result.steps_per_epoch,
+        "resumed_from": result.resumed_from,
+        "val_loss": result.last("val_loss"),
+        "val_accuracy": result.last("val_accuracy"),
+        "selected": result.selected,
         "mean": spec.mean,
         "std": spec.std,
         "out_dir": str(out_dir),
@@ -921,17 +857,6 @@ def _class_list(train_rows: pd.DataFrame, n_classes: int, source: str) -> list[d
     return classes
 
 
-def _rows_digest(rows: pd.DataFrame) -> str:
-    """sha256 of the rows' FileName, source and label, in order: a checkpoint's training set."""
-    listing = json.dumps(
-        [
-            [str(n), str(s), int(lab)]
-            for n, s, lab in zip(rows["FileName"], rows["source"], rows["label"], strict=True)
-        ]
-    )
-    return hashlib.sha256(listing.encode()).hexdigest()
-
-
 def _dropout_hook(p: float):
     """A forward pre-hook on ``fc``: dropout on its input (the pooled features) in training."""
 
@@ -939,97 +864,3 @@ def _dropout_hook(p: float):
         return (F.dropout(args[0], p=p, training=module.training),)
 
     return hook
-
-
-def _optimizer(model: EFRegressor, train: ClassifierTrainSpec) -> torch.optim.Optimizer:
-    if train.optimizer == "sgd":
-        return torch.optim.SGD(
-            model.parameters(),
-            lr=train.lr,
-            momentum=train.momentum,
-            weight_decay=train.weight_decay,
-        )
-    return torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
-
-
-def _set_lr(optimizer: torch.optim.Optimizer, train: ClassifierTrainSpec, epoch: int) -> None:
-    """The epoch's lr, a function of the epoch alone (nothing to checkpoint)."""
-    lr = train.lr
-    if train.lr_schedule == "cosine":
-        lr = train.lr * (1 + math.cos(math.pi * epoch / train.epochs)) / 2
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-
-
-def _epoch_order(
-    n: int, steps_per_epoch: int, batch_size: int, accelerator: Accelerator, seed: int, epoch: int
-) -> list[int]:
-    """This process's dataset indices for one epoch, batch after batch.
-
-    Global batch ``b`` is ``perm[b*G:(b+1)*G]`` with ``G = batch_size * processes``; process
-    ``r`` takes its ``r``-th slice, so the global order is fixed by ``(seed, epoch)`` alone.
-    """
-    perm = np.random.default_rng([seed, epoch]).permutation(n)
-    world = accelerator.num_processes
-    batches = perm[: steps_per_epoch * batch_size * world].reshape(steps_per_epoch, world, -1)
-    return batches[:, accelerator.process_index].reshape(-1).tolist()
-
-
-@torch.no_grad()
-def _validate(
-    model,
-    val_set: ClassClipDataset,
-    train: ClassifierTrainSpec,
-    weight: torch.Tensor | None,
-    accelerator: Accelerator,
-) -> tuple[float, float]:
-    """Cross-entropy (the training criterion) and accuracy on the first clip of every VAL video."""
-    net = accelerator.unwrap_model(model)  # no DDP collectives: processes score different rows
-    net.eval()
-    mine = list(range(accelerator.process_index, len(val_set), accelerator.num_processes))
-    loader = DataLoader(
-        val_set,
-        batch_size=train.batch_size,
-        sampler=mine,
-        num_workers=train.num_workers,
-        generator=torch.Generator(),  # leaves the global RNG (dropout's) alone
-    )
-    records = []
-    for clips, labels in loader:
-        logits = net(clips.to(accelerator.device)).float().cpu()
-        records += list(zip(logits.tolist(), labels.tolist(), strict=True))
-    records = gather_object(records)
-    logits = torch.tensor([r[0] for r in records], dtype=torch.float32)
-    labels = torch.tensor([r[1] for r in records], dtype=torch.int64)
-    loss = F.cross_entropy(logits, labels, None if weight is None else weight.cpu())
-    accuracy = (logits.argmax(dim=1) == labels).double().mean()
-    return float(loss), float(accuracy)
-
-
-def _epoch_row(
-    model,
-    val_set: ClassClipDataset,
-    train: ClassifierTrainSpec,
-    weight: torch.Tensor | None,
-    accelerator: Accelerator,
-    epoch: int,
-    step: int,
-    progress: dict,
-) -> dict:
-    val_loss, val_accuracy = _validate(model, val_set, train, weight, accelerator)
-    train_loss = progress["loss_sum"] / progress["loss_count"]
-    log.info(
-        "epoch %d (step %d): train loss %.4f, val loss %.4f, val accuracy %.3f",
-        epoch,
-        step,
-        train_loss,
-        val_loss,
-        val_accuracy,
-    )
-    return {
-        "epoch": epoch,
-        "step": step,
-        "train_loss": train_loss,
-        "val_loss": val_loss,
-        "val_accuracy": val_accuracy,
-    }

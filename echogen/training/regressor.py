@@ -16,11 +16,9 @@ the same weights, bit for bit on CPU, as an uninterrupted run with the same seed
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import json
 import logging
-import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -29,15 +27,11 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from accelerate.utils import gather_object, set_seed
 from torch.optim.lr_scheduler import StepLR
-from torch.utils.data import DataLoader
-from tqdm import tqdm
 
-import echogen
 from echogen.data.ef_clips import ClipSpec, EFClipDataset, estimate_mean_std
 from echogen.data.errors import DataError
-from echogen.data.io import atomic_dir, write_json
+from echogen.data.io import write_json
 from echogen.data.manifest import read_manifest
 from echogen.models.regressor import (
     MODEL_PRESETS,
@@ -45,19 +39,19 @@ from echogen.models.regressor import (
     load_kinetics_trunk,
     load_published_weights,
 )
-from echogen.training.state import (
-    deterministic,
-    jsonable,
-    resume,
-    save_checkpoint,
-    write_log,
+from echogen.training.engine import (
+    Budget,
+    RunResult,
+    accelerator_for,
+    steps_per_epoch,
 )
+from echogen.training.engine import train as engine_train
+from echogen.training.state import jsonable
+from echogen.training.supervised import OPTIMIZERS, ClipTask, rows_digest
 
 log = logging.getLogger(__name__)
 
-OPTIMIZERS = ("sgd", "adam")
 PRETRAINED_KINDS = ("published", "kinetics")
-DEVICES = ("cpu", "cuda")
 LOG_COLUMNS = ["epoch", "step", "train_loss", "val_loss", "val_mae"]
 # TrainSpec fields that only say how long, how often or how fast: a run may be resumed with
 # other values (e.g. a larger budget) and still follow the same trajectory.
@@ -316,6 +310,95 @@ def load_regressor(model_dir: str | Path) -> tuple[EFRegressor, ClipSpec]:
     return EFRegressor.from_pretrained(model_dir), spec
 
 
+class RegressorTask(ClipTask):
+    """EF regression for the trainer engine: MSE on EF (%), VAL MSE and MAE every epoch.
+
+    Args:
+        config: the resolved configuration (clip statistics filled in).
+        train_set: TRAIN clips (augmented).
+        val_set: VAL clips (first clip, no augmentation).
+        steps_per_epoch: optimiser steps per epoch (all processes together).
+        seed: the data order's seed.
+        pretrained: ``{"kind", "path"}`` of published weights or a Kinetics trunk, or None.
+        counts: ``n_train`` and ``n_val`` for ``train.json``.
+        train_mean_ef: the TRAIN mean EF, recorded in ``train.json`` (the trivial predictor).
+    """
+
+    name = "regressor"
+    log_columns = LOG_COLUMNS
+
+    def __init__(
+        self,
+        config: RegressorConfig,
+        train_set: EFClipDataset,
+        val_set: EFClipDataset,
+        steps_per_epoch: int,
+        seed: int,
+        pretrained: dict | None,
+        counts: dict,
+        train_mean_ef: float,
+    ):
+        train = config.train
+        super().__init__(
+            train_set,
+            val_set,
+            batch_size=train.batch_size,
+            steps_per_epoch=steps_per_epoch,
+            seed=seed,
+            num_workers=train.num_workers,
+            optimizer={
+                "optimizer": train.optimizer,
+                "lr": train.lr,
+                "momentum": train.momentum,
+                "weight_decay": train.weight_decay,
+            },
+        )
+        self.config, self.pretrained = config, pretrained
+        self.counts, self.train_mean_ef = counts, train_mean_ef
+        self.scheduler = None
+
+    def make_model(self) -> EFRegressor:
+        model = EFRegressor(**self.config.model)
+        if self.pretrained is not None and self.pretrained["kind"] == "published":
+            load_published_weights(model, self.pretrained["path"])
+        elif self.pretrained is not None:
+            load_kinetics_trunk(model, self.pretrained["path"])
+        return model
+
+    def register(self, accelerator: Accelerator, optimizer: torch.optim.Optimizer) -> None:
+        train = self.config.train
+        if train.lr_step_epochs is not None:
+            # Stepped per optimiser step so that a mid-epoch resume needs no special case;
+            # registered (not prepared) so accelerate does not step it once per process.
+            period = train.lr_step_epochs * self.steps_per_epoch
+            self.scheduler = StepLR(optimizer, period, train.lr_gamma)
+            accelerator.register_for_checkpointing(self.scheduler)
+
+    def after_step(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.step()
+
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(output, target.float())
+
+    def validate(self, accelerator: Accelerator) -> dict[str, float]:
+        """MSE and MAE on the first clip of every VAL video."""
+        pairs = np.asarray(self.validation_outputs(accelerator), dtype=np.float64)
+        error = pairs[:, 0] - pairs[:, 1]
+        return {"val_loss": float(np.mean(error**2)), "val_mae": float(np.mean(np.abs(error)))}
+
+    def export(self, folder: Path, model: EFRegressor, result: RunResult) -> dict:
+        model.save_pretrained(folder)
+        write_json(folder / "clips.json", self.config.clips.to_dict())
+        return {
+            "model": jsonable(self.config.model),
+            "train": self.config.train.to_dict(),
+            **self.counts,
+            "train_mean_ef": self.train_mean_ef,
+            "pretrained": self.pretrained,
+        }
+
+
 def train_regressor(
     manifest: str | Path,
     out_dir: str | Path,
@@ -355,8 +438,6 @@ def train_regressor(
         Summary: steps, steps_per_epoch, resumed_from (step or None), train_mean_ef, the
         last val_loss/val_mae, the normalisation mean/std and out_dir.
     """
-    if device not in DEVICES:
-        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
     _check_pretrained(pretrained)
     manifest, state_dir, out_dir = Path(manifest), Path(state_dir), Path(out_dir)
     rows = read_manifest(manifest)
@@ -364,20 +445,16 @@ def train_regressor(
     val_rows = _split_rows(rows, "VAL", manifest)
     train = config.train
 
-    accelerator = Accelerator(cpu=device == "cpu", project_dir=str(state_dir))
+    accelerator = accelerator_for(device, state_dir)
     world = accelerator.num_processes
-    steps_per_epoch = len(train_rows) // (train.batch_size * world)
-    if steps_per_epoch == 0:
-        raise DataError(
-            manifest,
-            f"{len(train_rows)} TRAIN videos do not fill one batch of "
-            f"{train.batch_size} x {world} process(es)",
-            "lower train.batch_size or add TRAIN videos",
-        )
-    total = train.epochs * steps_per_epoch
-    if train.max_steps is not None:
-        total = min(total, train.max_steps)
-
+    budget = Budget(
+        epochs=train.epochs,
+        steps_per_epoch=steps_per_epoch(len(train_rows), train.batch_size, world, manifest),
+        max_steps=train.max_steps,
+        checkpoint_every=train.checkpoint_every,
+        checkpoints_total_limit=train.checkpoints_total_limit,
+        log_every=train.log_every,
+    )
     spec = config.clips
     if spec.normalisation == "zscore" and (spec.mean is None or spec.std is None):
         mean, std = estimate_mean_std(train_rows, spec, seed=seed, root=root)
@@ -385,144 +462,42 @@ def train_regressor(
         log.info("clip normalisation from TRAIN: mean %.4f std %.4f", spec.mean, spec.std)
     resolved = RegressorConfig(model=config.model, clips=spec, train=train)
     # Everything that shapes the trajectory; a checkpoint only resumes a run with the same.
-    fingerprint = jsonable(
-        {
-            "model": config.model,
-            "clips": spec.to_dict(),
-            "train": {k: v for k, v in train.to_dict().items() if k not in BUDGET_FIELDS},
-            "seed": seed,
-            "num_processes": world,
-            "train_rows": _rows_digest(train_rows),
-            "pretrained": pretrained,
-        }
+    fingerprint = {
+        "model": config.model,
+        "clips": spec.to_dict(),
+        "train": {k: v for k, v in train.to_dict().items() if k not in BUDGET_FIELDS},
+        "seed": seed,
+        "num_processes": world,
+        "train_rows": rows_digest(train_rows, {"FileName": str, "EF": float}),
+        "pretrained": pretrained,
+    }
+    task = RegressorTask(
+        resolved,
+        train_set=EFClipDataset(train_rows, spec, train=True, seed=seed, root=root),
+        val_set=EFClipDataset(val_rows, spec, train=False, seed=seed, root=root),
+        steps_per_epoch=budget.steps_per_epoch,
+        seed=seed,
+        pretrained=pretrained,
+        counts={"n_train": len(train_rows), "n_val": len(val_rows)},
+        train_mean_ef=float(train_rows["EF"].mean()),
     )
-    train_set = EFClipDataset(train_rows, spec, train=True, seed=seed, root=root)
-    val_set = EFClipDataset(val_rows, spec, train=False, seed=seed, root=root)
-
-    with deterministic():
-        set_seed(seed)
-        model = EFRegressor(**config.model)
-        if pretrained is not None and pretrained["kind"] == "published":
-            load_published_weights(model, pretrained["path"])
-        elif pretrained is not None:
-            load_kinetics_trunk(model, pretrained["path"])
-        optimizer = _optimizer(model, train)
-        scheduler = None
-        if train.lr_step_epochs is not None:
-            # Stepped per optimiser step so that a mid-epoch resume needs no special case;
-            # registered (not prepared) so accelerate does not step it once per process.
-            scheduler = StepLR(optimizer, train.lr_step_epochs * steps_per_epoch, train.lr_gamma)
-            accelerator.register_for_checkpointing(scheduler)
-        model, optimizer = accelerator.prepare(model, optimizer)
-
-        progress = {"step": 0, "loss_sum": 0.0, "loss_count": 0, "log": []}
-        record = resume(accelerator, state_dir, fingerprint)
-        resumed_from = None
-        if record is not None:
-            progress = record["progress"]
-            resumed_from = progress["step"]
-            log.info("resuming at step %d of %d", resumed_from, total)
-
-        step = progress["step"]
-        bar = tqdm(
-            total=total,
-            initial=step,
-            desc="train regressor",
-            leave=False,
-            disable=not accelerator.is_local_main_process,
-        )
-        while step < total:
-            epoch, done = divmod(step, steps_per_epoch)
-            train_set.set_epoch(epoch)
-            order = _epoch_order(
-                len(train_set), steps_per_epoch, train.batch_size, accelerator, seed, epoch
-            )
-            loader = DataLoader(
-                train_set,
-                batch_size=train.batch_size,
-                sampler=order[done * train.batch_size :],
-                num_workers=train.num_workers,
-            )
-            model.train()
-            for clips, ef in loader:
-                prediction = model(clips.to(accelerator.device))
-                loss = F.mse_loss(prediction.float(), ef.to(accelerator.device).float())
-                accelerator.backward(loss)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                if scheduler is not None:
-                    scheduler.step()
-                step += 1
-                progress["step"] = step
-                progress["loss_sum"] += accelerator.reduce(loss.detach(), "mean").item()
-                progress["loss_count"] += 1
-                bar.update(1)
-                if step % train.log_every == 0:
-                    log.info(
-                        "step %d/%d loss %.3f lr %.3g",
-                        step,
-                        total,
-                        progress["loss_sum"] / progress["loss_count"],
-                        optimizer.param_groups[0]["lr"],
-                    )
-                if step % steps_per_epoch == 0:
-                    progress["log"].append(
-                        _epoch_row(model, val_set, train, accelerator, epoch, step, progress)
-                    )
-                    progress.update(loss_sum=0.0, loss_count=0)
-                    if accelerator.is_main_process:
-                        write_log(state_dir / "log.csv", progress["log"], LOG_COLUMNS)
-                if step % train.checkpoint_every == 0 or step == total:
-                    record = {
-                        "echogen_version": echogen.__version__,
-                        "step": step,
-                        "seed": seed,
-                        "config": resolved.to_dict(),
-                        "fingerprint": fingerprint,
-                        "progress": progress,
-                    }
-                    save_checkpoint(accelerator, state_dir, record, train.checkpoints_total_limit)
-                if step == total:
-                    break
-        bar.close()
-
-        epoch_log = list(progress["log"])
-        if progress["loss_count"]:
-            # The budget ended mid-epoch: report that partial epoch too.
-            epoch = step // steps_per_epoch
-            epoch_log.append(_epoch_row(model, val_set, train, accelerator, epoch, step, progress))
-
-    train_mean_ef = float(train_rows["EF"].mean())
-    if accelerator.is_main_process:
-        with atomic_dir(out_dir) as tmp:
-            accelerator.unwrap_model(model).save_pretrained(tmp)
-            write_json(tmp / "clips.json", spec.to_dict())
-            write_json(
-                tmp / "train.json",
-                {
-                    "echogen_version": echogen.__version__,
-                    "model": jsonable(config.model),
-                    "train": train.to_dict(),
-                    "seed": seed,
-                    "steps": step,
-                    "steps_per_epoch": steps_per_epoch,
-                    "num_processes": world,
-                    "n_train": len(train_rows),
-                    "n_val": len(val_rows),
-                    "train_mean_ef": train_mean_ef,
-                    "pretrained": pretrained,
-                },
-            )
-            write_log(tmp / "log.csv", epoch_log, LOG_COLUMNS)
-        log.info("exported the regressor to %s", out_dir)
-    accelerator.wait_for_everyone()
+    result = engine_train(
+        task,
+        accelerator,
+        state_dir=state_dir,
+        out_dir=out_dir,
+        budget=budget,
+        seed=seed,
+        fingerprint=fingerprint,
+        config=resolved.to_dict(),
+    )
     return {
-        "steps": step,
-        "steps_per_epoch": steps_per_epoch,
-        "resumed_from": resumed_from,
-        "train_mean_ef": train_mean_ef,
-        "val_loss": epoch_log[-1]["val_loss"] if epoch_log else math.nan,
-        "val_mae": epoch_log[-1]["val_mae"] if epoch_log else math.nan,
+        "steps": result.step,
+        "steps_per_epoch": result.steps_per_epoch,
+        "resumed_from": result.resumed_from,
+        "train_mean_ef": task.train_mean_ef,
+        "val_loss": result.last("val_loss"),
+        "val_mae": result.last("val_mae"),
         "mean": spec.mean,
         "std": spec.std,
         "out_dir": str(out_dir),
@@ -572,75 +547,3 @@ def _split_rows(rows: pd.DataFrame, split: str, manifest: Path) -> pd.DataFrame:
         raise DataError(manifest, f"no {split} rows", "use a manifest with TRAIN and VAL videos")
     selected.attrs["source"] = str(manifest)
     return selected
-
-
-def _rows_digest(rows: pd.DataFrame) -> str:
-    """sha256 of the rows' FileName and EF, in order: the training set a checkpoint belongs to."""
-    pairs = zip(rows["FileName"], rows["EF"], strict=True)
-    listing = json.dumps([[str(name), float(ef)] for name, ef in pairs])
-    return hashlib.sha256(listing.encode()).hexdigest()
-
-
-def _optimizer(model: EFRegressor, train: TrainSpec) -> torch.optim.Optimizer:
-    if train.optimizer == "sgd":
-        return torch.optim.SGD(
-            model.parameters(),
-            lr=train.lr,
-            momentum=train.momentum,
-            weight_decay=train.weight_decay,
-        )
-    return torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
-
-
-def _epoch_order(
-    n: int, steps_per_epoch: int, batch_size: int, accelerator: Accelerator, seed: int, epoch: int
-) -> list[int]:
-    """This process's dataset indices for one epoch, batch after batch.
-
-    Global batch ``b`` is ``perm[b*G:(b+1)*G]`` with ``G = batch_size * processes``; process
-    ``r`` takes its ``r``-th slice, so the global order is fixed by ``(seed, epoch)`` alone.
-    """
-    perm = np.random.default_rng([seed, epoch]).permutation(n)
-    world = accelerator.num_processes
-    batches = perm[: steps_per_epoch * batch_size * world].reshape(steps_per_epoch, world, -1)
-    return batches[:, accelerator.process_index].reshape(-1).tolist()
-
-
-@torch.no_grad()
-def _validate(
-    model, val_set: EFClipDataset, train: TrainSpec, accelerator: Accelerator
-) -> tuple[float, float]:
-    """MSE and MAE on the first clip of every VAL video (each process scores its share)."""
-    net = accelerator.unwrap_model(model)  # no DDP collectives: processes score different rows
-    net.eval()
-    mine = list(range(accelerator.process_index, len(val_set), accelerator.num_processes))
-    loader = DataLoader(
-        val_set, batch_size=train.batch_size, sampler=mine, num_workers=train.num_workers
-    )
-    pairs = []
-    for clips, ef in loader:
-        prediction = net(clips.to(accelerator.device)).float().cpu()
-        pairs += list(zip(prediction.tolist(), ef.float().tolist(), strict=True))
-    pairs = np.asarray(gather_object(pairs), dtype=np.float64)
-    error = pairs[:, 0] - pairs[:, 1]
-    return float(np.mean(error**2)), float(np.mean(np.abs(error)))
-
-
-def _epoch_row(model, val_set, train, accelerator, epoch: int, step: int, progress: dict) -> dict:
-    val_loss, val_mae = _validate(model, val_set, train, accelerator)
-    train_loss = progress["loss_sum"] / progress["loss_count"]
-    log.info(
-        "epoch %d (step %d): train loss %.3f, val loss %.3f, val MAE %.3f",
-        epoch,
-        step,
-        train_loss,
-        val_loss,
-        val_mae,
-    )
-    return {
-        "epoch": epoch,
-        "step": step,
-        "train_loss": train_loss,
-        "val_loss": val_loss,
-        "val_mae": val_mae,
-    }

@@ -17,11 +17,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
+from trainer_cases import BLOB_CLASSES, BLOB_FRAMES, BLOB_SIZE, blob_cardiac
 
 from echogen.data.ef_clips import ClipSpec
 from echogen.data.errors import DataError
-from echogen.data.manifest import write_manifest
-from echogen.data.video import write_video
 from echogen.models.regressor import MODEL_PRESETS, EFRegressor
 from echogen.pipelines.classification import classification_table, predict_classes, prob_columns
 from echogen.training.classifier import (
@@ -35,13 +34,11 @@ from echogen.training.classifier import (
     training_rows,
 )
 from echogen.training.state import checkpoints
-from echogen.workflow import run_distributed  # noqa: I001 (sorted below by ruff)
 
 SEED = 5
 THREADS = 1
-CLASSES = [2, 3]
-NAMES = {0: "ASD", 2: "Non-PAH", 3: "PAH"}
-SIZE, FRAMES, FPS = 32, 24, 32.0
+CLASSES = BLOB_CLASSES
+SIZE = BLOB_SIZE
 REAL = {"TRAIN": 8, "VAL": 3, "TEST": 5}  # videos per class and split
 N_SYNTHETIC = 4  # per class
 EPOCHS, STEPS_PER_EPOCH = 6, 4  # 16 real TRAIN videos / batch 4
@@ -73,55 +70,9 @@ def threads():
     torch.set_num_threads(before)
 
 
-def blob_video(rng: np.random.Generator, class_id: int) -> np.ndarray:
-    """Mid-grey noise with a blob circling: bright for class 3, dark for 2 (and 0)."""
-    t = np.arange(FRAMES)[:, None, None]
-    y, x = np.mgrid[:SIZE, :SIZE][:, None]
-    phase = rng.uniform(0, 2 * np.pi)
-    cy = SIZE / 2 + 7 * np.sin(2 * np.pi * t / 12 + phase)
-    cx = SIZE / 2 + 7 * np.cos(2 * np.pi * t / 12 + phase)
-    frames = rng.normal(110, 12, size=(FRAMES, SIZE, SIZE))
-    blob = (y - cy) ** 2 + (x - cx) ** 2 < rng.uniform(4, 6) ** 2
-    frames[blob] = 230 if class_id == 3 else 15
-    return np.clip(frames, 0, 255).astype(np.uint8)
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("cardiac")
-    rng = np.random.default_rng(11)
-    records = []
-    for split, n in REAL.items():
-        for class_id in [*CLASSES, 0]:
-            for i in range(n if class_id else 2):
-                name = f"real_{split.lower()}_{class_id}_{i}"
-                path = Path("videos") / f"{name}.mp4"
-                write_video(root / path, blob_video(rng, class_id), FPS)
-                records.append(
-                    {
-                        "FileName": name,
-                        "FPS": FPS,
-                        "NumberOfFrames": FRAMES,
-                        "Split": split,
-                        "Dataset": "cardiacnet",
-                        "Path": str(path),
-                        "class_name": NAMES[class_id],
-                        "class_id": class_id,
-                    }
-                )
-    manifest = root / "manifest.csv"
-    write_manifest(pd.DataFrame(records), manifest)
-
-    samples = Path("samples") / "run"
-    listing = []
-    for class_id in [*CLASSES, 0]:
-        for _ in range(N_SYNTHETIC if class_id else 1):
-            name = f"sample_{len(listing):05d}"
-            write_video(root / samples / "Videos" / f"{name}.mp4", blob_video(rng, class_id), FPS)
-            row = {"FileName": name, "FPS": FPS, "class_id": class_id}
-            listing.append({**row, "class_name": NAMES[class_id], "Split": "TRAIN"})
-    pd.DataFrame(listing).to_csv(root / samples / "FileList.csv", index=False)
-    return {"root": root, "manifest": manifest, "samples": samples}
+    return blob_cardiac(tmp_path_factory.mktemp("cardiac"), REAL, N_SYNTHETIC)
 
 
 @pytest.fixture(scope="module")
@@ -315,36 +266,6 @@ def test_training_learns_exports_and_selects_best_val(data, reference):
     assert accuracy >= 0.8, predictions
 
 
-def test_budget_cut_then_rerun_equals_uninterrupted(data, reference, tmp_path):
-    rows, root = reference["rows"], data["root"]
-    state, out = tmp_path / "state", tmp_path / "out"
-    cut = 6  # mid-epoch 1: checkpoints at 3 and 6
-    config = resolve_classifier_config("tiny", micro(max_steps=cut))
-    first = train_classifier(rows, out, state, config, 2, SEED, root=root)
-    assert first["steps"] == cut and first["resumed_from"] is None
-    assert [p.name for p in checkpoints(state)] == ["checkpoint_00000003", "checkpoint_00000006"]
-    # The checkpoint carries the best VAL weights so far: epoch 0's, the only one complete.
-    best = torch.load(state / "checkpoint_00000006" / "custom_checkpoint_0.pkl", weights_only=False)
-    assert (best["epoch"], best["step"]) == (0, STEPS_PER_EPOCH)
-    assert best["weights"].keys() == weights(reference["out"]).keys()
-
-    second = train_classifier(
-        rows, out, state, resolve_classifier_config("tiny", MICRO), 2, SEED, root=root
-    )
-    assert second["resumed_from"] == cut
-    got, want = weights(out), weights(reference["out"])
-    assert got.keys() == want.keys()
-    for key in want:
-        assert torch.equal(got[key], want[key]), key
-    for name in ["log.csv", "train.json", "clips.json", "config.json"]:
-        assert (out / name).read_text() == (reference["out"] / name).read_text(), name
-
-    # Other settings may not resume this state.
-    other = resolve_classifier_config("tiny", micro(lr=1e-2))
-    with pytest.raises(ValueError, match="other settings"):
-        train_classifier(rows, tmp_path / "o2", state, other, 2, SEED, root=root)
-
-
 # --- prediction and table ---
 
 
@@ -354,7 +275,7 @@ def test_predict_classes_averages_softmax_over_all_clips(data, reference):
     assert list(predictions.columns) == ["FileName", "label", "pred", *prob_columns(2), "n_clips"]
     model, spec, _ = load_classifier(reference["out"])
     span = (spec.frames - 1) * spec.period + 1
-    assert (predictions["n_clips"] == (FRAMES - span) // spec.test_clip_stride + 1).all()
+    assert (predictions["n_clips"] == (BLOB_FRAMES - span) // spec.test_clip_stride + 1).all()
     dataset = ClassClipDataset(test, spec, False, 0, data["root"])
     for i in range(len(test)):
         clips, label = dataset.all_clips(i)
@@ -454,26 +375,3 @@ def test_synthetic_source_trains_and_reports(data, tmp_path):
     assert info["selected"]["epoch"] == 1
     spec = ClipSpec.from_dict(json.loads((tmp_path / "out" / "clips.json").read_text()))
     assert spec.mean is not None and spec.std > 0
-
-
-def test_two_processes_train_the_budget(data, reference, tmp_path):
-    """The rule's multi-GPU path (2 gloo processes, batch_size per process halved): the same
-    step budget and epochs as one process, finite validation, one export."""
-    kwargs = {
-        "source": "real",
-        "manifest": str(data["manifest"]),
-        "filelist": None,
-        "out_dir": str(tmp_path / "out"),
-        "state_dir": str(tmp_path / "state"),
-        "classification": {"preset": "tiny", "overrides": micro(batch_size=2), "classes": CLASSES},
-        "class_map": {},
-        "seed": SEED,
-        "root": str(data["root"]),
-    }
-    run_distributed("echogen.training.classifier:train_classifier_from_config", kwargs, 2, "cpu")
-    summary = json.loads((tmp_path / "out" / "train.json").read_text())
-    assert summary["num_processes"] == 2
-    assert summary["steps"] == reference["summary"]["steps"] == EPOCHS * STEPS_PER_EPOCH
-    log = pd.read_csv(tmp_path / "out" / "log.csv")
-    assert len(log) == EPOCHS and np.isfinite(log[["train_loss", "val_accuracy"]].to_numpy()).all()
-    assert set(weights(tmp_path / "out")) == set(weights(reference["out"]))

@@ -8,11 +8,6 @@ step schedule, so the loss must fall and the scheduler's state must survive a re
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,13 +16,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_error
+from trainer_cases import DYNAMIC_PHANTOM, phantom_dynamic
 
-from echogen.data.dynamic import ingest_dynamic
 from echogen.data.ef_clips import EFClipDataset, estimate_mean_std
 from echogen.data.errors import DataError
 from echogen.data.manifest import read_manifest, write_manifest
 from echogen.data.video import write_video
-from echogen.phantom import write_phantom
 from echogen.pipelines.ef_prediction import (
     PREDICTION_COLUMNS,
     predict_ef,
@@ -44,11 +38,9 @@ from echogen.training.regressor import (
     train_regressor_from_run,
 )
 from echogen.training.state import checkpoints
-from echogen.workflow import run_distributed
 
 SEED = 3
 THREADS = 1  # every run (and the killed subprocess) uses the same count: bitwise comparisons
-PHANTOM = {"videos": {"TRAIN": 8, "VAL": 2, "TEST": 3}, "frames": [20, 30], "fps": 50, "size": 32}
 STEPS_PER_EPOCH = 4  # 8 TRAIN videos / batch 2
 EPOCHS = 8
 MICRO = {
@@ -87,9 +79,7 @@ def threads():
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> dict:
     base = tmp_path_factory.mktemp("phantom")
-    write_phantom("dynamic", base / "dynamic", PHANTOM, seed=7)
-    manifest = base / "manifest.csv"
-    ingest_dynamic(base / "dynamic", manifest, base / "quarantine.csv")
+    manifest = phantom_dynamic(base)
     return {"manifest": manifest, "rows": read_manifest(manifest), "base": base}
 
 
@@ -190,81 +180,6 @@ def test_training_learns_checkpoints_and_exports(data, reference):
     assert log["val_loss"].iloc[-1] == pytest.approx(np.mean((true - pred) ** 2), rel=1e-5)
 
 
-def test_budget_cut_then_rerun_equals_uninterrupted(data, reference, tmp_path):
-    state, out = tmp_path / "state", tmp_path / "out"
-    cut = 6  # mid-epoch 1: checkpoints at 3 and 6
-    first = train_regressor(
-        data["manifest"], out, state, resolve_config("tiny", micro(max_steps=cut)), SEED
-    )
-    assert first["steps"] == cut and first["resumed_from"] is None
-    assert [p.name for p in checkpoints(state)] == ["checkpoint_00000003", "checkpoint_00000006"]
-    partial = pd.read_csv(out / "log.csv")
-    assert partial[["epoch", "step"]].values.tolist() == [[0, 4], [1, 6]]
-
-    second = train_regressor(data["manifest"], out, state, reference["config"], SEED)
-    assert second["resumed_from"] == cut
-    assert_same_export(out, reference["out"])
-    # A finished run started again resumes at its end and exports the same model.
-    third = train_regressor(data["manifest"], out, state, reference["config"], SEED)
-    assert third["resumed_from"] == EPOCHS * STEPS_PER_EPOCH
-    assert_same_export(out, reference["out"])
-
-
-KILLED_RUN = """
-import json, sys
-import torch
-torch.set_num_threads({threads})
-from echogen.training.regressor import resolve_config, train_regressor
-config = resolve_config("tiny", json.loads({config!r}))
-train_regressor({manifest!r}, {out!r}, {state!r}, config, {seed})
-"""
-
-
-def test_sigkill_then_rerun_equals_uninterrupted(data, reference, tmp_path):
-    state, out = tmp_path / "state", tmp_path / "out"
-    script = tmp_path / "run.py"
-    script.write_text(
-        KILLED_RUN.format(
-            threads=THREADS,
-            manifest=str(data["manifest"]),
-            out=str(out),
-            state=str(state),
-            config=json.dumps(MICRO),
-            seed=SEED,
-        )
-    )
-    env = {**os.environ, "OMP_NUM_THREADS": str(THREADS)}
-    with open(tmp_path / "stderr.txt", "wb") as stderr:
-        process = subprocess.Popen([sys.executable, str(script)], env=env, stderr=stderr)
-        deadline = time.monotonic() + 120
-        while not checkpoints(state) and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.005)
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-    # Killed, not finished or crashed: the rerun below really starts from a mid-run state.
-    assert process.returncode == -signal.SIGKILL, (tmp_path / "stderr.txt").read_text()[-2000:]
-    killed_at = int(checkpoints(state)[-1].name.split("_")[1])
-    assert killed_at % STEPS_PER_EPOCH and killed_at < EPOCHS * STEPS_PER_EPOCH
-    assert not out.exists()
-
-    summary = train_regressor(data["manifest"], out, state, reference["config"], SEED)
-    assert summary["resumed_from"] == killed_at
-    assert not list(state.glob(".checkpoint_*"))
-    assert_same_export(out, reference["out"])
-
-
-def test_resume_refuses_other_settings(data, reference, tmp_path):
-    import shutil
-
-    state = tmp_path / "state"
-    shutil.copytree(reference["state"], state)
-    with pytest.raises(ValueError, match="other settings"):
-        train_regressor(
-            data["manifest"], tmp_path / "out", state, resolve_config("tiny", micro(lr=0.1)), SEED
-        )
-    assert not (tmp_path / "out").exists()
-
-
 def test_bad_manifests_raise_data_errors(data, tmp_path):
     no_val = data["rows"][data["rows"]["Split"] != "VAL"]
     manifest = write_manifest(no_val, tmp_path / "no_val.csv")
@@ -329,7 +244,7 @@ def test_report_matches_sklearn(data, reference, tmp_path):
     report = regressor_report(table, train_mean, split="TEST", n_boot=200, seed=1)
     test = table[table["Split"] == "TEST"]
     y = test["EF"].to_numpy()
-    assert report["n"] == len(test) == PHANTOM["videos"]["TEST"]
+    assert report["n"] == len(test) == DYNAMIC_PHANTOM["videos"]["TEST"]
     for kind, column in (("clip", "EF_pred_clip"), ("all_clips", "EF_pred_all")):
         pred = test[column].to_numpy()
         assert report[kind]["mae"]["value"] == pytest.approx(mean_absolute_error(y, pred))
@@ -401,22 +316,3 @@ def test_published_weights_export_untrained_with_zero_budget(data, reference, tm
     got, want = weights(tmp_path / "out"), weights(reference["out"])
     for key in want:
         assert torch.equal(got[key], want[key]), key
-
-
-def test_two_processes_train_the_budget(data, reference, tmp_path):
-    """The rule's multi-GPU path (2 gloo processes, batch_size per process halved): the same
-    step budget and epochs as one process, finite validation, one export."""
-    kwargs = {
-        "manifest": str(data["manifest"]),
-        "out_dir": str(tmp_path / "out"),
-        "state_dir": str(tmp_path / "state"),
-        "run": {"preset": "tiny", "overrides": micro(batch_size=1)},
-        "seed": SEED,
-    }
-    run_distributed("echogen.training.regressor:train_regressor_from_run", kwargs, 2, "cpu")
-    summary = json.loads((tmp_path / "out" / "train.json").read_text())
-    assert summary["num_processes"] == 2
-    assert summary["steps"] == reference["summary"]["steps"] == EPOCHS * STEPS_PER_EPOCH
-    log = pd.read_csv(tmp_path / "out" / "log.csv")
-    assert len(log) == EPOCHS and np.isfinite(log[["train_loss", "val_mae"]].to_numpy()).all()
-    assert set(weights(tmp_path / "out")) == set(weights(reference["out"]))

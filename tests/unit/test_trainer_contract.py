@@ -1,0 +1,154 @@
+"""The trainer contract, written once and run over every task of the engine.
+
+For each case of ``tests/trainer_cases.py``: a run killed with SIGKILL mid-training and run
+again exports bitwise the weights, log and ``train.json`` of an uninterrupted run; so does a
+run whose budget was cut and then raised; a state saved with other settings is refused with
+the differing keys named; two processes finish the same budget; the export loads through
+``from_pretrained`` with the weights it saved.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+from trainer_cases import CASES, TrainerCase
+
+from echogen.training.state import checkpoints
+from echogen.workflow import run_distributed
+
+SEED = 4
+THREADS = 1  # every run (and the killed subprocess) uses the same count: bitwise comparisons
+WEIGHTS = "diffusion_pytorch_model.safetensors"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module", params=CASES, ids=[c.name for c in CASES])
+def case(request, tmp_path_factory) -> dict:
+    """A case, its data and its uninterrupted reference run."""
+    spec: TrainerCase = request.param
+    base = tmp_path_factory.mktemp(spec.name)
+    data = spec.make_data(base / "data")
+    out, state = base / "reference" / "out", base / "reference" / "state"
+    summary = spec.call(spec.kwargs(data, out, state, SEED))
+    return {"spec": spec, "data": data, "out": out, "state": state, "summary": summary}
+
+
+def assert_same_export(out: Path, expected: Path) -> None:
+    """Every exported file byte for byte (weights, config, train.json, log.csv, ...)."""
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in expected.iterdir())
+    for path in expected.iterdir():
+        assert (out / path.name).read_bytes() == path.read_bytes(), path.name
+
+
+def test_reference_run_trains_its_budget_and_exports(case):
+    spec, out = case["spec"], case["out"]
+    info = json.loads((out / "train.json").read_text())
+    assert info["steps"] == spec.total and info["steps_per_epoch"] == spec.steps_per_epoch
+    assert info["seed"] == SEED and info["num_processes"] == 1
+    log = pd.read_csv(out / "log.csv")
+    epochs = spec.overrides["train"]["epochs"]
+    assert log["epoch"].tolist() == list(range(epochs))
+    assert log["step"].tolist() == [spec.steps_per_epoch * (e + 1) for e in range(epochs)]
+    limit = spec.overrides["train"]["checkpoints_total_limit"]
+    assert len(checkpoints(case["state"])) == limit
+    assert checkpoints(case["state"])[-1].name == f"checkpoint_{spec.total:08d}"
+
+
+def test_export_round_trips_through_from_pretrained(case):
+    model = case["spec"].load(case["out"])
+    saved = load_file(case["out"] / WEIGHTS)
+    state = model.state_dict()
+    assert saved.keys() == state.keys()
+    for key, value in saved.items():
+        assert torch.equal(state[key], value), key
+
+
+def test_budget_cut_then_rerun_equals_uninterrupted(case, tmp_path):
+    spec, data = case["spec"], case["data"]
+    out, state = tmp_path / "out", tmp_path / "state"
+    cut = spec.steps_per_epoch + 2  # mid-epoch 1
+    first = spec.call(spec.kwargs(data, out, state, SEED, max_steps=cut))
+    assert first["steps"] == cut and first["resumed_from"] is None
+    # The cut run exported a partial last epoch.
+    assert pd.read_csv(out / "log.csv")[["epoch", "step"]].values.tolist()[-1] == [1, cut]
+
+    second = spec.call(spec.kwargs(data, out, state, SEED))
+    assert second["resumed_from"] == cut
+    assert_same_export(out, case["out"])
+    # A finished run started again resumes at its end and exports the same model.
+    third = spec.call(spec.kwargs(data, out, state, SEED))
+    assert third["resumed_from"] == spec.total
+    assert_same_export(out, case["out"])
+
+
+def test_sigkill_then_rerun_equals_uninterrupted(case, tmp_path):
+    spec, data = case["spec"], case["data"]
+    out, state = tmp_path / "out", tmp_path / "state"
+    job = tmp_path / "job.json"
+    job.write_text(
+        json.dumps({"target": spec.entry, "kwargs": spec.kwargs(data, out, state, SEED)})
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": str(THREADS)}
+    with open(tmp_path / "stderr.txt", "wb") as stderr:
+        command = [sys.executable, "-m", "echogen.launch", str(job)]
+        process = subprocess.Popen(command, env=env, stderr=stderr)
+        deadline = time.monotonic() + 120
+        while not checkpoints(state) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    # Killed, not finished or crashed: the rerun below really starts from a mid-run state.
+    assert process.returncode == -signal.SIGKILL, (tmp_path / "stderr.txt").read_text()[-2000:]
+    killed_at = int(checkpoints(state)[-1].name.split("_")[1])
+    assert 0 < killed_at < spec.total
+    assert not out.exists()
+
+    summary = spec.call(spec.kwargs(data, out, state, SEED))
+    assert summary["resumed_from"] == killed_at
+    assert not list(state.glob(".checkpoint_*"))
+    assert_same_export(out, case["out"])
+
+
+def test_resume_refuses_other_settings_naming_them(case, tmp_path):
+    spec = case["spec"]
+    state = tmp_path / "state"
+    shutil.copytree(case["state"], state)
+    kwargs = spec.kwargs(case["data"], tmp_path / "out", state, SEED, **spec.changed)
+    with pytest.raises(ValueError, match="other settings") as error:
+        spec.call(kwargs)
+    assert "train: saved" in str(error.value) and f"delete {state}" in str(error.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_two_processes_train_the_budget(case, tmp_path):
+    """The rule's multi-GPU path (2 gloo processes, the global batch kept): the same step
+    budget and epochs as one process, finite validation, one export of the same tensors."""
+    spec = case["spec"]
+    kwargs = spec.kwargs(
+        case["data"], tmp_path / "out", tmp_path / "state", SEED, **spec.two_process
+    )
+    run_distributed(spec.entry, kwargs, 2, "cpu")
+    info = json.loads((tmp_path / "out" / "train.json").read_text())
+    assert info["num_processes"] == 2 and info["steps"] == spec.total
+    log = pd.read_csv(tmp_path / "out" / "log.csv")
+    assert len(log) == spec.overrides["train"]["epochs"]
+    assert log.drop(columns=["epoch", "step"]).notna().all().all()
+    assert set(load_file(tmp_path / "out" / WEIGHTS)) == set(load_file(case["out"] / WEIGHTS))
