@@ -99,7 +99,115 @@ def blob_cardiac(root: Path, real: dict[str, int], n_synthetic: int) -> dict:
     return {"root": root, "manifest": manifest, "samples": samples}
 
 
+LATENT_C, LATENT_H = 4, 8  # the privacy tests' latent frames
+
+
+def _smooth_latent(rng: np.random.Generator) -> np.ndarray:
+    """A smooth random latent frame (LATENT_C, LATENT_H, LATENT_H): a sum of low-frequency waves."""
+    y, x = np.mgrid[0:LATENT_H, 0:LATENT_H] / LATENT_H
+    out = np.zeros((LATENT_C, LATENT_H, LATENT_H))
+    for c in range(LATENT_C):
+        for _ in range(3):
+            fy, fx, phase = rng.uniform(0.3, 1.5, size=2).tolist() + [rng.uniform(0, 6.3)]
+            out[c] += rng.normal() * np.sin(2 * np.pi * (fy * y + fx * x) + phase)
+    return out
+
+
+def latent_videos(root, splits=("TRAIN",) * 8 + ("VAL",) * 3 + ("TEST",) * 3, frames=6, seed=0):
+    """Latent videos under root/latents (float16 ``(T, C, H, H)``) and their index csv.
+
+    Each video is one smooth pattern plus small per-frame noise, so two frames of one video
+    are far more alike than frames of two videos (positives are easy).
+    """
+    rng = np.random.default_rng(seed)
+    records = []
+    for i, split in enumerate(splits):
+        base = _smooth_latent(rng)
+        video = base[None] + 0.05 * rng.normal(size=(frames, LATENT_C, LATENT_H, LATENT_H))
+        rel = f"latents/video_{i:02d}.npy"
+        (root / "latents").mkdir(parents=True, exist_ok=True)
+        np.save(root / rel, video.astype(np.float16))
+        records.append(
+            {"FileName": f"video_{i:02d}", "EF": 50.0 + i, "Split": split, "latent_path": rel}
+        )
+    index = root / "index.csv"
+    pd.DataFrame(records).to_csv(index, index=False)
+    return index
+
+
+TOY_CLASSES = ["normal", "asd", "pah"]
+TOY_OFFSETS = (2.0, -1.5, 1.0, 0.5)
+
+
+def toy_latent_index(root: Path, frames: list[int], name: str = "toy", splits=None) -> Path:
+    """A latent index of smooth toy videos: a blob that beats with the EF, on per-channel
+    offsets (real VAE latents have non-zero channel means too).
+
+    Latents are float16 (T, 4, 14, 14), as the VAE step writes them.
+    """
+    rng = np.random.default_rng(len(frames))
+    yy, xx = np.mgrid[:14, :14] / 13.0
+    rows = []
+    for i, n in enumerate(frames):
+        ef = 20.0 + 15.0 * i
+        t = np.arange(n)[:, None, None]
+        radius = 0.25 + 0.1 * (ef / 100) * np.sin(2 * np.pi * t / 8)
+        blob = np.exp(-((xx - 0.5) ** 2 + (yy - 0.5) ** 2) / radius**2)  # (T, 14, 14)
+        channels = [m + blob * s for m, s in zip(TOY_OFFSETS, (1.5, -1.0, 0.5, 0.8), strict=True)]
+        latent = np.stack(channels, axis=1) + 0.05 * rng.standard_normal((n, 4, 14, 14))
+        rel = Path("latents") / name / f"video{i}.npy"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        np.save(root / rel, latent.astype(np.float16))
+        rows.append(
+            {
+                "FileName": f"video{i}",
+                "EF": ef,
+                "Split": (splits or ["TRAIN"] * len(frames))[i],
+                "View": "A4C",
+                "class_id": i % 3,
+                "class_name": TOY_CLASSES[i % 3],
+                "latent_path": str(rel),
+                "latent_frames": n,
+                "latent_fps": 32.0,
+                "scaling_factor": 0.5,
+            }
+        )
+    index = root / "latents" / name / "index.csv"
+    pd.DataFrame(rows).to_csv(index, index=False)
+    return index
+
+
+def disk_videos(root: Path) -> Path:
+    """Four short AVIs of a pulsing bright disk on a dark background (three TRAIN, one VAL)
+    and their manifest, in ``root``; returns ``root``."""
+    yy, xx = np.mgrid[:48, :48]
+    rows = []
+    for i in range(4):
+        frames = []
+        for t in range(20):
+            radius = 10 + 5 * np.sin(2 * np.pi * t / 10 + i)
+            disk = (yy - 24) ** 2 + (xx - 22 - i) ** 2 < radius**2
+            frames.append(np.where(disk, 200 - 10 * i, 30).astype(np.uint8))
+        write_video(root / f"v{i}.avi", np.stack(frames), 25)
+        rows.append(
+            {
+                "FileName": f"v{i}",
+                "EF": 50.0,
+                "FPS": 25.0,
+                "NumberOfFrames": 20,
+                "FrameHeight": 48,
+                "FrameWidth": 48,
+                "Split": "TRAIN" if i < 3 else "VAL",
+                "Path": f"v{i}.avi",
+            }
+        )
+    write_manifest(pd.DataFrame(rows), root / "manifest.csv")
+    return root
+
+
 # ---------------------------------------------------------------- cases
+
+WEIGHTS = "diffusion_pytorch_model.safetensors"
 
 
 def _regressor_data(base: Path) -> dict:
@@ -135,8 +243,12 @@ class TrainerCase:
         entry: ``module:function`` taking JSON-able keyword arguments (``out_dir``,
             ``state_dir``, ``seed`` and the task's own).
         model_class: ``module:Class`` whose ``from_pretrained`` loads the export.
-        overrides: the preset overrides of the tiny run (``train`` holds the budget).
-        steps_per_epoch: optimiser steps per epoch of one process.
+        weights: the exported safetensors file, relative to the export folder (the model
+            folder is its parent).
+        overrides: the tiny run's settings; ``overrides["train"]`` holds the budget
+            (``epochs`` for epoch tasks, ``max_steps`` for step tasks).
+        steps_per_epoch: optimiser steps per epoch of one process; None for step tasks.
+        cut: a step to cut the budget at first: mid-epoch, or between log rows.
         changed: a ``train`` setting that changes the trajectory (must be refused on resume).
         two_process: ``train`` overrides that keep the global batch on 2 processes.
         make_data: builds the inputs in a folder; returns what ``make_kwargs`` reads.
@@ -146,8 +258,10 @@ class TrainerCase:
     name: str
     entry: str
     model_class: str
+    weights: str
     overrides: dict
-    steps_per_epoch: int
+    steps_per_epoch: int | None
+    cut: int
     changed: dict
     two_process: dict
     make_data: Callable[[Path], dict]
@@ -155,7 +269,16 @@ class TrainerCase:
 
     @property
     def total(self) -> int:
-        return self.overrides["train"]["epochs"] * self.steps_per_epoch
+        train = self.overrides["train"]
+        if self.steps_per_epoch is None:
+            return train["max_steps"]
+        return train["epochs"] * self.steps_per_epoch
+
+    def log_steps(self, total: int) -> list[int]:
+        """The ``step`` column of the exported log of a run of ``total`` steps."""
+        every = self.steps_per_epoch or self.overrides["train"]["log_every"]
+        steps = list(range(every, total + 1, every))
+        return steps if total % every == 0 else [*steps, total]
 
     def kwargs(self, data: dict, out: Path, state: Path, seed: int, **train) -> dict:
         overrides = {**self.overrides, "train": {**self.overrides["train"], **train}}
@@ -168,13 +291,15 @@ class TrainerCase:
 
     def load(self, out: Path):
         module, name = self.model_class.split(":")
-        return getattr(importlib.import_module(module), name).from_pretrained(out)
+        model_class = getattr(importlib.import_module(module), name)
+        return model_class.from_pretrained((out / self.weights).parent)
 
 
 REGRESSOR = TrainerCase(
     name="regressor",
     entry="echogen.training.regressor:train_regressor_from_run",
     model_class="echogen.models.regressor:EFRegressor",
+    weights=WEIGHTS,
     overrides={
         "model": {"widths": [4, 8, 8, 8], "fc_bias_init": 0.0},
         "clips": {"frames": 8, "period": 2, "size": 32, "pad": 2, "test_clip_stride": 4},
@@ -194,6 +319,7 @@ REGRESSOR = TrainerCase(
         },
     },
     steps_per_epoch=4,  # 8 TRAIN videos / batch 2
+    cut=6,  # mid-epoch 1
     changed={"lr": 0.1},
     two_process={"batch_size": 1},
     make_data=_regressor_data,
@@ -204,6 +330,7 @@ CLASSIFIER = TrainerCase(
     name="classifier",
     entry="echogen.training.classifier:train_classifier_from_config",
     model_class="echogen.models.regressor:EFRegressor",
+    weights=WEIGHTS,
     overrides={
         "model": {"widths": [4, 8, 8, 8]},
         "clips": {"frames": 8, "period": 2, "size": BLOB_SIZE, "pad": 2, "test_clip_stride": 4},
@@ -219,10 +346,138 @@ CLASSIFIER = TrainerCase(
         },
     },
     steps_per_epoch=4,  # 16 real TRAIN videos / batch 4
+    cut=6,  # mid-epoch 1
     changed={"lr": 1e-2},
     two_process={"batch_size": 2},
     make_data=_classifier_data,
     make_kwargs=_classifier_kwargs,
 )
 
-CASES = [REGRESSOR, CLASSIFIER]
+
+def _privacy_data(base: Path) -> dict:
+    return {"index": str(latent_videos(base)), "root": str(base)}
+
+
+def _privacy_kwargs(data: dict, overrides: dict) -> dict:
+    return {
+        "latent_indexes": [data["index"]],
+        "preset": "tiny",
+        "overrides": {"widths": [8, 16], "layers": [1, 1], "embedding_dim": 16},
+        "train": overrides["train"],
+        "root": data["root"],
+    }
+
+
+PRIVACY = TrainerCase(
+    name="privacy",
+    entry="echogen.training.privacy:train_privacy",
+    model_class="echogen.models.privacy:PrivacyEmbedder",
+    weights=WEIGHTS,
+    overrides={
+        "train": {
+            "lr": 3e-3,
+            "batch_size": 8,  # global: 2 processes split it
+            "max_steps": 8,
+            "checkpoint_every": 3,
+            "checkpoints_total_limit": 2,
+            "log_every": 2,
+        }
+    },
+    steps_per_epoch=None,
+    cut=5,  # between log rows
+    changed={"lr": 1e-2},
+    two_process={},
+    make_data=_privacy_data,
+    make_kwargs=_privacy_kwargs,
+)
+
+
+def _vae_data(base: Path) -> dict:
+    return {"manifest": str(disk_videos(base) / "manifest.csv"), "root": str(base)}
+
+
+def _vae_kwargs(data: dict, overrides: dict) -> dict:
+    return {
+        "manifests": [data["manifest"]],
+        "preset": "tiny",
+        "overrides": None,
+        "train_preset": "tiny",
+        "train_overrides": overrides["train"],
+        "root": data["root"],
+    }
+
+
+VAE = TrainerCase(
+    name="vae",
+    entry="echogen.training.vae:train_vae_from_presets",
+    model_class="diffusers:AutoencoderKL",
+    weights=WEIGHTS,
+    overrides={
+        "train": {
+            "size": 32,
+            "batch_size": 4,  # per process
+            "max_steps": 6,
+            # The discriminator and its optimiser join mid-run: a GAN resume.
+            "disc_start": 2,
+            "checkpoint_every": 2,
+            "checkpoints_total_limit": 2,
+            "log_every": 2,
+            "scale_frames": 64,
+        }
+    },
+    steps_per_epoch=None,
+    cut=3,  # between log rows, after the discriminator started
+    changed={"kl_weight": 1e-3},
+    two_process={"batch_size": 2},
+    make_data=_vae_data,
+    make_kwargs=_vae_kwargs,
+)
+
+
+def _lvdm_data(base: Path) -> dict:
+    return {"index": str(toy_latent_index(base, [12, 10, 9])), "root": str(base)}
+
+
+def _lvdm_kwargs(data: dict, overrides: dict) -> dict:
+    model = {
+        "conditioning": "ef",
+        "preset": "tiny",
+        "train_preset": "tiny",
+        "frames": 8,
+        "train": overrides["train"],
+    }
+    return {"latent_indexes": [data["index"]], "model": model, "root": data["root"]}
+
+
+LVDM = TrainerCase(
+    name="lvdm",
+    entry="echogen.training.lvdm:train_lvdm_from_config",
+    model_class="diffusers:UNetSpatioTemporalConditionModel",
+    weights=f"unet/{WEIGHTS}",
+    overrides={
+        "train": {
+            "batch_size": 2,  # global: 2 processes split it
+            "max_steps": 6,
+            "checkpoint_every": 2,
+            "checkpoints_total_limit": 2,
+            "log_every": 2,
+        }
+    },
+    steps_per_epoch=None,
+    cut=3,  # between log rows
+    changed={"lr": 3e-4},
+    two_process={},
+    make_data=_lvdm_data,
+    make_kwargs=_lvdm_kwargs,
+)
+
+CASES = [REGRESSOR, CLASSIFIER, PRIVACY, VAE, LVDM]
+
+
+def run_jobs(jobs: list[dict]) -> None:
+    """Run ``{"target": "module:function", "kwargs": {...}}`` jobs in turn: the contract's
+    two-process runs of every case share one ``accelerate launch`` (its start-up is most of
+    a tiny run's time)."""
+    for job in jobs:
+        module, name = job["target"].split(":")
+        getattr(importlib.import_module(module), name)(**job["kwargs"])

@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -31,15 +32,11 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from accelerate.utils import set_seed
 from diffusers import UNetSpatioTemporalConditionModel
 from diffusers.training_utils import EMAModel
 from torch.utils.data import DataLoader, Dataset, Sampler
-from tqdm import tqdm
 
-import echogen
 from echogen.data.errors import DataError
-from echogen.data.io import atomic_dir, write_json
 from echogen.models.lvdm import (
     LVDM_PRESETS,
     Conditioner,
@@ -53,11 +50,12 @@ from echogen.models.lvdm import (
     unet_input,
 )
 from echogen.pipelines.latents import read_latents
-from echogen.training.state import deterministic, jsonable, resume, save_checkpoint, write_log
+from echogen.training.engine import Budget, RunResult, Task, accelerator_for
+from echogen.training.engine import train as engine_train
+from echogen.training.state import jsonable
 
 log = logging.getLogger(__name__)
 
-DEVICES = ("cpu", "cuda")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 INDEX_COLUMNS = ("FileName", "Split", "latent_path")
 VALUE_COLUMNS = {"ef": "EF", "class": "class_id"}
@@ -525,6 +523,145 @@ def _stream_seed(*parts: int) -> int:
     return int(np.random.SeedSequence(list(parts)).generate_state(2, np.uint32).view(np.uint64)[0])
 
 
+class LVDMTask(Task):
+    """The latent video diffusion model for the trainer engine: v-prediction MSE on noised
+    latent windows with the conditioning frame concatenated, conditioning dropout, gradient
+    clipping and an EMA of the weights (exported); a log row (mean loss, lr) every
+    ``log_every`` steps.
+
+    Args:
+        spec: window, latent shape and conditioning.
+        unet_preset: a key of :data:`~echogen.models.lvdm.LVDM_PRESETS`.
+        unet_overrides: UNet keyword arguments replacing the preset's.
+        config: optimisation and budget.
+        dataset: the TRAIN latent clips (item ``step * batch_size + i``).
+        conditioner: EF, text or class tokens.
+        scheduler: the DDPM training scheduler.
+        seed: seeds every step's noise, timesteps and dropout.
+        text_encoder: exported with the model (text conditioning), else None.
+        tokenizer: the text encoder's tokenizer, else None.
+        records: the task's keys of ``train.json``.
+    """
+
+    name = "lvdm"
+    log_columns = LOG_COLUMNS
+
+    def __init__(
+        self,
+        spec: LVDMSpec,
+        unet_preset: str,
+        unet_overrides: dict | None,
+        config: LVDMTrainConfig,
+        dataset: LatentClipDataset,
+        conditioner: Conditioner,
+        scheduler,
+        seed: int,
+        text_encoder,
+        tokenizer,
+        records: dict,
+    ):
+        self.spec, self.unet_preset, self.unet_overrides = spec, unet_preset, unet_overrides
+        self.config, self.dataset, self.conditioner = config, dataset, conditioner
+        self.scheduler, self.seed = scheduler, seed
+        self.text_encoder, self.tokenizer, self.records = text_encoder, tokenizer, records
+
+    def build(self, accelerator: Accelerator) -> UNetSpatioTemporalConditionModel:
+        config = self.config
+        unet = build_unet(
+            self.unet_preset,
+            self.spec.conditioning,
+            self.unet_overrides,
+            cross_attention_dim=self.conditioner.dim,
+        )
+        self.unet_config = {k: v for k, v in unet.config.items() if not k.startswith("_")}
+        self.ema = EMAModel(
+            unet.parameters(),
+            decay=config.ema_decay,
+            update_after_step=config.ema_start,
+            model_cls=UNetSpatioTemporalConditionModel,
+            model_config=unet.config,
+        )
+        optimizer = torch.optim.AdamW(
+            unet.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+        self.unet, self.optimizer = accelerator.prepare(unet, optimizer)
+        accelerator.register_for_checkpointing(self.ema)
+        return self.unet
+
+    def fingerprint(self) -> dict:
+        return {"unet": self.unet_config}
+
+    def start(self, accelerator: Accelerator, step: int) -> None:
+        self.ema.to(accelerator.device)  # a resumed EMA state is loaded onto the CPU
+        self.per_process = self.config.batch_size // accelerator.num_processes
+        first = accelerator.process_index * self.per_process
+        self.mine = slice(first, first + self.per_process)
+        self.time_ids = added_time_ids(self.spec.fps, self.per_process, accelerator.device)
+
+    def batches(self, accelerator: Accelerator, epoch: int, start: int) -> Iterable:
+        config, rank = self.config, accelerator.process_index
+        self.unet.train()
+        return DataLoader(
+            self.dataset,
+            batch_size=self.per_process,
+            sampler=_StepSampler(
+                start, config.max_steps, config.batch_size, rank, self.per_process
+            ),
+            num_workers=config.num_workers,
+            collate_fn=_collate,
+        )
+
+    def train_step(self, accelerator: Accelerator, batch, step: int) -> dict[str, float]:
+        config, scheduler, device = self.config, self.scheduler, accelerator.device
+        mine = self.mine
+        latents = batch["latents"].to(device)
+        cond_latent = batch["cond_latent"].to(device)
+        global_shape = (config.batch_size, *latents.shape[1:])
+        num_timesteps = scheduler.config.num_train_timesteps
+        noise, timesteps, drop = step_noise(self.seed, step, global_shape, config, num_timesteps)
+        noise, timesteps, drop = (
+            noise[mine].to(device),
+            timesteps[mine].to(device),
+            drop[mine].to(device),
+        )
+
+        noisy = scheduler.add_noise(latents, noise, timesteps)
+        target = scheduler.get_velocity(latents, noise, timesteps)
+        hidden = self.conditioner.encode(batch["value"], device)
+        null = self.conditioner.null(self.per_process, device)
+        hidden, cond_latent = drop_conditioning(hidden, cond_latent, drop, null)
+
+        with accelerator.autocast():
+            prediction = self.unet(
+                unet_input(noisy, cond_latent), timesteps, hidden, self.time_ids
+            ).sample
+        loss = F.mse_loss(prediction.float(), target.float())
+        accelerator.backward(loss)
+        if accelerator.sync_gradients:
+            accelerator.clip_grad_norm_(self.unet.parameters(), config.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.ema.step(accelerator.unwrap_model(self.unet).parameters())
+        return {"loss": accelerator.reduce(loss.detach(), "mean").item()}
+
+    def row(self, sums: dict[str, float], count: int) -> dict[str, float]:
+        return {"loss": sums["loss"] / count, "lr": self.optimizer.param_groups[0]["lr"]}
+
+    def export(self, folder: Path, model, result: RunResult) -> dict:
+        export = UNetSpatioTemporalConditionModel.from_config(self.unet_config)
+        self.ema.copy_to(export.parameters())
+        save_lvdm(folder, export, self.spec, self.scheduler, self.text_encoder, self.tokenizer)
+        return {
+            **self.records,
+            "spec": self.spec.to_dict(),
+            "unet_preset": self.unet_preset,
+            "unet_overrides": jsonable(self.unet_overrides),
+            "train": self.config.to_dict(),
+            "weights": "ema",
+            "text_encoder_trained": False,
+        }
+
+
 def train_lvdm(
     latent_indexes: list[str | Path],
     out_dir: str | Path,
@@ -565,8 +702,6 @@ def train_lvdm(
         Summary: steps, resumed_from (step or None), n_videos, n_dropped, last_loss (NaN
         when nothing was logged) and out_dir.
     """
-    if device not in DEVICES:
-        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
     config = train if isinstance(train, LVDMTrainConfig) else LVDMTrainConfig(**train)
     if unet_preset not in LVDM_PRESETS:
         raise ValueError(f"unknown LVDM preset {unet_preset!r}; choose one of {list(LVDM_PRESETS)}")
@@ -574,15 +709,12 @@ def train_lvdm(
         raise ValueError("text_encoder_dir is needed for, and only for, text conditioning")
     out_dir, state_dir = Path(out_dir), Path(state_dir)
 
-    accelerator = Accelerator(
-        cpu=device == "cpu", mixed_precision=config.mixed_precision, project_dir=str(state_dir)
-    )
+    accelerator = accelerator_for(device, state_dir, config.mixed_precision)
     world = accelerator.num_processes
     if config.batch_size % world:
         raise ValueError(
             f"train batch_size ({config.batch_size}) must be a multiple of the {world} processes"
         )
-    per_process = config.batch_size // world
     dataset = LatentClipDataset(latent_indexes, spec, seed, config.batch_size, root)
     channels = {**LVDM_PRESETS[unet_preset], **(unet_overrides or {})}
     if (channels["in_channels"], channels["out_channels"]) != (
@@ -605,163 +737,58 @@ def train_lvdm(
         text_digest = _text_encoder_digest(text_encoder)
     conditioner = Conditioner(spec, text_encoder, tokenizer)
     scheduler = build_scheduler()
-    num_timesteps = scheduler.config.num_train_timesteps
-
-    with deterministic():
-        set_seed(seed)
-        unet = build_unet(
-            unet_preset, spec.conditioning, unet_overrides, cross_attention_dim=conditioner.dim
-        )
-        unet_config = {k: v for k, v in unet.config.items() if not k.startswith("_")}
-        fingerprint = jsonable(
-            {
-                "spec": spec.to_dict(),
-                "unet": unet_config,
-                "train": {k: v for k, v in config.to_dict().items() if k not in BUDGET_FIELDS},
-                # Private keys (e.g. `_use_default_values`, a list in set order that changes
-                # from process to process) would make a restarted job refuse its own state.
-                "scheduler": {k: v for k, v in scheduler.config.items() if not k.startswith("_")},
-                "seed": seed,
-                "num_processes": world,
-                "train_videos": dataset.digest,
-                "text_encoder": text_digest,
-            }
-        )
-        ema = EMAModel(
-            unet.parameters(),
-            decay=config.ema_decay,
-            update_after_step=config.ema_start,
-            model_cls=UNetSpatioTemporalConditionModel,
-            model_config=unet.config,
-        )
-        optimizer = torch.optim.AdamW(
-            unet.parameters(), lr=config.lr, weight_decay=config.weight_decay
-        )
-        unet, optimizer = accelerator.prepare(unet, optimizer)
-        accelerator.register_for_checkpointing(ema)
-
-        progress = {"step": 0, "loss_sum": 0.0, "loss_count": 0, "log": []}
-        record = resume(accelerator, state_dir, fingerprint)
-        resumed_from = None
-        if record is not None:
-            progress = record["progress"]
-            resumed_from = progress["step"]
-        ema.to(accelerator.device)  # a resumed EMA state is loaded onto the CPU
-
-        total = config.max_steps
-        step = progress["step"]
-        loader = DataLoader(
-            dataset,
-            batch_size=per_process,
-            sampler=_StepSampler(
-                step, total, config.batch_size, accelerator.process_index, per_process
-            ),
-            num_workers=config.num_workers,
-            collate_fn=_collate,
-        )
-        mine = slice(
-            accelerator.process_index * per_process, (accelerator.process_index + 1) * per_process
-        )
-        time_ids = added_time_ids(spec.fps, per_process, accelerator.device)
-        bar = tqdm(
-            total=total,
-            initial=min(step, total),
-            desc="train lvdm",
-            leave=False,
-            disable=not accelerator.is_local_main_process,
-        )
-        unet.train()
-        for batch in loader:
-            latents = batch["latents"].to(accelerator.device)
-            cond_latent = batch["cond_latent"].to(accelerator.device)
-            global_shape = (config.batch_size, *latents.shape[1:])
-            noise, timesteps, drop = step_noise(seed, step, global_shape, config, num_timesteps)
-            noise = noise[mine].to(accelerator.device)
-            timesteps = timesteps[mine].to(accelerator.device)
-            drop = drop[mine].to(accelerator.device)
-
-            noisy = scheduler.add_noise(latents, noise, timesteps)
-            target = scheduler.get_velocity(latents, noise, timesteps)
-            hidden = conditioner.encode(batch["value"], accelerator.device)
-            null = conditioner.null(per_process, accelerator.device)
-            hidden, cond_latent = drop_conditioning(hidden, cond_latent, drop, null)
-
-            with accelerator.autocast():
-                prediction = unet(
-                    unet_input(noisy, cond_latent), timesteps, hidden, time_ids
-                ).sample
-            loss = F.mse_loss(prediction.float(), target.float())
-            accelerator.backward(loss)
-            if accelerator.sync_gradients:
-                accelerator.clip_grad_norm_(unet.parameters(), config.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            ema.step(accelerator.unwrap_model(unet).parameters())
-            step += 1
-            bar.update(1)
-
-            progress["step"] = step
-            progress["loss_sum"] += accelerator.reduce(loss.detach(), "mean").item()
-            progress["loss_count"] += 1
-            if step % config.log_every == 0 or step == total:
-                row = {
-                    "step": step,
-                    "loss": progress["loss_sum"] / progress["loss_count"],
-                    "lr": optimizer.param_groups[0]["lr"],
-                }
-                progress["log"].append(row)
-                progress.update(loss_sum=0.0, loss_count=0)
-                log.info("step %d/%d loss %.4f", step, total, row["loss"])
-                if accelerator.is_main_process:
-                    write_log(state_dir / "log.csv", progress["log"], LOG_COLUMNS)
-            if step % config.checkpoint_every == 0 or step == total:
-                save_checkpoint(
-                    accelerator,
-                    state_dir,
-                    {
-                        "echogen_version": echogen.__version__,
-                        "step": step,
-                        "seed": seed,
-                        "fingerprint": fingerprint,
-                        "progress": progress,
-                    },
-                    config.checkpoints_total_limit,
-                )
-        bar.close()
-
-    if accelerator.is_main_process:
-        export = UNetSpatioTemporalConditionModel.from_config(unet_config)
-        ema.copy_to(export.parameters())
-        with atomic_dir(out_dir) as tmp:
-            save_lvdm(tmp, export, spec, scheduler, text_encoder, tokenizer)
-            write_json(
-                tmp / "train.json",
-                {
-                    "echogen_version": echogen.__version__,
-                    "spec": spec.to_dict(),
-                    "unet_preset": unet_preset,
-                    "unet_overrides": jsonable(unet_overrides),
-                    "train": config.to_dict(),
-                    "seed": seed,
-                    "steps": step,
-                    "num_processes": world,
-                    "latent_indexes": [str(c) for c in latent_indexes],
-                    "n_videos": len(dataset),
-                    "n_dropped": dataset.n_dropped,
-                    "weights": "ema",
-                    "text_encoder_dir": None if text_encoder_dir is None else str(text_encoder_dir),
-                    "text_encoder_trained": False,
-                },
-            )
-            write_log(tmp / "log.csv", progress["log"], LOG_COLUMNS)
-        log.info("exported the LVDM to %s", out_dir)
-    accelerator.wait_for_everyone()
-    return {
-        "steps": step,
-        "resumed_from": resumed_from,
+    fingerprint = {
+        "spec": spec.to_dict(),
+        "train": {k: v for k, v in config.to_dict().items() if k not in BUDGET_FIELDS},
+        # Private keys (e.g. `_use_default_values`, a list in set order that changes from
+        # process to process) would make a restarted job refuse its own state.
+        "scheduler": {k: v for k, v in scheduler.config.items() if not k.startswith("_")},
+        "seed": seed,
+        "num_processes": world,
+        "train_videos": dataset.digest,
+        "text_encoder": text_digest,
+    }
+    records = {
+        "latent_indexes": [str(c) for c in latent_indexes],
         "n_videos": len(dataset),
         "n_dropped": dataset.n_dropped,
-        "last_loss": progress["log"][-1]["loss"] if progress["log"] else math.nan,
+        "text_encoder_dir": None if text_encoder_dir is None else str(text_encoder_dir),
+    }
+    task = LVDMTask(
+        spec,
+        unet_preset,
+        unet_overrides,
+        config,
+        dataset,
+        conditioner,
+        scheduler,
+        seed,
+        text_encoder,
+        tokenizer,
+        records,
+    )
+    budget = Budget(
+        total=config.max_steps,
+        steps_per_epoch=None,
+        checkpoint_every=config.checkpoint_every,
+        checkpoints_total_limit=config.checkpoints_total_limit,
+        log_every=config.log_every,
+    )
+    result = engine_train(
+        task,
+        accelerator,
+        state_dir=state_dir,
+        out_dir=out_dir,
+        budget=budget,
+        seed=seed,
+        fingerprint=fingerprint,
+    )
+    return {
+        "steps": result.step,
+        "resumed_from": result.resumed_from,
+        "n_videos": len(dataset),
+        "n_dropped": dataset.n_dropped,
+        "last_loss": result.last("loss"),
         "out_dir": str(out_dir),
     }
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -28,25 +29,16 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from accelerate.utils import set_seed
-from tqdm import tqdm
 
-import echogen
 from echogen.data.errors import DataError
-from echogen.data.io import atomic_dir, write_json
 from echogen.models.privacy import PRIVACY_PRESETS, PrivacyEmbedder
 from echogen.pipelines.latents import read_latents
-from echogen.training.state import (
-    deterministic,
-    jsonable,
-    resume,
-    save_checkpoint,
-    write_log,
-)
+from echogen.training.engine import Budget, RunResult, Task, accelerator_for
+from echogen.training.engine import train as engine_train
+from echogen.training.state import jsonable
 
 log = logging.getLogger(__name__)
 
-DEVICES = ("cpu", "cuda")
 INDEX_COLUMNS = ("FileName", "Split", "latent_path")
 LOG_COLUMNS = ["step", "loss", "accuracy", "lr"]
 # PrivacyTrainSpec fields that only say how long or how often: a run may be resumed with other
@@ -274,6 +266,87 @@ def load_privacy_model(model_dir: str | Path) -> PrivacyEmbedder:
     return PrivacyEmbedder.from_pretrained(model_dir)
 
 
+class PrivacyTask(Task):
+    """The re-identification embedder for the trainer engine: BCE on balanced Siamese pairs
+    drawn afresh every step from ``(seed, step)``; a log row (mean loss, pair accuracy, lr)
+    every ``log_every`` steps.
+
+    Args:
+        model_kwargs: :class:`PrivacyEmbedder` keyword arguments.
+        spec: optimisation and budget.
+        videos: the TRAIN latent videos.
+        seed: seeds every step's pairs.
+        records: the task's keys of ``train.json``.
+    """
+
+    name = "privacy"
+    log_columns = LOG_COLUMNS
+
+    def __init__(
+        self,
+        model_kwargs: dict,
+        spec: PrivacyTrainSpec,
+        videos: LatentVideos,
+        seed: int,
+        records: dict,
+    ):
+        self.model_kwargs, self.spec, self.videos = model_kwargs, spec, videos
+        self.seed, self.records = seed, records
+        self.model = self.optimizer = None
+
+    def build(self, accelerator: Accelerator) -> PrivacyEmbedder:
+        model = PrivacyEmbedder(**self.model_kwargs)
+        optimizer = torch.optim.Adam(model.parameters(), lr=self.spec.lr)
+        self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        return self.model
+
+    def batches(self, accelerator: Accelerator, epoch: int, start: int) -> Iterable:
+        """Step ``s``'s pairs, this process's share of them: frames of both sides, labels."""
+        per_process = self.spec.batch_size // accelerator.num_processes
+        mine = slice(
+            accelerator.process_index * per_process, (accelerator.process_index + 1) * per_process
+        )
+        self.model.train()
+        for step in range(start, self.spec.max_steps):
+            rng = np.random.default_rng([self.seed, step])
+            video_a, frame_a, video_b, frame_b, label = draw_pairs(
+                rng, self.videos.frames, self.spec.batch_size
+            )
+            first = self.videos.load(video_a[mine], frame_a[mine])
+            second = self.videos.load(video_b[mine], frame_b[mine])
+            yield first, second, torch.from_numpy(label[mine])
+
+    def train_step(self, accelerator: Accelerator, batch, step: int) -> dict[str, float]:
+        first, second, target = batch
+        target = target.to(accelerator.device)
+        per_process = len(target)
+        # One forward for both branches, so batch norm sees all frames of the step.
+        embeddings = self.model(torch.cat([first, second]).to(accelerator.device))  # [2B, D]
+        head = accelerator.unwrap_model(self.model)
+        logits = head.pair_logits(embeddings[:per_process], embeddings[per_process:])
+        loss = F.binary_cross_entropy_with_logits(logits.float(), target)
+        accelerator.backward(loss)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        correct = ((logits.detach() > 0).float() == target).sum()
+        return {
+            "loss": accelerator.reduce(loss.detach(), "mean").item(),
+            "correct": int(accelerator.reduce(correct, "sum").item()),
+        }
+
+    def row(self, sums: dict[str, float], count: int) -> dict[str, float]:
+        """Mean loss and pair accuracy of the ``count`` steps since the last row."""
+        return {
+            "loss": sums["loss"] / count,
+            "accuracy": sums["correct"] / max(1, count * self.spec.batch_size),
+            "lr": self.optimizer.param_groups[0]["lr"],
+        }
+
+    def export(self, folder: Path, model: PrivacyEmbedder, result: RunResult) -> dict:
+        model.save_pretrained(folder)
+        return {"model": jsonable(self.model_kwargs), "train": self.spec.to_dict(), **self.records}
+
+
 def train_privacy(
     latent_indexes: list[str | Path],
     out_dir: str | Path,
@@ -311,8 +384,6 @@ def train_privacy(
         Summary: steps, resumed_from (step or None), n_videos, n_frames, last_loss,
         last_accuracy (NaN when nothing was logged) and out_dir.
     """
-    if device not in DEVICES:
-        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
     spec = train if isinstance(train, PrivacyTrainSpec) else PrivacyTrainSpec(**train)
     model_kwargs = resolve_model(preset, overrides)
     in_channels = model_kwargs["in_channels"]
@@ -334,142 +405,49 @@ def train_privacy(
             item=videos.names[short[0]],
         )
 
-    accelerator = Accelerator(cpu=device == "cpu", project_dir=str(state_dir))
+    accelerator = accelerator_for(device, state_dir)
     world = accelerator.num_processes
     if spec.batch_size % world:
         raise ValueError(
             f"train.batch_size ({spec.batch_size}) must be a multiple of the {world} processes"
         )
-    per_process = spec.batch_size // world
-    fingerprint = jsonable(
-        {
-            "model": model_kwargs,
-            "train": {k: v for k, v in spec.to_dict().items() if k not in BUDGET_FIELDS},
-            "seed": seed,
-            "num_processes": world,
-            "train_videos": videos.digest,
-        }
-    )
-    total = spec.max_steps
-
-    with deterministic():
-        set_seed(seed)
-        model = PrivacyEmbedder(**model_kwargs)
-        optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr)
-        model, optimizer = accelerator.prepare(model, optimizer)
-
-        progress = {"step": 0, "loss_sum": 0.0, "correct": 0, "seen": 0, "window": 0, "log": []}
-        record = resume(accelerator, state_dir, fingerprint)
-        resumed_from = None
-        if record is not None:
-            progress = record["progress"]
-            resumed_from = progress["step"]
-
-        step = progress["step"]
-        mine = slice(
-            accelerator.process_index * per_process, (accelerator.process_index + 1) * per_process
-        )
-        bar = tqdm(
-            total=total,
-            initial=min(step, total),
-            desc="train privacy",
-            leave=False,
-            disable=not accelerator.is_local_main_process,
-        )
-        model.train()
-        while step < total:
-            rng = np.random.default_rng([seed, step])
-            video_a, frame_a, video_b, frame_b, label = draw_pairs(
-                rng, videos.frames, spec.batch_size
-            )
-            first = videos.load(video_a[mine], frame_a[mine])
-            second = videos.load(video_b[mine], frame_b[mine])
-            target = torch.from_numpy(label[mine]).to(accelerator.device)
-            # One forward for both branches, so batch norm sees all frames of the step.
-            both = torch.cat([first, second]).to(accelerator.device)
-            embeddings = model(both)  # [2B, D]
-            head = accelerator.unwrap_model(model)
-            logits = head.pair_logits(embeddings[:per_process], embeddings[per_process:])
-            loss = F.binary_cross_entropy_with_logits(logits.float(), target)
-            accelerator.backward(loss)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            bar.update(1)
-
-            correct = ((logits.detach() > 0).float() == target).sum()
-            progress["step"] = step
-            progress["loss_sum"] += accelerator.reduce(loss.detach(), "mean").item()
-            progress["correct"] += int(accelerator.reduce(correct, "sum").item())
-            progress["seen"] += spec.batch_size
-            progress["window"] += 1
-            if step % spec.log_every == 0:
-                row = _log_row(progress, step, optimizer.param_groups[0]["lr"])
-                progress["log"].append(row)
-                progress.update(loss_sum=0.0, correct=0, seen=0, window=0)
-                log.info(
-                    "step %d/%d loss %.4f pair accuracy %.3f",
-                    step,
-                    total,
-                    row["loss"],
-                    row["accuracy"],
-                )
-                if accelerator.is_main_process:
-                    write_log(state_dir / "log.csv", progress["log"], LOG_COLUMNS)
-            if step % spec.checkpoint_every == 0 or step == total:
-                record = {
-                    "echogen_version": echogen.__version__,
-                    "step": step,
-                    "seed": seed,
-                    "fingerprint": fingerprint,
-                    "progress": progress,
-                }
-                save_checkpoint(accelerator, state_dir, record, spec.checkpoints_total_limit)
-        bar.close()
-        train_log = list(progress["log"])
-        if progress["window"]:
-            # The budget ended mid-window: report it in the export, not in the resumable log.
-            train_log.append(_log_row(progress, step, optimizer.param_groups[0]["lr"]))
-
-    if accelerator.is_main_process:
-        with atomic_dir(out_dir) as tmp:
-            accelerator.unwrap_model(model).save_pretrained(tmp)
-            write_json(
-                tmp / "train.json",
-                {
-                    "echogen_version": echogen.__version__,
-                    "preset": preset,
-                    "model": jsonable(model_kwargs),
-                    "train": spec.to_dict(),
-                    "seed": seed,
-                    "steps": step,
-                    "num_processes": world,
-                    "latent_indexes": [str(p) for p in latent_indexes],
-                    "n_videos": len(videos.names),
-                    "n_frames": int(videos.frames.sum()),
-                    "frame_shape": list(videos.frame_shape),
-                },
-            )
-            write_log(tmp / "log.csv", train_log, LOG_COLUMNS)
-        log.info("exported the privacy embedder to %s", out_dir)
-    accelerator.wait_for_everyone()
-    last = train_log[-1] if train_log else {}
-    return {
-        "steps": step,
-        "resumed_from": resumed_from,
+    fingerprint = {
+        "model": model_kwargs,
+        "train": {k: v for k, v in spec.to_dict().items() if k not in BUDGET_FIELDS},
+        "seed": seed,
+        "num_processes": world,
+        "train_videos": videos.digest,
+    }
+    records = {
+        "preset": preset,
+        "latent_indexes": [str(p) for p in latent_indexes],
         "n_videos": len(videos.names),
         "n_frames": int(videos.frames.sum()),
-        "last_loss": last.get("loss", float("nan")),
-        "last_accuracy": last.get("accuracy", float("nan")),
-        "out_dir": str(out_dir),
+        "frame_shape": list(videos.frame_shape),
     }
-
-
-def _log_row(progress: dict, step: int, lr: float) -> dict:
-    """Mean loss and pair accuracy of the ``window`` steps since the last row."""
+    task = PrivacyTask(model_kwargs, spec, videos, seed, records)
+    budget = Budget(
+        total=spec.max_steps,
+        steps_per_epoch=None,
+        checkpoint_every=spec.checkpoint_every,
+        checkpoints_total_limit=spec.checkpoints_total_limit,
+        log_every=spec.log_every,
+    )
+    result = engine_train(
+        task,
+        accelerator,
+        state_dir=state_dir,
+        out_dir=out_dir,
+        budget=budget,
+        seed=seed,
+        fingerprint=fingerprint,
+    )
     return {
-        "step": step,
-        "loss": progress["loss_sum"] / progress["window"],
-        "accuracy": progress["correct"] / max(1, progress["seen"]),
-        "lr": lr,
+        "steps": result.step,
+        "resumed_from": result.resumed_from,
+        "n_videos": len(videos.names),
+        "n_frames": int(videos.frames.sum()),
+        "last_loss": result.last("loss"),
+        "last_accuracy": result.last("accuracy"),
+        "out_dir": str(out_dir),
     }

@@ -447,7 +447,7 @@ def train_regressor(
 
     accelerator = accelerator_for(device, state_dir)
     world = accelerator.num_processes
-    budget = Budget(
+    budget = Budget.of_epochs(
         epochs=train.epochs,
         steps_per_epoch=steps_per_epoch(len(train_rows), train.batch_size, world, manifest),
         max_steps=train.max_steps,

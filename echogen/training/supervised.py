@@ -124,7 +124,7 @@ class ClipTask(Task):
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         return self.model
 
-    def epoch_batches(self, accelerator: Accelerator, epoch: int, start: int) -> Iterable:
+    def batches(self, accelerator: Accelerator, epoch: int, start: int) -> Iterable:
         self.train_set.set_epoch(epoch)
         self.start_epoch(epoch)
         n, batch = len(self.train_set), self.batch_size
@@ -140,7 +140,7 @@ class ClipTask(Task):
             generator=torch.Generator().manual_seed(self.seed),
         )
 
-    def train_step(self, accelerator: Accelerator, batch) -> torch.Tensor:
+    def train_step(self, accelerator: Accelerator, batch, step: int) -> dict[str, float]:
         clips, target = batch
         output = self.model(clips.to(accelerator.device))
         loss = self.loss(output.float(), target.to(accelerator.device))
@@ -148,10 +148,7 @@ class ClipTask(Task):
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.after_step()
-        return loss.detach()
-
-    def lr(self) -> float:
-        return self.optimizer.param_groups[0]["lr"]
+        return {"train_loss": accelerator.reduce(loss.detach(), "mean").item()}
 
     @torch.no_grad()
     def validation_outputs(self, accelerator: Accelerator) -> list[tuple[list, list]]:

@@ -18,11 +18,10 @@ exports the model.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 from collections import OrderedDict
+from collections.abc import Iterable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -31,15 +30,12 @@ import numpy as np
 import pandas as pd
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
 from diffusers import AutoencoderKL
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-import echogen
 from echogen.data.errors import DataError
-from echogen.data.io import atomic_dir, write_json
 from echogen.data.manifest import read_manifest, row_fps
 from echogen.data.video import read_video, resample_frames, resize_frames
 from echogen.metrics.paired import LPIPS, LPIPS_NETS
@@ -52,11 +48,13 @@ from echogen.models.vae import (
     frames_to_tensor,
     vae_config,
 )
-from echogen.training.state import deterministic, jsonable, resume, save_checkpoint, write_log
+from echogen.training.engine import Budget, RunResult, Task, accelerator_for
+from echogen.training.engine import train as engine_train
+from echogen.training.state import jsonable
+from echogen.training.supervised import rows_digest
 
 log = logging.getLogger(__name__)
 
-DEVICES = ("cpu", "cuda")
 ADAM_BETAS = (0.5, 0.9)  # ldm's AutoencoderKL.configure_optimizers, both optimisers
 LOSS_COLUMNS = [
     "loss",
@@ -404,12 +402,6 @@ def train_rows(manifests: list[str | Path], fps: float | None, root: str | Path)
     return out
 
 
-def _rows_digest(rows: pd.DataFrame) -> str:
-    """sha256 of the training videos (FileName, Path), in order."""
-    listing = json.dumps([[n, p] for n, p in zip(rows["FileName"], rows["Path"], strict=True)])
-    return hashlib.sha256(listing.encode()).hexdigest()
-
-
 def scaling_frames(videos: _VideoFrames, seed: int, n: int) -> np.ndarray:
     """``n`` frames drawn from ``seed`` (video, then position), each video decoded once."""
     rng = np.random.default_rng([seed, STREAM_SCALING])
@@ -430,8 +422,150 @@ def fit_scaling_factor(vae: AutoencoderKL, frames: np.ndarray, batch_size: int =
     return 1.0 / std
 
 
-def _mean_logs(sums: dict, count: int) -> dict:
-    return {k: sums.get(k, 0.0) / count for k in LOSS_COLUMNS}
+class VAETask(Task):
+    """The image VAE for the trainer engine: ldm's autoencoder loss and, from
+    ``disc_start``, the PatchGAN discriminator, each with its own optimiser (two backward
+    passes a step); a log row (mean of each loss) every ``log_every`` steps; export with the
+    ``scaling_factor`` fitted on TRAIN frames.
+
+    Args:
+        model_preset: a key of :data:`~echogen.models.vae.VAE_PRESETS`.
+        model_overrides: AutoencoderKL keyword arguments replacing the preset's.
+        config: training settings.
+        videos: the TRAIN videos.
+        lr: the effective learning rate (scaled by the global batch when ``scale_lr``).
+        seed: seeds the frames of every step and the posterior noise.
+        records: the task's keys of ``train.json``.
+    """
+
+    name = "VAE"
+    log_columns = LOG_COLUMNS
+
+    def __init__(
+        self,
+        model_preset: str,
+        model_overrides: dict | None,
+        config: VAETrainConfig,
+        videos: _VideoFrames,
+        lr: float,
+        seed: int,
+        records: dict,
+    ):
+        self.model_preset, self.model_overrides = model_preset, model_overrides
+        self.config, self.videos, self.lr, self.seed = config, videos, lr, seed
+        self.records = records
+        self.scaling_factor = math.nan
+        self.perceptual = None
+
+    def build(self, accelerator: Accelerator) -> nn.Module:
+        config = self.config
+        vae = build_vae(self.model_preset, self.model_overrides)
+        discriminator = PatchDiscriminator(
+            in_channels=vae.config.in_channels,
+            channels=config.disc_channels,
+            n_layers=config.disc_layers,
+            norm=config.disc_norm,
+        )
+        if config.perceptual_weight > 0:
+            self.perceptual = LPIPS(
+                config.perceptual_net, config.perceptual_weights, device=str(accelerator.device)
+            )
+        self.loss_fn = VAELoss(
+            self.perceptual,
+            kl_weight=config.kl_weight,
+            perceptual_weight=config.perceptual_weight,
+            disc_weight=config.disc_weight,
+            disc_start=config.disc_start,
+            disc_factor=config.disc_factor,
+        ).to(accelerator.device)
+        self.loss_fn.logvar.requires_grad_(config.learn_logvar)
+        logvar = [self.loss_fn.logvar] if config.learn_logvar else []
+        opt_ae = torch.optim.Adam([*vae.parameters(), *logvar], lr=self.lr, betas=ADAM_BETAS)
+        opt_d = torch.optim.Adam(discriminator.parameters(), lr=self.lr, betas=ADAM_BETAS)
+        self.model, self.discriminator, self.opt_ae, self.opt_d = accelerator.prepare(
+            _Reconstruction(vae), discriminator, opt_ae, opt_d
+        )
+        accelerator.register_for_checkpointing(self.loss_fn)
+        self.in_channels = vae.config.in_channels
+        return self.model
+
+    def batches(self, accelerator: Accelerator, epoch: int, start: int) -> Iterable:
+        """Step ``s``'s micro-batches (``gradient_accumulation_steps`` of them) of frames."""
+        accumulation = self.config.gradient_accumulation_steps
+        world, rank = accelerator.num_processes, accelerator.process_index
+        loader = DataLoader(
+            _StepBatches(self.videos, self.config, self.seed, world, rank),
+            batch_size=None,
+            sampler=range(start * accumulation, self.config.max_steps * accumulation),
+            num_workers=self.config.num_workers,
+        )
+        stream = iter(loader)
+        for _ in range(start, self.config.max_steps):
+            yield [next(stream) for _ in range(accumulation)]
+
+    def train_step(self, accelerator: Accelerator, batch, step: int) -> dict[str, float]:
+        config, loss_fn = self.config, self.loss_fn
+        accumulation, rank = config.gradient_accumulation_steps, accelerator.process_index
+        plain_disc = accelerator.unwrap_model(self.discriminator)
+        last_layer = accelerator.unwrap_model(self.model).vae.decoder.conv_out.weight
+        self.model.train()
+        self.discriminator.train()
+        active = loss_fn.disc_active(step)
+        step_logs = dict.fromkeys(LOSS_COLUMNS, 0.0)
+        for micro, frames in enumerate(batch):
+            syncing = micro == accumulation - 1
+            x = frames_to_tensor(frames, self.in_channels).to(accelerator.device)
+            noise_seed = np.random.default_rng([self.seed, STREAM_NOISE, step, micro, rank])
+            noise = torch.Generator().manual_seed(int(noise_seed.integers(2**62)))
+            with nullcontext() if syncing else accelerator.no_sync(self.model):
+                recon, mean, logvar = self.model(x, noise)
+                # The adversarial term must not train the discriminator: freeze it, and
+                # call the bare module so DDP expects no gradient from this pass.
+                plain_disc.requires_grad_(False)
+                loss, logs = loss_fn.generator_loss(
+                    x, recon, mean, logvar, step, plain_disc if active else None, last_layer
+                )
+                plain_disc.requires_grad_(True)
+                accelerator.backward(loss / accumulation)
+            if active:
+                with nullcontext() if syncing else accelerator.no_sync(self.discriminator):
+                    d_loss, d_logs = loss_fn.discriminator_loss(self.discriminator, x, recon, step)
+                    accelerator.backward(d_loss / accumulation)
+                logs.update(d_logs)
+            for key, value in logs.items():
+                step_logs[key] += value / accumulation
+        if config.learn_logvar and accelerator.num_processes > 1:
+            # logvar lives outside the DDP module: average its gradient by hand.
+            loss_fn.logvar.grad = accelerator.reduce(loss_fn.logvar.grad, "mean")
+        self.opt_ae.step()
+        self.opt_ae.zero_grad(set_to_none=True)
+        if active:
+            self.opt_d.step()
+            self.opt_d.zero_grad(set_to_none=True)
+        return step_logs
+
+    def export(self, folder: Path, model: nn.Module, result: RunResult) -> dict:
+        vae = model.vae
+        vae.eval()
+        n_scale = self.config.scale_frames
+        frames = scaling_frames(self.videos, self.seed, n_scale)
+        self.scaling_factor = fit_scaling_factor(vae, frames, self.config.batch_size)
+        vae.register_to_config(scaling_factor=self.scaling_factor)
+        log.info("scaling_factor %.6f from %d TRAIN frames", self.scaling_factor, n_scale)
+        vae.save_pretrained(folder)
+        perceptual = self.perceptual
+        return {
+            **self.records,
+            "train": self.config.to_dict(),
+            "lr": self.lr,
+            "scaling_factor": self.scaling_factor,
+            "scale_frames": n_scale,
+            "perceptual_trunk": {
+                "net": self.config.perceptual_net,
+                "sha256": perceptual.trunk_sha256 if perceptual else None,
+                "published": perceptual.is_published if perceptual else None,
+            },
+        }
 
 
 def train_vae(
@@ -470,8 +604,6 @@ def train_vae(
         Summary: steps, resumed_from (step or None), lr (effective), scaling_factor,
         n_videos, the last log row's losses (``last``) and out_dir.
     """
-    if device not in DEVICES:
-        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
     config = config or resolve_train_config("tiny")
     out_dir, state_dir = Path(out_dir), Path(state_dir)
     model_config = vae_config(model_preset, model_overrides)
@@ -480,195 +612,48 @@ def train_vae(
         raise ValueError(f"train.size ({config.size}) must be a multiple of {vae_factor}")
     rows = train_rows(manifests, config.fps, root)
 
-    accelerator = Accelerator(cpu=device == "cpu", project_dir=str(state_dir))
-    world, rank = accelerator.num_processes, accelerator.process_index
+    accelerator = accelerator_for(device, state_dir)
+    world = accelerator.num_processes
     accumulation = config.gradient_accumulation_steps
     lr = config.lr * (config.batch_size * accumulation * world if config.scale_lr else 1)
-    fingerprint = jsonable(
-        {
-            "model": {"preset": model_preset, "config": model_config},
-            "train": {k: v for k, v in config.to_dict().items() if k not in BUDGET_FIELDS},
-            "seed": seed,
-            "num_processes": world,
-            "train_rows": _rows_digest(rows),
-        }
-    )
-    videos = _VideoFrames(rows, config.fps, config.size, config.video_cache)
-    total = config.max_steps
-
-    with deterministic():
-        set_seed(seed)
-        vae = build_vae(model_preset, model_overrides)
-        discriminator = PatchDiscriminator(
-            in_channels=vae.config.in_channels,
-            channels=config.disc_channels,
-            n_layers=config.disc_layers,
-            norm=config.disc_norm,
-        )
-        perceptual = None
-        if config.perceptual_weight > 0:
-            perceptual = LPIPS(
-                config.perceptual_net, config.perceptual_weights, device=str(accelerator.device)
-            )
-        loss_fn = VAELoss(
-            perceptual,
-            kl_weight=config.kl_weight,
-            perceptual_weight=config.perceptual_weight,
-            disc_weight=config.disc_weight,
-            disc_start=config.disc_start,
-            disc_factor=config.disc_factor,
-        ).to(accelerator.device)
-        loss_fn.logvar.requires_grad_(config.learn_logvar)
-        ae_params = list(vae.parameters()) + ([loss_fn.logvar] if config.learn_logvar else [])
-        opt_ae = torch.optim.Adam(ae_params, lr=lr, betas=ADAM_BETAS)
-        opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=ADAM_BETAS)
-        model, discriminator, opt_ae, opt_d = accelerator.prepare(
-            _Reconstruction(vae), discriminator, opt_ae, opt_d
-        )
-        accelerator.register_for_checkpointing(loss_fn)
-        record = resume(accelerator, state_dir, fingerprint)
-        progress = {"step": 0, "sums": {}, "count": 0, "log": []}
-        resumed_from = None
-        if record is not None:
-            progress = record["progress"]
-            resumed_from = progress["step"]
-
-        plain_vae = accelerator.unwrap_model(model).vae
-        plain_disc = accelerator.unwrap_model(discriminator)
-        last_layer = plain_vae.decoder.conv_out.weight
-        step = progress["step"]
-        if step > total:
-            log.warning("the newest checkpoint (step %d) is past max_steps %d", step, total)
-        batches = DataLoader(
-            _StepBatches(videos, config, seed, world, rank),
-            batch_size=None,
-            sampler=range(step * accumulation, max(total, step) * accumulation),
-            num_workers=config.num_workers,
-        )
-        stream = iter(batches)
-        bar = tqdm(
-            total=total,
-            initial=min(step, total),
-            desc="train VAE",
-            leave=False,
-            disable=not accelerator.is_local_main_process,
-        )
-        while step < total:
-            model.train()
-            discriminator.train()
-            active = loss_fn.disc_active(step)
-            step_logs = dict.fromkeys(LOSS_COLUMNS, 0.0)
-            for micro in range(accumulation):
-                syncing = micro == accumulation - 1
-                x = frames_to_tensor(next(stream), vae.config.in_channels).to(accelerator.device)
-                noise_seed = np.random.default_rng([seed, STREAM_NOISE, step, micro, rank])
-                noise = torch.Generator().manual_seed(int(noise_seed.integers(2**62)))
-                with nullcontext() if syncing else accelerator.no_sync(model):
-                    recon, mean, logvar = model(x, noise)
-                    # The adversarial term must not train the discriminator: freeze it, and
-                    # call the bare module so DDP expects no gradient from this pass.
-                    plain_disc.requires_grad_(False)
-                    loss, logs = loss_fn.generator_loss(
-                        x, recon, mean, logvar, step, plain_disc if active else None, last_layer
-                    )
-                    plain_disc.requires_grad_(True)
-                    accelerator.backward(loss / accumulation)
-                if active:
-                    with nullcontext() if syncing else accelerator.no_sync(discriminator):
-                        d_loss, d_logs = loss_fn.discriminator_loss(discriminator, x, recon, step)
-                        accelerator.backward(d_loss / accumulation)
-                    logs.update(d_logs)
-                for key, value in logs.items():
-                    step_logs[key] += value / accumulation
-            if config.learn_logvar and world > 1:
-                # logvar lives outside the DDP module: average its gradient by hand.
-                loss_fn.logvar.grad = accelerator.reduce(loss_fn.logvar.grad, "mean")
-            opt_ae.step()
-            opt_ae.zero_grad(set_to_none=True)
-            if active:
-                opt_d.step()
-                opt_d.zero_grad(set_to_none=True)
-            step += 1
-            bar.update(1)
-            progress["step"] = step
-            for key, value in step_logs.items():
-                progress["sums"][key] = progress["sums"].get(key, 0.0) + value
-            progress["count"] += 1
-            if step % config.log_every == 0:
-                row = {"step": step, **_mean_logs(progress["sums"], progress["count"])}
-                progress["log"].append(row)
-                progress.update(sums={}, count=0)
-                log.info(
-                    "step %d/%d: loss %.4g, rec L1 %.4f, LPIPS %.4f, kl %.4g, d_loss %.4f",
-                    step,
-                    total,
-                    row["loss"],
-                    row["rec_l1"],
-                    row["perceptual"],
-                    row["kl"],
-                    row["d_loss"],
-                )
-            if step % config.checkpoint_every == 0 or step == total:
-                record = {
-                    "echogen_version": echogen.__version__,
-                    "step": step,
-                    "seed": seed,
-                    "config": config.to_dict(),
-                    "fingerprint": fingerprint,
-                    "progress": progress,
-                }
-                save_checkpoint(accelerator, state_dir, record, config.checkpoints_total_limit)
-                if accelerator.is_main_process:
-                    write_log(state_dir / "log.csv", progress["log"], LOG_COLUMNS)
-        bar.close()
-
-        train_log = list(progress["log"])
-        if progress["count"]:
-            # The budget ended between log rows: report that partial window too.
-            train_log.append({"step": step, **_mean_logs(progress["sums"], progress["count"])})
-
-        scaling_factor = math.nan
-        if accelerator.is_main_process:
-            plain_vae.eval()
-            n_scale = config.scale_frames
-            scaling_factor = fit_scaling_factor(
-                plain_vae, scaling_frames(videos, seed, n_scale), config.batch_size
-            )
-            plain_vae.register_to_config(scaling_factor=scaling_factor)
-            log.info("scaling_factor %.6f from %d TRAIN frames", scaling_factor, n_scale)
-            with atomic_dir(out_dir) as tmp:
-                plain_vae.save_pretrained(tmp)
-                write_json(
-                    tmp / "train.json",
-                    {
-                        "echogen_version": echogen.__version__,
-                        "model": {"preset": model_preset, "config": jsonable(model_config)},
-                        "train": config.to_dict(),
-                        "lr": lr,
-                        "seed": seed,
-                        "steps": step,
-                        "num_processes": world,
-                        "manifests": [str(m) for m in manifests],
-                        "n_videos": len(rows),
-                        "scaling_factor": scaling_factor,
-                        "scale_frames": n_scale,
-                        "perceptual_trunk": {
-                            "net": config.perceptual_net,
-                            "sha256": perceptual.trunk_sha256 if perceptual else None,
-                            "published": perceptual.is_published if perceptual else None,
-                        },
-                    },
-                )
-                write_log(tmp / "log.csv", train_log, LOG_COLUMNS)
-            log.info("exported the VAE to %s", out_dir)
-        accelerator.wait_for_everyone()
-    return {
-        "steps": step,
-        "resumed_from": resumed_from,
-        "lr": lr,
-        "scaling_factor": scaling_factor,
+    fingerprint = {
+        "model": {"preset": model_preset, "config": model_config},
+        "train": {k: v for k, v in config.to_dict().items() if k not in BUDGET_FIELDS},
+        "seed": seed,
+        "num_processes": world,
+        "train_rows": rows_digest(rows, {"FileName": str, "Path": str}),
+    }
+    records = {
+        "model": {"preset": model_preset, "config": jsonable(model_config)},
+        "manifests": [str(m) for m in manifests],
         "n_videos": len(rows),
-        "last": train_log[-1] if train_log else None,
+    }
+    videos = _VideoFrames(rows, config.fps, config.size, config.video_cache)
+    task = VAETask(model_preset, model_overrides, config, videos, lr, seed, records)
+    budget = Budget(
+        total=config.max_steps,
+        steps_per_epoch=None,
+        checkpoint_every=config.checkpoint_every,
+        checkpoints_total_limit=config.checkpoints_total_limit,
+        log_every=config.log_every,
+    )
+    result = engine_train(
+        task,
+        accelerator,
+        state_dir=state_dir,
+        out_dir=out_dir,
+        budget=budget,
+        seed=seed,
+        fingerprint=fingerprint,
+        config=config.to_dict(),
+    )
+    return {
+        "steps": result.step,
+        "resumed_from": result.resumed_from,
+        "lr": lr,
+        "scaling_factor": task.scaling_factor,
+        "n_videos": len(rows),
+        "last": result.log[-1] if result.log else None,
         "out_dir": str(out_dir),
     }
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from accelerate.utils import set_seed
 from diffusers import DDPMScheduler
-from safetensors.torch import load_file
+from trainer_cases import toy_latent_index
 
 from echogen.data.errors import DataError
 from echogen.models.lvdm import LVDMSpec, build_unet, load_lvdm
@@ -26,50 +26,8 @@ from echogen.training.lvdm import (
     step_noise,
     train_lvdm,
 )
-from echogen.training.state import checkpoints
 
 torch.set_num_threads(1)
-
-CLASSES = ["normal", "asd", "pah"]
-OFFSETS = (2.0, -1.5, 1.0, 0.5)
-
-
-def _toy_index(root: Path, frames: list[int], name: str = "toy", splits=None) -> Path:
-    """A latent index of smooth toy videos: a blob that beats with the EF, on per-channel
-    offsets (real VAE latents have non-zero channel means too).
-
-    Latents are float16 (T, 4, 14, 14), as the VAE step writes them.
-    """
-    rng = np.random.default_rng(len(frames))
-    yy, xx = np.mgrid[:14, :14] / 13.0
-    rows = []
-    for i, n in enumerate(frames):
-        ef = 20.0 + 15.0 * i
-        t = np.arange(n)[:, None, None]
-        radius = 0.25 + 0.1 * (ef / 100) * np.sin(2 * np.pi * t / 8)
-        blob = np.exp(-((xx - 0.5) ** 2 + (yy - 0.5) ** 2) / radius**2)  # (T, 14, 14)
-        channels = [m + blob * s for m, s in zip(OFFSETS, (1.5, -1.0, 0.5, 0.8), strict=True)]
-        latent = np.stack(channels, axis=1) + 0.05 * rng.standard_normal((n, 4, 14, 14))
-        rel = Path("latents") / name / f"video{i}.npy"
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        np.save(root / rel, latent.astype(np.float16))
-        rows.append(
-            {
-                "FileName": f"video{i}",
-                "EF": ef,
-                "Split": (splits or ["TRAIN"] * len(frames))[i],
-                "View": "A4C",
-                "class_id": i % 3,
-                "class_name": CLASSES[i % 3],
-                "latent_path": str(rel),
-                "latent_frames": n,
-                "latent_fps": 32.0,
-                "scaling_factor": 0.5,
-            }
-        )
-    index = root / "latents" / name / "index.csv"
-    pd.DataFrame(rows).to_csv(index, index=False)
-    return index
 
 
 def _spec(conditioning: str = "ef", frames: int = 8, **kw) -> LVDMSpec:
@@ -116,7 +74,7 @@ def test_presets_hold_published_values():
 
 
 def test_make_spec_reads_the_index(tmp_path):
-    index = _toy_index(tmp_path, [10, 12, 9])
+    index = toy_latent_index(tmp_path, [10, 12, 9])
     spec = make_spec([index], "class", frames=8, root=tmp_path)
     assert (spec.latent_channels, spec.latent_size, spec.pad_to) == (4, 14, 16)
     assert spec.scaling_factor == 0.5 and spec.fps == 32.0
@@ -124,7 +82,7 @@ def test_make_spec_reads_the_index(tmp_path):
 
 
 def test_clip_is_a_padded_window_of_one_video(tmp_path):
-    index = _toy_index(tmp_path, [10, 12, 9])
+    index = toy_latent_index(tmp_path, [10, 12, 9])
     dataset = LatentClipDataset([index], _spec("class"), seed=0, batch_size=2, root=tmp_path)
     seen = set()
     for step in range(20):
@@ -145,20 +103,20 @@ def test_clip_is_a_padded_window_of_one_video(tmp_path):
 
 
 def test_short_videos_are_dropped(tmp_path, caplog):
-    index = _toy_index(tmp_path, [10, 5, 12, 30], splits=["TRAIN", "TRAIN", "TRAIN", "VAL"])
+    index = toy_latent_index(tmp_path, [10, 5, 12, 30], splits=["TRAIN", "TRAIN", "TRAIN", "VAL"])
     with caplog.at_level(logging.WARNING):
         dataset = LatentClipDataset([index], _spec(), seed=0, root=tmp_path)
     assert dataset.names == ["video0", "video2"] and dataset.n_dropped == 1
     assert "dropped 1 TRAIN video" in caplog.text
     assert dataset.values == [20.0, 50.0]
 
-    short = _toy_index(tmp_path, [5, 7], name="short")
+    short = toy_latent_index(tmp_path, [5, 7], name="short")
     with pytest.raises(DataError, match="short/index.csv.*no TRAIN video has at least 8"):
         LatentClipDataset([short], _spec(), seed=0, root=tmp_path)
 
 
 def test_bad_latent_index_rows_are_named(tmp_path):
-    index = _toy_index(tmp_path, [10, 10])
+    index = toy_latent_index(tmp_path, [10, 10])
     rows = pd.read_csv(index)
     rows.loc[1, "EF"] = np.nan
     rows.to_csv(index, index=False)
@@ -199,7 +157,7 @@ def test_drop_conditioning_replaces_tokens_and_frame():
 
 
 def test_training_lowers_the_loss_and_exports(tmp_path):
-    index = _toy_index(tmp_path, [12, 10, 14, 11])
+    index = toy_latent_index(tmp_path, [12, 10, 14, 11])
     summary = _train(tmp_path, index, "run", 30, train={"lr": 2e-3, "checkpoint_every": 30})
     assert summary["steps"] == 30 and summary["n_videos"] == 4
     log_csv = pd.read_csv(tmp_path / "run" / "model" / "log.csv")
@@ -246,37 +204,8 @@ def _eval_loss(unet, dataset: LatentClipDataset) -> float:
     return float(np.mean(losses))
 
 
-def test_resume_is_exact(tmp_path):
-    index = _toy_index(tmp_path, [12, 10, 9])
-    _train(tmp_path, index, "straight", 6)
-    cut = _train(tmp_path, index, "cut", 3)
-    assert cut["steps"] == 3
-    assert [p.name for p in checkpoints(tmp_path / "cut" / "state")] == [
-        "checkpoint_00000002",
-        "checkpoint_00000003",
-    ]
-    resumed = _train(tmp_path, index, "cut", 6)
-    assert resumed["resumed_from"] == 3
-    names = [p.name for p in checkpoints(tmp_path / "cut" / "state")]
-    assert names == ["checkpoint_00000004", "checkpoint_00000006"]
-    straight = load_file(tmp_path / "straight/model/unet/diffusion_pytorch_model.safetensors")
-    again = load_file(tmp_path / "cut/model/unet/diffusion_pytorch_model.safetensors")
-    assert straight.keys() == again.keys()
-    assert all(torch.equal(straight[k], again[k]) for k in straight)
-    # The export is the EMA of the checkpoint (accelerate's custom state 0), not the raw weights.
-    last = tmp_path / "cut" / "state" / "checkpoint_00000006"
-    ema = torch.load(last / "custom_checkpoint_0.pkl", weights_only=False)
-    raw = load_file(last / "model.safetensors")
-    names = [name for name, _ in build_unet("tiny", "ef").named_parameters()]
-    assert len(ema["shadow_params"]) == len(names) == len(again) == len(raw)
-    assert all(torch.equal(s, again[k]) for s, k in zip(ema["shadow_params"], names, strict=True))
-    assert any(not torch.equal(raw[k], again[k]) for k in raw)
-    with pytest.raises(ValueError, match="other settings"):
-        _train(tmp_path, index, "cut", 8, train={"lr": 5e-3})
-
-
 def test_text_conditioned_training_exports_the_encoder(tmp_path):
-    index = _toy_index(tmp_path, [9, 9])
+    index = toy_latent_index(tmp_path, [9, 9])
     clip = write_tiny_text_encoder(tmp_path / "clip", seed=0, hidden_size=32)
     spec = _spec("text", prompt="An echocardiography video with {class_name} condition")
     summary = _train(tmp_path, index, "text", 2, spec=spec, text_encoder_dir=clip)
@@ -286,47 +215,3 @@ def test_text_conditioned_training_exports_the_encoder(tmp_path):
     hidden = model.conditioner.encode(["An echocardiography video with asd condition"], "cpu")
     assert hidden.shape == (1, 77, 32)
     assert torch.equal(model.conditioner.null(1, "cpu"), model.conditioner.encode([""], "cpu"))
-
-
-KILLED_RUN = """
-import sys
-from pathlib import Path
-import torch
-torch.set_num_threads(1)
-sys.path.insert(0, {tests!r})
-from test_lvdm_training import _train
-_train(Path({root!r}), Path({index!r}), "killed", 1000, train={{"checkpoint_every": 4}})
-"""
-
-
-def test_sigkill_mid_training_then_rerun_finishes_the_budget(tmp_path):
-    """A training process killed mid-run, re-run, ends at the budget with straight weights."""
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    index = _toy_index(tmp_path, [12, 10, 9])
-    state = tmp_path / "killed" / "state"
-    script = tmp_path / "run.py"
-    script.write_text(
-        KILLED_RUN.format(tests=str(Path(__file__).parent), root=str(tmp_path), index=str(index))
-    )
-    with open(tmp_path / "stderr.txt", "wb") as stderr:
-        process = subprocess.Popen([sys.executable, str(script)], stderr=stderr)
-        deadline = time.monotonic() + 120
-        while not checkpoints(state) and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.005)
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-    assert process.returncode == -signal.SIGKILL, (tmp_path / "stderr.txt").read_text()[-2000:]
-    assert [p.name for p in checkpoints(state)] == ["checkpoint_00000004"]
-    assert not (tmp_path / "killed" / "model").exists()
-
-    resumed = _train(tmp_path, index, "killed", 8, train={"checkpoint_every": 4})
-    assert resumed["resumed_from"] == 4 and resumed["steps"] == 8
-    straight = _train(tmp_path, index, "straight", 8, train={"checkpoint_every": 4})
-    assert straight["resumed_from"] is None
-    a = load_file(tmp_path / "straight/model/unet/diffusion_pytorch_model.safetensors")
-    b = load_file(tmp_path / "killed/model/unet/diffusion_pytorch_model.safetensors")
-    assert all(torch.equal(a[k], b[k]) for k in a)

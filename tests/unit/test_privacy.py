@@ -9,51 +9,18 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from trainer_cases import LATENT_C, LATENT_H, latent_videos
 
 from echogen.data.errors import DataError
 from echogen.models.privacy import PRIVACY_PRESETS, PrivacyEmbedder
 from echogen.pipelines import privacy as pipeline
 from echogen.pipelines.privacy import embed, filter_samples, max_correlation, privacy_threshold
 from echogen.training.privacy import draw_pairs, load_privacy_model, train_privacy
-from echogen.workflow import run_distributed
 
 torch.set_num_threads(1)
 
 TINY = {"widths": (8, 16), "layers": (1, 1), "embedding_dim": 16}
-C, H = 4, 8
-
-
-def _smooth(rng: np.random.Generator) -> np.ndarray:
-    """A smooth random latent frame (C, H, H): a sum of low-frequency waves."""
-    y, x = np.mgrid[0:H, 0:H] / H
-    out = np.zeros((C, H, H))
-    for c in range(C):
-        for _ in range(3):
-            fy, fx, phase = rng.uniform(0.3, 1.5, size=2).tolist() + [rng.uniform(0, 6.3)]
-            out[c] += rng.normal() * np.sin(2 * np.pi * (fy * y + fx * x) + phase)
-    return out
-
-
-def _dataset(root, splits=("TRAIN",) * 8 + ("VAL",) * 3 + ("TEST",) * 3, frames=6, seed=0):
-    """Latent videos under root/latents (float16 (T, C, H, H)) and their index csv.
-
-    Each video is one smooth pattern plus small per-frame noise, so two frames of one video
-    are far more alike than frames of two videos (positives are easy).
-    """
-    rng = np.random.default_rng(seed)
-    records = []
-    for i, split in enumerate(splits):
-        base = _smooth(rng)
-        video = base[None] + 0.05 * rng.normal(size=(frames, C, H, H))
-        rel = f"latents/video_{i:02d}.npy"
-        (root / "latents").mkdir(parents=True, exist_ok=True)
-        np.save(root / rel, video.astype(np.float16))
-        records.append(
-            {"FileName": f"video_{i:02d}", "EF": 50.0 + i, "Split": split, "latent_path": rel}
-        )
-    index = root / "index.csv"
-    pd.DataFrame(records).to_csv(index, index=False)
-    return index
+C, H = LATENT_C, LATENT_H
 
 
 def _train_kwargs(root, index, name, max_steps, **train) -> dict:
@@ -184,7 +151,7 @@ def test_draw_pairs_balanced_and_valid():
 def trained(tmp_path_factory):
     """A dataset, its untrained export (max_steps 0) and a 40-step export, trained once."""
     root = tmp_path_factory.mktemp("trained")
-    index = _dataset(root)
+    index = latent_videos(root)
     before = _train(root, index, "init", max_steps=0)
     summary = _train(
         root, index, "trained", max_steps=40, lr=1e-2, log_every=10, checkpoint_every=20
@@ -230,30 +197,8 @@ def test_training_lowers_bce_and_exports(trained):
     assert log["accuracy"].iloc[-1] > 0.8
 
 
-def test_resume_equals_straight_run(tmp_path):
-    index = _dataset(tmp_path)
-    _train(tmp_path, index, "straight", max_steps=6)
-    assert sorted(p.name for p in (tmp_path / "straight_state").iterdir() if p.is_dir()) == [
-        "checkpoint_00000004",
-        "checkpoint_00000006",
-    ]
-    _train(tmp_path, index, "cut", max_steps=3)
-    assert pd.read_csv(tmp_path / "cut" / "log.csv")["step"].tolist() == [2, 3]  # 3: partial
-    resumed = _train(tmp_path, index, "cut", max_steps=6)
-    assert resumed["resumed_from"] == 3
-    straight, cut = _state(tmp_path / "straight"), _state(tmp_path / "cut")
-    assert straight.keys() == cut.keys()
-    for key, value in straight.items():
-        assert torch.equal(value, cut[key]), key
-    pd.testing.assert_frame_equal(
-        pd.read_csv(tmp_path / "straight" / "log.csv"), pd.read_csv(tmp_path / "cut" / "log.csv")
-    )
-    with pytest.raises(ValueError, match="train"):
-        _train(tmp_path, index, "cut", max_steps=8, lr=1e-2)
-
-
 def test_training_bad_inputs(tmp_path):
-    index = _dataset(tmp_path)
+    index = latent_videos(tmp_path)
     rows = pd.read_csv(index)
     rows.drop(columns="latent_path").to_csv(tmp_path / "nocol.csv", index=False)
     with pytest.raises(
@@ -266,10 +211,10 @@ def test_training_bad_inputs(tmp_path):
     np.save(tmp_path / "latents/video_03.npy", np.zeros((6, 3, H, H), np.float16))
     with pytest.raises(DataError, match=r"row 5: .*shape \(6, 3, 8, 8\).*in_channels"):
         _train(tmp_path, index, "a", max_steps=1)
-    one = _dataset(tmp_path / "one", splits=("TRAIN", "VAL"))
+    one = latent_videos(tmp_path / "one", splits=("TRAIN", "VAL"))
     with pytest.raises(DataError, match="only one TRAIN video"):
         _train(tmp_path / "one", one, "a", max_steps=1)
-    short = _dataset(tmp_path / "short", splits=("TRAIN", "TRAIN"), frames=1)
+    short = latent_videos(tmp_path / "short", splits=("TRAIN", "TRAIN"), frames=1)
     with pytest.raises(DataError, match="fewer than 2 frames"):
         _train(tmp_path / "short", short, "a", max_steps=1)
     with pytest.raises(ValueError, match="unknown privacy model keys"):
@@ -331,7 +276,7 @@ def test_filter_drops_exact_copy_of_a_train_frame(trained, tmp_path):
 
 
 def test_filter_bad_inputs(tmp_path):
-    index = _dataset(tmp_path, splits=("TRAIN", "TRAIN", "VAL"))
+    index = latent_videos(tmp_path, splits=("TRAIN", "TRAIN", "VAL"))
     PrivacyEmbedder(**{**PRIVACY_PRESETS["tiny"], **TINY}).save_pretrained(tmp_path / "model")
     _samples(tmp_path / "samples", copy_of=np.zeros((C, H, H)), n_noise=1)
     args = (tmp_path / "model", index, tmp_path / "samples", tmp_path / "out")
@@ -354,18 +299,3 @@ def test_filter_bad_inputs(tmp_path):
     with pytest.raises(DataError, match="config.json missing"):
         filter_samples(tmp_path / "nomodel", *args[1:], root=tmp_path)
     assert not (tmp_path / "out").exists()
-
-
-def test_two_processes_train_what_one_trains(tmp_path):
-    """The rule's multi-GPU path: 2 gloo processes split each global batch of pairs; the budget
-    is that of one process and the loss curve close to it (BatchNorm normalises each half on
-    its own, so the numbers are not equal: 0.16 % apart at step 1)."""
-    index = _dataset(tmp_path)
-    one = _train(tmp_path, index, "one", max_steps=4, log_every=1)
-    kwargs = _train_kwargs(tmp_path, index, "two", max_steps=4, log_every=1)
-    run_distributed("echogen.training.privacy:train_privacy", kwargs, 2, "cpu")
-    two = json.loads((tmp_path / "two" / "train.json").read_text())
-    assert two["num_processes"] == 2 and two["steps"] == one["steps"] == 4
-    losses = {name: pd.read_csv(tmp_path / name / "log.csv")["loss"] for name in ["one", "two"]}
-    np.testing.assert_allclose(losses["two"].iloc[0], losses["one"].iloc[0], rtol=5e-3)
-    np.testing.assert_allclose(losses["two"], losses["one"], rtol=2e-2)

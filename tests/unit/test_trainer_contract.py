@@ -22,14 +22,13 @@ import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
-from trainer_cases import CASES, TrainerCase
+from trainer_cases import CASES
 
 from echogen.training.state import checkpoints
 from echogen.workflow import run_distributed
 
 SEED = 4
 THREADS = 1  # every run (and the killed subprocess) uses the same count: bitwise comparisons
-WEIGHTS = "diffusion_pytorch_model.safetensors"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -40,33 +39,67 @@ def threads():
     torch.set_num_threads(before)
 
 
-@pytest.fixture(scope="module", params=CASES, ids=[c.name for c in CASES])
-def case(request, tmp_path_factory) -> dict:
-    """A case, its data and its uninterrupted reference run."""
-    spec: TrainerCase = request.param
-    base = tmp_path_factory.mktemp(spec.name)
-    data = spec.make_data(base / "data")
-    out, state = base / "reference" / "out", base / "reference" / "state"
-    summary = spec.call(spec.kwargs(data, out, state, SEED))
-    return {"spec": spec, "data": data, "out": out, "state": state, "summary": summary}
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> dict[str, dict]:
+    """Every case's data and uninterrupted reference run."""
+    runs = {}
+    for spec in CASES:
+        base = tmp_path_factory.mktemp(spec.name)
+        data = spec.make_data(base / "data")
+        out, state = base / "reference" / "out", base / "reference" / "state"
+        summary = spec.call(spec.kwargs(data, out, state, SEED))
+        runs[spec.name] = {"spec": spec, "data": data, "out": out, "state": state}
+        runs[spec.name]["summary"] = summary
+    return runs
+
+
+@pytest.fixture(params=[c.name for c in CASES])
+def case(request, built) -> dict:
+    """One case, its data and its reference run."""
+    return built[request.param]
+
+
+@pytest.fixture(scope="module")
+def two_processes(built, tmp_path_factory) -> dict[str, Path]:
+    """Every case trained by 2 gloo processes (the global batch kept), all in one launch."""
+    base = tmp_path_factory.mktemp("two_processes")
+    jobs, outs = [], {}
+    for name, run in built.items():
+        spec, outs[name] = run["spec"], base / name / "out"
+        kwargs = spec.kwargs(
+            run["data"], outs[name], base / name / "state", SEED, **spec.two_process
+        )
+        jobs.append({"target": spec.entry, "kwargs": kwargs})
+    tests = str(Path(__file__).resolve().parents[1])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(
+            "PYTHONPATH", os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))
+        )
+        run_distributed("trainer_cases:run_jobs", {"jobs": jobs}, 2, "cpu")
+    return outs
+
+
+def files(folder: Path) -> list[Path]:
+    return sorted(p.relative_to(folder) for p in folder.rglob("*") if p.is_file())
 
 
 def assert_same_export(out: Path, expected: Path) -> None:
     """Every exported file byte for byte (weights, config, train.json, log.csv, ...)."""
-    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in expected.iterdir())
-    for path in expected.iterdir():
-        assert (out / path.name).read_bytes() == path.read_bytes(), path.name
+    assert files(out) == files(expected)
+    for name in files(expected):
+        assert (out / name).read_bytes() == (expected / name).read_bytes(), name
 
 
 def test_reference_run_trains_its_budget_and_exports(case):
     spec, out = case["spec"], case["out"]
     info = json.loads((out / "train.json").read_text())
-    assert info["steps"] == spec.total and info["steps_per_epoch"] == spec.steps_per_epoch
+    assert info["steps"] == spec.total and info.get("steps_per_epoch") == spec.steps_per_epoch
     assert info["seed"] == SEED and info["num_processes"] == 1
     log = pd.read_csv(out / "log.csv")
-    epochs = spec.overrides["train"]["epochs"]
-    assert log["epoch"].tolist() == list(range(epochs))
-    assert log["step"].tolist() == [spec.steps_per_epoch * (e + 1) for e in range(epochs)]
+    assert log["step"].tolist() == spec.log_steps(spec.total)
+    if spec.steps_per_epoch is not None:
+        assert log["epoch"].tolist() == list(range(spec.overrides["train"]["epochs"]))
+    assert log.notna().all().all()
     limit = spec.overrides["train"]["checkpoints_total_limit"]
     assert len(checkpoints(case["state"])) == limit
     assert checkpoints(case["state"])[-1].name == f"checkpoint_{spec.total:08d}"
@@ -74,7 +107,7 @@ def test_reference_run_trains_its_budget_and_exports(case):
 
 def test_export_round_trips_through_from_pretrained(case):
     model = case["spec"].load(case["out"])
-    saved = load_file(case["out"] / WEIGHTS)
+    saved = load_file(case["out"] / case["spec"].weights)
     state = model.state_dict()
     assert saved.keys() == state.keys()
     for key, value in saved.items():
@@ -84,14 +117,13 @@ def test_export_round_trips_through_from_pretrained(case):
 def test_budget_cut_then_rerun_equals_uninterrupted(case, tmp_path):
     spec, data = case["spec"], case["data"]
     out, state = tmp_path / "out", tmp_path / "state"
-    cut = spec.steps_per_epoch + 2  # mid-epoch 1
-    first = spec.call(spec.kwargs(data, out, state, SEED, max_steps=cut))
-    assert first["steps"] == cut and first["resumed_from"] is None
-    # The cut run exported a partial last epoch.
-    assert pd.read_csv(out / "log.csv")[["epoch", "step"]].values.tolist()[-1] == [1, cut]
+    first = spec.call(spec.kwargs(data, out, state, SEED, max_steps=spec.cut))
+    assert first["steps"] == spec.cut and first["resumed_from"] is None
+    # The cut run exported a partial last row (epoch or log window).
+    assert pd.read_csv(out / "log.csv")["step"].tolist() == spec.log_steps(spec.cut)
 
     second = spec.call(spec.kwargs(data, out, state, SEED))
-    assert second["resumed_from"] == cut
+    assert second["resumed_from"] == spec.cut
     assert_same_export(out, case["out"])
     # A finished run started again resumes at its end and exports the same model.
     third = spec.call(spec.kwargs(data, out, state, SEED))
@@ -138,17 +170,13 @@ def test_resume_refuses_other_settings_naming_them(case, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_two_processes_train_the_budget(case, tmp_path):
+def test_two_processes_train_the_budget(case, two_processes):
     """The rule's multi-GPU path (2 gloo processes, the global batch kept): the same step
-    budget and epochs as one process, finite validation, one export of the same tensors."""
-    spec = case["spec"]
-    kwargs = spec.kwargs(
-        case["data"], tmp_path / "out", tmp_path / "state", SEED, **spec.two_process
-    )
-    run_distributed(spec.entry, kwargs, 2, "cpu")
-    info = json.loads((tmp_path / "out" / "train.json").read_text())
+    budget and log rows as one process, finite values, one export of the same tensors."""
+    spec, out = case["spec"], two_processes[case["spec"].name]
+    info = json.loads((out / "train.json").read_text())
     assert info["num_processes"] == 2 and info["steps"] == spec.total
-    log = pd.read_csv(tmp_path / "out" / "log.csv")
-    assert len(log) == spec.overrides["train"]["epochs"]
-    assert log.drop(columns=["epoch", "step"]).notna().all().all()
-    assert set(load_file(tmp_path / "out" / WEIGHTS)) == set(load_file(case["out"] / WEIGHTS))
+    log = pd.read_csv(out / "log.csv")
+    assert log["step"].tolist() == spec.log_steps(spec.total) and log.notna().all().all()
+    weights = [load_file(folder / spec.weights) for folder in (out, case["out"])]
+    assert set(weights[0]) == set(weights[1])

@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
+from trainer_cases import disk_videos
 
 from echogen.data.errors import DataError
 from echogen.data.manifest import write_manifest
-from echogen.data.video import read_video, resize_frames, write_video
+from echogen.data.video import read_video, resize_frames
 from echogen.metrics.paired import LPIPS
 from echogen.models.vae import (
     PatchDiscriminator,
@@ -46,31 +46,7 @@ def _tiny_vae(seed: int = 0):
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    """Four short AVIs of a pulsing bright disk on a dark background, and their manifest."""
-    root = tmp_path_factory.mktemp("vae_data")
-    yy, xx = np.mgrid[:48, :48]
-    rows = []
-    for i in range(4):
-        frames = []
-        for t in range(20):
-            radius = 10 + 5 * np.sin(2 * np.pi * t / 10 + i)
-            disk = (yy - 24) ** 2 + (xx - 22 - i) ** 2 < radius**2
-            frames.append(np.where(disk, 200 - 10 * i, 30).astype(np.uint8))
-        write_video(root / f"v{i}.avi", np.stack(frames), 25)
-        rows.append(
-            {
-                "FileName": f"v{i}",
-                "EF": 50.0,
-                "FPS": 25.0,
-                "NumberOfFrames": 20,
-                "FrameHeight": 48,
-                "FrameWidth": 48,
-                "Split": "TRAIN" if i < 3 else "VAL",
-                "Path": f"v{i}.avi",
-            }
-        )
-    write_manifest(pd.DataFrame(rows), root / "manifest.csv")
-    return root
+    return disk_videos(tmp_path_factory.mktemp("vae_data"))
 
 
 def _config(**overrides):
@@ -266,42 +242,6 @@ def test_missing_training_video_names_the_manifest_row(tmp_path, dataset):
             config=_config(),
             root=dataset,
         )
-
-
-def test_resume_after_a_budget_cut_equals_a_straight_run(dataset):
-    """Full loss (LPIPS + discriminator from step 2); checkpoint cadence is budget-only."""
-    straight = _train(dataset, "straight", checkpoint_every=1, checkpoints_total_limit=4)
-    cut = _train(dataset, "cut", max_steps=2)
-    assert cut["steps"] == 2 and cut["resumed_from"] is None
-    resumed = _train(dataset, "cut")
-    assert resumed["resumed_from"] == 2 and resumed["steps"] == 4
-    a = load_file(dataset / "out_straight" / "diffusion_pytorch_model.safetensors")
-    b = load_file(dataset / "out_cut" / "diffusion_pytorch_model.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert straight["scaling_factor"] == resumed["scaling_factor"]
-    log_a = pd.read_csv(dataset / "out_straight" / "log.csv")
-    log_b = pd.read_csv(dataset / "out_cut" / "log.csv")
-    pd.testing.assert_frame_equal(log_a, log_b)
-    assert log_a["step"].tolist() == [2, 4]
-    assert (log_a["d_loss"] > 0).tolist() == [False, True]
-    assert (log_a["perceptual"] > 0).all()
-    states = sorted(p.name for p in (dataset / "state_cut").iterdir() if p.is_dir())
-    assert states == ["checkpoint_00000002", "checkpoint_00000004"]
-
-    # The discriminator (accelerate's second model) is untouched by steps 0 and 1, before
-    # disc_start, and trained by step 2.
-    def disc_after(step):
-        folder = dataset / "state_straight" / f"checkpoint_{step:08d}"
-        return load_file(folder / "model_1.safetensors")
-
-    def same(x, y):
-        return all(torch.equal(x[k], y[k]) for k in x)
-
-    assert same(disc_after(1), disc_after(2))
-    assert not same(disc_after(2), disc_after(3))
-
-    with pytest.raises(ValueError, match="perceptual_weight"):
-        _train(dataset, "cut", perceptual_weight=0.0)
 
 
 def test_training_lowers_reconstruction_error_and_fits_the_scaling_factor(dataset):
