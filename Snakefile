@@ -18,6 +18,7 @@
 #   results/privacy/lvdm_<sample>/   privacy-filtered FileList.csv, dropped.csv, summary.json
 #   results/metrics/<run>.txt|json   metric tables (lvdm_<sample>, ef_fidelity_lvdm_<sample>,
 #                                    classification_cardiacnet, regressor_<name>, comparisons)
+#   results/metrics/summary.txt|json every synthetic dataset of every system, side by side
 #   results/report/                  figures of `snakemake --report results/report.html`
 #   logs/<rule>/<wildcards>.log, benchmarks/<rule>/<wildcards>.tsv
 from snakemake.utils import min_version
@@ -52,6 +53,7 @@ include: "rules/derived.smk"
 include: "rules/metrics.smk"
 include: "rules/regressors.smk"
 include: "rules/lvdm.smk"
+include: "rules/evaluation.smk"
 
 
 # Everything the activated config produces.
@@ -62,6 +64,7 @@ rule all:
         metric_targets(),
         regressor_targets(),
         lvdm_targets(),
+        evaluation_targets(),
 
 
 # Every data-preparation artefact: manifests, clips, frame sets, flow, splits.

@@ -35,6 +35,56 @@ TIERS = {
 }
 
 
+# Synthetic datasets the active systems register for shared evaluation (rules/evaluation.smk):
+# id -> {"system", "generation": metric json or None, "ef_fidelity": json or None}.
+SYNTHETIC_DATASETS = {}
+
+
+def register_synthetic_dataset(dataset, system, generation=None, ef_fidelity=None):
+    """Register results/samples/<dataset>/ (a system's synthetic dataset) for evaluation."""
+    if dataset in SYNTHETIC_DATASETS:
+        raise WorkflowError(f"synthetic dataset {dataset!r} is registered twice")
+    SYNTHETIC_DATASETS[dataset] = {
+        "system": system,
+        "generation": generation,
+        "ef_fidelity": ef_fidelity,
+    }
+
+
+def summary_datasets():
+    """id -> {system, samples_dir, generation, ef_fidelity}: the summary script's arguments."""
+    return {
+        dataset: {
+            "system": entry["system"],
+            "samples_dir": f"results/samples/{dataset}",
+            "generation": entry.get("generation"),
+            "ef_fidelity": entry.get("ef_fidelity"),
+        }
+        for dataset, entry in SYNTHETIC_DATASETS.items()
+    }
+
+
+def summary_inputs(wildcards):
+    """Every registered dataset's FileList and the metric records the summary reads."""
+    datasets = summary_datasets().items()
+    return {
+        "filelists": [f"{entry['samples_dir']}/FileList.csv" for _, entry in datasets],
+        "records": [
+            path
+            for _, entry in datasets
+            for path in (entry["generation"], entry["ef_fidelity"])
+            if path
+        ],
+    }
+
+
+def evaluation_targets():
+    """The cross-system summary, when any synthetic dataset is registered."""
+    if not SYNTHETIC_DATASETS:
+        return []
+    return ["results/metrics/summary.txt", "results/metrics/summary.json"]
+
+
 def tier_mem(tier):
     return lambda wildcards, attempt: TIERS[tier]["mem_mb"] * attempt
 

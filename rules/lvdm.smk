@@ -1,6 +1,19 @@
 # Latent video diffusion (EchoNet-Synthetic, EchoDream): VAE, latents, LVDM training,
 # sharded sampling, privacy filter, EF fidelity, CardiacNet classification, report figures.
 
+# Every synthetic dataset of this system joins the cross-system summary.
+for _sample in lvdm_samples() if lvdm_on() else []:
+    register_synthetic_dataset(
+        f"lvdm_{_sample}",
+        "lvdm",
+        generation=f"results/metrics/lvdm_{_sample}.json",
+        ef_fidelity=(
+            f"results/metrics/ef_fidelity_lvdm_{_sample}.json"
+            if _sample in ef_fidelity_samples()
+            else None
+        ),
+    )
+
 
 rule build_tiny_text_encoder:
     """Build a tiny CLIP text model (transformers classes, random weights) for the demo."""

@@ -22,7 +22,7 @@ Output layout (a shard folder and the gathered dataset alike)::
     Videos/<name>.mp4            grey video at ``fps``
     frames/<name>/<0000>.jpg     the same frames as JPEGs (StyleGAN-V layout)
     latents/<name>.npy           float16 (C, h, w) scaled latent of the first frame
-    sampling.json                provenance (models, config, run seed, shard(s))
+    sampling.json                provenance (models, config, run seed, shard(s), timing)
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import os
 import re
 import shutil
 import string
+import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -712,6 +713,7 @@ def sample_shard(
         indices.start : indices.stop
     ]
     rows = []
+    started = time.perf_counter()
     with atomic_dir(out_dir) as tmp:
         for _, row in tqdm(
             plan.iterrows(), total=len(plan), desc=f"sample shard {shard}-of-{n_shards}"
@@ -743,18 +745,12 @@ def sample_shard(
             )
         filelist = _typed_filelist(pd.DataFrame(rows, columns=PLAN_COLUMNS))
         _write_filelist(filelist, tmp / FILELIST)
-        write_json(
-            tmp / PROVENANCE,
-            _provenance(
-                lvdm_dir,
-                vae_dir,
-                cond_index_csv,
-                config,
-                run_seed,
-                device,
-                shards=[f"{shard}-of-{n_shards}"],
-            ),
+        record = _provenance(
+            lvdm_dir, vae_dir, cond_index_csv, config, run_seed, device, [f"{shard}-of-{n_shards}"]
         )
+        # Generation, decoding and writing, model loading excluded: the summary's cost per video.
+        record["timing"] = {"seconds": time.perf_counter() - started, "videos": len(filelist)}
+        write_json(tmp / PROVENANCE, record)
     log.info("shard %d-of-%d: %d samples -> %s", shard, n_shards, len(filelist), out_dir)
     return filelist
 
@@ -818,7 +814,7 @@ def gather_samples(shard_dirs: list[str | Path], out_dir: str | Path) -> pd.Data
         raise ValueError("gather_samples needs at least one shard folder")
     out_dir = Path(out_dir)
     shard_dirs = [Path(d) for d in shard_dirs]
-    lists, first, shards = [], None, []
+    lists, first, shards, timing = [], None, [], {}
     owner: dict[str, Path] = {}
     for shard_dir in shard_dirs:
         filelist = read_filelist(shard_dir / FILELIST)
@@ -833,6 +829,8 @@ def gather_samples(shard_dirs: list[str | Path], out_dir: str | Path) -> pd.Data
                 "gather only the shards of one sampling run",
             )
         shards += record.get("shards", [])
+        for key, value in (record.get("timing") or {}).items():
+            timing[key] = timing.get(key, 0) + value
         for key in ("device", "torch", "diffusers"):
             if record.get(key) != first.get(key):
                 log.warning(
@@ -904,7 +902,7 @@ def gather_samples(shard_dirs: list[str | Path], out_dir: str | Path) -> pd.Data
                     target.parent.mkdir(parents=True, exist_ok=True)
                     _link_or_copy(path, target)
         _write_filelist(merged, tmp / FILELIST)
-        write_json(tmp / PROVENANCE, {**first, "shards": sorted(shards)})
+        write_json(tmp / PROVENANCE, {**first, "shards": sorted(shards), "timing": timing})
     log.info("gathered %d samples from %d shards -> %s", len(merged), len(shard_dirs), out_dir)
     return merged
 

@@ -427,6 +427,11 @@ def test_shards_gathered_equal_one_job(models, tmp_path):
     assert latent.dtype == np.float16 and latent.shape == (CHANNELS, LATENT, LATENT)
     record = json.loads((tmp_path / "gathered" / "sampling.json").read_text())
     assert record["shards"] == ["1-of-3", "2-of-3", "3-of-3"] and record["seed"] == 11
+    # Sampling cost, summed over the shards (the summary table's seconds per video).
+    parts = [json.loads((tmp_path / f"part_{s}" / "sampling.json").read_text()) for s in (1, 2, 3)]
+    assert record["timing"]["videos"] == 5 == sum(p["timing"]["videos"] for p in parts)
+    assert record["timing"]["seconds"] == pytest.approx(sum(p["timing"]["seconds"] for p in parts))
+    assert record["timing"]["seconds"] > 0
     assert record["config"] == config.to_dict()
 
     # Gathering refuses a missing shard, a shard given twice, and a folder without FileList.

@@ -194,6 +194,23 @@ def test_demo_lvdm_metric_tables(demo_all):
         assert fid["n_fake"] == sample["n_samples"] * sample["frames"], name
 
 
+def test_demo_summary_has_a_row_per_lvdm_dataset(demo_all):
+    """results/metrics/summary.{txt,json}: every synthetic dataset with the numbers of its own
+    tables, the sampling cost and a plumbing label (tiny detectors and regressor)."""
+    metrics = demo_all / "results" / "metrics"
+    record = json.loads((metrics / "summary.json").read_text())
+    rows = {row["dataset"]: row for row in record["rows"]}
+    assert list(rows) == [f"lvdm_{name}" for name in demo_config()["lvdm"]["samples"]]
+    for dataset, row in rows.items():
+        own = json.loads((metrics / f"{dataset}.json").read_text())["metrics"]
+        assert row["fid50k_full"] == own["fid50k_full"] and row["system"] == "lvdm"
+        assert row["seconds_per_video"] > 0 and row["device"] == "cpu" and row["plumbing"]
+    fidelity = json.loads((metrics / "ef_fidelity_lvdm_dynamic.json").read_text())["metrics"]
+    assert rows["lvdm_dynamic"]["ef_mae"] == fidelity["mae"]["value"]
+    assert rows["lvdm_ped_a4c"]["ef_mae"] is None  # no EF fidelity asked for
+    assert (metrics / "summary.txt").read_text().startswith("PLUMBING CHECK")
+
+
 def test_demo_lvdm_samples_layout(demo_all):
     for name, sample in demo_config()["lvdm"]["samples"].items():
         root = demo_all / f"results/samples/lvdm_{name}"

@@ -108,6 +108,7 @@ def test_paper_plan_is_sbatch_ready_with_the_slurm_profile(tmp_path):
     paper = yaml.safe_load(PAPER_CONFIG.read_text())
     jobs = planned_jobs(result.stdout)
     assert jobs["sample_lvdm"] == paper["lvdm"]["shards"] * len(paper["lvdm"]["samples"])
+    assert jobs["summarize_datasets"] == 1
     assert jobs["train_vae"] == 1
     blocks = [job for job in planned_job_blocks(result.stdout) if not job.local]
     whole_node = {"train_vae", "train_lvdm", "train_privacy"}
