@@ -4,9 +4,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from echogen.data.class_rows import real_test_rows
 from echogen.data.io import atomic_path
+from echogen.models.regressor import load_classifier
 from echogen.pipelines.classification import predict_classes
-from echogen.training.classifier import load_classifier, real_test_rows
 from echogen.workflow import pick_device, setup_logging
 
 if TYPE_CHECKING:

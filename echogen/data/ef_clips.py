@@ -291,3 +291,43 @@ class EFClipDataset(torch.utils.data.Dataset):
         starts = range(0, len(video) - self.spec.span + 1, self.spec.test_clip_stride)
         clips = torch.stack([self._to_tensor(video[self.clip_indices(s)]) for s in starts])
         return clips, torch.tensor(self.ef[i])
+
+
+class ClassClipDataset(EFClipDataset):
+    """Clips and class labels of labelled rows (:func:`training_rows`, :func:`real_test_rows`).
+
+    The clips are exactly :class:`~echogen.data.ef_clips.EFClipDataset`'s (same loading,
+    resampling, normalisation, random start and pad-and-crop from ``(seed, epoch, index)``);
+    only the target differs.
+
+    Args:
+        rows: FileName, Path, FPS and label (``int`` in ``[0, K)``).
+        spec: clip settings; zscore needs ``mean`` and ``std``.
+        train: random start and spatial pad-and-crop; else start 0, no augmentation.
+        seed: seed of the per-item random draws.
+        root: folder that the ``Path`` column is relative to.
+    """
+
+    def __init__(
+        self,
+        rows: pd.DataFrame,
+        spec: ClipSpec,
+        train: bool,
+        seed: int,
+        root: str | Path = ".",
+    ):
+        if "label" not in rows.columns:
+            raise ValueError("rows need a 'label' column (use training_rows / real_test_rows)")
+        # EFClipDataset insists on a numeric EF target; the classifier never reads it.
+        super().__init__(rows.assign(EF=0.0), spec, train=train, seed=seed, root=root)
+        self.labels = rows["label"].to_numpy(dtype=np.int64)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One clip ``float32 (C, T, H, W)`` and its label (scalar ``int64`` tensor)."""
+        clip, _ = super().__getitem__(i)
+        return clip, torch.tensor(self.labels[i])
+
+    def all_clips(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every clip ``(K, C, T, H, W)`` of video ``i`` (starts ``0, stride, ..``), its label."""
+        clips, _ = super().all_clips(i)
+        return clips, torch.tensor(self.labels[i])

@@ -18,6 +18,7 @@ folder holds the whole trained network.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,8 @@ from diffusers.configuration_utils import register_to_config
 from einops import rearrange
 from torch import nn
 from torchvision.models.resnet import BasicBlock
+
+from echogen.data.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -257,3 +260,15 @@ class PrivacyEmbedder(ModelMixin, ConfigMixin):
         """
         logits = self.head(torch.abs(first - second))  # [B, 1]
         return rearrange(logits, "b 1 -> b")
+
+
+def load_privacy_model(model_dir: str | Path) -> PrivacyEmbedder:
+    """The embedder exported by :func:`train_privacy` (or any ``save_pretrained`` folder of one)."""
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise DataError(
+            model_dir,
+            "not a privacy embedder folder (config.json missing)",
+            "point at the out_dir written by train_privacy",
+        )
+    return PrivacyEmbedder.from_pretrained(model_dir)

@@ -12,6 +12,7 @@ shape-for-shape that of ``torchvision.models.video.r2plus1d_18(num_classes=1)`` 
 
 from __future__ import annotations
 
+import json
 import logging
 import pickle
 from pathlib import Path
@@ -24,6 +25,7 @@ from einops import rearrange
 from torch import nn
 from torchvision.models.video.resnet import BasicBlock, Conv2Plus1D, Conv3DSimple
 
+from echogen.data.ef_clips import ClipSpec
 from echogen.data.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -322,3 +324,36 @@ def load_kinetics_trunk(model: EFRegressor, path: str | Path) -> EFRegressor:
     model.load_state_dict(state, strict=False)
     log.info("loaded Kinetics-400 trunk from %s", path)
     return model
+
+
+def load_regressor(model_dir: str | Path) -> tuple[EFRegressor, ClipSpec]:
+    """The exported model of :func:`train_regressor` and the clip settings it was trained with."""
+    model_dir = Path(model_dir)
+    clips_json = model_dir / "clips.json"
+    if not clips_json.is_file():
+        raise DataError(
+            model_dir,
+            "not an exported EF regressor (clips.json missing)",
+            "point at the out_dir written by train_regressor",
+        )
+    spec = ClipSpec.from_dict(json.loads(clips_json.read_text()))
+    return EFRegressor.from_pretrained(model_dir), spec
+
+
+def load_classifier(model_dir: str | Path) -> tuple[EFRegressor, ClipSpec, list[dict]]:
+    """The exported model of :func:`train_classifier`, its clip settings and its classes.
+
+    Returns:
+        (model, spec, classes) with ``classes[label] = {"label", "class_id", "class_name"}``.
+    """
+    model_dir = Path(model_dir)
+    for name in ("clips.json", "train.json"):
+        if not (model_dir / name).is_file():
+            raise DataError(
+                model_dir,
+                f"not an exported classifier ({name} missing)",
+                "point at the out_dir written by train_classifier",
+            )
+    spec = ClipSpec.from_dict(json.loads((model_dir / "clips.json").read_text()))
+    classes = json.loads((model_dir / "train.json").read_text())["classes"]
+    return EFRegressor.from_pretrained(model_dir), spec, classes

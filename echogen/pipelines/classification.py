@@ -19,10 +19,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from echogen.data.ef_clips import ClassClipDataset
 from echogen.data.io import atomic_path, write_json
 from echogen.metrics.scores import bootstrap_ci, classification_metrics
+from echogen.models.regressor import load_classifier
 from echogen.pipelines.ef_prediction import all_clip_outputs
-from echogen.training.classifier import ClassClipDataset, load_classifier
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from echogen.data.errors import DataError
 from echogen.data.io import atomic_path, write_json
 from echogen.data.video import probe_video
 from echogen.metrics.scores import ef_metrics, ef_report
-from echogen.training.regressor import load_regressor
+from echogen.models.regressor import load_regressor
 
 log = logging.getLogger(__name__)
 

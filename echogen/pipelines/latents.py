@@ -196,3 +196,25 @@ def load_latent(row: pd.Series | dict, root: str | Path = ".") -> np.ndarray:
             item=str(row["FileName"]),
         )
     return latents.astype(np.float32)
+
+
+def latent_header(path: Path, csv: str | Path, row: int, name: str) -> tuple[int, ...]:
+    """Shape of a latent ``.npy`` (read from its header), or a DataError naming the index row."""
+    if not path.is_file():
+        raise DataError(
+            csv,
+            f"latent file {path} does not exist",
+            "re-run the latent encoding step, or fix latent_path / the root folder",
+            row=row,
+            item=name,
+        )
+    try:
+        return tuple(np.load(path, mmap_mode="r").shape)
+    except (ValueError, OSError) as err:
+        raise DataError(
+            csv,
+            f"cannot read latent file {path} ({err})",
+            "re-run the latent encoding step for this video",
+            row=row,
+            item=name,
+        ) from err

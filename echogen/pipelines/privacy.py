@@ -22,8 +22,8 @@ from tqdm import tqdm
 
 from echogen.data.errors import DataError
 from echogen.data.io import atomic_dir, write_json
-from echogen.models.privacy import PrivacyEmbedder
-from echogen.training.privacy import latent_header, load_privacy_model, read_latent_index
+from echogen.models.privacy import PrivacyEmbedder, load_privacy_model
+from echogen.pipelines.latents import latent_header, read_latents
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +233,7 @@ def filter_samples(
     model = load_privacy_model(model_dir)
     in_channels = model.config.in_channels
 
-    real = read_latent_index(real_csv)
+    real = read_latents(real_csv, required=("FileName", "Split", "latent_path"))
     train_rows = real[real["Split"] == "TRAIN"]
     heldout_rows = real[real["Split"].isin(HELDOUT_SPLITS)]
     for rows, what in ((train_rows, "TRAIN"), (heldout_rows, "VAL/TEST")):

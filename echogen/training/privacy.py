@@ -32,7 +32,7 @@ from accelerate import Accelerator
 
 from echogen.data.errors import DataError
 from echogen.models.privacy import PRIVACY_PRESETS, PrivacyEmbedder
-from echogen.pipelines.latents import read_latents
+from echogen.pipelines.latents import latent_header, read_latents
 from echogen.training.engine import Budget, RunResult, Task, accelerator_for
 from echogen.training.engine import train as engine_train
 from echogen.training.state import jsonable
@@ -145,28 +145,6 @@ def read_latent_index(csv: str | Path) -> pd.DataFrame:
     return read_latents(csv, required=INDEX_COLUMNS)
 
 
-def latent_header(path: Path, csv: str | Path, row: int, name: str) -> tuple[int, ...]:
-    """Shape of a latent ``.npy`` (read from its header), or a DataError naming the index row."""
-    if not path.is_file():
-        raise DataError(
-            csv,
-            f"latent file {path} does not exist",
-            "re-run the latent encoding step, or fix latent_path / the root folder",
-            row=row,
-            item=name,
-        )
-    try:
-        return tuple(np.load(path, mmap_mode="r").shape)
-    except (ValueError, OSError) as err:
-        raise DataError(
-            csv,
-            f"cannot read latent file {path} ({err})",
-            "re-run the latent encoding step for this video",
-            row=row,
-            item=name,
-        ) from err
-
-
 def collect_videos(
     latent_indexes: list[str | Path], splits: tuple[str, ...], in_channels: int, root: str | Path
 ) -> tuple[LatentVideos, list[tuple[Path, int]]]:
@@ -252,18 +230,6 @@ def draw_pairs(
         label == 1, (frame_a + shift) % t_a, np.floor(rng.random(n_pairs) * t_b).astype(np.int64)
     )
     return video_a, frame_a, video_b, frame_b, label
-
-
-def load_privacy_model(model_dir: str | Path) -> PrivacyEmbedder:
-    """The embedder exported by :func:`train_privacy` (or any ``save_pretrained`` folder of one)."""
-    model_dir = Path(model_dir)
-    if not (model_dir / "config.json").is_file():
-        raise DataError(
-            model_dir,
-            "not a privacy embedder folder (config.json missing)",
-            "point at the out_dir written by train_privacy",
-        )
-    return PrivacyEmbedder.from_pretrained(model_dir)
 
 
 class PrivacyTask(Task):

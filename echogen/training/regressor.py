@@ -17,7 +17,6 @@ the same weights, bit for bit on CPU, as an uninterrupted run with the same seed
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -294,20 +293,6 @@ def resolve_config(preset: str, overrides: dict | None = None) -> RegressorConfi
             f"model.in_channels ({in_channels}) must equal clips.channels ({config.clips.channels})"
         )
     return config
-
-
-def load_regressor(model_dir: str | Path) -> tuple[EFRegressor, ClipSpec]:
-    """The exported model of :func:`train_regressor` and the clip settings it was trained with."""
-    model_dir = Path(model_dir)
-    clips_json = model_dir / "clips.json"
-    if not clips_json.is_file():
-        raise DataError(
-            model_dir,
-            "not an exported EF regressor (clips.json missing)",
-            "point at the out_dir written by train_regressor",
-        )
-    spec = ClipSpec.from_dict(json.loads(clips_json.read_text()))
-    return EFRegressor.from_pretrained(model_dir), spec
 
 
 class RegressorTask(ClipTask):

@@ -19,19 +19,15 @@ from safetensors.torch import load_file
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
 from trainer_cases import BLOB_CLASSES, BLOB_FRAMES, BLOB_SIZE, blob_cardiac
 
-from echogen.data.ef_clips import ClipSpec
+from echogen.data.class_rows import ROW_COLUMNS, real_test_rows, training_rows
+from echogen.data.ef_clips import ClassClipDataset, ClipSpec
 from echogen.data.errors import DataError
-from echogen.models.regressor import MODEL_PRESETS, EFRegressor
+from echogen.models.regressor import MODEL_PRESETS, EFRegressor, load_classifier
 from echogen.pipelines.classification import classification_table, predict_classes, prob_columns
 from echogen.training.classifier import (
     CLASSIFIER_PRESETS,
-    ROW_COLUMNS,
-    ClassClipDataset,
-    load_classifier,
-    real_test_rows,
     resolve_classifier_config,
     train_classifier,
-    training_rows,
 )
 from echogen.training.state import checkpoints
 

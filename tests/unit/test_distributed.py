@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_lvdm_training import _toy_index
+from trainer_cases import toy_latent_index
 
 from echogen.workflow import distributed_processes, free_port, run_distributed
 
@@ -34,7 +34,7 @@ def _model(steps: int) -> dict:
 
 def test_two_cpu_processes_train_the_same_model_as_one(tmp_path):
     """accelerate with 2 gloo processes splits each global batch; the weights match 1 process."""
-    index = _toy_index(tmp_path, [12, 10, 9, 11])
+    index = toy_latent_index(tmp_path, [12, 10, 9, 11])
     runs, losses = {}, {}
     for gpus in (1, 2):
         kwargs = {

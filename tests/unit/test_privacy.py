@@ -12,10 +12,10 @@ import torch.nn.functional as F
 from trainer_cases import LATENT_C, LATENT_H, latent_videos
 
 from echogen.data.errors import DataError
-from echogen.models.privacy import PRIVACY_PRESETS, PrivacyEmbedder
+from echogen.models.privacy import PRIVACY_PRESETS, PrivacyEmbedder, load_privacy_model
 from echogen.pipelines import privacy as pipeline
 from echogen.pipelines.privacy import embed, filter_samples, max_correlation, privacy_threshold
-from echogen.training.privacy import draw_pairs, load_privacy_model, train_privacy
+from echogen.training.privacy import draw_pairs, train_privacy
 
 torch.set_num_threads(1)
 

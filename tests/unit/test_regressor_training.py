@@ -22,6 +22,7 @@ from echogen.data.ef_clips import EFClipDataset, estimate_mean_std
 from echogen.data.errors import DataError
 from echogen.data.manifest import read_manifest, write_manifest
 from echogen.data.video import write_video
+from echogen.models.regressor import load_regressor
 from echogen.pipelines.ef_prediction import (
     PREDICTION_COLUMNS,
     predict_ef,
@@ -32,7 +33,6 @@ from echogen.pipelines.ef_prediction import (
 from echogen.training.regressor import (
     REGRESSOR_PRESETS,
     TrainSpec,
-    load_regressor,
     resolve_config,
     train_regressor,
     train_regressor_from_run,
