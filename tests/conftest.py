@@ -21,6 +21,18 @@ OPT_IN_TIERS = ("e2e", "slurm")
 TIER_ORDER = ("lint", "fast", "e2e", "slurm")
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module's tests: bitwise comparisons between runs (and the
+    subprocesses they start with OMP_NUM_THREADS=1) need the same thread count."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
     parser.addoption(

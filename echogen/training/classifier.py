@@ -318,20 +318,7 @@ class ClassifierTask(ClipTask):
         pretrained: str | Path | None,
     ):
         train = config.train
-        super().__init__(
-            train_set,
-            val_set,
-            batch_size=train.batch_size,
-            steps_per_epoch=steps_per_epoch,
-            seed=seed,
-            num_workers=train.num_workers,
-            optimizer={
-                "optimizer": train.optimizer,
-                "lr": train.lr,
-                "momentum": train.momentum,
-                "weight_decay": train.weight_decay,
-            },
-        )
+        super().__init__(train_set, val_set, train, steps_per_epoch, seed)
         self.config, self.pretrained, self.select = config, pretrained, train.select
         self.model_kwargs = {**config.model, "out_features": n_classes}
         self.counts = np.bincount(train_set.labels, minlength=n_classes)
@@ -438,14 +425,8 @@ def train_classifier(
 
     accelerator = accelerator_for(device, state_dir)
     world = accelerator.num_processes
-    budget = Budget.of_epochs(
-        epochs=train.epochs,
-        steps_per_epoch=steps_per_epoch(len(train_rows), train.batch_size, world, source),
-        max_steps=train.max_steps,
-        checkpoint_every=train.checkpoint_every,
-        checkpoints_total_limit=train.checkpoints_total_limit,
-        log_every=train.log_every,
-    )
+    per_epoch = steps_per_epoch(len(train_rows), train.batch_size, world, source)
+    budget = Budget.of(train, per_epoch)
     spec = config.clips
     if spec.normalisation == "zscore" and (spec.mean is None or spec.std is None):
         mean, std = estimate_mean_std(train_rows.assign(EF=0.0), spec, seed=seed, root=root)

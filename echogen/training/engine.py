@@ -70,13 +70,16 @@ class Budget:
     log_every: int
 
     @classmethod
-    def of_epochs(
-        cls, epochs: int, steps_per_epoch: int, max_steps: int | None, **cadence
-    ) -> Budget:
-        """``epochs`` epochs, capped at ``max_steps`` (None: no cap)."""
-        total = epochs * steps_per_epoch
-        total = total if max_steps is None else min(total, max_steps)
-        return cls(total=total, steps_per_epoch=steps_per_epoch, **cadence)
+    def of(cls, spec, steps_per_epoch: int | None = None) -> Budget:
+        """The budget a task's training settings describe: their ``max_steps``,
+        ``checkpoint_every``, ``checkpoints_total_limit`` and ``log_every``; with
+        ``steps_per_epoch``, ``epochs`` epochs capped at ``max_steps`` (None: no cap)."""
+        total = spec.max_steps
+        if steps_per_epoch is not None:
+            total = spec.epochs * steps_per_epoch
+            total = total if spec.max_steps is None else min(total, spec.max_steps)
+        cadence = (spec.checkpoint_every, spec.checkpoints_total_limit, spec.log_every)
+        return cls(total, steps_per_epoch, *cadence)
 
 
 @dataclass

@@ -767,13 +767,7 @@ def train_lvdm(
         tokenizer,
         records,
     )
-    budget = Budget(
-        total=config.max_steps,
-        steps_per_epoch=None,
-        checkpoint_every=config.checkpoint_every,
-        checkpoints_total_limit=config.checkpoints_total_limit,
-        log_every=config.log_every,
-    )
+    budget = Budget.of(config)
     result = engine_train(
         task,
         accelerator,

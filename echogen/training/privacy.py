@@ -392,13 +392,7 @@ def train_privacy(
         "frame_shape": list(videos.frame_shape),
     }
     task = PrivacyTask(model_kwargs, spec, videos, seed, records)
-    budget = Budget(
-        total=spec.max_steps,
-        steps_per_epoch=None,
-        checkpoint_every=spec.checkpoint_every,
-        checkpoints_total_limit=spec.checkpoints_total_limit,
-        log_every=spec.log_every,
-    )
+    budget = Budget.of(spec)
     result = engine_train(
         task,
         accelerator,

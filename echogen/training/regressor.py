@@ -324,20 +324,7 @@ class RegressorTask(ClipTask):
         train_mean_ef: float,
     ):
         train = config.train
-        super().__init__(
-            train_set,
-            val_set,
-            batch_size=train.batch_size,
-            steps_per_epoch=steps_per_epoch,
-            seed=seed,
-            num_workers=train.num_workers,
-            optimizer={
-                "optimizer": train.optimizer,
-                "lr": train.lr,
-                "momentum": train.momentum,
-                "weight_decay": train.weight_decay,
-            },
-        )
+        super().__init__(train_set, val_set, train, steps_per_epoch, seed)
         self.config, self.pretrained = config, pretrained
         self.counts, self.train_mean_ef = counts, train_mean_ef
         self.scheduler = None
@@ -432,14 +419,8 @@ def train_regressor(
 
     accelerator = accelerator_for(device, state_dir)
     world = accelerator.num_processes
-    budget = Budget.of_epochs(
-        epochs=train.epochs,
-        steps_per_epoch=steps_per_epoch(len(train_rows), train.batch_size, world, manifest),
-        max_steps=train.max_steps,
-        checkpoint_every=train.checkpoint_every,
-        checkpoints_total_limit=train.checkpoints_total_limit,
-        log_every=train.log_every,
-    )
+    per_epoch = steps_per_epoch(len(train_rows), train.batch_size, world, manifest)
+    budget = Budget.of(train, per_epoch)
     spec = config.clips
     if spec.normalisation == "zscore" and (spec.mean is None or spec.std is None):
         mean, std = estimate_mean_std(train_rows, spec, seed=seed, root=root)

@@ -73,27 +73,25 @@ class ClipTask(Task):
     Args:
         train_set: yields ``(clip, target)``; has ``set_epoch(epoch)``.
         val_set: yields ``(clip, target)`` without augmentation.
-        batch_size: clips per process per optimiser step.
+        train: the task's training settings: ``batch_size`` (clips per process per step),
+            ``num_workers`` and the :func:`make_optimizer` fields (``optimizer``, ``lr``,
+            ``momentum``, ``weight_decay``).
         steps_per_epoch: optimiser steps per epoch (all processes together).
         seed: the data order's seed.
-        num_workers: data loader worker processes.
-        optimizer: :func:`make_optimizer` keyword arguments.
     """
 
     def __init__(
-        self,
-        train_set: Dataset,
-        val_set: Dataset,
-        batch_size: int,
-        steps_per_epoch: int,
-        seed: int,
-        num_workers: int,
-        optimizer: dict,
+        self, train_set: Dataset, val_set: Dataset, train, steps_per_epoch: int, seed: int
     ):
         self.train_set, self.val_set = train_set, val_set
-        self.batch_size, self.steps_per_epoch = batch_size, steps_per_epoch
-        self.seed, self.num_workers = seed, num_workers
-        self.optimizer_kwargs = optimizer
+        self.batch_size, self.num_workers = train.batch_size, train.num_workers
+        self.steps_per_epoch, self.seed = steps_per_epoch, seed
+        self.optimizer_kwargs = {
+            "optimizer": train.optimizer,
+            "lr": train.lr,
+            "momentum": train.momentum,
+            "weight_decay": train.weight_decay,
+        }
         self.model = self.optimizer = None
 
     # -------------------------------------------------------------- for subclasses

@@ -630,13 +630,7 @@ def train_vae(
     }
     videos = _VideoFrames(rows, config.fps, config.size, config.video_cache)
     task = VAETask(model_preset, model_overrides, config, videos, lr, seed, records)
-    budget = Budget(
-        total=config.max_steps,
-        steps_per_epoch=None,
-        checkpoint_every=config.checkpoint_every,
-        checkpoints_total_limit=config.checkpoints_total_limit,
-        log_every=config.log_every,
-    )
+    budget = Budget.of(config)
     result = engine_train(
         task,
         accelerator,

@@ -32,7 +32,7 @@ from echogen.training.classifier import (
 from echogen.training.state import checkpoints
 
 SEED = 5
-THREADS = 1
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 CLASSES = BLOB_CLASSES
 SIZE = BLOB_SIZE
 REAL = {"TRAIN": 8, "VAL": 3, "TEST": 5}  # videos per class and split
@@ -58,21 +58,13 @@ def micro(**train) -> dict:
     return {**MICRO, "train": {**MICRO["train"], **train}}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(THREADS)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> dict:
     return blob_cardiac(tmp_path_factory.mktemp("cardiac"), REAL, N_SYNTHETIC)
 
 
 @pytest.fixture(scope="module")
-def reference(data, tmp_path_factory) -> dict:
+def reference(one_torch_thread, data, tmp_path_factory) -> dict:
     """The uninterrupted run on real videos that every resumed run must reproduce."""
     base = tmp_path_factory.mktemp("reference")
     rows = training_rows("real", data["manifest"], None, CLASSES, root=data["root"])

@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_error
-from trainer_cases import DYNAMIC_PHANTOM, phantom_dynamic
+from trainer_cases import DYNAMIC_PHANTOM, REGRESSOR, phantom_dynamic
 
 from echogen.data.ef_clips import EFClipDataset, estimate_mean_std
 from echogen.data.errors import DataError
@@ -40,40 +40,17 @@ from echogen.training.regressor import (
 from echogen.training.state import checkpoints
 
 SEED = 3
-THREADS = 1  # every run (and the killed subprocess) uses the same count: bitwise comparisons
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 STEPS_PER_EPOCH = 4  # 8 TRAIN videos / batch 2
 EPOCHS = 8
-MICRO = {
-    "model": {"widths": [4, 8, 8, 8], "fc_bias_init": 0.0},
-    "clips": {"frames": 8, "period": 2, "size": 32, "pad": 2, "test_clip_stride": 4},
-    "train": {
-        "optimizer": "sgd",
-        "lr": 1e-3,
-        "momentum": 0.9,
-        "weight_decay": 1e-4,
-        "lr_step_epochs": 2,
-        "lr_gamma": 0.5,
-        "epochs": EPOCHS,
-        "batch_size": 2,
-        # Not a multiple of the epoch length, so the killed run resumes mid-epoch.
-        "checkpoint_every": 3,
-        "checkpoints_total_limit": 2,
-    },
-}
+# The contract's tiny regressor run (SGD with a step schedule, fc bias 0), for more epochs.
+MICRO = {**REGRESSOR.overrides, "train": {**REGRESSOR.overrides["train"], "epochs": EPOCHS}}
 EXPORT_FILES = {"config.json", "diffusion_pytorch_model.safetensors", "clips.json", "train.json"}
 EXPORT_FILES |= {"log.csv"}
 
 
 def micro(**train) -> dict:
     return {**MICRO, "train": {**MICRO["train"], **train}}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(THREADS)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +61,7 @@ def data(tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="module")
-def reference(data, tmp_path_factory) -> dict:
+def reference(one_torch_thread, data, tmp_path_factory) -> dict:
     """The uninterrupted run every resumed run must reproduce bit for bit."""
     base = tmp_path_factory.mktemp("reference")
     config = resolve_config("tiny", MICRO)

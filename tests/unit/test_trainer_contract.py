@@ -28,19 +28,12 @@ from echogen.training.state import checkpoints
 from echogen.workflow import run_distributed
 
 SEED = 4
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 THREADS = 1  # every run (and the killed subprocess) uses the same count: bitwise comparisons
 
 
-@pytest.fixture(scope="module", autouse=True)
-def threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(THREADS)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
-def built(tmp_path_factory) -> dict[str, dict]:
+def built(one_torch_thread, tmp_path_factory) -> dict[str, dict]:
     """Every case's data and uninterrupted reference run."""
     runs = {}
     for spec in CASES:
