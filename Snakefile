@@ -34,7 +34,13 @@ include: "rules/ingest.smk"
 include: "rules/derived.smk"
 include: "rules/metrics.smk"
 include: "rules/regressors.smk"
-include: "rules/lvdm.smk"
+
+
+if lvdm_on():
+
+    include: "rules/lvdm.smk"
+
+
 include: "rules/evaluation.smk"
 
 

@@ -2,7 +2,7 @@
 # sharded sampling, privacy filter, EF fidelity, CardiacNet classification, report figures.
 
 # Every synthetic dataset of this system joins the cross-system summary.
-for _sample in lvdm_samples() if lvdm_on() else []:
+for _sample in lvdm_samples():
     register_synthetic_dataset(
         f"lvdm_{_sample}",
         "lvdm",
@@ -45,13 +45,13 @@ rule train_vae:
         "../envs/echogen.yaml"
     threads: 2
     resources:
-        gpu=lvdm_config()["gpus"]["train"] if lvdm_on() else 1,
+        gpu=lvdm_config()["gpus"]["train"],
         mem_mb=tier_mem("gpu_train"),
         runtime=tier_runtime("gpu_train"),
     params:
-        vae=lvdm_config()["vae"] if lvdm_on() else {},
-        size=lvdm_config()["latents"]["size"] if lvdm_on() else 112,
-        fps=lvdm_config()["latents"]["fps"] if lvdm_on() else 32,
+        vae=lvdm_config()["vae"],
+        size=lvdm_config()["latents"]["size"],
+        fps=lvdm_config()["latents"]["fps"],
         state_dir="results/train_vae/state",
         seed=config["seed"],
     script:
@@ -62,7 +62,7 @@ rule encode_latents:
     """Encode one chunk of a dataset's videos into VAE latents (scaled, 32 Hz, unpadded)."""
     input:
         manifest="resources/manifests/{dataset}.csv",
-        vae=vae_dir() if lvdm_on() else [],
+        vae=vae_dir(),
     output:
         part=directory("resources/latents/{dataset}/part_{chunk}"),
     log:
@@ -73,11 +73,11 @@ rule encode_latents:
         "../envs/echogen.yaml"
     threads: 2
     resources:
-        gpu=lvdm_config()["gpus"]["infer"] if lvdm_on() else 1,
+        gpu=lvdm_config()["gpus"]["infer"],
         mem_mb=tier_mem("gpu_infer"),
         runtime=tier_runtime("gpu_infer"),
     params:
-        latents=lvdm_config()["latents"] if lvdm_on() else {},
+        latents=lvdm_config()["latents"],
         n_chunks=chunks_of,
         on_error=dataset_on_error,
     script:
@@ -116,7 +116,7 @@ rule train_lvdm:
         "../envs/echogen.yaml"
     threads: 2
     resources:
-        gpu=lvdm_config()["gpus"]["train"] if lvdm_on() else 1,
+        gpu=lvdm_config()["gpus"]["train"],
         mem_mb=tier_mem("gpu_train"),
         runtime=tier_runtime("gpu_train"),
     params:
@@ -143,7 +143,7 @@ rule sample_lvdm:
         "../envs/echogen.yaml"
     threads: 2
     resources:
-        gpu=lvdm_config()["gpus"]["infer"] if lvdm_on() else 1,
+        gpu=lvdm_config()["gpus"]["infer"],
         mem_mb=tier_mem("gpu_infer"),
         runtime=tier_runtime("gpu_infer"),
     params:
@@ -191,11 +191,11 @@ rule train_privacy:
         "../envs/echogen.yaml"
     threads: 2
     resources:
-        gpu=lvdm_config()["gpus"]["train"] if lvdm_on() else 1,
+        gpu=lvdm_config()["gpus"]["train"],
         mem_mb=tier_mem("gpu_train"),
         runtime=tier_runtime("gpu_train"),
     params:
-        privacy=lvdm_config().get("privacy", {}) if lvdm_on() else {},
+        privacy=lvdm_config().get("privacy", {}),
         state_dir="results/train_privacy/state",
         seed=config["seed"],
     script:
@@ -222,9 +222,7 @@ rule filter_samples:
         mem_mb=tier_mem("gpu_infer"),
         runtime=tier_runtime("gpu_infer"),
     params:
-        percentile=(
-            lvdm_config().get("privacy", {}).get("percentile", 95) if lvdm_on() else 95
-        ),
+        percentile=(lvdm_config().get("privacy", {}).get("percentile", 95)),
     script:
         "../workflow_scripts/filter_samples.py"
 
@@ -268,11 +266,11 @@ rule train_classifier:
         "../envs/echogen.yaml"
     threads: 2
     resources:
-        gpu=lvdm_config()["gpus"]["classifier"] if lvdm_on() else 1,
+        gpu=lvdm_config()["gpus"]["classifier"],
         mem_mb=tier_mem("gpu_train"),
         runtime=tier_runtime("gpu_train"),
     params:
-        classification=classification_config() if lvdm_on() else {},
+        classification=classification_config(),
         class_map=config["datasets"]["cardiacnet"].get("class_map", {}),
         state_dir="results/train_classifier/{source}/state",
         seed=config["seed"],
@@ -315,8 +313,8 @@ rule classification_table:
     conda:
         "../envs/echogen.yaml"
     params:
-        sources=classification_config()["sources"] if lvdm_on() else [],
-        n_bootstrap=classification_config()["n_bootstrap"] if lvdm_on() else 1000,
+        sources=classification_config()["sources"],
+        n_bootstrap=classification_config()["n_bootstrap"],
         seed=config["seed"],
     script:
         "../workflow_scripts/classification_table.py"

@@ -173,3 +173,19 @@ def test_configfile_replaces_the_demo_config_whatever_the_profile(tmp_path):
         assert "regressor_tiny_dynamic" not in result.stdout  # demo-only regressor run
         plans[name] = planned_jobs(result.stdout)
     assert plans["none"] == plans["default"]
+
+
+def test_an_inactive_system_adds_no_rules(tmp_path):
+    """`lvdm.activate: false`: rules/lvdm.smk is not included, so no LVDM job, no synthetic
+    dataset and no summary table are planned; the other stages plan as before."""
+    config = demo_config()
+    config["lvdm"]["activate"] = False
+    path = tmp_path / "no_lvdm.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = snakemake("-n", "--configfile", path, "--directory", tmp_path, "all")
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = planned_jobs(result.stdout)
+    assert "train_regressor" in jobs and "ingest_dynamic" in jobs
+    assert not {"train_vae", "train_lvdm", "sample_lvdm", "summarize_datasets"} & set(jobs)
+    listed = snakemake("--list-rules", "--configfile", path, "--directory", tmp_path)
+    assert "train_lvdm" not in listed.stdout and "ingest_dynamic" in listed.stdout
