@@ -32,15 +32,17 @@ report: "docs/report/workflow.rst"
 include: "rules/phantom.smk"
 include: "rules/ingest.smk"
 include: "rules/derived.smk"
-include: "rules/metrics.smk"
 include: "rules/regressors.smk"
 
 
+# Systems, each only when active; they register their synthetic datasets for the shared
+# evaluation stages below.
 if lvdm_on():
 
     include: "rules/lvdm.smk"
 
 
+include: "rules/metrics.smk"
 include: "rules/evaluation.smk"
 
 

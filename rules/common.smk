@@ -35,20 +35,66 @@ TIERS = {
 }
 
 
-# Synthetic datasets the active systems register for shared evaluation (rules/evaluation.smk):
-# id -> {"system", "generation": metric json or None, "ef_fidelity": json or None}.
+# Synthetic datasets the active systems register for shared evaluation (rules/evaluation.smk,
+# rules/metrics.smk): id -> {"system", "real", "metrics", "ef_regressor", "ef_plumbing"}.
 SYNTHETIC_DATASETS = {}
 
 
-def register_synthetic_dataset(dataset, system, generation=None, ef_fidelity=None):
-    """Register results/samples/<dataset>/ (a system's synthetic dataset) for evaluation."""
+def register_synthetic_dataset(
+    dataset, system, real, metrics, ef_regressor=None, ef_plumbing=False
+):
+    """Register results/samples/<dataset>/ (FileList.csv, Videos/, frames/) made by <system>.
+
+    It gets the generation metrics `metrics` against the real frame folder `real`
+    (results/metrics/<dataset>.txt), a GIF strip for the report, a row in the summary and,
+    with `ef_regressor` (a regressors.runs key), EF fidelity (results/metrics/
+    ef_fidelity_<dataset>.txt; `ef_plumbing`: the table is a plumbing check).
+    """
     if dataset in SYNTHETIC_DATASETS:
         raise WorkflowError(f"synthetic dataset {dataset!r} is registered twice")
     SYNTHETIC_DATASETS[dataset] = {
         "system": system,
-        "generation": generation,
-        "ef_fidelity": ef_fidelity,
+        "real": real,
+        "metrics": list(metrics),
+        "ef_regressor": ef_regressor,
+        "ef_plumbing": ef_plumbing,
     }
+
+
+def names_pattern(names):
+    """Regex matching exactly these names (nothing when there are none)."""
+    names = list(names)
+    return "|".join(names) if names else "(?!)"
+
+
+def synthetic(wildcards):
+    """The registry entry of the {dataset} wildcard."""
+    return SYNTHETIC_DATASETS[wildcards.dataset]
+
+
+def synthetic_pattern(with_ef=False):
+    """Regex of the registered dataset ids (with EF fidelity only, if asked)."""
+    names = [
+        d for d, e in SYNTHETIC_DATASETS.items() if e["ef_regressor"] or not with_ef
+    ]
+    return names_pattern(names)
+
+
+def ef_fidelity_inputs(wildcards):
+    regressor = synthetic(wildcards)["ef_regressor"]
+    return {
+        "filelist": f"results/samples/{wildcards.dataset}/FileList.csv",
+        "predictions": f"results/predictions/regressor_{regressor}/{wildcards.dataset}.csv",
+        "model": f"results/models/regressor_{regressor}",
+    }
+
+
+def ef_fidelity_plumbing(wildcards):
+    return synthetic(wildcards)["ef_plumbing"]
+
+
+def synthetic_real(wildcards):
+    return synthetic(wildcards)["real"]
 
 
 def summary_datasets():
@@ -57,8 +103,12 @@ def summary_datasets():
         dataset: {
             "system": entry["system"],
             "samples_dir": f"results/samples/{dataset}",
-            "generation": entry.get("generation"),
-            "ef_fidelity": entry.get("ef_fidelity"),
+            "generation": f"results/metrics/{dataset}.json",
+            "ef_fidelity": (
+                f"results/metrics/ef_fidelity_{dataset}.json"
+                if entry["ef_regressor"]
+                else None
+            ),
         }
         for dataset, entry in SYNTHETIC_DATASETS.items()
     }
@@ -66,23 +116,34 @@ def summary_datasets():
 
 def summary_inputs(wildcards):
     """Every registered dataset's FileList and the metric records the summary reads."""
-    datasets = summary_datasets().items()
+    datasets = summary_datasets().values()
     return {
-        "filelists": [f"{entry['samples_dir']}/FileList.csv" for _, entry in datasets],
+        "filelists": [f"{entry['samples_dir']}/FileList.csv" for entry in datasets],
         "records": [
             path
-            for _, entry in datasets
+            for entry in datasets
             for path in (entry["generation"], entry["ef_fidelity"])
             if path
         ],
     }
 
 
-def evaluation_targets():
-    """The cross-system summary, when any synthetic dataset is registered."""
-    if not SYNTHETIC_DATASETS:
-        return []
-    return ["results/metrics/summary.txt", "results/metrics/summary.json"]
+def evaluation_targets(system=None):
+    """Per registered dataset (of `system`, or all): its metric table, EF fidelity, report
+    figures; and the cross-system summary when all are asked for."""
+    datasets = {
+        d: e for d, e in SYNTHETIC_DATASETS.items() if system in (None, e["system"])
+    }
+    targets = []
+    for dataset, entry in datasets.items():
+        targets += [f"results/metrics/{dataset}.txt", f"results/metrics/{dataset}.json"]
+        targets.append(f"results/report/{dataset}_strip.gif")
+        if entry["ef_regressor"]:
+            targets.append(f"results/metrics/ef_fidelity_{dataset}.txt")
+            targets.append(f"results/report/ef_fidelity_{dataset}.png")
+    if system is None and SYNTHETIC_DATASETS:
+        targets += ["results/metrics/summary.txt", "results/metrics/summary.json"]
+    return targets
 
 
 def tier_mem(tier):
@@ -249,13 +310,13 @@ def detector_params():
 
 
 def comparisons():
-    """Configured comparisons plus one table per synthetic dataset (lvdm_<sample>)."""
+    """Configured comparisons plus one table per registered synthetic dataset."""
     runs = dict(config["metrics"]["comparisons"])
-    for name, sample in lvdm_samples().items():
-        runs[f"lvdm_{name}"] = {
-            "real": sample["real"],
-            "fake": f"results/samples/lvdm_{name}/frames",
-            "metrics": sample["metrics"],
+    for dataset, entry in SYNTHETIC_DATASETS.items():
+        runs[dataset] = {
+            "real": entry["real"],
+            "fake": f"results/samples/{dataset}/frames",
+            "metrics": entry["metrics"],
         }
     return runs
 
@@ -331,12 +392,9 @@ def prediction_inputs(wildcards):
     """Model folder plus the videos to score: a dataset's manifest or a configured folder."""
     inputs = {"model": f"results/models/regressor_{wildcards.name}"}
     folders = config["regressors"].get("video_folders", {})
-    samples = [f"lvdm_{name}" for name in lvdm_samples()]
     if wildcards.videos in folders:
         inputs["folder"] = folders[wildcards.videos]
-    elif (
-        wildcards.videos in samples
-    ):  # a synthetic dataset: Videos/ + FileList.csv beside it
+    elif wildcards.videos in SYNTHETIC_DATASETS:  # Videos/ + FileList.csv beside it
         inputs["folder"] = f"results/samples/{wildcards.videos}/Videos"
         inputs["filelist"] = f"results/samples/{wildcards.videos}/FileList.csv"
     else:
@@ -361,12 +419,6 @@ def lvdm_samples():
 
 def lvdm_models():
     return lvdm_config()["models"] if lvdm_on() else {}
-
-
-def names_pattern(names):
-    """Regex matching exactly these names (nothing when there are none)."""
-    names = list(names)
-    return "|".join(names) if names else "(?!)"
 
 
 def vae_dir():
@@ -425,10 +477,6 @@ def lvdm_sample_inputs(wildcards):
     }
 
 
-def sample_real(wildcards):
-    return lvdm_sample(wildcards)["real"]
-
-
 def privacy_inputs(wildcards):
     sample = lvdm_sample(wildcards)
     return {
@@ -437,23 +485,6 @@ def privacy_inputs(wildcards):
         "filelist": f"results/samples/lvdm_{wildcards.sample}/FileList.csv",
         "sample_latents": f"results/samples/lvdm_{wildcards.sample}/latents",
     }
-
-
-def ef_fidelity_inputs(wildcards):
-    regressor = lvdm_config()["ef_fidelity"]["regressor"]
-    return {
-        "filelist": f"results/samples/lvdm_{wildcards.sample}/FileList.csv",
-        "predictions": f"results/predictions/regressor_{regressor}/lvdm_{wildcards.sample}.csv",
-        "model": f"results/models/regressor_{regressor}",
-    }
-
-
-def ef_fidelity_plumbing(wildcards):
-    """True when a tiny preset made the videos or the regressor: the table is a plumbing check."""
-    sample = lvdm_sample(wildcards)
-    model = lvdm_models()[sample["model"]]
-    regressor = config["regressors"]["runs"][lvdm_config()["ef_fidelity"]["regressor"]]
-    return "tiny" in (model.get("preset"), regressor.get("preset"))
 
 
 def classification_config():
@@ -491,39 +522,16 @@ def privacy_samples():
     return [name for name, s in lvdm_samples().items() if s.get("privacy", True)]
 
 
-def report_strips():
-    return expand("results/report/lvdm_{sample}_strip.gif", sample=list(lvdm_samples()))
-
-
 def lvdm_targets():
-    """Every LVDM artefact: metric tables, privacy summaries, EF fidelity, classification."""
+    """Every LVDM artefact: its datasets' evaluations, privacy summaries, classification."""
     if not lvdm_on():
         return []
-    targets = expand(
-        "results/metrics/lvdm_{sample}.{ext}",
-        sample=list(lvdm_samples()),
-        ext=["txt", "json"],
-    )
+    targets = evaluation_targets(system="lvdm")
     targets += expand(
         "results/privacy/lvdm_{sample}/summary.json", sample=privacy_samples()
     )
-    targets += expand(
-        "results/metrics/ef_fidelity_lvdm_{sample}.txt", sample=ef_fidelity_samples()
-    )
     if is_activated("lvdm/classification") and "classification" in lvdm_config():
         targets.append("results/metrics/classification_cardiacnet.txt")
-    targets += report_targets()
-    return targets
-
-
-def report_targets():
-    """Figures of `snakemake --report`: GIF strips, EF scatter plots, loss curves."""
-    if not lvdm_on():
-        return []
-    targets = report_strips()
-    targets += expand(
-        "results/report/ef_fidelity_lvdm_{sample}.png", sample=ef_fidelity_samples()
-    )
     targets.append("results/report/loss_curves.png")
     return targets
 

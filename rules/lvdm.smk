@@ -1,16 +1,24 @@
 # Latent video diffusion (EchoNet-Synthetic, EchoDream): VAE, latents, LVDM training,
 # sharded sampling, privacy filter, EF fidelity, CardiacNet classification, report figures.
 
-# Every synthetic dataset of this system joins the cross-system summary.
-for _sample in lvdm_samples():
+# Every synthetic dataset of this system is evaluated by the shared rules (rules/evaluation.smk,
+# rules/metrics.smk): generation metrics, a report strip, EF fidelity where asked for, the
+# summary row.
+for _name, _sample in lvdm_samples().items():
+    _ef = _name in ef_fidelity_samples()
+    _regressor = lvdm_config()["ef_fidelity"]["regressor"] if _ef else None
     register_synthetic_dataset(
-        f"lvdm_{_sample}",
+        f"lvdm_{_name}",
         "lvdm",
-        generation=f"results/metrics/lvdm_{_sample}.json",
-        ef_fidelity=(
-            f"results/metrics/ef_fidelity_lvdm_{_sample}.json"
-            if _sample in ef_fidelity_samples()
-            else None
+        real=_sample["real"],
+        metrics=_sample["metrics"],
+        ef_regressor=_regressor,
+        # Tiny generators or regressors make the EF-fidelity table a plumbing check.
+        ef_plumbing=_ef
+        and "tiny"
+        in (
+            lvdm_models()[_sample["model"]].get("preset"),
+            config["regressors"]["runs"][_regressor].get("preset"),
         ),
     )
 
@@ -178,7 +186,7 @@ rule train_privacy:
     input:
         latents=(
             latent_indexes(lvdm_config()["privacy"]["datasets"])
-            if lvdm_on() and "privacy" in lvdm_config()
+            if "privacy" in lvdm_config()
             else []
         ),
     output:
@@ -225,29 +233,6 @@ rule filter_samples:
         percentile=(lvdm_config().get("privacy", {}).get("percentile", 95)),
     script:
         "../workflow_scripts/filter_samples.py"
-
-
-rule ef_fidelity:
-    """EF of generated videos as the regressor sees it vs the EF they were asked for."""
-    input:
-        unpack(ef_fidelity_inputs),
-    output:
-        table="results/metrics/ef_fidelity_lvdm_{sample}.txt",
-        record="results/metrics/ef_fidelity_lvdm_{sample}.json",
-        per_video="results/metrics/ef_fidelity_lvdm_{sample}.csv",
-    log:
-        "logs/ef_fidelity/{sample}.log",
-    wildcard_constraints:
-        sample=names_pattern(lvdm_samples()),
-    localrule: True
-    conda:
-        "../envs/echogen.yaml"
-    params:
-        n_bootstrap=config["regressors"]["n_bootstrap"],
-        seed=config["seed"],
-        plumbing=ef_fidelity_plumbing,
-    script:
-        "../workflow_scripts/ef_fidelity.py"
 
 
 rule train_classifier:
@@ -318,49 +303,6 @@ rule classification_table:
         seed=config["seed"],
     script:
         "../workflow_scripts/classification_table.py"
-
-
-rule report_strip:
-    """GIF strip of real (top) vs generated (bottom) videos for the report."""
-    input:
-        real=sample_real,
-        fake="results/samples/lvdm_{sample}/frames",
-    output:
-        gif=report(
-            "results/report/lvdm_{sample}_strip.gif",
-            category="Generated videos",
-            caption="../docs/report/strip.rst",
-        ),
-    log:
-        "logs/report_strip/{sample}.log",
-    wildcard_constraints:
-        sample=names_pattern(lvdm_samples()),
-    localrule: True
-    conda:
-        "../envs/echogen.yaml"
-    script:
-        "../workflow_scripts/report_strip.py"
-
-
-rule report_ef_scatter:
-    """Requested vs regressed EF scatter of a synthetic dataset for the report."""
-    input:
-        per_video="results/metrics/ef_fidelity_lvdm_{sample}.csv",
-    output:
-        png=report(
-            "results/report/ef_fidelity_lvdm_{sample}.png",
-            category="EF fidelity",
-            caption="../docs/report/ef_scatter.rst",
-        ),
-    log:
-        "logs/report_ef_scatter/{sample}.log",
-    wildcard_constraints:
-        sample=names_pattern(lvdm_samples()),
-    localrule: True
-    conda:
-        "../envs/echogen.yaml"
-    script:
-        "../workflow_scripts/report_ef_scatter.py"
 
 
 rule report_loss_curves:
