@@ -23,7 +23,7 @@ include: "rules/common.smk"
 
 # Sampling jobs per synthetic dataset (override: --set-scatter lvdm_shard=N).
 scattergather:
-    lvdm_shard=lvdm_config()["shards"] if lvdm_on() else 1,
+    lvdm_shard=config["lvdm"]["shards"] if system_on("lvdm") else 1,
 
 
 report: "docs/report/workflow.rst"
@@ -37,7 +37,7 @@ include: "rules/regressors.smk"
 
 # Systems, each only when active; they register their synthetic datasets for the shared
 # evaluation stages below.
-if lvdm_on():
+if system_on("lvdm"):
 
     include: "rules/lvdm.smk"
 
@@ -53,7 +53,7 @@ rule all:
         data_targets(),
         metric_targets(),
         regressor_targets(),
-        lvdm_targets(),
+        system_targets(),
         evaluation_targets(),
 
 
@@ -73,9 +73,3 @@ rule train_regressors:
 rule compute_metrics:
     input:
         metric_targets(),
-
-
-# Latent video diffusion: synthetic datasets, their tables, EF fidelity, classification, figures.
-rule lvdm:
-    input:
-        lvdm_targets(),

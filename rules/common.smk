@@ -61,6 +61,24 @@ def register_synthetic_dataset(
     }
 
 
+def system_on(system):
+    """True when the config has the system's section and it is activated."""
+    return system in config and is_activated(system)
+
+
+# Targets the active systems register; `rule all` is their union with the shared stages'.
+SYSTEM_TARGETS = {}
+
+
+def register_targets(system, targets):
+    """What `snakemake` (rule all) makes for an active system."""
+    SYSTEM_TARGETS[system] = list(targets)
+
+
+def system_targets():
+    return [target for targets in SYSTEM_TARGETS.values() for target in targets]
+
+
 def names_pattern(names):
     """Regex matching exactly these names (nothing when there are none)."""
     names = list(names)
@@ -400,147 +418,3 @@ def prediction_inputs(wildcards):
     else:
         inputs["manifest"] = f"resources/manifests/{wildcards.videos}.csv"
     return inputs
-
-
-# --- latent video diffusion (rules/lvdm.smk) -------------------------------------------
-
-
-def lvdm_on():
-    return "lvdm" in config and is_activated("lvdm")
-
-
-def lvdm_config():
-    return config["lvdm"]
-
-
-def lvdm_samples():
-    return lvdm_config()["samples"] if lvdm_on() else {}
-
-
-def lvdm_models():
-    return lvdm_config()["models"] if lvdm_on() else {}
-
-
-def vae_dir():
-    """The VAE the latents and samples use: a pretrained diffusers folder or results/models/vae."""
-    pretrained = lvdm_config()["vae"].get("pretrained")
-    return pretrained if pretrained else "results/models/vae"
-
-
-def vae_manifests(wildcards):
-    return expand(
-        "resources/manifests/{dataset}.csv", dataset=lvdm_config()["vae"]["datasets"]
-    )
-
-
-def latent_parts(wildcards):
-    return part_dirs("resources/latents/{dataset}/part_{chunk}", wildcards.dataset)
-
-
-def latent_indexes(datasets):
-    return expand("resources/latents/{dataset}/index.csv", dataset=datasets)
-
-
-def lvdm_model(wildcards):
-    return lvdm_models()[wildcards.model]
-
-
-def lvdm_model_inputs(wildcards):
-    model = lvdm_model(wildcards)
-    inputs = {"latents": latent_indexes(model["datasets"])}
-    if model["conditioning"] == "text":
-        if not model.get("text_encoder") or not model.get("prompt"):
-            raise WorkflowError(
-                f"lvdm.models.{wildcards.model} is text-conditioned but has no "
-                f"text_encoder or prompt. Fix: set text_encoder (a weights key, e.g. clip_text) "
-                f"and prompt (e.g. 'An echocardiography video with {{class_name}} condition')."
-            )
-        inputs["text_encoder"] = weights_file(model["text_encoder"])
-    return inputs
-
-
-def lvdm_sample(wildcards):
-    return lvdm_samples()[wildcards.sample]
-
-
-def lvdm_sample_inputs(wildcards):
-    sample = lvdm_sample(wildcards)
-    if sample["model"] not in lvdm_models():
-        raise WorkflowError(
-            f"lvdm.samples.{wildcards.sample}.model = {sample['model']!r} is not a key of "
-            f"lvdm.models ({sorted(lvdm_models())}). Fix: name one of them."
-        )
-    return {
-        "lvdm": f"results/models/lvdm_{sample['model']}",
-        "vae": vae_dir(),
-        "latents": f"resources/latents/{sample['dataset']}/index.csv",
-    }
-
-
-def privacy_inputs(wildcards):
-    sample = lvdm_sample(wildcards)
-    return {
-        "model": "results/models/privacy",
-        "latents": f"resources/latents/{sample['dataset']}/index.csv",
-        "filelist": f"results/samples/lvdm_{wildcards.sample}/FileList.csv",
-        "sample_latents": f"results/samples/lvdm_{wildcards.sample}/latents",
-    }
-
-
-def classification_config():
-    return lvdm_config()["classification"]
-
-
-def classifier_inputs(wildcards):
-    cls = classification_config()
-    inputs = {"manifest": "resources/manifests/cardiacnet.csv"}
-    if wildcards.source != "real":
-        inputs["filelist"] = f"results/samples/lvdm_{cls['samples']}/FileList.csv"
-        inputs["videos"] = f"results/samples/lvdm_{cls['samples']}/Videos"
-    return inputs
-
-
-def classifier_predictions(wildcards):
-    return expand(
-        "results/predictions/classifier_cardiacnet/{source}.csv",
-        source=classification_config()["sources"],
-    )
-
-
-def ef_fidelity_samples():
-    if not lvdm_on():
-        return []
-    fidelity = lvdm_config().get("ef_fidelity", {})
-    if not fidelity.get("regressor"):
-        return []
-    return fidelity.get("samples", [])
-
-
-def privacy_samples():
-    if not lvdm_on() or not is_activated("lvdm/privacy"):
-        return []
-    return [name for name, s in lvdm_samples().items() if s.get("privacy", True)]
-
-
-def lvdm_targets():
-    """Every LVDM artefact: its datasets' evaluations, privacy summaries, classification."""
-    if not lvdm_on():
-        return []
-    targets = evaluation_targets(system="lvdm")
-    targets += expand(
-        "results/privacy/lvdm_{sample}/summary.json", sample=privacy_samples()
-    )
-    if is_activated("lvdm/classification") and "classification" in lvdm_config():
-        targets.append("results/metrics/classification_cardiacnet.txt")
-    targets.append("results/report/loss_curves.png")
-    return targets
-
-
-def loss_logs(wildcards):
-    """Training logs plotted in the report: the VAE (when trained here) and every LVDM."""
-    logs = {}
-    if not lvdm_config()["vae"].get("pretrained"):
-        logs["vae"] = "results/models/vae"
-    for name in lvdm_models():
-        logs[f"lvdm_{name}"] = f"results/models/lvdm_{name}"
-    return logs

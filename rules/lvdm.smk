@@ -1,6 +1,10 @@
 # Latent video diffusion (EchoNet-Synthetic, EchoDream): VAE, latents, LVDM training,
 # sharded sampling, privacy filter, EF fidelity, CardiacNet classification, report figures.
 
+
+include: "lvdm_helpers.smk"
+
+
 # Every synthetic dataset of this system is evaluated by the shared rules (rules/evaluation.smk,
 # rules/metrics.smk): generation metrics, a report strip, EF fidelity where asked for, the
 # summary row.
@@ -322,3 +326,12 @@ rule report_loss_curves:
         "../envs/echogen.yaml"
     script:
         "../workflow_scripts/report_loss_curves.py"
+
+
+register_targets("lvdm", lvdm_targets())
+
+
+# Latent video diffusion: synthetic datasets, their tables, EF fidelity, classification, figures.
+rule lvdm:
+    input:
+        lvdm_targets(),
