@@ -9,10 +9,10 @@ if TYPE_CHECKING:
     from snakemake.script import snakemake
 
 
-def main(per_video: str, png: str, sample: str) -> None:
-    ef_scatter(per_video, png, title=f"lvdm_{sample}: regressed vs requested EF")
+def main(per_video: str, png: str, dataset: str) -> None:
+    ef_scatter(per_video, png, title=f"{dataset}: regressed vs requested EF")
 
 
 if "snakemake" in globals():
     setup_logging(snakemake.log[0])
-    main(snakemake.input.per_video, snakemake.output.png, snakemake.wildcards.sample)
+    main(snakemake.input.per_video, snakemake.output.png, snakemake.wildcards.dataset)
