@@ -21,11 +21,6 @@ wildcard_constraints:
 include: "rules/common.smk"
 
 
-# Sampling jobs per synthetic dataset (override: --set-scatter lvdm_shard=N).
-scattergather:
-    lvdm_shard=config["lvdm"]["shards"] if system_on("lvdm") else 1,
-
-
 report: "docs/report/workflow.rst"
 
 
@@ -42,6 +37,7 @@ if system_on("lvdm"):
     include: "rules/lvdm.smk"
 
 
+include: "rules/synthetic.smk"
 include: "rules/metrics.smk"
 include: "rules/evaluation.smk"
 

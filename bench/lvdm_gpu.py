@@ -5,7 +5,7 @@ Measures, on one device, with the published sizes (PAPERS.md section 4):
   latents, v-prediction MSE, AdamW) in fp32 and bf16 autocast: seconds/step, samples/s,
   peak memory;
 - sampling one 64-frame video and one 192-frame video (64-frame windows, 32 overlap,
-  stitched at every step) with `echogen.pipelines.sampling.generate_video`, DDPM 64 steps;
+  stitched at every step) with `echogen.models.lvdm_pipeline.LVDMPipeline`, DDPM 64 steps;
 - decoding 192 frames with the paper VAE.
 Weights are random: these are speed and memory numbers only.
 
@@ -31,8 +31,8 @@ from echogen.models.lvdm import (
     build_unet,
     unet_input,
 )
+from echogen.models.lvdm_pipeline import LVDMPipeline
 from echogen.models.vae import build_vae, decode_latents
-from echogen.pipelines.sampling import SampleConfig, generate_video
 
 
 def sync(device: str) -> None:
@@ -120,28 +120,29 @@ def main() -> None:
         print(name, timing, flush=True)
 
     unet.eval()
+    vae = build_vae(preset).to(device).eval()
     lvdm = LVDM(unet, spec, dict(build_scheduler().config), Conditioner(spec))
+    pipe = LVDMPipeline.from_parts(lvdm, vae, "ddpm")
+    pipe.set_progress_bar_config(disable=True)
     cond = torch.randn(spec.latent_channels, 14, 14)
     for frames in (window, 3 * window):
-        config = SampleConfig(
-            n_samples=1,
+        kw = dict(
             frames=frames,
             window=window,
             overlap=window // 2,
-            scheduler="ddpm",
-            steps=args.sample_steps,
+            num_inference_steps=args.sample_steps,
+            output_type="latent",
         )
-        generate_video(lvdm, cond, 55.0, config, seed=0, device=device)  # warm-up
+        pipe(cond, 55.0, generator=torch.Generator().manual_seed(0), **kw)  # warm-up
         reset_peak(device)
         sync(device)
         start = time.perf_counter()
-        latents = generate_video(lvdm, cond, 55.0, config, seed=1, device=device)
+        latents = pipe(cond, 55.0, generator=torch.Generator().manual_seed(1), **kw).latents
         sync(device)
         key = f"sample_{frames}f_ddpm{args.sample_steps}"
         result[key] = {"s_per_video": time.perf_counter() - start, "peak_gib": peak_gib(device)}
         print(key, result[key], flush=True)
 
-    vae = build_vae(preset).to(device).eval()
     decode_latents(vae, latents[:8].to(device))  # warm-up
     sync(device)
     start = time.perf_counter()

@@ -41,14 +41,17 @@ SYNTHETIC_DATASETS = {}
 
 
 def register_synthetic_dataset(
-    dataset, system, real, metrics, ef_regressor=None, ef_plumbing=False
+    dataset, system, real, metrics, shards, ef_regressor=None, ef_plumbing=False
 ):
     """Register results/samples/<dataset>/ (FileList.csv, Videos/, frames/) made by <system>.
 
-    It gets the generation metrics `metrics` against the real frame folder `real`
-    (results/metrics/<dataset>.txt), a GIF strip for the report, a row in the summary and,
-    with `ef_regressor` (a regressors.runs key), EF fidelity (results/metrics/
-    ef_fidelity_<dataset>.txt; `ef_plumbing`: the table is a plumbing check).
+    The system writes its shards to results/sample_shards/<dataset>/<i>-of-<n>/
+    (echogen.pipelines.synthetic.write_shard), n being its scattergather `shards`; the shared
+    rule gather_samples merges them. The dataset gets the generation metrics `metrics`
+    against the real frame folder `real` (results/metrics/<dataset>.txt), a GIF strip for
+    the report, a row in the summary and, with `ef_regressor` (a regressors.runs key), EF
+    fidelity (results/metrics/ef_fidelity_<dataset>.txt; `ef_plumbing`: the table is a
+    plumbing check).
     """
     if dataset in SYNTHETIC_DATASETS:
         raise WorkflowError(f"synthetic dataset {dataset!r} is registered twice")
@@ -56,6 +59,7 @@ def register_synthetic_dataset(
         "system": system,
         "real": real,
         "metrics": list(metrics),
+        "shards": shards,
         "ef_regressor": ef_regressor,
         "ef_plumbing": ef_plumbing,
     }
@@ -88,6 +92,12 @@ def names_pattern(names):
 def synthetic(wildcards):
     """The registry entry of the {dataset} wildcard."""
     return SYNTHETIC_DATASETS[wildcards.dataset]
+
+
+def synthetic_shards(wildcards):
+    """Every shard folder of the {dataset} wildcard, by its system's scattergather count."""
+    pattern = f"results/sample_shards/{wildcards.dataset}/{{scatteritem}}"
+    return getattr(gather, synthetic(wildcards)["shards"])(pattern)
 
 
 def synthetic_pattern(with_ef=False):

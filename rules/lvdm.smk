@@ -5,6 +5,11 @@
 include: "lvdm_helpers.smk"
 
 
+# Sampling jobs per synthetic dataset (override: --set-scatter lvdm_shard=N).
+scattergather:
+    lvdm_shard=lvdm_config()["shards"],
+
+
 # Every synthetic dataset of this system is evaluated by the shared rules (rules/evaluation.smk,
 # rules/metrics.smk): generation metrics, a report strip, EF fidelity where asked for, the
 # summary row.
@@ -16,6 +21,7 @@ for _name, _sample in lvdm_samples().items():
         "lvdm",
         real=_sample["real"],
         metrics=_sample["metrics"],
+        shards="lvdm_shard",
         ef_regressor=_regressor,
         # Tiny generators or regressors make the EF-fidelity table a plumbing check.
         ef_plumbing=_ef
@@ -163,26 +169,6 @@ rule sample_lvdm:
         seed=config["seed"],
     script:
         "../workflow_scripts/sample_lvdm.py"
-
-
-rule gather_samples:
-    """Merge the shards of a synthetic dataset: FileList.csv, Videos/, frames/, latents/."""
-    input:
-        shards=gather.lvdm_shard("results/sample_shards/lvdm_{{sample}}/{scatteritem}"),
-    output:
-        filelist="results/samples/lvdm_{sample}/FileList.csv",
-        videos=directory("results/samples/lvdm_{sample}/Videos"),
-        frames=directory("results/samples/lvdm_{sample}/frames"),
-        latents=directory("results/samples/lvdm_{sample}/latents"),
-    log:
-        "logs/gather_samples/{sample}.log",
-    wildcard_constraints:
-        sample=names_pattern(lvdm_samples()),
-    localrule: True
-    conda:
-        "../envs/echogen.yaml"
-    script:
-        "../workflow_scripts/gather_samples.py"
 
 
 rule train_privacy:

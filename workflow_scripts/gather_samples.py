@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from echogen.pipelines.sampling import gather_samples
+from echogen.pipelines.synthetic import gather_samples
 from echogen.workflow import setup_logging
 
 if TYPE_CHECKING:

@@ -4,7 +4,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from echogen.pipelines.sampling import SampleConfig, parse_scatteritem, sample_shard
+from echogen.pipelines.sampling import SampleConfig, sample_shard
+from echogen.pipelines.synthetic import parse_scatteritem
 from echogen.workflow import pick_device, setup_logging
 
 if TYPE_CHECKING:

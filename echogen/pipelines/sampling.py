@@ -1,28 +1,19 @@
-"""Sharded, windowed sampling of a trained LVDM into a synthetic EchoNet-style dataset.
+"""LVDM sampling: the planner and generator of EchoNet-Synthetic / EchoDream datasets.
 
-EchoNet-Synthetic (PAPERS.md §4) samples 192-frame videos with a 64-frame video UNet: the
-whole noisy latent sequence is denoised together, and at every scheduler step the UNet runs
-on overlapping 64-frame windows (32-frame overlap) whose predictions are averaged where
-they overlap before one scheduler step moves the whole sequence ("stitched at every
-denoising step"). Each video is conditioned on one latent frame of a real TRAIN video
-(repeated over the window, concatenated on channels) and on a value: EF/100 (drawn
-uniformly from the integers 10..90 as published), a class id, or a text prompt (EchoDream,
-§5, with classifier-free guidance 5).
+A synthetic dataset (``echogen.pipelines.synthetic``: layout, sharding, gathering) is made by
+a *plan* and a *generator*. Here, :func:`plan_samples` decides per sample index the EF
+(drawn uniformly from the integers 10..90 as published), the class or the prompt, and the
+conditioning video and latent frame of a real TRAIN video; :class:`LVDMGenerator` turns one
+plan row into a video with :class:`~echogen.models.lvdm_pipeline.LVDMPipeline` (192 frames
+denoised in overlapping 64-frame windows stitched at every step, PAPERS.md §4; EchoDream's
+classifier-free guidance 5, §5) and keeps the first frame's latent for the privacy filter.
 
-Everything a sample depends on (EF, class, prompt, conditioning video and frame, noise)
-comes from :func:`sample_seed` of the run seed and the sample's index, and each video is
-generated on its own, so a dataset sampled in one job equals one sampled in any number of
-shards (:func:`sample_shard`) and merged with :func:`gather_samples`, byte for byte, as
-long as every shard runs on the same kind of device with the same library versions (CPU
-and CUDA results differ in the last bits, hence in the JPEG bytes).
+Everything a sample depends on comes from ``sample_seed(run seed, index)`` and each video is
+generated on its own (block 1), so a dataset sampled in one job equals one sampled in any
+number of shards (:func:`sample_shard`) and gathered, byte for byte, on one kind of device.
 
-Output layout (a shard folder and the gathered dataset alike)::
-
-    FileList.csv                 FILELIST_COLUMNS, one row per sample, sorted by FileName
-    Videos/<name>.mp4            grey video at ``fps``
-    frames/<name>/<0000>.jpg     the same frames as JPEGs (StyleGAN-V layout)
-    latents/<name>.npy           float16 (C, h, w) scaled latent of the first frame
-    sampling.json                provenance (models, config, run seed, shard(s), timing)
+The FileList holds :data:`LVDM_SCHEMA`: the EchoNet-Dynamic columns, then ``class_id``,
+``class_name``, ``prompt``, ``cond_video``, ``cond_frame`` and ``seed``.
 """
 
 from __future__ import annotations
@@ -30,66 +21,46 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import re
-import shutil
 import string
-import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 
 from echogen.data.errors import DataError
-from echogen.data.frames import write_frames
-from echogen.data.io import atomic_dir, atomic_path, write_json
 from echogen.data.manifest import SPLITS
-from echogen.data.video import write_video
-from echogen.models.lvdm import (
-    added_time_ids,
-    crop_latents,
-    load_lvdm,
-    make_scheduler,
-    pad_latents,
-    prompt_for,
-    unet_input,
-)
-from echogen.models.vae import decode_latents, load_vae
+from echogen.models.lvdm import load_lvdm, prompt_for
+from echogen.models.lvdm_pipeline import LVDMPipeline
+from echogen.models.vae import load_vae
 from echogen.pipelines.latents import read_latents
+from echogen.pipelines.synthetic import (
+    BASE_SCHEMA,
+    Sample,
+    sample_name,
+    sample_seed,
+    split_labels,
+    write_shard,
+)
 
 log = logging.getLogger(__name__)
 
 SCHEDULERS = ("ddpm", "ddim", "dpm")
-FILELIST = "FileList.csv"
-PROVENANCE = "sampling.json"
-FILELIST_COLUMNS = [
-    "FileName",
-    "EF",
-    "FrameHeight",
-    "FrameWidth",
-    "FPS",
-    "NumberOfFrames",
-    "Split",
-    "class_id",
-    "class_name",
-    "prompt",
-    "cond_video",
-    "cond_frame",
-    "seed",
-]
+# The FileList of an LVDM dataset: the EchoNet-Dynamic columns, then what conditioned it.
+LVDM_SCHEMA = {
+    **BASE_SCHEMA,
+    "class_id": "int",
+    "class_name": "str",
+    "prompt": "str",
+    "cond_video": "str",
+    "cond_frame": "int",
+    "seed": "int",
+}
+FILELIST_COLUMNS = list(LVDM_SCHEMA)
 # Plan columns beyond the FileList's: the sample index and where the conditioning latent is.
 PLAN_COLUMNS = ["index", *FILELIST_COLUMNS, "cond_latent_path"]
 INDEX_COLUMNS = ["FileName", "Split", "latent_path", "latent_frames"]
-NAME_RE = re.compile(r"^sample_(\d{5,})$")
-SCATTERITEM_RE = re.compile(r"^(\d+)-of-(\d+)$")
-
-
-def sample_name(index: int) -> str:
-    """File name (no extension) of sample ``index``: ``sample_<index:05d>``."""
-    return f"sample_{index:05d}"
 
 
 @dataclass(frozen=True)
@@ -215,75 +186,7 @@ def _is_int(value) -> bool:
     return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
 
-# --- seeds, shards, plan --------------------------------------------------------------------
-
-
-def sample_seed(run_seed: int, index: int) -> int:
-    """The seed of sample ``index`` of a run: a function of ``(run_seed, index)`` only.
-
-    Args:
-        run_seed: the run's seed (config).
-        index: the sample's index (0-based).
-
-    Returns:
-        A 32-bit seed from ``numpy.random.SeedSequence([run_seed, index])``.
-    """
-    return int(np.random.SeedSequence([int(run_seed), int(index)]).generate_state(1)[0])
-
-
-def parse_scatteritem(item: str) -> tuple[int, int]:
-    """``"2-of-3"`` (Snakemake's ``scatteritem``) -> ``(2, 3)``; 1-based.
-
-    Raises:
-        DataError: the item is not ``<i>-of-<n>`` with ``1 <= i <= n``.
-    """
-    match = SCATTERITEM_RE.match(str(item).strip())
-    if match is None:
-        raise DataError(
-            "shard", f"shard spec {item!r} is not of the form '<i>-of-<n>'", "pass e.g. '2-of-3'"
-        )
-    shard, n_shards = int(match.group(1)), int(match.group(2))
-    _check_shard(shard, n_shards)
-    return shard, n_shards
-
-
-def _check_shard(shard: int, n_shards: int) -> None:
-    if not (_is_int(shard) and _is_int(n_shards) and 1 <= shard <= n_shards):
-        raise DataError(
-            "shard",
-            f"shard {shard!r} of {n_shards!r} is out of range",
-            "shards are numbered 1..n_shards (Snakemake scatteritem '<i>-of-<n>')",
-        )
-
-
-def shard_range(n_samples: int, shard: int, n_shards: int) -> range:
-    """Contiguous sample indices of 1-based ``shard`` out of ``n_shards``.
-
-    The first ``n_samples % n_shards`` shards get one index more than the others (as
-    ``numpy.array_split``); shards beyond ``n_samples`` are empty.
-    """
-    _check_shard(shard, n_shards)
-    base, extra = divmod(n_samples, n_shards)
-    start = (shard - 1) * base + min(shard - 1, extra)
-    return range(start, start + base + (1 if shard <= extra else 0))
-
-
-def split_counts(n_samples: int, fractions: dict[str, float]) -> dict[str, int]:
-    """Samples per split: ``n * fraction`` rounded by largest remainder, in TRAIN/VAL/TEST order."""
-    names = [s for s in SPLITS if fractions.get(s, 0) > 0]
-    exact = [n_samples * fractions[s] for s in names]
-    counts = [math.floor(x + 1e-9) for x in exact]
-    by_remainder = sorted(range(len(names)), key=lambda i: (-(exact[i] - counts[i]), i))
-    for i in by_remainder[: n_samples - sum(counts)]:
-        counts[i] += 1
-    return dict(zip(names, counts, strict=True))
-
-
-def _split_labels(n_samples: int, fractions: dict[str, float]) -> list[str]:
-    labels: list[str] = []
-    for name, count in split_counts(n_samples, fractions).items():
-        labels += [name] * count
-    return labels
+# --- the plan -----------------------------------------------------------------------------
 
 
 def read_latent_index(cond_index_csv: str | Path) -> pd.DataFrame:
@@ -385,7 +288,7 @@ def plan_samples(
                     "drop the class from sampling.class_ids or encode videos of it",
                 )
             by_class[class_id] = rows.reset_index(drop=True)
-    splits = _split_labels(config.n_samples, config.split)
+    splits = split_labels(config.n_samples, config.split)
     records = []
     for index in range(config.n_samples):
         seed = sample_seed(run_seed, index)
@@ -453,162 +356,7 @@ def _prompt_row(cond: pd.Series, ef: float, class_id: int | None, class_name: st
     return row
 
 
-# --- windowed denoising ---------------------------------------------------------------------
-
-
-def window_starts(frames: int, window: int, overlap: int) -> list[int]:
-    """Start frames of the denoising windows: ``0, window - overlap, ...``, last at the end.
-
-    Args:
-        frames: length of the sequence.
-        window: frames per window (<= frames).
-        overlap: frames shared by consecutive windows (< window).
-
-    Returns:
-        Sorted distinct starts; the last window is ``[frames - window, frames)``.
-    """
-    if not 1 <= window <= frames or not 0 <= overlap < window:
-        raise ValueError(
-            f"need 1 <= window <= frames and 0 <= overlap < window, got "
-            f"frames={frames}, window={window}, overlap={overlap}"
-        )
-    starts = list(range(0, frames - window + 1, window - overlap))
-    if starts[-1] != frames - window:
-        starts.append(frames - window)
-    return starts
-
-
-def stitched_prediction(
-    unet: torch.nn.Module,
-    latents: torch.Tensor,
-    timestep: torch.Tensor,
-    cond_latent: torch.Tensor,
-    tokens: torch.Tensor,
-    time_ids: torch.Tensor,
-    starts: list[int],
-    window: int,
-    null_tokens: torch.Tensor | None = None,
-    guidance_scale: float = 1.0,
-) -> torch.Tensor:
-    """The UNet's output for a whole sequence, averaged over overlapping windows.
-
-    All windows of the sequence (and, with guidance, their unconditional twins) go through
-    the UNet as one batch.
-
-    Args:
-        unet: a ``UNetSpatioTemporalConditionModel`` (or anything with its call signature).
-        latents: noisy sequence ``(F, C, H, W)`` (padded, scheduler-scaled).
-        timestep: the current scheduler timestep.
-        cond_latent: padded conditioning frame latent ``(C, H, W)``.
-        tokens: conditioning tokens of one sample ``(1, L, D)``.
-        time_ids: ``added_time_ids`` of one sample ``(1, 3)``.
-        starts: window starts (:func:`window_starts`).
-        window: frames per window.
-        null_tokens: unconditional tokens ``(1, L', D)``; required when guidance > 1.
-        guidance_scale: ``uncond + g * (cond - uncond)`` when > 1; the unconditional pass
-            also zeroes the conditioning frame.
-
-    Returns:
-        float32 ``(F, C, H, W)``: per frame, the mean of the (guided) outputs of the windows
-        that contain it. The UNet runs in its own dtype; guidance and averaging in float32.
-    """
-    n, dtype = len(starts), unet.dtype
-    windows = torch.stack([latents[s : s + window] for s in starts]).to(dtype)  # (n, F', C, H, W)
-    cond = cond_latent.to(dtype).unsqueeze(0).expand(n, *cond_latent.shape)  # (n, C, H, W)
-    hidden = tokens.to(dtype).expand(n, *tokens.shape[1:])
-    ids = time_ids.to(dtype).expand(n, *time_ids.shape[1:])
-    guided = guidance_scale > 1
-    if guided:
-        if null_tokens is None:
-            raise ValueError("guidance_scale > 1 needs null_tokens")
-        windows = torch.cat([windows, windows])
-        cond = torch.cat([cond, torch.zeros_like(cond)])
-        hidden = torch.cat([hidden, null_tokens.to(dtype).expand(n, *null_tokens.shape[1:])])
-        ids = torch.cat([ids, ids])
-    output = unet(
-        unet_input(windows, cond),
-        timestep,
-        encoder_hidden_states=hidden,
-        added_time_ids=ids,
-        return_dict=False,
-    )[0].float()
-    if guided:
-        conditional, unconditional = output.chunk(2)
-        output = unconditional + guidance_scale * (conditional - unconditional)
-    total = torch.zeros(latents.shape, dtype=torch.float32, device=latents.device)
-    count = torch.zeros(len(latents), dtype=torch.float32, device=latents.device)
-    for s, out in zip(starts, output, strict=True):
-        total[s : s + window] += out
-        count[s : s + window] += 1
-    return total / count.view(-1, 1, 1, 1)
-
-
-@torch.no_grad()
-def generate_video(
-    lvdm,
-    cond_latent: torch.Tensor,
-    cond_value,
-    config: SampleConfig,
-    seed: int,
-    device: str | torch.device = "cpu",
-) -> torch.Tensor:
-    """Denoise one ``config.frames``-long latent video with windows stitched at every step.
-
-    The padded noise sequence is drawn from ``torch.Generator().manual_seed(seed)`` (on the
-    CPU, so every device starts from the same noise); the same generator feeds the
-    scheduler's noise. At each of ``config.steps`` steps the UNet predicts every window
-    (:func:`stitched_prediction`), then one scheduler step moves the whole sequence.
-
-    Args:
-        lvdm: loaded model (``load_lvdm``): ``.unet``, ``.spec``, ``.scheduler_config``,
-            ``.conditioner``.
-        cond_latent: scaled, unpadded conditioning frame latent ``(C, h, w)``.
-        cond_value: EF in % (EF runs), class id (class runs) or prompt (text runs).
-        config: sampling settings.
-        seed: the sample's seed (:func:`sample_seed`).
-        device: where the UNet runs.
-
-    Returns:
-        Scaled latents ``(config.frames, C, h, w)`` (float32, CPU), padding cropped.
-    """
-    spec, unet = lvdm.spec, lvdm.unet
-    if config.window != spec.frames:
-        log.warning(
-            "sampling window %d differs from the model's training clip length %d",
-            config.window,
-            spec.frames,
-        )
-    size = cond_latent.shape[-1]
-    cond = pad_latents(cond_latent.to(device=device, dtype=torch.float32), spec.pad_to)
-    scheduler = make_scheduler(config.scheduler, lvdm.scheduler_config)
-    scheduler.set_timesteps(config.steps, device=device)
-    generator = torch.Generator(device="cpu").manual_seed(int(seed))
-    shape = (config.frames, *cond.shape)
-    latents = torch.randn(shape, generator=generator, dtype=torch.float32)
-    latents = (latents * scheduler.init_noise_sigma).to(device)  # float32 whatever the UNet's
-
-    tokens = lvdm.conditioner.encode([cond_value], device)
-    null_tokens = lvdm.conditioner.null(1, device) if config.guidance_scale > 1 else None
-    time_ids = added_time_ids(spec.fps, 1, device)
-    starts = window_starts(config.frames, config.window, config.overlap)
-    for t in scheduler.timesteps:
-        prediction = stitched_prediction(
-            unet,
-            scheduler.scale_model_input(latents, t),
-            t,
-            cond,
-            tokens,
-            time_ids,
-            starts,
-            config.window,
-            null_tokens=null_tokens,
-            guidance_scale=config.guidance_scale,
-        )
-        latents = scheduler.step(prediction, t, latents, generator=generator).prev_sample
-    return crop_latents(latents, size).cpu()
-
-
-# --- shards and gathering -------------------------------------------------------------------
+# --- the generator ------------------------------------------------------------------------
 
 
 def _cond_value(spec, row: pd.Series):
@@ -617,35 +365,6 @@ def _cond_value(spec, row: pd.Series):
     if spec.conditioning == "class":
         return int(row["class_id"])
     return str(row["prompt"])
-
-
-def _typed_filelist(df: pd.DataFrame) -> pd.DataFrame:
-    """The FileList with fixed column order and dtypes, so every writer writes the same bytes."""
-    out = df.reindex(columns=FILELIST_COLUMNS)
-    for col in ("FrameHeight", "FrameWidth", "NumberOfFrames", "class_id", "cond_frame", "seed"):
-        out[col] = pd.array(pd.to_numeric(out[col]), dtype="Int64")
-    for col in ("EF", "FPS"):
-        out[col] = pd.to_numeric(out[col]).astype(float)
-    for col in ("FileName", "Split", "class_name", "prompt", "cond_video"):
-        out[col] = out[col].astype("string")
-    return out.sort_values("FileName", kind="stable").reset_index(drop=True)
-
-
-def read_filelist(path: str | Path) -> pd.DataFrame:
-    """Read a sample folder's ``FileList.csv`` with :data:`FILELIST_COLUMNS` typed."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "FileList.csv is missing", "re-run the sampling job of this folder")
-    df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-    missing = [c for c in FILELIST_COLUMNS if c not in df.columns]
-    if missing:
-        raise DataError(path, f"not a sample FileList (missing {missing})", "re-run sampling")
-    return _typed_filelist(df)
-
-
-def _write_filelist(df: pd.DataFrame, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        _typed_filelist(df).to_csv(tmp, index=False)
 
 
 def _check_scaling(lvdm, vae, lvdm_dir: Path, vae_dir: Path, train: pd.DataFrame) -> None:
@@ -669,6 +388,53 @@ def _check_scaling(lvdm, vae, lvdm_dir: Path, vae_dir: Path, train: pd.DataFrame
             )
 
 
+class LVDMGenerator:
+    """The LVDM's generator for the sampling driver: one plan row at a time (block 1).
+
+    Args:
+        pipeline: the :class:`~echogen.models.lvdm_pipeline.LVDMPipeline` to sample with.
+        config: sampling settings (frames, window, overlap, steps, guidance).
+        cond_index_csv: the latent index the plan's conditioning frames come from.
+        root: folder that the plan's ``cond_latent_path`` is relative to.
+    """
+
+    block = 1
+
+    def __init__(
+        self,
+        pipeline: LVDMPipeline,
+        config: SampleConfig,
+        cond_index_csv: str | Path,
+        root: str | Path = ".",
+    ):
+        self.pipeline, self.config = pipeline, config
+        self.cond_index_csv, self.root = cond_index_csv, Path(root)
+        self.spec = pipeline.lvdm_spec
+
+    def generate(self, rows: pd.DataFrame) -> list[Sample]:
+        """Sample each plan row: its video and its first frame's scaled latent."""
+        samples = []
+        for _, row in rows.iterrows():
+            cond = _load_cond_latent(
+                self.root / row["cond_latent_path"],
+                int(row["cond_frame"]),
+                self.cond_index_csv,
+                row["cond_video"],
+            )
+            out = self.pipeline(
+                cond,
+                _cond_value(self.spec, row),
+                frames=self.config.frames,
+                window=self.config.window,
+                overlap=self.config.overlap,
+                num_inference_steps=self.config.steps,
+                guidance_scale=self.config.guidance_scale,
+                generator=torch.Generator(device="cpu").manual_seed(int(row["seed"])),
+            )
+            samples.append(Sample(video=out.frames, latent=out.latents[0].numpy()))
+        return samples
+
+
 def sample_shard(
     lvdm_dir: str | Path,
     vae_dir: str | Path,
@@ -681,7 +447,7 @@ def sample_shard(
     device: str = "cpu",
     root: str | Path = ".",
 ) -> pd.DataFrame:
-    """Generate, decode and write the samples of one shard, one video at a time.
+    """Plan the run, then generate, decode and write the samples of one shard.
 
     Args:
         lvdm_dir: LVDM model folder (``save_lvdm``).
@@ -696,10 +462,11 @@ def sample_shard(
         root: folder that the index's ``latent_path`` column is relative to.
 
     Returns:
-        The shard's FileList (:data:`FILELIST_COLUMNS`).
+        The shard's FileList (:data:`LVDM_SCHEMA`).
     """
-    lvdm_dir, vae_dir, out_dir, root = Path(lvdm_dir), Path(vae_dir), Path(out_dir), Path(root)
-    indices = shard_range(config.n_samples, shard, n_shards)
+    from echogen.workflow import provenance
+
+    lvdm_dir, vae_dir = Path(lvdm_dir), Path(vae_dir)
     lvdm = load_lvdm(lvdm_dir, device=device)
     vae = load_vae(vae_dir, device=device)
     _check_scaling(lvdm, vae, lvdm_dir, vae_dir, read_latent_index(cond_index_csv))
@@ -709,50 +476,27 @@ def sample_shard(
             config.fps,
             lvdm.spec.fps,
         )
-    plan = plan_samples(config, lvdm.spec, cond_index_csv, run_seed).iloc[
-        indices.start : indices.stop
-    ]
-    rows = []
-    started = time.perf_counter()
-    with atomic_dir(out_dir) as tmp:
-        for _, row in tqdm(
-            plan.iterrows(), total=len(plan), desc=f"sample shard {shard}-of-{n_shards}"
-        ):
-            name = row["FileName"]
-            cond = _load_cond_latent(
-                root / row["cond_latent_path"],
-                int(row["cond_frame"]),
-                cond_index_csv,
-                row["cond_video"],
-            )
-            latents = generate_video(
-                lvdm, cond, _cond_value(lvdm.spec, row), config, int(row["seed"]), device
-            )
-            video = decode_latents(vae, latents)  # (T, H, W) uint8
-            write_video(tmp / "Videos" / f"{name}.mp4", video, config.fps)
-            write_frames(video, tmp / "frames" / name, config.quality)
-            (tmp / "latents").mkdir(exist_ok=True)
-            np.save(tmp / "latents" / f"{name}.npy", latents[0].numpy().astype(np.float16))
-            n_frames, height, width = video.shape
-            rows.append(
-                {
-                    **row.to_dict(),
-                    "FrameHeight": height,
-                    "FrameWidth": width,
-                    "NumberOfFrames": n_frames,
-                    "FPS": float(config.fps),
-                }
-            )
-        filelist = _typed_filelist(pd.DataFrame(rows, columns=PLAN_COLUMNS))
-        _write_filelist(filelist, tmp / FILELIST)
-        record = _provenance(
-            lvdm_dir, vae_dir, cond_index_csv, config, run_seed, device, [f"{shard}-of-{n_shards}"]
-        )
-        # Generation, decoding and writing, model loading excluded: the summary's cost per video.
-        record["timing"] = {"seconds": time.perf_counter() - started, "videos": len(filelist)}
-        write_json(tmp / PROVENANCE, record)
-    log.info("shard %d-of-%d: %d samples -> %s", shard, n_shards, len(filelist), out_dir)
-    return filelist
+    pipeline = LVDMPipeline.from_parts(lvdm, vae, config.scheduler)
+    pipeline.set_progress_bar_config(disable=True)  # the driver shows one bar per shard
+    record = provenance(
+        config.to_dict(),
+        device=str(device),
+        lvdm_dir=str(lvdm_dir),
+        vae_dir=str(vae_dir),
+        cond_index=str(cond_index_csv),
+        seed=int(run_seed),
+    )
+    return write_shard(
+        plan_samples(config, lvdm.spec, cond_index_csv, run_seed),
+        LVDMGenerator(pipeline, config, cond_index_csv, root),
+        out_dir,
+        shard=shard,
+        n_shards=n_shards,
+        schema=LVDM_SCHEMA,
+        fps=config.fps,
+        quality=config.quality,
+        record=record,
+    )
 
 
 def _load_cond_latent(path: Path, frame: int, cond_index_csv, video: str) -> torch.Tensor:
@@ -772,163 +516,3 @@ def _load_cond_latent(path: Path, frame: int, cond_index_csv, video: str) -> tor
             item=video,
         )
     return torch.from_numpy(np.array(latents[frame], dtype=np.float32))
-
-
-def _provenance(lvdm_dir, vae_dir, cond_index_csv, config, run_seed, device, shards) -> dict:
-    from echogen.workflow import provenance
-
-    return provenance(
-        config.to_dict(),
-        device=str(device),
-        lvdm_dir=str(lvdm_dir),
-        vae_dir=str(vae_dir),
-        cond_index=str(cond_index_csv),
-        seed=int(run_seed),
-        shards=shards,
-    )
-
-
-# Provenance keys that must agree between the shards of one dataset.
-SAME_ACROSS_SHARDS = ("config", "lvdm_dir", "vae_dir", "cond_index", "seed")
-
-
-def gather_samples(shard_dirs: list[str | Path], out_dir: str | Path) -> pd.DataFrame:
-    """Merge shard folders into one dataset folder with the same layout, atomically.
-
-    Files are hard-linked when the file system allows it, else copied. The FileList is
-    sorted by FileName.
-
-    Args:
-        shard_dirs: folders written by :func:`sample_shard` for one run.
-        out_dir: the dataset folder (replaced if it exists).
-
-    Returns:
-        The merged FileList.
-
-    Raises:
-        DataError: naming the shard folder: no FileList or provenance, a sample listed twice,
-            a listed file missing, settings that differ between shards, or sample indices
-            of the run that no shard holds.
-    """
-    if not shard_dirs:
-        raise ValueError("gather_samples needs at least one shard folder")
-    out_dir = Path(out_dir)
-    shard_dirs = [Path(d) for d in shard_dirs]
-    lists, first, shards, timing = [], None, [], {}
-    owner: dict[str, Path] = {}
-    for shard_dir in shard_dirs:
-        filelist = read_filelist(shard_dir / FILELIST)
-        record = _read_provenance(shard_dir)
-        if first is None:
-            first = record
-        differing = [k for k in SAME_ACROSS_SHARDS if record.get(k) != first.get(k)]
-        if differing:
-            raise DataError(
-                shard_dir,
-                f"shard was sampled with other settings ({differing}) than {shard_dirs[0]}",
-                "gather only the shards of one sampling run",
-            )
-        shards += record.get("shards", [])
-        for key, value in (record.get("timing") or {}).items():
-            timing[key] = timing.get(key, 0) + value
-        for key in ("device", "torch", "diffusers"):
-            if record.get(key) != first.get(key):
-                log.warning(
-                    "%s ran with %s %s, %s with %s: the shards are not bit-reproducible as one",
-                    shard_dir,
-                    key,
-                    record.get(key),
-                    shard_dirs[0],
-                    first.get(key),
-                )
-        for name in filelist["FileName"]:
-            if not NAME_RE.match(name):
-                raise DataError(
-                    shard_dir / FILELIST,
-                    f"unexpected sample name {name!r}",
-                    "re-run this shard's sampling job",
-                    item=name,
-                )
-            if name in owner:
-                raise DataError(
-                    shard_dir,
-                    f"sample {name} is also in {owner[name]}",
-                    "gather each shard once, and only shards of one run",
-                    item=name,
-                )
-            owner[name] = shard_dir
-            for path in _sample_files(shard_dir, name):
-                if not path.exists():
-                    raise DataError(
-                        shard_dir,
-                        f"{path} is missing",
-                        "re-run this shard's sampling job",
-                        item=name,
-                    )
-        lists.append(filelist)
-    n_samples = int(first["config"]["n_samples"])
-    missing = sorted(set(range(n_samples)) - {int(NAME_RE.match(n).group(1)) for n in owner})
-    if missing:
-        n_shards = _n_shards(shards)
-        where = ""
-        if n_shards:
-            absent = sorted(
-                {
-                    s
-                    for s in range(1, n_shards + 1)
-                    for i in missing
-                    if i in shard_range(n_samples, s, n_shards)
-                }
-            )
-            where = f" (shard{'s' if len(absent) > 1 else ''} "
-            where += ", ".join(f"{s}-of-{n_shards}" for s in absent) + ")"
-        raise DataError(
-            shard_dirs[0].parent,
-            f"{len(missing)} of {n_samples} samples are in no shard folder{where}, e.g. "
-            f"{sample_name(missing[0])}",
-            "gather every shard of the run",
-        )
-    merged = _typed_filelist(pd.concat(lists, ignore_index=True))
-    with atomic_dir(out_dir) as tmp:
-        for name in merged["FileName"]:
-            shard_dir = owner[name]
-            for path in _sample_files(shard_dir, name):
-                target = tmp / path.relative_to(shard_dir)
-                if path.is_dir():
-                    target.mkdir(parents=True)
-                    for item in sorted(path.iterdir()):
-                        _link_or_copy(item, target / item.name)
-                else:
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    _link_or_copy(path, target)
-        _write_filelist(merged, tmp / FILELIST)
-        write_json(tmp / PROVENANCE, {**first, "shards": sorted(shards), "timing": timing})
-    log.info("gathered %d samples from %d shards -> %s", len(merged), len(shard_dirs), out_dir)
-    return merged
-
-
-def _sample_files(shard_dir: Path, name: str) -> list[Path]:
-    return [
-        shard_dir / "Videos" / f"{name}.mp4",
-        shard_dir / "frames" / name,
-        shard_dir / "latents" / f"{name}.npy",
-    ]
-
-
-def _read_provenance(shard_dir: Path) -> dict:
-    path = shard_dir / PROVENANCE
-    if not path.is_file():
-        raise DataError(path, "sampling.json is missing", "re-run this shard's sampling job")
-    return json.loads(path.read_text())
-
-
-def _n_shards(shards: list[str]) -> int | None:
-    counts = {int(m.group(2)) for s in shards if (m := SCATTERITEM_RE.match(s))}
-    return counts.pop() if len(counts) == 1 else None
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)

@@ -1,4 +1,4 @@
-"""Sharded, windowed LVDM sampling: plan, stitching, guidance, shards vs one job, gathering."""
+"""LVDM sampling: plan, the pipeline's stitching and guidance, save/load, shards vs one job."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from echogen.data.video import read_video
 from echogen.models.lvdm import (
     PROMPT_CLASS,
     PROMPT_EF,
-    Conditioner,
     LVDMSpec,
     build_scheduler,
     build_unet,
@@ -25,22 +24,16 @@ from echogen.models.lvdm import (
     pad_latents,
     save_lvdm,
 )
-from echogen.models.vae import build_vae
+from echogen.models.lvdm_pipeline import LVDMPipeline, stitched_prediction, window_starts
+from echogen.models.vae import build_vae, load_vae
 from echogen.pipelines.sampling import (
     FILELIST_COLUMNS,
+    LVDM_SCHEMA,
     SampleConfig,
-    gather_samples,
-    generate_video,
-    parse_scatteritem,
     plan_samples,
-    read_filelist,
-    sample_seed,
     sample_shard,
-    shard_range,
-    split_counts,
-    stitched_prediction,
-    window_starts,
 )
+from echogen.pipelines.synthetic import gather_samples, read_filelist, sample_seed
 
 torch.set_num_threads(1)
 
@@ -152,39 +145,6 @@ def test_config_from_dict_round_trip_and_unknown_key():
         SampleConfig.from_dict({"stepz": 3})
 
 
-def test_sample_seed_depends_on_run_seed_and_index_only():
-    seeds = [sample_seed(7, i) for i in range(100)]
-    assert seeds == [sample_seed(7, i) for i in range(100)]
-    assert len(set(seeds)) == 100
-    assert sample_seed(8, 0) != sample_seed(7, 0)
-    assert seeds[3] == int(np.random.SeedSequence([7, 3]).generate_state(1)[0])
-
-
-@pytest.mark.parametrize(("n", "k"), [(5, 3), (10, 4), (2, 3), (7, 1)])
-def test_shard_ranges_are_contiguous_and_cover_every_index(n, k):
-    ranges = [shard_range(n, s, k) for s in range(1, k + 1)]
-    assert [i for r in ranges for i in r] == list(range(n))
-    expected = [list(a) for a in np.array_split(np.arange(n), k)]
-    assert [list(r) for r in ranges] == expected
-
-
-def test_parse_scatteritem():
-    assert parse_scatteritem("2-of-3") == (2, 3)
-    for bad in ("2of3", "0-of-3", "4-of-3", "a-of-b", ""):
-        with pytest.raises(DataError, match="shard"):
-            parse_scatteritem(bad)
-    with pytest.raises(DataError):
-        shard_range(5, 0, 3)
-
-
-def test_split_counts_largest_remainder():
-    fractions = {"TRAIN": 0.75, "VAL": 0.125, "TEST": 0.125}
-    assert split_counts(8, fractions) == {"TRAIN": 6, "VAL": 1, "TEST": 1}
-    # 3.75 / 0.625 / 0.625: floors 3, 0, 0; two leftovers go to the largest remainders.
-    assert split_counts(5, fractions) == {"TRAIN": 4, "VAL": 1, "TEST": 0}
-    assert sum(split_counts(2048, fractions).values()) == 2048
-
-
 # --- plan -----------------------------------------------------------------------------------
 
 
@@ -269,6 +229,7 @@ class PositionUNet(torch.nn.Module):
     """Output of frame f of a window: noisy + f + token + mean of the conditioning channels."""
 
     dtype = torch.float32
+    device = torch.device("cpu")
 
     def __init__(self):
         super().__init__()
@@ -316,21 +277,30 @@ def test_stitched_prediction_is_the_window_average(guidance):
     assert batch["sample"].shape == (len(starts) * (2 if guidance > 1 else 1), window, 4, 3, 3)
 
 
-def test_generate_video_matches_a_window_by_window_reference():
+def test_pipeline_matches_a_window_by_window_reference():
     spec = tiny_spec()
-    lvdm = SimpleNamespace(
+    pipe = LVDMPipeline(
         unet=PositionUNet(),
-        spec=spec,
-        scheduler_config=dict(build_scheduler().config),
-        conditioner=Conditioner(spec),
+        scheduler=make_scheduler("ddim", dict(build_scheduler().config)),
+        vae=None,
+        spec=spec.to_dict(),
     )
-    config = tiny_config(frames=12, window=8, overlap=4, steps=2)
     cond = torch.randn(CHANNELS, LATENT, LATENT, generator=torch.Generator().manual_seed(1))
-    out = generate_video(lvdm, cond, 40.0, config, seed=123, device="cpu")
+    out = pipe(
+        cond,
+        40.0,
+        frames=12,
+        window=8,
+        overlap=4,
+        num_inference_steps=2,
+        generator=torch.Generator().manual_seed(123),
+        output_type="latent",
+    )
+    assert out.frames is None
 
     # Reference: one window at a time, averaged with explicit per-frame counts.
     g = torch.Generator().manual_seed(123)
-    scheduler = make_scheduler("ddim", lvdm.scheduler_config)
+    scheduler = make_scheduler("ddim", dict(build_scheduler().config))
     scheduler.set_timesteps(2)
     x = torch.randn(12, CHANNELS, PAD, PAD, generator=g) * scheduler.init_noise_sigma
     padded = pad_latents(cond, PAD)
@@ -341,39 +311,95 @@ def test_generate_video_matches_a_window_by_window_reference():
             total[s : s + 8] += chunk + padded.mean(0)
             count[s : s + 8] += 1
         x = scheduler.step(total / count.view(-1, 1, 1, 1), t, x, generator=g).prev_sample
-    torch.testing.assert_close(out, crop_latents(x, LATENT))
-    assert out.shape == (12, CHANNELS, LATENT, LATENT)
+    torch.testing.assert_close(out.latents, crop_latents(x, LATENT))
+    assert out.latents.shape == (12, CHANNELS, LATENT, LATENT)
+
+
+def _pipeline(models, scheduler="ddim") -> LVDMPipeline:
+    from echogen.models.lvdm import load_lvdm
+
+    pipe = LVDMPipeline.from_parts(load_lvdm(models.lvdm), load_vae(models.vae), scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _call(pipe, cond, value, seed, **kw):
+    kw = {"frames": 12, "window": 8, "overlap": 4, "num_inference_steps": 2, **kw}
+    return pipe(cond, value, generator=torch.Generator().manual_seed(seed), **kw)
 
 
 def test_guidance_uses_null_conditioning_and_changes_the_video(models):
-    from echogen.models.lvdm import load_lvdm
-
-    lvdm = load_lvdm(models.lvdm)
+    pipe = _pipeline(models)
     seen = []
-    lvdm.unet.register_forward_pre_hook(
+    pipe.unet.register_forward_pre_hook(
         lambda _m, args, kwargs: seen.append((args[0], kwargs["encoder_hidden_states"])),
         with_kwargs=True,
     )
     cond = torch.randn(CHANNELS, LATENT, LATENT, generator=torch.Generator().manual_seed(2))
-    config = tiny_config(frames=12, steps=2)
-    plain = generate_video(lvdm, cond, 60.0, config, seed=5)
+    plain = _call(pipe, cond, 60.0, 5).latents
     assert len(seen) == 2 and seen[0][1].shape == (2, 1, 1)
     torch.testing.assert_close(seen[0][1], torch.full((2, 1, 1), 0.6))
-    assert torch.equal(plain, generate_video(lvdm, cond, 60.0, config, seed=5))
-    assert not torch.equal(plain, generate_video(lvdm, cond, 60.0, config, seed=6))
+    assert torch.equal(plain, _call(pipe, cond, 60.0, 5).latents)
+    assert not torch.equal(plain, _call(pipe, cond, 60.0, 6).latents)
 
     seen.clear()
-    guided = generate_video(
-        lvdm, cond, 60.0, tiny_config(frames=12, steps=2, guidance_scale=4.0), seed=5
-    )
+    guided = _call(pipe, cond, 60.0, 5, guidance_scale=4.0).latents
     sample, tokens = seen[0]
     assert sample.shape[0] == 4  # 2 windows, conditional then unconditional
     torch.testing.assert_close(tokens[:2], torch.full((2, 1, 1), 0.6))
-    assert torch.equal(tokens[2:], lvdm.conditioner.null(2, "cpu"))
+    assert torch.count_nonzero(tokens[2:]) == 0  # EF models' null token
     assert torch.count_nonzero(sample[2:, :, CHANNELS:]) == 0  # zero conditioning frame
     padded = pad_latents(cond, PAD)
     assert torch.equal(sample[:2, :, CHANNELS:], padded.expand(2, 8, *padded.shape))
     assert not torch.allclose(plain, guided)
+
+
+def test_pipeline_save_pretrained_round_trip(models, tmp_path):
+    pipe = _pipeline(models, "dpm")
+    cond = torch.randn(CHANNELS, LATENT, LATENT, generator=torch.Generator().manual_seed(3))
+    before = _call(pipe, cond, 35.0, 9)
+    pipe.save_pretrained(tmp_path / "pipe")
+    index = json.loads((tmp_path / "pipe" / "model_index.json").read_text())
+    assert index["_class_name"] == "LVDMPipeline"
+    assert index["spec"] == tiny_spec().to_dict()
+    assert index["scheduler"] == ["diffusers", "DPMSolverMultistepScheduler"]
+    loaded = LVDMPipeline.from_pretrained(tmp_path / "pipe")
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.lvdm_spec == tiny_spec()
+    after = _call(loaded, cond, 35.0, 9)
+    assert torch.equal(before.latents, after.latents)
+    assert before.frames.dtype == np.uint8 and before.frames.shape == (12, SIZE, SIZE)
+    assert np.array_equal(before.frames, after.frames)
+    # The VAE inside the pipeline folder is what load_vae reads from a pipeline folder.
+    assert load_vae(tmp_path / "pipe").config.scaling_factor == 0.5
+
+
+def test_text_pipeline_saves_and_loads_its_text_encoder(tmp_path):
+    from echogen.models.text import load_text_encoder, write_tiny_text_encoder
+
+    write_tiny_text_encoder(tmp_path / "clip", hidden_size=32, max_length=16)
+    tokenizer, text_encoder = load_text_encoder(tmp_path / "clip")
+    torch.manual_seed(0)
+    unet = build_unet("tiny", "text", UNET_OVERRIDES, cross_attention_dim=32)
+    spec = tiny_spec(conditioning="text")
+    vae = build_vae("tiny", {"sample_size": SIZE, "scaling_factor": 0.5})
+    pipe = LVDMPipeline(unet, build_scheduler(), vae, text_encoder, tokenizer, spec.to_dict())
+    pipe.set_progress_bar_config(disable=True)
+    cond = torch.randn(CHANNELS, LATENT, LATENT, generator=torch.Generator().manual_seed(4))
+    prompt = "EF 40%"  # character tokens: the 16-token limit keeps it whole
+    kw = {"num_inference_steps": 2, "output_type": "latent"}
+    before = _call(pipe, cond, prompt, 1, **kw).latents
+    assert not torch.equal(before, _call(pipe, cond, prompt.replace("40", "70"), 1, **kw).latents)
+    pipe.save_pretrained(tmp_path / "pipe")
+    assert {"text_encoder", "tokenizer"} <= {p.name for p in (tmp_path / "pipe").iterdir()}
+    loaded = LVDMPipeline.from_pretrained(tmp_path / "pipe")
+    loaded.set_progress_bar_config(disable=True)
+    assert torch.equal(before, _call(loaded, cond, prompt, 1, **kw).latents)
+
+
+def test_pipeline_needs_a_spec():
+    with pytest.raises(ValueError, match="spec"):
+        LVDMPipeline(unet=PositionUNet(), scheduler=build_scheduler(), vae=None)
 
 
 # --- shards and gathering -------------------------------------------------------------------
@@ -401,7 +427,8 @@ def test_shards_gathered_equal_one_job(models, tmp_path):
     for s in (1, 2, 3):
         sample_shard(out_dir=tmp_path / f"part_{s}", shard=s, n_shards=3, **common)
     assert len(read_filelist(tmp_path / "part_3" / "FileList.csv")) == 1  # 2 + 2 + 1
-    merged = gather_samples([tmp_path / f"part_{s}" for s in (3, 1, 2)], tmp_path / "gathered")
+    gather_samples([tmp_path / f"part_{s}" for s in (3, 1, 2)], tmp_path / "gathered")
+    merged = read_filelist(tmp_path / "gathered" / "FileList.csv", LVDM_SCHEMA)
 
     one, many = _files(tmp_path / "whole"), _files(tmp_path / "gathered")
     assert sorted(one) == sorted(many)
@@ -412,7 +439,7 @@ def test_shards_gathered_equal_one_job(models, tmp_path):
     pd.testing.assert_frame_equal(whole, merged)
 
     filelist = pd.read_csv(tmp_path / "gathered" / "FileList.csv")
-    assert filelist.columns.tolist() == FILELIST_COLUMNS
+    assert filelist.columns.tolist() == FILELIST_COLUMNS == list(LVDM_SCHEMA)
     assert filelist["FileName"].tolist() == [f"sample_{i:05d}" for i in range(5)]
     assert (
         (filelist[["FrameHeight", "FrameWidth", "NumberOfFrames"]] == [SIZE, SIZE, 24]).all().all()
