@@ -35,33 +35,43 @@ TIERS = {
 }
 
 
-# Synthetic datasets the active systems register for shared evaluation (rules/evaluation.smk,
-# rules/metrics.smk): id -> {"system", "real", "metrics", "ef_regressor", "ef_plumbing"}.
+# Synthetic datasets the active systems register for shared evaluation (rules/synthetic.smk,
+# rules/metrics.smk, rules/evaluation.smk): id -> {"system", "real", "metrics", "shards",
+# "ef_regressor", "ef_plumbing"}.
 SYNTHETIC_DATASETS = {}
 
 
-def register_synthetic_dataset(
-    dataset, system, real, metrics, shards, ef_regressor=None, ef_plumbing=False
-):
+def evaluation_config(part):
+    """A part of the top-level `evaluation:` section ({} when absent)."""
+    return config.get("evaluation", {}).get(part, {})
+
+
+def register_synthetic_dataset(dataset, system, real, metrics, shards, tiny=False):
     """Register results/samples/<dataset>/ (FileList.csv, Videos/, frames/) made by <system>.
 
     The system writes its shards to results/sample_shards/<dataset>/<i>-of-<n>/
     (echogen.pipelines.synthetic.write_shard), n being its scattergather `shards`; the shared
     rule gather_samples merges them. The dataset gets the generation metrics `metrics`
     against the real frame folder `real` (results/metrics/<dataset>.txt), a GIF strip for
-    the report, a row in the summary and, with `ef_regressor` (a regressors.runs key), EF
-    fidelity (results/metrics/ef_fidelity_<dataset>.txt; `ef_plumbing`: the table is a
-    plumbing check).
+    the report and a row in the summary; EF fidelity (results/metrics/
+    ef_fidelity_<dataset>.txt) when `evaluation.ef_fidelity.datasets` names it. `tiny`: the
+    generator is a tiny preset, so its EF-fidelity table is a plumbing check.
     """
     if dataset in SYNTHETIC_DATASETS:
         raise WorkflowError(f"synthetic dataset {dataset!r} is registered twice")
+    fidelity = evaluation_config("ef_fidelity")
+    regressor = fidelity.get("regressor")
+    if dataset not in fidelity.get("datasets", []):
+        regressor = None
     SYNTHETIC_DATASETS[dataset] = {
         "system": system,
         "real": real,
         "metrics": list(metrics),
         "shards": shards,
-        "ef_regressor": ef_regressor,
-        "ef_plumbing": ef_plumbing,
+        "ef_regressor": regressor,
+        # Tiny generators or regressors make the EF-fidelity table a plumbing check.
+        "ef_plumbing": bool(regressor)
+        and (tiny or config["regressors"]["runs"][regressor].get("preset") == "tiny"),
     }
 
 
@@ -108,57 +118,10 @@ def synthetic_pattern(with_ef=False):
     return names_pattern(names)
 
 
-def ef_fidelity_inputs(wildcards):
-    regressor = synthetic(wildcards)["ef_regressor"]
-    return {
-        "filelist": f"results/samples/{wildcards.dataset}/FileList.csv",
-        "predictions": f"results/predictions/regressor_{regressor}/{wildcards.dataset}.csv",
-        "model": f"results/models/regressor_{regressor}",
-    }
-
-
-def ef_fidelity_plumbing(wildcards):
-    return synthetic(wildcards)["ef_plumbing"]
-
-
-def synthetic_real(wildcards):
-    return synthetic(wildcards)["real"]
-
-
-def summary_datasets():
-    """id -> {system, samples_dir, generation, ef_fidelity}: the summary script's arguments."""
-    return {
-        dataset: {
-            "system": entry["system"],
-            "samples_dir": f"results/samples/{dataset}",
-            "generation": f"results/metrics/{dataset}.json",
-            "ef_fidelity": (
-                f"results/metrics/ef_fidelity_{dataset}.json"
-                if entry["ef_regressor"]
-                else None
-            ),
-        }
-        for dataset, entry in SYNTHETIC_DATASETS.items()
-    }
-
-
-def summary_inputs(wildcards):
-    """Every registered dataset's FileList and the metric records the summary reads."""
-    datasets = summary_datasets().values()
-    return {
-        "filelists": [f"{entry['samples_dir']}/FileList.csv" for entry in datasets],
-        "records": [
-            path
-            for entry in datasets
-            for path in (entry["generation"], entry["ef_fidelity"])
-            if path
-        ],
-    }
-
-
 def evaluation_targets(system=None):
     """Per registered dataset (of `system`, or all): its metric table, EF fidelity, report
-    figures; and the cross-system summary when all are asked for."""
+    figures, the downstream classification trained on it; and the cross-system summary when
+    all are asked for."""
     datasets = {
         d: e for d, e in SYNTHETIC_DATASETS.items() if system in (None, e["system"])
     }
@@ -169,6 +132,13 @@ def evaluation_targets(system=None):
         if entry["ef_regressor"]:
             targets.append(f"results/metrics/ef_fidelity_{dataset}.txt")
             targets.append(f"results/report/ef_fidelity_{dataset}.png")
+    classification = evaluation_config("classification")
+    if (
+        classification
+        and is_activated("evaluation/classification")
+        and classification["dataset"] in datasets
+    ):
+        targets.append("results/metrics/classification_cardiacnet.txt")
     if system is None and SYNTHETIC_DATASETS:
         targets += ["results/metrics/summary.txt", "results/metrics/summary.json"]
     return targets

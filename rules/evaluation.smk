@@ -1,6 +1,13 @@
 # Evaluation keyed on synthetic-dataset ids, whatever system made them. Systems register
-# their datasets with register_synthetic_dataset (rules/common.smk, with the input functions
-# used here); the rules here never name a system.
+# their datasets with register_synthetic_dataset (rules/common.smk); the `evaluation:` config
+# section names the ids that get EF fidelity and downstream classification. The rules here
+# never name a system; their input functions are in rules/evaluation_helpers.smk.
+
+
+include: "evaluation_helpers.smk"
+
+
+check_evaluation_datasets()
 
 
 rule summarize_datasets:
@@ -85,3 +92,74 @@ rule report_ef_scatter:
         "../envs/echogen.yaml"
     script:
         "../workflow_scripts/report_ef_scatter.py"
+
+
+rule train_classifier:
+    """Train a CardiacNet video classifier on real, synthetic or real+synthetic videos (the
+    synthetic videos: the dataset named by evaluation.classification.dataset)."""
+    input:
+        unpack(classifier_inputs),
+    output:
+        model=directory("results/models/classifier_cardiacnet_{source}"),
+    log:
+        "logs/train_classifier/{source}.log",
+    benchmark:
+        "benchmarks/train_classifier/{source}.tsv"
+    wildcard_constraints:
+        source=r"real|synthetic|real\+synthetic",
+    conda:
+        "../envs/echogen.yaml"
+    threads: 2
+    resources:
+        gpu=classification_config().get("gpus", 1),
+        mem_mb=tier_mem("gpu_train"),
+        runtime=tier_runtime("gpu_train"),
+    params:
+        classification=classification_config(),
+        class_map=config["datasets"]["cardiacnet"].get("class_map", {}),
+        state_dir="results/train_classifier/{source}/state",
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/train_classifier.py"
+
+
+rule predict_classifier:
+    """Class probabilities of the real CardiacNet TEST videos (all clips averaged)."""
+    input:
+        model="results/models/classifier_cardiacnet_{source}",
+        manifest="resources/manifests/cardiacnet.csv",
+    output:
+        predictions="results/predictions/classifier_cardiacnet/{source}.csv",
+    log:
+        "logs/predict_classifier/{source}.log",
+    wildcard_constraints:
+        source=r"real|synthetic|real\+synthetic",
+    conda:
+        "../envs/echogen.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=tier_mem("gpu_infer"),
+        runtime=tier_runtime("gpu_infer"),
+    script:
+        "../workflow_scripts/predict_classifier.py"
+
+
+rule classification_table:
+    """CardiacNet TEST accuracy, balanced accuracy and AUC per training source, with CIs."""
+    input:
+        predictions=classifier_predictions,
+    output:
+        table="results/metrics/classification_cardiacnet.txt",
+        record="results/metrics/classification_cardiacnet.json",
+    log:
+        "logs/classification_table/cardiacnet.log",
+    localrule: True
+    conda:
+        "../envs/echogen.yaml"
+    params:
+        sources=classification_config().get("sources", []),
+        n_bootstrap=classification_config().get("n_bootstrap", 1000),
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/classification_table.py"

@@ -14,22 +14,13 @@ scattergather:
 # rules/metrics.smk): generation metrics, a report strip, EF fidelity where asked for, the
 # summary row.
 for _name, _sample in lvdm_samples().items():
-    _ef = _name in ef_fidelity_samples()
-    _regressor = lvdm_config()["ef_fidelity"]["regressor"] if _ef else None
     register_synthetic_dataset(
         f"lvdm_{_name}",
         "lvdm",
         real=_sample["real"],
         metrics=_sample["metrics"],
         shards="lvdm_shard",
-        ef_regressor=_regressor,
-        # Tiny generators or regressors make the EF-fidelity table a plumbing check.
-        ef_plumbing=_ef
-        and "tiny"
-        in (
-            lvdm_models()[_sample["model"]].get("preset"),
-            config["regressors"]["runs"][_regressor].get("preset"),
-        ),
+        tiny=lvdm_models()[_sample["model"]].get("preset") == "tiny",
     )
 
 
@@ -225,76 +216,6 @@ rule filter_samples:
         "../workflow_scripts/filter_samples.py"
 
 
-rule train_classifier:
-    """Train a CardiacNet video classifier on real, synthetic or real+synthetic videos."""
-    input:
-        unpack(classifier_inputs),
-    output:
-        model=directory("results/models/classifier_cardiacnet_{source}"),
-    log:
-        "logs/train_classifier/{source}.log",
-    benchmark:
-        "benchmarks/train_classifier/{source}.tsv"
-    wildcard_constraints:
-        source=r"real|synthetic|real\+synthetic",
-    conda:
-        "../envs/echogen.yaml"
-    threads: 2
-    resources:
-        gpu=lvdm_config()["gpus"]["classifier"],
-        mem_mb=tier_mem("gpu_train"),
-        runtime=tier_runtime("gpu_train"),
-    params:
-        classification=classification_config(),
-        class_map=config["datasets"]["cardiacnet"].get("class_map", {}),
-        state_dir="results/train_classifier/{source}/state",
-        seed=config["seed"],
-    script:
-        "../workflow_scripts/train_classifier.py"
-
-
-rule predict_classifier:
-    """Class probabilities of the real CardiacNet TEST videos (all clips averaged)."""
-    input:
-        model="results/models/classifier_cardiacnet_{source}",
-        manifest="resources/manifests/cardiacnet.csv",
-    output:
-        predictions="results/predictions/classifier_cardiacnet/{source}.csv",
-    log:
-        "logs/predict_classifier/{source}.log",
-    wildcard_constraints:
-        source=r"real|synthetic|real\+synthetic",
-    conda:
-        "../envs/echogen.yaml"
-    threads: 2
-    resources:
-        gpu=1,
-        mem_mb=tier_mem("gpu_infer"),
-        runtime=tier_runtime("gpu_infer"),
-    script:
-        "../workflow_scripts/predict_classifier.py"
-
-
-rule classification_table:
-    """CardiacNet TEST accuracy, balanced accuracy and AUC per training source, with CIs."""
-    input:
-        predictions=classifier_predictions,
-    output:
-        table="results/metrics/classification_cardiacnet.txt",
-        record="results/metrics/classification_cardiacnet.json",
-    log:
-        "logs/classification_table/cardiacnet.log",
-    localrule: True
-    conda:
-        "../envs/echogen.yaml"
-    params:
-        sources=classification_config()["sources"],
-        n_bootstrap=classification_config()["n_bootstrap"],
-        seed=config["seed"],
-    script:
-        "../workflow_scripts/classification_table.py"
-
-
 rule report_loss_curves:
     """Training loss curves of the VAE and every LVDM for the report."""
     input:
@@ -317,7 +238,8 @@ rule report_loss_curves:
 register_targets("lvdm", lvdm_targets())
 
 
-# Latent video diffusion: synthetic datasets, their tables, EF fidelity, classification, figures.
+# Latent video diffusion: synthetic datasets, their tables, EF fidelity, classification, figures
+# (the evaluations named in `evaluation:` for its datasets).
 rule lvdm:
     input:
         lvdm_targets(),

@@ -80,33 +80,6 @@ def privacy_inputs(wildcards):
     }
 
 
-def classification_config():
-    return lvdm_config()["classification"]
-
-
-def classifier_inputs(wildcards):
-    cls = classification_config()
-    inputs = {"manifest": "resources/manifests/cardiacnet.csv"}
-    if wildcards.source != "real":
-        inputs["filelist"] = f"results/samples/lvdm_{cls['samples']}/FileList.csv"
-        inputs["videos"] = f"results/samples/lvdm_{cls['samples']}/Videos"
-    return inputs
-
-
-def classifier_predictions(wildcards):
-    return expand(
-        "results/predictions/classifier_cardiacnet/{source}.csv",
-        source=classification_config()["sources"],
-    )
-
-
-def ef_fidelity_samples():
-    fidelity = lvdm_config().get("ef_fidelity", {})
-    if not fidelity.get("regressor"):
-        return []
-    return fidelity.get("samples", [])
-
-
 def privacy_samples():
     if not is_activated("lvdm/privacy"):
         return []
@@ -119,8 +92,6 @@ def lvdm_targets():
     targets += expand(
         "results/privacy/lvdm_{sample}/summary.json", sample=privacy_samples()
     )
-    if is_activated("lvdm/classification") and "classification" in lvdm_config():
-        targets.append("results/metrics/classification_cardiacnet.txt")
     targets.append("results/report/loss_curves.png")
     return targets
 

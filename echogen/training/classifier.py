@@ -494,8 +494,8 @@ def train_classifier_from_config(
     device: str = "cpu",
     root: str = ".",
 ) -> dict:
-    """:func:`train_classifier` from the ``lvdm.classification`` config (JSON-able arguments,
-    so ``echogen.workflow.run_distributed`` can start it on N processes).
+    """:func:`train_classifier` from the ``evaluation.classification`` config (JSON-able
+    arguments, so ``echogen.workflow.run_distributed`` can start it on N processes).
 
     ``source`` is ``real``, ``synthetic`` or ``real+synthetic``; ``filelist`` is the synthetic
     dataset's FileList.csv (its folder holds the videos), None for ``real``.

@@ -51,6 +51,5 @@ def slice_config(lvdm_steps: int = 4, checkpoint_every: int = 2) -> dict:
     )
     lvdm["samples"] = {"dynamic": dynamic}
     lvdm["privacy"]["activate"] = False
-    lvdm.pop("ef_fidelity", None)
-    lvdm["classification"]["activate"] = False
+    config.pop("evaluation", None)
     return config

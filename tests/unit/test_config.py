@@ -35,7 +35,6 @@ def test_every_key_has_description_type_and_default(schema):
         # LVDM is conditioned on and trained with, what a synthetic dataset samples from.
         no_default = (".root", ".real", ".fake", ".metrics", ".kind", ".weights", ".preset")
         no_default += (".conditioning", ".datasets", ".model", ".dataset", ".n_samples")
-        no_default += ("classification.samples",)
         if (
             is_leaf
             and not key.endswith(no_default)

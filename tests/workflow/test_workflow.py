@@ -189,3 +189,23 @@ def test_an_inactive_system_adds_no_rules(tmp_path):
     assert not {"train_vae", "train_lvdm", "sample_lvdm", "summarize_datasets"} & set(jobs)
     listed = snakemake("--list-rules", "--configfile", path, "--directory", tmp_path)
     assert "train_lvdm" not in listed.stdout and "ingest_dynamic" in listed.stdout
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("ef_fidelity", {"regressor": "tiny_dynamic", "datasets": ["lvdm_dynamc"]}, "lvdm_dynamc"),
+        ("ef_fidelity", {"regressor": "nope", "datasets": ["lvdm_dynamic"]}, "'nope'"),
+        ("classification", {"dataset": "cascade_dynamic"}, "cascade_dynamic"),
+    ],
+)
+def test_evaluation_names_registered_datasets(tmp_path, key, value, message):
+    """An `evaluation:` id that no active system registers stops the run naming the key."""
+    config = demo_config()
+    config["evaluation"][key] = {**config["evaluation"][key], **value}
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = snakemake("-n", "--configfile", path, "--directory", tmp_path, "all")
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert f"evaluation.{key}" in output and message in output

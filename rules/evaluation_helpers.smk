@@ -1,0 +1,109 @@
+# Input functions of the shared evaluation rules (rules/evaluation.smk), keyed on the
+# synthetic-dataset ids of the registry (rules/common.smk). They never name a system.
+
+
+def check_evaluation_datasets():
+    """Every dataset id the `evaluation:` section names is registered by an active system.
+
+    Ids of a system switched off (`<system>.activate: false`) are left out quietly, so a
+    system can be switched off without editing this section.
+    """
+    named = {
+        "evaluation.ef_fidelity.datasets": evaluation_config("ef_fidelity").get(
+            "datasets", []
+        ),
+    }
+    classification = evaluation_config("classification")
+    if classification and is_activated("evaluation/classification"):
+        named["evaluation.classification.dataset"] = [classification["dataset"]]
+    for key, ids in named.items():
+        unknown = [
+            d
+            for d in ids
+            if d not in SYNTHETIC_DATASETS
+            and system_on(d.split("_", 1)[0])
+            or d.split("_", 1)[0] not in config
+        ]
+        if unknown:
+            raise WorkflowError(
+                f"{key} names {unknown}, which no active system registers (registered: "
+                f"{sorted(SYNTHETIC_DATASETS)}). Fix: use a registered id (<system>_<name>, "
+                "e.g. lvdm_dynamic)."
+            )
+    fidelity = evaluation_config("ef_fidelity")
+    if (
+        fidelity.get("datasets")
+        and fidelity.get("regressor") not in config["regressors"]["runs"]
+    ):
+        raise WorkflowError(
+            f"evaluation.ef_fidelity.regressor = {fidelity.get('regressor')!r} is not a key of "
+            f"regressors.runs ({sorted(config['regressors']['runs'])}). Fix: name one of them."
+        )
+
+
+def ef_fidelity_inputs(wildcards):
+    regressor = synthetic(wildcards)["ef_regressor"]
+    return {
+        "filelist": f"results/samples/{wildcards.dataset}/FileList.csv",
+        "predictions": f"results/predictions/regressor_{regressor}/{wildcards.dataset}.csv",
+        "model": f"results/models/regressor_{regressor}",
+    }
+
+
+def ef_fidelity_plumbing(wildcards):
+    return synthetic(wildcards)["ef_plumbing"]
+
+
+def synthetic_real(wildcards):
+    return synthetic(wildcards)["real"]
+
+
+def summary_datasets():
+    """id -> {system, samples_dir, generation, ef_fidelity}: the summary script's arguments."""
+    return {
+        dataset: {
+            "system": entry["system"],
+            "samples_dir": f"results/samples/{dataset}",
+            "generation": f"results/metrics/{dataset}.json",
+            "ef_fidelity": (
+                f"results/metrics/ef_fidelity_{dataset}.json"
+                if entry["ef_regressor"]
+                else None
+            ),
+        }
+        for dataset, entry in SYNTHETIC_DATASETS.items()
+    }
+
+
+def summary_inputs(wildcards):
+    """Every registered dataset's FileList and the metric records the summary reads."""
+    datasets = summary_datasets().values()
+    return {
+        "filelists": [f"{entry['samples_dir']}/FileList.csv" for entry in datasets],
+        "records": [
+            path
+            for entry in datasets
+            for path in (entry["generation"], entry["ef_fidelity"])
+            if path
+        ],
+    }
+
+
+def classification_config():
+    return evaluation_config("classification")
+
+
+def classifier_inputs(wildcards):
+    dataset = classification_config()["dataset"]
+    inputs = {"manifest": "resources/manifests/cardiacnet.csv"}
+    if wildcards.source != "real":
+        inputs["filelist"] = f"results/samples/{dataset}/FileList.csv"
+        inputs["videos"] = f"results/samples/{dataset}/Videos"
+    return inputs
+
+
+def classifier_predictions(wildcards):
+    return expand(
+        "results/predictions/classifier_cardiacnet/{source}.csv",
+        source=classification_config()["sources"],
+    )
