@@ -8,14 +8,14 @@ import jsonschema
 import pytest
 import yaml
 
-from echogen.config import SCHEMA_PATH, iter_keys, schema_table
+from echogen.config import SCHEMA_PATH, iter_keys, load_schema, schema_table
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def schema():
-    return yaml.safe_load(SCHEMA_PATH.read_text())
+    return load_schema()
 
 
 @pytest.mark.parametrize("name", ["config.yaml", "paper.yaml"])
@@ -53,3 +53,23 @@ def test_unknown_key_is_rejected(schema):
     config["datasets"]["dynamic"]["chunk"] = 3
     with pytest.raises(jsonschema.ValidationError, match="chunk"):
         jsonschema.Draft202012Validator(schema).validate(config)
+
+
+def test_system_fragments_are_inlined(schema):
+    """Each system's section lives in its own file; the inlined schema has every key."""
+    raw = yaml.safe_load(SCHEMA_PATH.read_text())
+    assert raw["properties"]["lvdm"] == {"$ref": "lvdm.schema.yaml"}
+    lvdm = schema["properties"]["lvdm"]
+    assert "samples" in lvdm["properties"] and "$schema" not in lvdm
+    assert lvdm["properties"]["activate"] == {"$ref": "#/$defs/activate"}
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["lvdm"]["samples"]["dynamic"]["stepz"] = 3
+    with pytest.raises(jsonschema.ValidationError, match="stepz"):
+        jsonschema.Draft202012Validator(schema).validate(config)
+
+
+def test_a_fragment_with_a_local_reference_is_refused(tmp_path):
+    (tmp_path / "main.yaml").write_text("properties:\n  sys: {$ref: sys.yaml}\n")
+    (tmp_path / "sys.yaml").write_text("properties:\n  on: {$ref: '#/$defs/activate'}\n")
+    with pytest.raises(ValueError, match="sys.yaml: local reference"):
+        load_schema(tmp_path / "main.yaml")

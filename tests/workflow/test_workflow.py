@@ -49,15 +49,26 @@ def test_lint_clean():
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
-def test_bad_config_key_is_named(tmp_path):
+@pytest.mark.parametrize(
+    ("section", "key", "value", "words"),
+    [
+        (["datasets", "dynamic"], "chunks", 0, ["chunks", "minimum"]),
+        # A system's section is validated through its schema fragment (lvdm.schema.yaml).
+        (["lvdm", "samples", "dynamic"], "stepz", 3, ["stepz", "Additional properties"]),
+    ],
+)
+def test_bad_config_key_is_named(tmp_path, section, key, value, words):
     config = yaml.safe_load(DEMO_CONFIG.read_text())
-    config["datasets"]["dynamic"]["chunks"] = 0
+    node = config
+    for part in section:
+        node = node[part]
+    node[key] = value
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(config))
     result = snakemake("-n", "--configfile", bad, "--directory", tmp_path)
     assert result.returncode != 0
     text = result.stdout + result.stderr
-    assert "chunks" in text and "minimum" in text
+    assert all(word in text for word in words)
 
 
 def test_missing_real_dataset_root_is_named(tmp_path):
