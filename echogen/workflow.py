@@ -13,6 +13,7 @@ def setup_logging(log_path: str | Path) -> None:
     """Send logging records and stderr (tqdm progress bars, warnings) to the rule's log file.
 
     Also echoes records to the original stderr, so a local run shows them in the terminal.
+    The first record names the echogen package the job imported.
     """
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -27,6 +28,12 @@ def setup_logging(log_path: str | Path) -> None:
         force=True,
     )
     logging.captureWarnings(True)
+    import echogen
+
+    # Which code ran: the checkout the workflow put first on PYTHONPATH (rules/common.smk).
+    logging.getLogger("echogen").info(
+        "echogen %s from %s", echogen.__version__, Path(echogen.__file__).parent
+    )
 
 
 def pick_device(gpus: int = 0) -> str:

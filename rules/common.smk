@@ -1,8 +1,18 @@
 # Helpers for every stage: config validation, dataset switches, target builders and
 # resource tiers. Stage .smk files only declare rules and call these.
+import os
 from pathlib import Path
 
 from snakemake.utils import update_config, validate
+
+# Jobs import the echogen package of this checkout, whatever runs them: the shared .venv/, a
+# per-rule conda environment (--sdm conda: envs/echogen.yaml holds the dependencies, not the
+# package), a SLURM node. Every job is started by a Snakemake process that parsed this file,
+# so the variable reaches its scripts; no installed copy of echogen can shadow the checkout.
+if os.environ.get("PYTHONPATH", "").split(os.pathsep)[0] != workflow.basedir:
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")])
+    )
 
 # `--configfile X` means X alone (plus any --config), whatever profile is active: Snakemake
 # would otherwise merge X into the Snakefile's demo config, and a paper run would inherit

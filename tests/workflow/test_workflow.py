@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
@@ -220,3 +221,34 @@ def test_evaluation_names_registered_datasets(tmp_path, key, value, message):
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert f"evaluation.{key}" in output and message in output
+
+
+def test_jobs_import_the_checkouts_echogen(tmp_path):
+    """A copy of the workflow runs its own echogen package, even when another copy of the
+    package comes first on the Python path (an environment with echogen installed): the
+    workflow puts the Snakefile's folder first on PYTHONPATH (rules/common.smk), so a
+    per-rule conda environment needs only the dependencies and a second checkout never runs
+    the first one's code. Each job's log names the package it imported."""
+    copy, shadow = tmp_path / "copy", tmp_path / "shadow"
+    copy_ignore = shutil.ignore_patterns("__pycache__")
+    for part in ("Snakefile", "rules", "workflow_scripts", "echogen", "config", "docs", "envs"):
+        source = REPO / part
+        if source.is_dir():
+            shutil.copytree(source, copy / part, ignore=copy_ignore)
+        else:
+            copy.mkdir(parents=True, exist_ok=True)
+            shutil.copy(source, copy / part)
+    shutil.copytree(REPO / "echogen", shadow / "echogen", ignore=copy_ignore)
+    init = shadow / "echogen" / "__init__.py"
+    init.write_text(init.read_text().replace('__version__ = "', '__version__ = "shadow-'))
+    work = tmp_path / "work"
+    result = subprocess.run(
+        [str(BIN / "snakemake"), "--snakefile", copy / "Snakefile", "--directory", work,
+         "--configfile", copy / "config" / "config.yaml", "--cores", "1",
+         "resources/weights/tiny/i3d.pt"],
+        capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHONPATH": str(shadow)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    log = (work / "logs" / "build_tiny_detector" / "i3d.log").read_text()
+    assert f"from {copy / 'echogen'}" in log and "shadow" not in log

@@ -1,0 +1,61 @@
+"""Each system's test config, ``tests/configs/<system>/config.yaml`` (the snakemake-workflows
+``.test/`` idea): the fast tier plans it, the e2e tier runs it end to end on CPU.
+
+A test config activates one system alone, on a small phantom, so it also shows that the
+system plugs in without the others: its datasets are registered, gathered, evaluated and
+summarised by the shared rules.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from snakemake_plan import planned_jobs
+from workflow_helpers import REPO, snakemake
+
+SYSTEMS = ("lvdm", "cascade", "dartagnan", "rvfailure", "cardigan")
+CONFIGS = sorted((REPO / "tests" / "configs").glob("*/config.yaml"))
+IDS = [path.parent.name for path in CONFIGS]
+
+
+def active_systems(config: dict) -> list[str]:
+    return [s for s in SYSTEMS if s in config and config[s].get("activate", True)]
+
+
+def test_every_test_config_is_a_system():
+    assert "lvdm" in IDS
+    for path in CONFIGS:
+        assert path.parent.name in SYSTEMS, path
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=IDS)
+def test_system_test_config_plans(tmp_path, config):
+    system = config.parent.name
+    assert active_systems(yaml.safe_load(config.read_text())) == [system]
+    result = snakemake("-n", "--configfile", config, "--directory", tmp_path, "all")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    jobs = planned_jobs(result.stdout)
+    assert {"gather_samples", "compute_generation_metrics", "summarize_datasets"} <= set(jobs)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("config", CONFIGS, ids=IDS)
+def test_system_end_to_end(tmp_path, config):
+    """The system alone, end to end: every registered dataset has its gathered folder, its
+    metric table and a summary row; a second run has nothing to do."""
+    system = config.parent.name
+    args = ["--profile", REPO / "profiles" / "ci", "--configfile", config, "--directory", tmp_path]
+    result = snakemake(*args, "all")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    summary = json.loads((tmp_path / "results/metrics/summary.json").read_text())
+    rows = summary["rows"]
+    assert rows and all(row["system"] == system for row in rows)
+    for row in rows:
+        dataset = row["dataset"]
+        filelist = (tmp_path / f"results/samples/{dataset}/FileList.csv").read_text()
+        assert filelist.startswith("FileName,EF,FrameHeight,FrameWidth,FPS,NumberOfFrames,Split")
+        assert (tmp_path / f"results/metrics/{dataset}.txt").is_file()
+    again = snakemake(*args, "-n", "all")
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
