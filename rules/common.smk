@@ -6,12 +6,13 @@ from pathlib import Path
 from snakemake.utils import update_config, validate
 
 # Jobs import the echogen package of this checkout, whatever runs them: the shared .venv/, a
-# per-rule conda environment (--sdm conda: envs/echogen.yaml holds the dependencies, not the
-# package), a SLURM node. Every job is started by a Snakemake process that parsed this file,
-# so the variable reaches its scripts; no installed copy of echogen can shadow the checkout.
-if os.environ.get("PYTHONPATH", "").split(os.pathsep)[0] != workflow.basedir:
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")])
+# conda environment per rule (under --sdm conda, envs/echogen.yaml holds the dependencies,
+# not the package), a SLURM node. Every job is started by a Snakemake process that parsed
+# this file, so PYTHONPATH reaches its scripts; no installed copy can shadow the checkout.
+_python_path = os.environ.get("PYTHONPATH", "")
+if _python_path.split(os.pathsep)[0] != workflow.basedir:
+    os.environ.update(
+        PYTHONPATH=os.pathsep.join(filter(None, [workflow.basedir, _python_path]))
     )
 
 # `--configfile X` means X alone (plus any --config), whatever profile is active: Snakemake

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 
@@ -17,6 +16,7 @@ from workflow_helpers import (
     REPO,
     demo_config,
     paper_data_folders,
+    runner_env,
     snakemake,
 )
 
@@ -247,7 +247,7 @@ def test_jobs_import_the_checkouts_echogen(tmp_path):
          "--configfile", copy / "config" / "config.yaml", "--cores", "1",
          "resources/weights/tiny/i3d.pt"],
         capture_output=True, text=True, timeout=600,
-        env={**os.environ, "PYTHONPATH": str(shadow)},
+        env=runner_env(PYTHONPATH=str(shadow)),
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     log = (work / "logs" / "build_tiny_detector" / "i3d.log").read_text()

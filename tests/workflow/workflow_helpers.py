@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,20 @@ DEMO_CONFIG = REPO / "config" / "config.yaml"
 PAPER_CONFIG = REPO / "config" / "paper.yaml"
 
 
+# The SLURM executor plugin runs `scontrol show config` whenever Snakemake starts. On a
+# machine with SLURM's client tools but no running controller (e.g. after `pytest -m slurm`)
+# that call waits 9 s; these tiers never talk to a controller, so a stub scontrol that fails
+# at once comes first on their PATH.
+NO_SLURM = Path(__file__).parent / "no_slurm"
+
+
+def runner_env(**extra) -> dict:
+    """The environment of the Snakemake runs of the fast and e2e tiers."""
+    env = {**os.environ, **extra}
+    env["PATH"] = os.pathsep.join([str(NO_SLURM), env.get("PATH", "")])
+    return env
+
+
 def snakemake(*args, cwd=REPO, timeout=1200):
     return subprocess.run(
         [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), *map(str, args)],
@@ -22,6 +37,7 @@ def snakemake(*args, cwd=REPO, timeout=1200):
         capture_output=True,
         text=True,
         timeout=timeout,
+        env=runner_env(),
     )
 
 
