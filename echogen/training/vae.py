@@ -22,7 +22,6 @@ import logging
 import math
 from collections import OrderedDict
 from collections.abc import Iterable
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -48,6 +47,7 @@ from echogen.models.vae import (
     frames_to_tensor,
     vae_config,
 )
+from echogen.training import gan
 from echogen.training.engine import Budget, RunResult, Task, accelerator_for
 from echogen.training.engine import train as engine_train
 from echogen.training.state import jsonable
@@ -506,7 +506,6 @@ class VAETask(Task):
     def train_step(self, accelerator: Accelerator, batch, step: int) -> dict[str, float]:
         config, loss_fn = self.config, self.loss_fn
         accumulation, rank = config.gradient_accumulation_steps, accelerator.process_index
-        plain_disc = accelerator.unwrap_model(self.discriminator)
         last_layer = accelerator.unwrap_model(self.model).vae.decoder.conv_out.weight
         self.model.train()
         self.discriminator.train()
@@ -517,18 +516,15 @@ class VAETask(Task):
             x = frames_to_tensor(frames, self.in_channels).to(accelerator.device)
             noise_seed = np.random.default_rng([self.seed, STREAM_NOISE, step, micro, rank])
             noise = torch.Generator().manual_seed(int(noise_seed.integers(2**62)))
-            with nullcontext() if syncing else accelerator.no_sync(self.model):
+            with gan.accumulating(accelerator, self.model, syncing):
                 recon, mean, logvar = self.model(x, noise)
-                # The adversarial term must not train the discriminator: freeze it, and
-                # call the bare module so DDP expects no gradient from this pass.
-                plain_disc.requires_grad_(False)
-                loss, logs = loss_fn.generator_loss(
-                    x, recon, mean, logvar, step, plain_disc if active else None, last_layer
-                )
-                plain_disc.requires_grad_(True)
+                with gan.discriminator_frozen(accelerator, self.discriminator) as disc:
+                    loss, logs = loss_fn.generator_loss(
+                        x, recon, mean, logvar, step, disc if active else None, last_layer
+                    )
                 accelerator.backward(loss / accumulation)
             if active:
-                with nullcontext() if syncing else accelerator.no_sync(self.discriminator):
+                with gan.accumulating(accelerator, self.discriminator, syncing):
                     d_loss, d_logs = loss_fn.discriminator_loss(self.discriminator, x, recon, step)
                     accelerator.backward(d_loss / accumulation)
                 logs.update(d_logs)
@@ -537,11 +533,7 @@ class VAETask(Task):
         if config.learn_logvar and accelerator.num_processes > 1:
             # logvar lives outside the DDP module: average its gradient by hand.
             loss_fn.logvar.grad = accelerator.reduce(loss_fn.logvar.grad, "mean")
-        self.opt_ae.step()
-        self.opt_ae.zero_grad(set_to_none=True)
-        if active:
-            self.opt_d.step()
-            self.opt_d.zero_grad(set_to_none=True)
+        gan.step((self.opt_ae, True), (self.opt_d, active))
         return step_logs
 
     def export(self, folder: Path, model: nn.Module, result: RunResult) -> dict:

@@ -459,18 +459,8 @@ def test_shards_gathered_equal_one_job(models, tmp_path):
     assert record["timing"]["videos"] == 5 == sum(p["timing"]["videos"] for p in parts)
     assert record["timing"]["seconds"] == pytest.approx(sum(p["timing"]["seconds"] for p in parts))
     assert record["timing"]["seconds"] > 0
-    assert record["config"] == config.to_dict()
-
-    # Gathering refuses a missing shard, a shard given twice, and a folder without FileList.
-    parts = [tmp_path / f"part_{s}" for s in (1, 2, 3)]
-    with pytest.raises(DataError, match="2-of-3"):
-        gather_samples([parts[0], parts[2]], tmp_path / "bad")
-    with pytest.raises(DataError, match="part_1"):
-        gather_samples([parts[0], *parts], tmp_path / "bad")
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="FileList"):
-        gather_samples([*parts, tmp_path / "empty"], tmp_path / "bad")
-    assert not (tmp_path / "bad").exists()
+    assert record["config"] == config.to_dict() and record["block"] == 1
+    # Refusals of bad shard sets are the driver's: tests/unit/test_synthetic.py.
 
 
 def test_sample_shard_refuses_a_vae_of_another_scaling(models, tmp_path):
