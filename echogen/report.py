@@ -24,7 +24,7 @@ from echogen.data.errors import DataError
 from echogen.data.io import atomic_path
 from echogen.data.video import read_video, resize_frames
 from echogen.metrics.frame_folders import list_frames
-from echogen.metrics.generation import is_published
+from echogen.metrics.generation import unverified_networks
 from echogen.metrics.scores import ef_metrics
 from echogen.pipelines.ef_prediction import VIDEO_SUFFIXES
 
@@ -280,12 +280,8 @@ def _run_labels(paths: list[Path]) -> list[str]:
 
 
 def _plumbing(record: dict) -> list[str]:
-    """Networks of a metric record whose weights are not verified as the published ones."""
-    published = record.get("published") or {
-        name: is_published(name, detector["sha256"])
-        for name, detector in record.get("detectors", {}).items()
-    }
-    return sorted(name for name, ok in published.items() if not ok)
+    """Networks of a metric record whose weights are not verified."""
+    return unverified_networks({"detectors": {}, **record})
 
 
 def _base_metric(name: str, details: dict) -> str:

@@ -4,8 +4,8 @@ This is what the ``compute_generation_metrics`` rule runs. Generation metrics (F
 StyleGAN-V definitions) come from :func:`echogen.metrics.generation.evaluate_generation`;
 paired metrics match videos by folder name (EchoDiffusion compares each generated video with
 the real video it was conditioned on) and compare their first ``min(T_real, T_fake)`` frames.
-The record says, per network, whether its weights are the published ones, so the table can
-label plumbing checks.
+The record says, per network, whether its weights are verified (the file the config pins, or
+the published one), so the table can label plumbing checks.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from echogen.data.errors import DataError
 from echogen.metrics.frame_folders import list_frames, list_videos, load_frames
-from echogen.metrics.generation import evaluate_generation, is_published, metric_record
+from echogen.metrics.generation import evaluate_generation, metric_record, tf32_off
 from echogen.metrics.paired import LPIPS, aggregate, paired_video_metrics
 
 log = logging.getLogger(__name__)
@@ -107,9 +107,21 @@ def compare_frame_folders(
 
     Returns:
         The record of :func:`evaluate_generation` (``metrics``, ``details``, ``detectors``,
-        ``seed``, ``real_dir``, ``fake_dir``) with paired means/stds added and ``published``:
-        {network: bool}.
+        ``seed``, ``real_dir``, ``fake_dir``, ``warnings``) with paired means/stds added and
+        ``verified``: {network: bool} (a detector pinned in the config and matching, or the
+        published file; LPIPS: torchvision's published trunk). Computed with TF32 off.
     """
+    with tf32_off():
+        return _compare(
+            real_dir, fake_dir, metrics, detectors, cache_dir, seed, batch_size, device,
+            lpips_net, lpips_weights,
+        )  # fmt: skip
+
+
+def _compare(
+    real_dir, fake_dir, metrics, detectors, cache_dir, seed, batch_size, device, lpips_net,
+    lpips_weights,
+) -> dict:  # fmt: skip
     generation = [m for m in metrics if m not in PAIRED]
     paired = [m for m in metrics if m in PAIRED]
     if generation:
@@ -118,10 +130,8 @@ def compare_frame_folders(
         )
     else:
         record = metric_record(real_dir, fake_dir, seed)
-    record["published"] = {
-        name: detectors[name].get("source") != "tiny" and is_published(name, entry["sha256"])
-        for name, entry in record["detectors"].items()
-    }
+    record.setdefault("verified", {})
+    record["tf32"] = False
     if paired:
         result = paired_folder_metrics(
             real_dir, fake_dir, "lpips" in paired, lpips_net, lpips_weights, device
@@ -136,5 +146,5 @@ def compare_frame_folders(
                 "path": network["path"],
                 "sha256": network["sha256"],
             }
-            record["published"][f"lpips_{lpips_net}"] = network["published"]
+            record["verified"][f"lpips_{lpips_net}"] = network["published"]
     return record

@@ -15,6 +15,14 @@ numbered frames. Metric names follow StyleGAN-V (``calc_metrics_for_dataset.py``
 Unlike StyleGAN-V there is no per-resolution batch table, frames are ordered numerically
 rather than as strings, and cached real statistics are keyed by file contents, never by
 folder name. Every record states the item counts, window policy and resolutions it used.
+As StyleGAN-V, metrics are computed with TF32 off (:func:`tf32_off`). Where StyleGAN-V
+returns NaN because a set has fewer items than the metric's name says (``fid50k_full`` on
+10k fake frames), the value is reported over the items there are, with a warning in the
+record and the table: it is then not a number comparable to the name.
+
+A detector file is *verified* when its SHA-256 equals the one pinned in the config or the
+published file's (:data:`~echogen.metrics.detectors.PUBLISHED_SHA256`, where known); a table
+any of whose networks is not verified starts with a PLUMBING CHECK line naming them.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -282,8 +291,11 @@ def evaluate_generation(
         fake_dir: generated frame set, same layout.
         metrics: names such as ``fid50k_full``, ``is50k``, ``fvd2048_16f`` (see
             :func:`parse_metric`).
-        detectors: ``{"inception": {"path": ..., "sha256": ... | None}, "i3d": {...}}``; only
-            the ones the metrics need are read.
+        detectors: ``{"inception": {"path": ..., "sha256": ... | None, "source": ...},
+            "i3d": {...}}``: the file, the SHA-256 the config pins (None: not pinned) and where
+            it comes from (``tiny``: a random stand-in, never verified); only the ones the
+            metrics need are read. A file whose hash differs from its pin is used, and
+            reported as not verified.
         cache_dir: folder for real-set statistics keyed by content, or None for no cache.
         seed: seeds the real FVD windows (non-negative).
         batch_size: frames per detector call; FVD calls take ``max(1, batch_size // F)`` clips.
@@ -293,7 +305,8 @@ def evaluate_generation(
         A JSON-able record with ``metrics`` (floats; IS as ``<name>_mean`` and
         ``<name>_std``), per-metric ``details`` (item counts, clip length, resolutions,
         window policy, dropped short videos), ``detectors`` (path and actual sha256), ``seed``,
-        ``real_dir`` and ``fake_dir``.
+        ``real_dir`` and ``fake_dir``, ``verified`` ({detector: bool}, :func:`is_verified`),
+        ``warnings`` (sets smaller than a metric's name says) and ``tf32`` (False).
     """
     specs = [parse_metric(name) for name in metrics]
     if not specs:
@@ -309,10 +322,53 @@ def evaluate_generation(
             raise ValueError(
                 f"these metrics need detectors[{name!r}] = {{'path': ..., 'sha256': ...}}"
             )
-        path, expected = detectors[name]["path"], detectors[name].get("sha256")
-        loaded[name] = load_detector(path, expected, device)
-        detector_record[name] = {"path": str(path), "sha256": expected or sha256_file(path)}
+        path, pinned = detectors[name]["path"], detectors[name].get("sha256")
+        actual = sha256_file(path) if Path(path).is_file() else None
+        if pinned is not None and actual is not None and actual != pinned:
+            log.warning(
+                "%s: SHA-256 is %s, the config pins %s; the tables will say the %s detector "
+                "is not verified",
+                path,
+                actual,
+                pinned,
+                name,
+            )
+        loaded[name] = load_detector(path, None, device)
+        detector_record[name] = {
+            "path": str(path),
+            "sha256": actual,
+            "sha256_pinned": pinned,
+            "source": detectors[name].get("source"),
+        }
 
+    with tf32_off():
+        values, details = _evaluate(
+            specs, real_dir, fake_dir, loaded, detector_record, cache_dir, seed, batch_size, device
+        )
+    record = metric_record(real_dir, fake_dir, seed, values, details, detector_record)
+    record["warnings"] = [d["warning"] for d in details.values() if d.get("warning")]
+    for warning in record["warnings"]:
+        log.warning(warning)
+    record["verified"] = {name: is_verified(name, d) for name, d in detector_record.items()}
+    record["tf32"] = False
+    return record
+
+
+@contextmanager
+def tf32_off() -> Iterator[None]:
+    """TF32 matmuls and convolutions off inside the block (StyleGAN-V's metric setting)."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def _evaluate(
+    specs, real_dir, fake_dir, loaded, detector_record, cache_dir, seed, batch_size, device
+):
+    """The values and details of every metric (the body of :func:`evaluate_generation`)."""
     fake = _FrameSet.scan(fake_dir)
     real = _FrameSet.scan(real_dir) if any(s.family != "is" for s in specs) else None
     values, details = {}, {}
@@ -338,6 +394,7 @@ def evaluate_generation(
                 "dropped_short_real": 0,
                 "dropped_short_fake": 0,
             }
+            details[spec.name]["warning"] = _short_warning(spec, len(fake_files), None)
             log.info("%s = %.6g ± %.6g (fake %d)", spec.name, mean, std, len(fake_files))
             continue
 
@@ -359,6 +416,8 @@ def evaluate_generation(
         real_stats = _cached_real_stats(compute_real, real_items, options, cache_dir, spec.name)
         fake_stats = stats_of(fake_items, desc=f"{spec.name} fake")
         values[spec.name] = frechet_distance(*real_stats.mean_cov(), *fake_stats.mean_cov())
+        n_real = len(real_items) if spec.family == "fvd" else None
+        details[spec.name]["warning"] = _short_warning(spec, len(fake_items), n_real)
         log.info(
             "%s = %.6g (real %d, fake %d)",
             spec.name,
@@ -366,8 +425,25 @@ def evaluate_generation(
             len(real_items),
             len(fake_items),
         )
+    return values, details
 
-    return metric_record(real_dir, fake_dir, seed, values, details, detector_record)
+
+def _short_warning(spec: MetricSpec, n_fake: int, n_real: int | None) -> str | None:
+    """A warning when a set has fewer items than the metric's name says, else None.
+
+    StyleGAN-V returns NaN then; echogen reports the value over the items there are.
+    """
+    unit = "videos" if spec.family == "fvd" else "frames"
+    counts = {"fake": n_fake} if n_real is None else {"fake": n_fake, "real": n_real}
+    short = {side: n for side, n in counts.items() if n < spec.max_items}
+    if not short:
+        return None
+    have = " and ".join(f"{n} {side}" for side, n in short.items())
+    return (
+        f"{spec.name}: computed over {have} {unit}, fewer than the {spec.max_items} its name "
+        "says (StyleGAN-V reports NaN); not comparable to a published "
+        f"{spec.name} value"
+    )
 
 
 def metric_record(
@@ -390,25 +466,45 @@ def metric_record(
 
 
 def is_published(name: str, sha256: str) -> bool:
-    """Whether ``sha256`` is the pinned hash of the published ``name`` detector."""
+    """Whether ``sha256`` is the known hash of the published ``name`` detector."""
     published = PUBLISHED_SHA256.get(name)
     return published is not None and published == sha256
+
+
+def is_verified(name: str, detector: dict) -> bool:
+    """Whether a detector entry of a record is verified: not a tiny stand-in (``source``
+    ``tiny``), and its SHA-256 is the one pinned in the config or the published file's."""
+    if detector.get("source") == "tiny" or detector.get("sha256") is None:
+        return False
+    pinned = detector.get("sha256_pinned")
+    return pinned == detector["sha256"] or is_published(name, detector["sha256"])
+
+
+def verified_networks(record: dict) -> dict[str, bool]:
+    """``{network: verified}`` of a metric record: its ``verified`` entry (``published`` in
+    records written before it), else worked out from its detectors."""
+    verified = record.get("verified", record.get("published"))
+    if verified is None:
+        verified = {name: is_verified(name, d) for name, d in record["detectors"].items()}
+    return dict(verified)
+
+
+def unverified_networks(record: dict) -> list[str]:
+    """Networks of a metric record whose weights are not verified: a plumbing check."""
+    return sorted(name for name, ok in verified_networks(record).items() if not ok)
 
 
 def write_metric_table(record: dict, txt_path: str | Path, json_path: str | Path) -> None:
     """Write ``record`` as JSON and as a human-readable text table (both atomically)."""
     lines = []
-    published = record.get("published") or {
-        name: is_published(name, detector["sha256"])
-        for name, detector in record["detectors"].items()
-    }
-    plumbing = sorted(name for name, ok in published.items() if not ok)
+    plumbing = unverified_networks(record)
     if plumbing:
         lines.append(
-            f"PLUMBING CHECK: the weights of {', '.join(plumbing)} are not verified as the "
-            "published files (tiny or random networks, or SHA-256 not pinned); these numbers "
-            "are not comparable to papers"
+            f"PLUMBING CHECK: the weights of {', '.join(plumbing)} are not verified (tiny or "
+            "random networks, or a file whose SHA-256 is neither pinned in the config nor the "
+            "published file's); these numbers are not comparable to papers"
         )
+    lines += [f"WARNING: {warning}" for warning in record.get("warnings", [])]
     lines += [f"{name}: {value:.6g}" for name, value in record["metrics"].items()]
     lines.append("")
     lines.append("details:")
@@ -417,7 +513,9 @@ def write_metric_table(record: dict, txt_path: str | Path, json_path: str | Path
         lines += [f"    {key}: {value}" for key, value in detail.items()]
     lines.append("detectors:")
     for name, detector in record["detectors"].items():
-        lines.append(f"  {name}: sha256 {detector['sha256']} ({detector['path']})")
+        pinned = detector.get("sha256_pinned")
+        pin = "" if pinned is None else f", pinned {pinned}"
+        lines.append(f"  {name}: sha256 {detector['sha256']}{pin} ({detector['path']})")
     lines.append(f"seed: {record['seed']}")
     lines.append(f"real_dir: {record['real_dir']}")
     lines.append(f"fake_dir: {record['fake_dir']}")

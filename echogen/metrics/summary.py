@@ -19,6 +19,7 @@ import pandas as pd
 
 from echogen.data.errors import DataError
 from echogen.data.io import atomic_path, write_json
+from echogen.metrics.generation import unverified_networks
 
 GENERATION_COLUMNS = ["fid50k_full", "is50k_mean", "fvd2048_16f", "fvd2048_128f"]
 SUMMARY_COLUMNS = [
@@ -88,7 +89,7 @@ def dataset_row(
         record = _read_json(Path(generation), "generation-metric record")
         for key in GENERATION_COLUMNS:
             row[key] = record["metrics"].get(key, math.nan)
-        row["plumbing"] |= not all(record.get("published", {}).values())
+        row["plumbing"] |= bool(unverified_networks({"detectors": {}, **record}))
     if ef_fidelity is not None:
         record = _read_json(Path(ef_fidelity), "EF-fidelity record")
         row["ef_mae"] = record["metrics"]["mae"]["value"]

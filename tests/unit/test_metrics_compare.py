@@ -73,8 +73,9 @@ def test_paired_and_generation_metrics_in_one_record(folders, tmp_path):
         values.append(paired_video_metrics(real, fake)["ssim"])
     assert record["metrics"]["ssim"] == pytest.approx(np.mean(values), rel=1e-9)
     assert 0 < record["metrics"]["ssim"] < 1 and record["metrics"]["lpips"] > 0
-    # Tiny detectors and the random LPIPS trunk are never reported as published.
-    assert record["published"] == {"inception": False, "i3d": False, "lpips_vgg": False}
+    # Tiny detectors and the random LPIPS trunk are never verified.
+    assert record["verified"] == {"inception": False, "i3d": False, "lpips_vgg": False}
+    assert record["tf32"] is False
     write_metric_table(record, tmp_path / "t.txt", tmp_path / "t.json")
     assert (tmp_path / "t.txt").read_text().startswith("PLUMBING CHECK")
     assert json.loads((tmp_path / "t.json").read_text())["metrics"]["ssim"] == pytest.approx(

@@ -37,6 +37,7 @@ from echogen.metrics.generation import (
     METRICS,
     evaluate_generation,
     parse_metric,
+    tf32_off,
     write_metric_table,
 )
 
@@ -104,8 +105,12 @@ def detector_files(tmp_path_factory) -> dict:
     inception_sha = write_tiny_detector("inception", folder / "inception.pt", seed=0)
     i3d_sha = write_tiny_detector("i3d", folder / "i3d.pt", seed=0)
     return {
-        "inception": {"path": str(folder / "inception.pt"), "sha256": inception_sha},
-        "i3d": {"path": str(folder / "i3d.pt"), "sha256": i3d_sha},
+        "inception": {
+            "path": str(folder / "inception.pt"),
+            "sha256": inception_sha,
+            "source": "tiny",
+        },
+        "i3d": {"path": str(folder / "i3d.pt"), "sha256": i3d_sha, "source": "tiny"},
     }
 
 
@@ -437,7 +442,17 @@ def test_fid_matches_an_independent_computation(tmp_path, detector_files, nets):
     detail = record["details"]["fid1k_full"]
     assert (detail["n_real"], detail["n_fake"], detail["frames"]) == (117, 1000, None)
     assert detail["resolution"] == {"real": [SIZE, SIZE], "fake": [SIZE, SIZE]}
-    assert record["detectors"] == {"inception": detector_files["inception"]}
+    inception = detector_files["inception"]
+    assert record["detectors"] == {
+        "inception": {
+            "path": inception["path"],
+            "sha256": inception["sha256"],
+            "sha256_pinned": inception["sha256"],
+            "source": "tiny",
+        }
+    }
+    assert record["verified"] == {"inception": False}  # a tiny stand-in, pinned or not
+    assert detail["warning"] is None and record["warnings"] == []  # 1000 fake frames: fid1k
 
 
 def test_inception_score_matches_an_independent_computation(tmp_path, detector_files, nets):
@@ -577,11 +592,62 @@ def test_metric_table_files(tmp_path, sets, detector_files, monkeypatch):
         assert any(line.startswith(f"{name}: ") for line in lines)
     assert "seed: 3" in lines
     assert any(detector_files["i3d"]["sha256"] in line for line in lines)
+    # 160 fake frames for fid1k_full and is1k, and 20 videos a side for fvd20_8f.
+    assert [line.split(":")[1].strip() for line in lines if line.startswith("WARNING")] == [
+        "fid1k_full",
+        "is1k",
+    ]
+    assert "160 fake frames, fewer than the 1000" in record["details"]["fid1k_full"]["warning"]
+    assert record["details"]["fvd20_8f"]["warning"] is None
 
+    # A record without the verdicts (written before them) falls back to the published hashes.
+    old = {k: v for k, v in record.items() if k != "verified"}
+    old["detectors"] = {
+        n: {**d, "source": None, "sha256_pinned": None} for n, d in record["detectors"].items()
+    }
     for name, detector in detector_files.items():
         monkeypatch.setitem(detectors_module.PUBLISHED_SHA256, name, detector["sha256"])
-    write_metric_table(record, tmp_path / "table.txt", tmp_path / "table.json")
+    write_metric_table(old, tmp_path / "table.txt", tmp_path / "table.json")
     assert "PLUMBING CHECK" not in (tmp_path / "table.txt").read_text()
+
+
+def test_a_detector_pinned_in_the_config_is_verified(tmp_path, sets, detector_files):
+    """A (non-tiny) detector file whose SHA-256 the config pins is verified: its table has
+    no PLUMBING CHECK line. Unpinned, or pinned to another hash, it is not, and the json
+    says which network and both hashes."""
+    inception = {"path": detector_files["inception"]["path"], "source": "url"}
+    actual = detector_files["inception"]["sha256"]
+
+    def table(sha256):
+        detectors = {"inception": {**inception, "sha256": sha256}}
+        record = evaluate_generation(sets["real"], sets["close"], ["is1k"], detectors, None, 0)
+        write_metric_table(record, tmp_path / "t.txt", tmp_path / "t.json")
+        return (tmp_path / "t.txt").read_text(), json.loads((tmp_path / "t.json").read_text())
+
+    text, record = table(actual)
+    assert "PLUMBING CHECK" not in text and record["verified"] == {"inception": True}
+    assert f"pinned {actual}" in text
+    text, record = table(None)
+    assert text.startswith("PLUMBING CHECK: the weights of inception") and not any(
+        record["verified"].values()
+    )
+    text, record = table("0" * 64)
+    assert text.startswith("PLUMBING CHECK: the weights of inception")
+    assert record["verified"] == {"inception": False}
+    assert record["detectors"]["inception"]["sha256"] == actual
+    assert record["detectors"]["inception"]["sha256_pinned"] == "0" * 64
+
+
+def test_tf32_is_off_inside_metric_computation():
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        with tf32_off():
+            assert not torch.backends.cuda.matmul.allow_tf32
+            assert not torch.backends.cudnn.allow_tf32
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def test_bad_requests_are_refused(tmp_path, sets, detector_files):

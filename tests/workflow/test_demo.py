@@ -192,6 +192,9 @@ def test_demo_lvdm_metric_tables(demo_all):
             assert np.isfinite(record["metrics"][key]), (name, metric)
         fid = record["details"]["fid50k_full"]
         assert fid["n_fake"] == sample["n_samples"] * sample["frames"], name
+        # A few hundred frames, not 50k: said in the table, as the json says it.
+        assert f"WARNING: fid50k_full: computed over {fid['n_fake']} fake frames" in table
+        assert fid["warning"] in record["warnings"] and record["tf32"] is False
 
 
 def test_demo_summary_has_a_row_per_lvdm_dataset(demo_all):
