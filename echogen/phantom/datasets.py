@@ -147,8 +147,11 @@ def beating_clip(
 
 
 def _tracing_rows(file_name: str, heart: Heart, scale: np.ndarray, ed: int, es: int) -> list:
+    """A video's tracing rows in the real file's order: the smaller (ES) tracing first, the
+    larger (ED) last, whatever their frame order (echonet/dynamic's ``Echo`` takes the last
+    traced frame as ED, and D'ARTAGNAN's preprocessing does too)."""
     rows = []
-    for frame in sorted((ed, es)):
+    for frame in (es, ed):
         lines = np.round(lv_tracing(heart, float(scale[frame]), N_CHORDS), 4)
         rows += [(file_name, *map(float, line), frame) for line in lines]
     return rows

@@ -113,6 +113,13 @@ def _check_echonet(root: Path, with_ext: bool) -> list[int]:
         frames = tracings[stem]
         assert len(frames) == 2 and all(len(lines) == 21 for lines in frames.values())
         ed, es, _, _, ef = tracing_ef(frames)
+        # As the real file: the larger (ED) tracing last, the frame echonet/dynamic's reader
+        # takes as ED (its LargeIndex), whatever the frame order.
+        listed = list(
+            dict.fromkeys(raw.loc[raw["FileName"].str.removesuffix(".avi") == stem, "Frame"])
+        )
+        assert listed == [es, ed], name
+        assert disk_volume(frames[listed[-1]]) > disk_volume(frames[listed[0]])
         row = files[files["FileName"] == name].iloc[0]
         assert abs(ef - row["EF"]) < 1.0, name
         n_frames = probe_video(root / "Videos" / f"{stem}.avi").frames
