@@ -39,6 +39,7 @@ from echogen.models.regressor import (
     load_published_weights,
 )
 from echogen.training.engine import (
+    SELECTIONS,
     Budget,
     RunResult,
     accelerator_for,
@@ -87,6 +88,10 @@ class TrainSpec:
         checkpoints_total_limit (int, 2): keep this many newest checkpoints.
         num_workers (int, 0): data loader worker processes.
         log_every (int, 10): log the running loss every this many steps.
+        select (str, "best_val"): the weights exported: ``"best_val"``, those of the epoch
+            with the lowest VAL loss (EchoNet tests its ``best.pt``, the lowest VAL loss;
+            EchoDiffusion a top-3 VAL checkpoint, of which echogen takes the best), or
+            ``"last"``. ``train.json`` records which (``selected``).
     """
 
     optimizer: str = "sgd"
@@ -102,8 +107,11 @@ class TrainSpec:
     checkpoints_total_limit: int = 2
     num_workers: int = 0
     log_every: int = 10
+    select: str = "best_val"
 
     def __post_init__(self):
+        if self.select not in SELECTIONS:
+            raise ValueError(f"select must be one of {SELECTIONS}, got {self.select!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.lr <= 0 or self.weight_decay < 0 or self.momentum < 0 or self.lr_gamma <= 0:
@@ -170,6 +178,8 @@ REGRESSOR_PRESETS: dict[str, dict] = {
             "lr_gamma": 0.1,
             "epochs": 45,
             "batch_size": 20,
+            # EchoNet tests best.pt: the epoch of lowest VAL loss.
+            "select": "best_val",
         },
     },
     # EchoDiffusion's reference regressor: 64 frames at 32 fps, x/255, Adam, 100 epochs
@@ -193,6 +203,8 @@ REGRESSOR_PRESETS: dict[str, dict] = {
             "lr_step_epochs": None,
             "epochs": 100,
             "batch_size": 16,
+            # EchoDiffusion tests a top-3 VAL checkpoint; echogen exports the best one.
+            "select": "best_val",
         },
     },
     # D'ARTAGNAN's expert: grey 64-frame clips at 32 fps, /255, Adam 1e-4, lr x0.1 after 25
@@ -217,6 +229,8 @@ REGRESSOR_PRESETS: dict[str, dict] = {
             "lr_gamma": 0.1,
             "epochs": 50,
             "batch_size": 16,
+            # Which checkpoint D'ARTAGNAN's expert is tested with is not recorded.
+            "select": "last",
         },
     },
     # CPU-sized, for tests and the phantom demo. On a phantom Dynamic of 200/40/60 videos
@@ -244,6 +258,7 @@ REGRESSOR_PRESETS: dict[str, dict] = {
             "lr_gamma": 0.1,
             "epochs": 25,
             "batch_size": 8,
+            "select": "last",
         },
     },
 }
@@ -311,6 +326,8 @@ class RegressorTask(ClipTask):
 
     name = "regressor"
     log_columns = LOG_COLUMNS
+    select_metric = "val_loss"
+    select_mode = "min"
 
     def __init__(
         self,
@@ -325,7 +342,7 @@ class RegressorTask(ClipTask):
     ):
         train = config.train
         super().__init__(train_set, val_set, train, steps_per_epoch, seed)
-        self.config, self.pretrained = config, pretrained
+        self.config, self.pretrained, self.select = config, pretrained, train.select
         self.counts, self.train_mean_ef = counts, train_mean_ef
         self.scheduler = None
 

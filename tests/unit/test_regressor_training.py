@@ -98,6 +98,17 @@ def test_presets_resolve_with_published_settings():
     assert (echodiffusion.train.optimizer, echodiffusion.train.epochs) == ("adam", 100)
     expert = resolve_config("dartagnan_expert")
     assert (expert.clips.channels, expert.train.lr_step_epochs, expert.train.epochs) == (1, 25, 50)
+    # The exported checkpoint: EchoNet's best.pt (lowest VAL loss), EchoDiffusion's best VAL
+    # checkpoint; D'ARTAGNAN's is not recorded (last), nor is the demo preset's.
+    selects = {name: resolve_config(name).train.select for name in REGRESSOR_PRESETS}
+    assert selects == {
+        "echonet": "best_val",
+        "echodiffusion": "best_val",
+        "dartagnan_expert": "last",
+        "tiny": "last",
+    }
+    with pytest.raises(ValueError, match="select"):
+        TrainSpec(select="best")
 
 
 def test_overrides_are_nested_and_checked():
@@ -155,6 +166,31 @@ def test_training_learns_checkpoints_and_exports(data, reference):
     true = val_rows["EF"].to_numpy()
     assert log["val_mae"].iloc[-1] == pytest.approx(mean_absolute_error(true, pred), rel=1e-5)
     assert log["val_loss"].iloc[-1] == pytest.approx(np.mean((true - pred) ** 2), rel=1e-5)
+
+
+def test_best_val_exports_the_epoch_of_lowest_val_loss(data, reference, tmp_path):
+    """``select: best_val`` exports the weights of the epoch whose VAL loss was lowest (the
+    first on ties), and ``train.json`` says which; ``last`` (the reference) the last ones."""
+    config = resolve_config("tiny", micro(select="best_val"))
+    train_regressor(data["manifest"], tmp_path / "out", tmp_path / "state", config, SEED)
+    log = pd.read_csv(tmp_path / "out" / "log.csv")
+    pd.testing.assert_frame_equal(log, pd.read_csv(reference["out"] / "log.csv"))  # same run
+    best = int(np.argmin(log["val_loss"].to_numpy()))
+    assert best != len(log) - 1  # else this test could not tell best_val from last
+    info = json.loads((tmp_path / "out" / "train.json").read_text())
+    assert info["selected"]["select"] == "best_val" and info["selected"]["epoch"] == best
+    assert info["selected"]["val_loss"] == log["val_loss"].iloc[best]
+    last = json.loads((reference["out"] / "train.json").read_text())["selected"]
+    assert last["select"] == "last" and last["epoch"] == len(log) - 1
+
+    # The exported model's VAL loss is the logged loss of the selected epoch.
+    model, spec = load_regressor(tmp_path / "out")
+    val_rows = data["rows"][data["rows"]["Split"] == "VAL"]
+    dataset = EFClipDataset(val_rows, spec, train=False, seed=0)
+    with torch.no_grad():
+        pred = np.array([model.eval()(dataset[i][0][None]).item() for i in range(len(dataset))])
+    loss = np.mean((val_rows["EF"].to_numpy() - pred) ** 2)
+    assert loss == pytest.approx(log["val_loss"].iloc[best], rel=1e-5)
 
 
 def test_bad_manifests_raise_data_errors(data, tmp_path):
