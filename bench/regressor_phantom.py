@@ -19,7 +19,7 @@ import torch
 from echogen.data.dynamic import ingest_dynamic
 from echogen.data.manifest import read_manifest
 from echogen.phantom import write_phantom
-from echogen.pipelines.ef_prediction import predict_ef, regressor_report, write_regressor_table
+from echogen.pipelines.ef_prediction import predict_ef, regressor_record, write_regressor_table
 from echogen.training.regressor import resolve_config, train_regressor
 
 
@@ -47,8 +47,10 @@ def main() -> None:
     start = time.perf_counter()
     predictions = predict_ef(run / "model", rows[rows["Split"] == "TEST"], run / "test.csv")
     predict_s = time.perf_counter() - start
-    report = regressor_report(predictions, summary["train_mean_ef"], "TEST", 1000, args.seed)
-    write_regressor_table(report, run / "report.txt", run / "report.json")
+    record = regressor_record(
+        predictions, summary["train_mean_ef"], ["TEST"], n_boot=1000, seed=args.seed
+    )
+    write_regressor_table(record, run / "report.txt", run / "report.json")
     print((run / "report.txt").read_text())
     print(
         f"train {train_s:.0f} s ({summary['steps']} steps), predict TEST {predict_s:.0f} s; "

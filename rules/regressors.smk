@@ -53,7 +53,7 @@ rule predict_ef:
 
 
 rule evaluate_regressor:
-    """Write the regressor's TEST table: MAE, RMSE, R² with bootstrap CIs, vs the train mean."""
+    """Write the regressor's VAL and TEST tables: MAE, RMSE, R² with bootstrap CIs, vs the train mean."""
     input:
         model="results/models/regressor_{name}",
         predictions=regressor_predictions,
@@ -71,5 +71,7 @@ rule evaluate_regressor:
     params:
         n_bootstrap=config["regressors"]["n_bootstrap"],
         seed=config["seed"],
+        splits=config["regressors"]["report_splits"],
+        ci_level=config["regressors"]["ci_level"],
     script:
         "../workflow_scripts/evaluate_regressor.py"

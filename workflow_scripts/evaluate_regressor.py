@@ -1,24 +1,40 @@
-"""Rule evaluate_regressor: the TEST table of an EF regressor with bootstrap CIs."""
+"""Rule evaluate_regressor: an EF regressor's VAL/TEST table with bootstrap CIs."""
 
 import json
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from echogen.pipelines.ef_prediction import regressor_report, write_regressor_table
+from echogen.pipelines.ef_prediction import regressor_record, write_regressor_table
 from echogen.workflow import setup_logging
 
 if TYPE_CHECKING:
     from snakemake.script import snakemake
 
 
-def main(model_dir: str, predictions: str, table: str, record: str, n_boot: int, seed: int):
+def main(
+    model_dir: str,
+    predictions: str,
+    table: str,
+    record: str,
+    n_boot: int,
+    seed: int,
+    splits: list[str],
+    ci_level: float,
+):
     train = json.loads(open(f"{model_dir}/train.json").read())
-    report = regressor_report(
-        pd.read_csv(predictions), train["train_mean_ef"], n_boot=n_boot, seed=seed
+    clips = json.loads(open(f"{model_dir}/clips.json").read())
+    result = regressor_record(
+        pd.read_csv(predictions),
+        train["train_mean_ef"],
+        splits=splits,
+        clip_start=clips.get("clip_start", "first"),
+        n_boot=n_boot,
+        seed=seed,
+        ci_level=ci_level,
     )
-    report["model"] = model_dir
-    write_regressor_table(report, table, record)
+    result["model"] = model_dir
+    write_regressor_table(result, table, record)
 
 
 if "snakemake" in globals():
@@ -30,4 +46,6 @@ if "snakemake" in globals():
         snakemake.output.record,
         snakemake.params.n_bootstrap,
         snakemake.params.seed,
+        snakemake.params.splits,
+        snakemake.params.ci_level,
     )

@@ -1,12 +1,18 @@
 """Fixed-length clips of manifest videos, with EF targets, for the EF regressors.
 
 Follows EchoNet-Dynamic's ``echonet.datasets.Echo`` (https://github.com/echonet/dynamic):
-a clip is ``frames`` frames taken every ``period`` frames from a random start (training) or
-from frame 0 (evaluation), normalised by a mean/std estimated on training videos, zero-padded
-at the end when the video is too short (zero *after* normalisation, i.e. mean grey under
-z-scoring, as EchoNet does), and, for training, padded spatially by ``pad`` zeros then
-randomly cropped back to size. EchoDiffusion's and D'ARTAGNAN's regressors instead resample
-videos to a fixed frame rate and scale pixels by 1/255 (``fps`` and ``normalisation="unit"``).
+a clip is ``frames`` frames taken every ``period`` frames from a random start, normalised by
+a per-channel mean/std estimated on training videos, zero-padded at the end when the video is
+too short (zero *after* normalisation, i.e. mean grey under z-scoring, as EchoNet does), and,
+for training, padded spatially by ``pad`` zeros then randomly cropped back to size. EchoNet
+draws a random start for training, for VAL and for its "one clip" test number alike.
+
+EchoDiffusion's reference regressor (``ef_regression/dataset.py``) differs point by point,
+and each point is a :class:`ClipSpec` switch: videos resampled to 32 fps by linear
+interpolation (``fps``, ``resample="linear"``), pixels scaled by 1/255
+(``normalisation="unit"``), training on the first 64 frames (``train_start="first"``),
+pad-12-and-crop with torchvision's ``RandomCrop`` offsets 0..24 (``crop="torchvision"``; EchoNet
+draws 0..23) and its test clip starting at frame 0 (``clip_start="first"``).
 
 Every random draw comes from a NumPy generator seeded by ``(seed, epoch, index)``, so a clip
 does not depend on the number of data-loader workers or on where a run was resumed.
@@ -24,11 +30,18 @@ import torch
 from tqdm import tqdm
 
 from echogen.data.errors import DataError
-from echogen.data.video import read_video, resample_frames, resize_frames
+from echogen.data.video import read_video, resample_frames, resample_frames_linear, resize_frames
 
 log = logging.getLogger(__name__)
 
 NORMALISATIONS = ("zscore", "unit")
+RESAMPLINGS = ("nearest", "linear")
+STARTS = ("random", "first")
+CROPS = ("echonet", "torchvision")
+STATISTICS = ("all_frames", "one_clip")
+# EchoNet's get_mean_and_std reads Echo(split="train") at its defaults: one clip of 16 frames,
+# every 2nd frame, from a random start, per sampled video.
+STATS_CLIP_FRAMES, STATS_CLIP_PERIOD = 16, 2
 REQUIRED_COLUMNS = ("FileName", "EF", "FPS", "Path")
 # csv line of a manifest row = its index (read_manifest resets it) + header line + 1.
 CSV_LINE_OFFSET = 2
@@ -42,17 +55,34 @@ class ClipSpec:
         frames (int, 32): frames per clip.
         period (int, 2): step between the clip's frames (in frames after resampling).
         fps (float | None, None): resample every video from its manifest FPS to this rate
-            first (nearest frame); None keeps the native rate (EchoNet).
+            first; None keeps the native rate (EchoNet).
         size (int, 112): frames are resized to ``size × size``.
         channels (int, 3): 1 = grey, 3 = grey repeated to RGB (torchvision's networks).
         normalisation (str, "zscore"): ``"zscore"`` = ``(x - mean) / std`` on 0..255 pixel
             values (EchoNet); ``"unit"`` = ``x / 255`` (EchoDiffusion, D'ARTAGNAN).
-        mean (float | None, None): pixel mean for zscore, from :func:`estimate_mean_std`.
-        std (float | None, None): pixel std for zscore.
+        mean (float | list[float] | None, None): pixel mean for zscore, one value for every
+            channel or one per channel, from :func:`estimate_mean_std`.
+        std (float | list[float] | None, None): pixel std for zscore, likewise.
         pad (int, 0): training augmentation: zero-pad by ``pad`` pixels on each side, then crop
             a random ``size × size`` window (EchoNet uses 12).
         test_clip_stride (int, 1): step between the starts of the clips of
             :meth:`EFClipDataset.all_clips` (EchoNet averages over every start, i.e. 1).
+        resample (str, "nearest"): how ``fps`` resamples time: ``"nearest"`` frame, or
+            ``"linear"`` interpolation between the two nearest frames (EchoDiffusion's
+            ``scipy.ndimage.zoom(order=1)``).
+        train_start (str, "random"): the training clip's first frame: ``"random"`` (EchoNet)
+            or ``"first"``, frame 0 (EchoDiffusion trains on each video's first 64 frames).
+        crop (str, "echonet"): the random crop's offsets after padding: ``"echonet"`` draws
+            ``0 .. 2*pad-1`` (``np.random.randint(0, 2 * pad)``), ``"torchvision"``
+            ``0 .. 2*pad`` (``transforms.RandomCrop``, EchoDiffusion).
+        clip_start (str, "first"): the single clip of VAL and of the test's "one clip" number
+            (``EF_pred_clip``): ``"first"``, frame 0 (EchoDiffusion), or ``"random"``, a seeded
+            random one of the :meth:`EFClipDataset.all_clips` windows (EchoNet draws a random
+            start; with ``test_clip_stride`` 1, as its preset has, that is every start).
+        statistics (str, "all_frames"): how :func:`estimate_mean_std` estimates zscore's
+            mean/std on TRAIN: ``"one_clip"`` = EchoNet's ``get_mean_and_std``, per channel
+            over one random 16-frame clip (every 2nd frame) of each of 128 videos;
+            ``"all_frames"`` = one value over every frame of those videos.
     """
 
     frames: int = 32
@@ -61,10 +91,15 @@ class ClipSpec:
     size: int = 112
     channels: int = 3
     normalisation: str = "zscore"
-    mean: float | None = None
-    std: float | None = None
+    mean: float | list[float] | None = None
+    std: float | list[float] | None = None
     pad: int = 0
     test_clip_stride: int = 1
+    resample: str = "nearest"
+    train_start: str = "random"
+    crop: str = "echonet"
+    clip_start: str = "first"
+    statistics: str = "all_frames"
 
     def __post_init__(self):
         if self.normalisation not in NORMALISATIONS:
@@ -73,6 +108,22 @@ class ClipSpec:
             )
         if self.channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+        choices = {
+            "resample": RESAMPLINGS,
+            "train_start": STARTS,
+            "crop": CROPS,
+            "clip_start": STARTS,
+            "statistics": STATISTICS,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if isinstance(value, (list, tuple)) and len(value) not in (1, self.channels):
+                raise ValueError(
+                    f"{name} has {len(value)} values; give one or one per channel ({self.channels})"
+                )
         if min(self.frames, self.period, self.size, self.test_clip_stride) < 1 or self.pad < 0:
             raise ValueError(
                 "frames, period, size and test_clip_stride must be >= 1 and pad >= 0, got "
@@ -80,7 +131,7 @@ class ClipSpec:
             )
         if self.fps is not None and self.fps <= 0:
             raise ValueError(f"fps must be positive or None, got {self.fps}")
-        if self.std is not None and self.std <= 0:
+        if self.std is not None and np.min(self.std) <= 0:
             raise ValueError(f"std must be positive, got {self.std}")
 
     @property
@@ -150,16 +201,24 @@ def _load_frames(path: Path, fps_in: float, spec: ClipSpec) -> np.ndarray:
     """Grey ``uint8`` ``(T, size, size)`` frames at the spec's frame rate."""
     frames = read_video(path)
     if spec.fps is not None:
-        frames = resample_frames(frames, fps_in, spec.fps)
+        resample = resample_frames_linear if spec.resample == "linear" else resample_frames
+        frames = resample(frames, fps_in, spec.fps)
     return resize_frames(frames, spec.size)
 
 
-def _normalise(frames: np.ndarray, spec: ClipSpec) -> np.ndarray:
-    """``uint8`` frames -> ``float32`` as the spec says."""
-    x = frames.astype(np.float32)
+def _per_channel(value: float | list[float], channels: int) -> np.ndarray:
+    """``(channels, 1, 1, 1)`` float32 from one value or one per channel."""
+    values = np.atleast_1d(np.asarray(value, dtype=np.float32))
+    return np.broadcast_to(values, (channels,)).reshape(channels, 1, 1, 1)
+
+
+def _normalise(clip: np.ndarray, spec: ClipSpec) -> np.ndarray:
+    """``(C, T, H, W)`` 0..255 values -> ``float32`` as the spec says (per channel)."""
+    x = clip.astype(np.float32)
     if spec.normalisation == "unit":
-        return x / 255.0
-    return (x - np.float32(spec.mean)) / np.float32(spec.std)
+        return x / np.float32(255.0)
+    mean, std = _per_channel(spec.mean, spec.channels), _per_channel(spec.std, spec.channels)
+    return (x - mean) / std
 
 
 def estimate_mean_std(
@@ -168,19 +227,29 @@ def estimate_mean_std(
     n_videos: int = 128,
     seed: int = 0,
     root: str | Path = ".",
-) -> tuple[float, float]:
-    """Pixel mean and std (0..255 scale) over a seeded sample of ``n_videos`` videos.
+) -> tuple[list[float], list[float]]:
+    """Per-channel pixel mean and std (0..255 scale) over a seeded sample of ``n_videos`` videos.
 
-    EchoNet's ``echonet.utils.get_mean_and_std`` per grey scalar: every pixel of every frame of
-    each sampled video (after the spec's resampling and resizing), accumulated in float64;
-    ``std = sqrt(E[x²] - E[x]²)``. Videos are drawn without replacement (all if fewer).
+    ``spec.statistics`` says over what (after the spec's resampling and resizing):
+
+    - ``"one_clip"``, EchoNet's ``echonet.utils.get_mean_and_std`` on ``Echo(split="train")``:
+      one clip of 16 frames, every 2nd frame, from a random start of each sampled video
+      (a video shorter than 32 frames zero-padded first, as ``Echo`` pads), per channel;
+    - ``"all_frames"``: every pixel of every frame of each sampled video.
+
+    Sums are accumulated in float64; ``std = sqrt(E[x²] - E[x]²)``. Videos are drawn without
+    replacement (all if fewer). echogen reads videos as grey and repeats grey to RGB, so the
+    channels' values agree; they are kept per channel as EchoNet keeps them.
 
     Args:
         rows: manifest rows to sample from (normally the TRAIN split).
-        spec: clip settings (only ``fps`` and ``size`` matter here).
-        n_videos: number of videos to sample.
-        seed: sampling seed.
+        spec: clip settings (``fps``, ``resample``, ``size``, ``channels``, ``statistics``).
+        n_videos: number of videos to sample (EchoNet: 128).
+        seed: sampling seed (which videos, and each one's clip start).
         root: folder that the ``Path`` column is relative to.
+
+    Returns:
+        ``(mean, std)``, each a list of ``spec.channels`` floats.
     """
     _check_rows(rows, spec)
     if len(rows) == 0:
@@ -190,15 +259,43 @@ def estimate_mean_std(
     total = total_sq = count = 0.0
     for position in tqdm(chosen, desc="mean/std", leave=False):
         row = rows.iloc[position]
-        frames = _load_frames(Path(root) / str(row["Path"]), float(row["FPS"]), spec)
-        x = frames.astype(np.float64)
+        x = _load_frames(Path(root) / str(row["Path"]), float(row["FPS"]), spec)
+        if spec.statistics == "one_clip":
+            x = _stats_clip(x, rng)
+        x = x.astype(np.float64)
         total += x.sum()
         total_sq += np.square(x).sum()
         count += x.size
     mean = total / count
     std = float(np.sqrt(max(total_sq / count - mean**2, 0.0)))
-    log.info("pixel mean %.3f std %.3f from %d videos", mean, std, len(chosen))
-    return float(mean), std
+    log.info(
+        "pixel mean %.3f std %.3f from %d videos (%s)", mean, std, len(chosen), spec.statistics
+    )
+    return [float(mean)] * spec.channels, [std] * spec.channels
+
+
+def with_statistics(
+    spec: ClipSpec, rows: pd.DataFrame, seed: int, root: str | Path = "."
+) -> ClipSpec:
+    """``spec`` with zscore's mean/std estimated on ``rows`` (TRAIN) when they are not set.
+
+    A spec that already has them, or scales by 1/255, is returned as it is.
+    """
+    if spec.normalisation != "zscore" or (spec.mean is not None and spec.std is not None):
+        return spec
+    mean, std = estimate_mean_std(rows, spec, seed=seed, root=root)
+    log.info("clip normalisation from TRAIN (%s): mean %s std %s", spec.statistics, mean, std)
+    return ClipSpec.from_dict({**spec.to_dict(), "mean": mean, "std": std})
+
+
+def _stats_clip(frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """EchoNet's statistics clip: 16 frames every 2nd from a random start (zero-padded to 32)."""
+    length, period = STATS_CLIP_FRAMES, STATS_CLIP_PERIOD
+    short = length * period - len(frames)
+    if short > 0:
+        frames = np.concatenate([frames, np.zeros((short, *frames.shape[1:]), frames.dtype)])
+    start = int(rng.integers(len(frames) - (length - 1) * period))
+    return frames[start + period * np.arange(length)]
 
 
 class EFClipDataset(torch.utils.data.Dataset):
@@ -209,8 +306,8 @@ class EFClipDataset(torch.utils.data.Dataset):
             missing column, a non-numeric EF, or a missing FPS when resampling raises
             :class:`DataError`). ``rows.attrs["source"]``, if set, names the file in errors.
         spec: clip settings; zscore needs ``mean`` and ``std``.
-        train: random start and spatial pad-and-crop (if ``spec.pad``); else start 0, no
-            augmentation.
+        train: the training clip (``spec.train_start``) and pad-and-crop (if ``spec.pad``);
+            else the single clip of ``spec.clip_start``, no augmentation.
         seed: seed of the per-item random draws.
         root: folder that the ``Path`` column is relative to.
     """
@@ -246,40 +343,56 @@ class EFClipDataset(torch.utils.data.Dataset):
         self.epoch = epoch
 
     def _video(self, i: int) -> np.ndarray:
-        """Normalised ``float32`` ``(T, size, size)``, zero-padded at the end to one clip span."""
-        video = _normalise(_load_frames(self.paths[i], float(self.fps[i]), self.spec), self.spec)
-        short = self.spec.span - len(video)
+        """Normalised ``float32`` ``(C, T, size, size)``, zero-padded at the end to one span."""
+        frames = _load_frames(self.paths[i], float(self.fps[i]), self.spec)
+        channels = np.broadcast_to(frames, (self.spec.channels, *frames.shape))
+        video = _normalise(channels, self.spec)
+        short = self.spec.span - video.shape[1]
         if short > 0:
-            video = np.concatenate([video, np.zeros((short, *video.shape[1:]), np.float32)])
+            padding = np.zeros((video.shape[0], short, *video.shape[2:]), np.float32)
+            video = np.concatenate([video, padding], axis=1)
         return video
-
-    def _to_tensor(self, clip: np.ndarray) -> torch.Tensor:
-        """``(T, H, W)`` -> ``(C, T, H, W)`` with grey repeated to ``channels``."""
-        return (
-            torch.from_numpy(np.ascontiguousarray(clip))
-            .unsqueeze(0)
-            .repeat(self.spec.channels, 1, 1, 1)
-        )
 
     def clip_indices(self, start: int) -> np.ndarray:
         """Frame indices of the clip starting at ``start``."""
         return start + self.spec.period * np.arange(self.spec.frames)
 
+    def clip_starts(self, n_frames: int) -> range:
+        """Starts of :meth:`all_clips` in a (padded) video of ``n_frames`` frames."""
+        return range(0, n_frames - self.spec.span + 1, self.spec.test_clip_stride)
+
+    def single_clip_index(self, i: int, n_clips: int) -> int:
+        """Which of video ``i``'s :meth:`all_clips` windows is its single clip (VAL, and the
+        test's ``EF_pred_clip``): the first, or a seeded random one (``spec.clip_start``)."""
+        if self.spec.clip_start == "first":
+            return 0
+        return int(np.random.default_rng([self.seed, i]).integers(n_clips))
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """One clip ``float32 (C, T, H, W)`` and its EF (scalar ``float32`` tensor)."""
+        """One clip ``float32 (C, T, H, W)`` and its EF (scalar ``float32`` tensor).
+
+        Training draws from ``(seed, epoch, i)``: the start (``spec.train_start``) and the
+        pad-and-crop offsets. Otherwise the clip is :meth:`single_clip_index`'s window.
+        """
         video = self._video(i)
-        start = 0
         if self.train:
             rng = np.random.default_rng([self.seed, self.epoch, i])
-            start = int(rng.integers(len(video) - self.spec.span + 1))
-        clip = video[self.clip_indices(start)]
+            start = 0
+            if self.spec.train_start == "random":
+                start = int(rng.integers(video.shape[1] - self.spec.span + 1))
+        else:
+            starts = self.clip_starts(video.shape[1])
+            start = starts[self.single_clip_index(i, len(starts))]
+        clip = video[:, self.clip_indices(start)]
         if self.train and self.spec.pad > 0:
             pad, size = self.spec.pad, self.spec.size
-            padded = np.pad(clip, ((0, 0), (pad, pad), (pad, pad)))
-            # EchoNet draws np.random.randint(0, 2 * pad, 2): offsets 0..2*pad-1.
-            top, left = rng.integers(0, 2 * pad, size=2)
-            clip = padded[:, top : top + size, left : left + size]
-        return self._to_tensor(clip), torch.tensor(self.ef[i])
+            padded = np.pad(clip, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+            # EchoNet draws np.random.randint(0, 2 * pad, 2): offsets 0..2*pad-1; torchvision's
+            # RandomCrop draws 0..2*pad.
+            high = 2 * pad + (self.spec.crop == "torchvision")
+            top, left = rng.integers(0, high, size=2)
+            clip = padded[:, :, top : top + size, left : left + size]
+        return torch.from_numpy(np.ascontiguousarray(clip)), torch.tensor(self.ef[i])
 
     def all_clips(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Every clip of video ``i`` at starts ``0, stride, 2*stride, ...`` (no augmentation).
@@ -288,9 +401,9 @@ class EFClipDataset(torch.utils.data.Dataset):
             ``float32 (K, C, T, H, W)`` clips (``K >= 1``) and the EF (scalar tensor).
         """
         video = self._video(i)
-        starts = range(0, len(video) - self.spec.span + 1, self.spec.test_clip_stride)
-        clips = torch.stack([self._to_tensor(video[self.clip_indices(s)]) for s in starts])
-        return clips, torch.tensor(self.ef[i])
+        starts = self.clip_starts(video.shape[1])
+        clips = np.stack([video[:, self.clip_indices(s)] for s in starts])
+        return torch.from_numpy(clips), torch.tensor(self.ef[i])
 
 
 class ClassClipDataset(EFClipDataset):
@@ -303,7 +416,7 @@ class ClassClipDataset(EFClipDataset):
     Args:
         rows: FileName, Path, FPS and label (``int`` in ``[0, K)``).
         spec: clip settings; zscore needs ``mean`` and ``std``.
-        train: random start and spatial pad-and-crop; else start 0, no augmentation.
+        train: the training clip and pad-and-crop; else the single clip, no augmentation.
         seed: seed of the per-item random draws.
         root: folder that the ``Path`` column is relative to.
     """

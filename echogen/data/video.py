@@ -12,6 +12,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import scipy.ndimage
 
 from echogen.data.errors import DataError
 from echogen.data.io import atomic_path
@@ -135,6 +136,22 @@ def resample_frames(frames: np.ndarray, fps_in: float, fps_out: float) -> np.nda
     n_out = max(1, int(len(frames) * fps_out / fps_in))
     index = np.minimum(np.round(np.arange(n_out) * fps_in / fps_out).astype(int), len(frames) - 1)
     return frames[index]
+
+
+def resample_frames_linear(frames: np.ndarray, fps_in: float, fps_out: float) -> np.ndarray:
+    """Resample a clip in time to ``fps_out`` by linear interpolation between frames.
+
+    EchoDiffusion's regressor data (``scipy.ndimage.zoom(video, (1, fps_out / fps_in, 1, 1),
+    order=1)``): ``round(T * fps_out / fps_in)`` frames whose first and last are the input's
+    first and last, each a linear blend of its two nearest input frames (rounded back to the
+    input's integer type).
+    """
+    if fps_in <= 0 or fps_out <= 0:
+        raise ValueError(f"frame rates must be positive, got {fps_in} -> {fps_out}")
+    if fps_in == fps_out:
+        return frames
+    zoom = (fps_out / fps_in,) + (1,) * (frames.ndim - 1)
+    return scipy.ndimage.zoom(frames, zoom, order=1)
 
 
 def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:

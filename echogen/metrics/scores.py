@@ -115,6 +115,24 @@ def bootstrap_ci(
     return float(low), float(high)
 
 
+def _ordinal(q: float) -> str:
+    """``2.5`` -> ``"2.5th"``, ``5`` -> ``"5th"``, ``97.5`` -> ``"97.5th"``."""
+    return f"{q:g}th"
+
+
+def interval_label(n_boot: int, seed: int, alpha: float = 0.05) -> str:
+    """How a table's intervals were made, e.g. ``95 % percentile-bootstrap CI (2.5th-97.5th
+    percentiles of 1000 resamples, seed 0)``; ``alpha=0.10`` is named as EchoNet's interval."""
+    low, high = 100 * alpha / 2, 100 * (1 - alpha / 2)
+    label = (
+        f"{100 * (1 - alpha):g} % percentile-bootstrap CI ({_ordinal(low)}-{_ordinal(high)} "
+        f"percentiles of {n_boot} resamples, seed {seed})"
+    )
+    if np.isclose(alpha, 0.10):
+        label += "; EchoNet-Dynamic's interval, which it labels 95 %"
+    return label
+
+
 def ef_report(
     y_true, y_pred, n_boot: int = 10000, seed: int = 0, alpha: float = 0.05
 ) -> dict[str, object]:

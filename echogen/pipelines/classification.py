@@ -21,7 +21,7 @@ import torch
 
 from echogen.data.ef_clips import ClassClipDataset
 from echogen.data.io import atomic_path, write_json
-from echogen.metrics.scores import bootstrap_ci, classification_metrics
+from echogen.metrics.scores import bootstrap_ci, classification_metrics, interval_label
 from echogen.models.regressor import load_classifier
 from echogen.pipelines.ef_prediction import all_clip_outputs
 
@@ -240,8 +240,8 @@ def _format_table(report: dict) -> str:
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
     lines = [
         f"Classification on {report['n']} real TEST videos, classes "
-        f"{', '.join(report['classes'])}; 95 % CI from {report['n_bootstrap']} bootstrap "
-        f"resamples (seed {report['seed']})",
+        f"{', '.join(report['classes'])}; "
+        f"{interval_label(report['n_bootstrap'], report['seed'], report['alpha'])}",
         "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)),
     ]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in body]

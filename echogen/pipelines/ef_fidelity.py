@@ -5,7 +5,7 @@ real videos over the generated ones and scoring its estimate against the EF each
 asked for (PAPERS.md §4, §5). :func:`ef_fidelity` joins a sample run's ``FileList.csv``
 (requested EF) with the predictions of :func:`echogen.pipelines.ef_prediction.predict_ef` on
 its videos and reports MAE, RMSE and R² with bootstrap intervals; the all-clip mean
-(``EF_pred_all``) is the headline estimate, the first clip (``EF_pred_clip``) is reported
+(``EF_pred_all``) is the headline estimate, the single clip (``EF_pred_clip``) is reported
 beside it. A regressor trained for a plumbing check (tiny model, phantom data) gives numbers
 that only show the pipeline runs; the record's ``plumbing`` flag labels them so.
 """
@@ -20,7 +20,7 @@ import pandas as pd
 
 from echogen.data.errors import DataError
 from echogen.data.io import atomic_path, write_json
-from echogen.metrics.scores import ef_report
+from echogen.metrics.scores import ef_report, interval_label
 from echogen.pipelines.ef_prediction import PREDICTION_COLUMNS, VIDEO_SUFFIXES
 
 log = logging.getLogger(__name__)
@@ -296,8 +296,7 @@ def write_ef_fidelity_table(record: dict, txt_path: str | Path, json_path: str |
             "comparable to papers"
         )
     lines += [
-        f"{TITLE}: {record['n']} videos; 95 % CI from {record['n_bootstrap']} bootstrap "
-        f"resamples (seed {record['seed']})",
+        f"{TITLE}: {record['n']} videos; {interval_label(record['n_bootstrap'], record['seed'])}",
         f"{'all-clip mean':<14} " + _cells(record["metrics"]),
         f"{'single clip':<14} " + _cells(record["single_clip"]),
     ]

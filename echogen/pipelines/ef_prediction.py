@@ -1,8 +1,10 @@
 """EF prediction with a trained regressor, and the EchoNet-style report.
 
-EchoNet-Dynamic reports two test predictions per video (PAPERS.md §1): the clip starting
-at frame 0, and the average over all clips (every start, or every ``test_clip_stride``-th),
-each with MAE/RMSE/R² and bootstrap 95 % intervals. :func:`predict_ef` writes both for any
+EchoNet-Dynamic reports two test predictions per video (PAPERS.md §1): "one clip", from a
+random start, and the average over all clips (every start, or every ``test_clip_stride``-th),
+each with MAE/RMSE/R² and bootstrap intervals. The one clip is the model's
+``ClipSpec.clip_start``: a seeded random window (EchoNet) or the one at frame 0
+(EchoDiffusion). :func:`predict_ef` writes both for any
 rows (a manifest split, or :func:`video_folder_rows` for a folder of generated videos, whose
 EF may be unknown); :func:`regressor_report` scores them and adds the baseline of predicting
 the training-set mean, so a regressor that learned nothing is plain to see.
@@ -11,7 +13,7 @@ the training-set mean, so a regressor that learned nothing is plain to see.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +25,7 @@ from echogen.data.ef_clips import EFClipDataset
 from echogen.data.errors import DataError
 from echogen.data.io import atomic_path, write_json
 from echogen.data.video import probe_video
-from echogen.metrics.scores import ef_metrics, ef_report
+from echogen.metrics.scores import ef_metrics, ef_report, interval_label
 from echogen.models.regressor import load_regressor
 
 log = logging.getLogger(__name__)
@@ -41,7 +43,10 @@ def predict_ef(
     batch_size: int = 8,
     root: str | Path = ".",
 ) -> pd.DataFrame:
-    """Predict EF for every row: from the first clip and averaged over all clips.
+    """Predict EF for every row: from one clip and averaged over all clips.
+
+    ``EF_pred_clip`` is the window the model's ``ClipSpec.clip_start`` picks (frame 0, or a
+    random one seeded by the row's position; :meth:`EFClipDataset.single_clip_index`).
 
     Args:
         model_dir: export folder of :func:`~echogen.training.regressor.train_regressor`.
@@ -66,13 +71,14 @@ def predict_ef(
 
     per_video = all_clip_outputs(model, dataset, batch_size, device, desc="predict EF")
     counts = [len(p) for p in per_video]
+    single = [p[dataset.single_clip_index(i, len(p))] for i, p in enumerate(per_video)]
 
     table = pd.DataFrame(
         {
             "FileName": [str(v) for v in rows["FileName"]],
             "Split": rows["Split"].to_numpy() if "Split" in rows else pd.NA,
             "EF": true_ef.to_numpy(),
-            "EF_pred_clip": [p[0] for p in per_video],
+            "EF_pred_clip": single,
             "EF_pred_all": [p.mean() for p in per_video],
             "n_clips": counts,
         },
@@ -233,8 +239,9 @@ def regressor_report(
     split: str | None = "TEST",
     n_boot: int = 10000,
     seed: int = 0,
+    ci_level: float = 0.95,
 ) -> dict:
-    """EchoNet's test report: single-clip and all-clip metrics with bootstrap 95 % CIs.
+    """EchoNet's report of one split: single-clip and all-clip metrics with bootstrap CIs.
 
     Args:
         predictions: output of :func:`predict_ef`; rows with unknown EF are left out.
@@ -242,42 +249,72 @@ def regressor_report(
         split: rows of this Split only; None = every row.
         n_boot: bootstrap resamples.
         seed: bootstrap seed.
+        ci_level: coverage of the percentile intervals (0.90 = EchoNet's 5th-95th).
 
     Returns:
-        ``{"split", "n", "n_boot", "seed", "train_mean_ef", "clip": ef_report(...),
-        "all_clips": ef_report(...), "train_mean": ef_metrics(...)}``.
+        ``{"split", "n", "n_boot", "seed", "ci_level", "interval", "train_mean_ef",
+        "clip": ef_report(...), "all_clips": ef_report(...), "train_mean": ef_metrics(...)}``.
     """
     rows = predictions if split is None else predictions[predictions["Split"] == split]
     rows = rows[rows["EF"].notna()]
     if rows.empty:
         raise ValueError(f"no predictions with a known EF in split {split!r}")
     y = rows["EF"].to_numpy(dtype=np.float64)
+    alpha = round(1 - ci_level, 10)
     return {
         "split": split,
         "n": len(rows),
         "n_boot": n_boot,
         "seed": seed,
+        "ci_level": ci_level,
+        "interval": interval_label(n_boot, seed, alpha),
         "train_mean_ef": float(train_mean_ef),
-        "clip": ef_report(y, rows["EF_pred_clip"].to_numpy(np.float64), n_boot, seed),
-        "all_clips": ef_report(y, rows["EF_pred_all"].to_numpy(np.float64), n_boot, seed),
+        "clip": ef_report(y, rows["EF_pred_clip"].to_numpy(np.float64), n_boot, seed, alpha),
+        "all_clips": ef_report(y, rows["EF_pred_all"].to_numpy(np.float64), n_boot, seed, alpha),
         "train_mean": ef_metrics(y, np.full_like(y, float(train_mean_ef))),
     }
 
 
-def write_regressor_table(report: dict, txt_path: str | Path, json_path: str | Path) -> None:
-    """Write the report as JSON and as a short text table (one line per prediction kind)."""
-    write_json(json_path, report)
-    lines = [
-        f"EF regression, split {report['split']}: {report['n']} videos; 95 % CI from "
-        f"{report['n_boot']} bootstrap resamples (seed {report['seed']})",
-    ]
-    for kind, label in (("clip", "single clip"), ("all_clips", "all-clip mean")):
-        lines.append(f"{label:<14} " + _metric_cells(report[kind]))
-    baseline = report["train_mean"]
-    lines.append(
-        f"{'train mean':<14} MAE {baseline['mae']:.2f}  RMSE {baseline['rmse']:.2f}  "
-        f"R2 {baseline['r2']:.3f}  (predicting {report['train_mean_ef']:.2f} for every video)"
-    )
+def regressor_record(
+    predictions: pd.DataFrame,
+    train_mean_ef: float,
+    splits: Sequence[str] = ("VAL", "TEST"),
+    clip_start: str = "first",
+    **report_kwargs,
+) -> dict:
+    """:func:`regressor_report` of every split (EchoNet reports VAL and TEST, EchoDiffusion
+    VAL), with the model's single-clip policy, for :func:`write_regressor_table`.
+
+    Returns:
+        ``{"splits": [...], "clip_start": str, "reports": {split: regressor_report(...)}}``.
+    """
+    if not splits:
+        raise ValueError("splits must name at least one split, e.g. ['VAL', 'TEST']")
+    reports = {
+        split: regressor_report(predictions, train_mean_ef, split, **report_kwargs)
+        for split in splits
+    }
+    return {"splits": list(splits), "clip_start": clip_start, "reports": reports}
+
+
+def write_regressor_table(record: dict, txt_path: str | Path, json_path: str | Path) -> None:
+    """Write a :func:`regressor_record` as JSON and as a short text table: per split, one line
+    per prediction kind and the train-mean baseline."""
+    write_json(json_path, record)
+    where = "frame 0" if record["clip_start"] == "first" else "a random start"
+    lines = []
+    for split in record["splits"]:
+        report = record["reports"][split]
+        lines += [
+            f"EF regression, split {split}: {report['n']} videos; {report['interval']}",
+            f"{'single clip':<14} " + _metric_cells(report["clip"]) + f"  (clip at {where})",
+            f"{'all-clip mean':<14} " + _metric_cells(report["all_clips"]),
+        ]
+        baseline = report["train_mean"]
+        lines.append(
+            f"{'train mean':<14} MAE {baseline['mae']:.2f}  RMSE {baseline['rmse']:.2f}  "
+            f"R2 {baseline['r2']:.3f}  (predicting {report['train_mean_ef']:.2f} for every video)"
+        )
     with atomic_path(txt_path) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
 

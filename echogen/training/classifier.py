@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 
 from echogen.data.class_rows import training_rows
-from echogen.data.ef_clips import ClassClipDataset, ClipSpec, estimate_mean_std
+from echogen.data.ef_clips import ClassClipDataset, ClipSpec, with_statistics
 from echogen.data.errors import DataError
 from echogen.data.io import write_json
 from echogen.models.regressor import (
@@ -427,11 +427,7 @@ def train_classifier(
     world = accelerator.num_processes
     per_epoch = steps_per_epoch(len(train_rows), train.batch_size, world, source)
     budget = Budget.of(train, per_epoch)
-    spec = config.clips
-    if spec.normalisation == "zscore" and (spec.mean is None or spec.std is None):
-        mean, std = estimate_mean_std(train_rows.assign(EF=0.0), spec, seed=seed, root=root)
-        spec = ClipSpec.from_dict({**spec.to_dict(), "mean": float(mean), "std": float(std)})
-        log.info("clip normalisation from TRAIN: mean %.4f std %.4f", spec.mean, spec.std)
+    spec = with_statistics(config.clips, train_rows.assign(EF=0.0), seed, root)
     resolved = ClassifierConfig(model=config.model, clips=spec, train=train)
     task = ClassifierTask(
         resolved,

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from torch.optim.lr_scheduler import StepLR
 
-from echogen.data.ef_clips import ClipSpec, EFClipDataset, estimate_mean_std
+from echogen.data.ef_clips import ClipSpec, EFClipDataset, with_statistics
 from echogen.data.errors import DataError
 from echogen.data.io import write_json
 from echogen.data.manifest import read_manifest
@@ -52,6 +52,7 @@ from echogen.training.supervised import OPTIMIZERS, ClipTask, rows_digest
 log = logging.getLogger(__name__)
 
 PRETRAINED_KINDS = ("published", "kinetics")
+PRECISIONS = ("fp32", "fp16")
 LOG_COLUMNS = ["epoch", "step", "train_loss", "val_loss", "val_mae"]
 # TrainSpec fields that only say how long, how often or how fast: a run may be resumed with
 # other values (e.g. a larger budget) and still follow the same trajectory.
@@ -92,6 +93,9 @@ class TrainSpec:
             with the lowest VAL loss (EchoNet tests its ``best.pt``, the lowest VAL loss;
             EchoDiffusion a top-3 VAL checkpoint, of which echogen takes the best), or
             ``"last"``. ``train.json`` records which (``selected``).
+        precision (str, "fp32"): ``"fp16"`` trains with fp16 autocast and loss scaling on a
+            GPU (EchoDiffusion's Lightning ``precision=16``); on the CPU it falls back to fp32
+            with a warning. ``train.json`` records what ran (``mixed_precision``).
     """
 
     optimizer: str = "sgd"
@@ -108,8 +112,11 @@ class TrainSpec:
     num_workers: int = 0
     log_every: int = 10
     select: str = "best_val"
+    precision: str = "fp32"
 
     def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.select not in SELECTIONS:
             raise ValueError(f"select must be one of {SELECTIONS}, got {self.select!r}")
         if self.optimizer not in OPTIMIZERS:
@@ -168,6 +175,13 @@ REGRESSOR_PRESETS: dict[str, dict] = {
             "normalisation": "zscore",
             "pad": 12,
             "test_clip_stride": 1,
+            # Echo(split="train") at random starts: training, VAL and the one-clip test number;
+            # pad-12 crops at offsets 0..23; mean/std per channel over one 16-frame clip of
+            # 128 TRAIN videos (echonet/utils/video.py, echonet/datasets/echo.py).
+            "train_start": "random",
+            "clip_start": "random",
+            "crop": "echonet",
+            "statistics": "one_clip",
         },
         "train": {
             "optimizer": "sgd",
@@ -182,8 +196,12 @@ REGRESSOR_PRESETS: dict[str, dict] = {
             "select": "best_val",
         },
     },
-    # EchoDiffusion's reference regressor: 64 frames at 32 fps, x/255, Adam, 100 epochs
-    # (PAPERS.md §3). All-clip test averages windows 16 frames (0.5 s) apart.
+    # EchoDiffusion's reference regressor (ef_regression/: dataset.py, train_reference.py,
+    # config_reference/ef_112_32_2.yaml; PAPERS.md §3): each video resampled to 32 fps by
+    # linear interpolation (scipy zoom, order 1), x/255, trained on its first 64 frames with
+    # Pad(12) + RandomCrop(112) (offsets 0..24), Adam 1e-4, batch 16, 100 epochs, fp16; its
+    # eval.py scores the first 64 frames of VAL (one clip). The all-clip mean, which it does
+    # not report, averages windows 16 frames (0.5 s) apart.
     "echodiffusion": {
         "model": MODEL_PRESETS["echodiffusion"],
         "clips": {
@@ -193,8 +211,12 @@ REGRESSOR_PRESETS: dict[str, dict] = {
             "size": 112,
             "channels": 3,
             "normalisation": "unit",
-            "pad": 0,
+            "pad": 12,
             "test_clip_stride": 16,
+            "resample": "linear",
+            "train_start": "first",
+            "crop": "torchvision",
+            "clip_start": "first",
         },
         "train": {
             "optimizer": "adam",
@@ -205,6 +227,7 @@ REGRESSOR_PRESETS: dict[str, dict] = {
             "batch_size": 16,
             # EchoDiffusion tests a top-3 VAL checkpoint; echogen exports the best one.
             "select": "best_val",
+            "precision": "fp16",
         },
     },
     # D'ARTAGNAN's expert: grey 64-frame clips at 32 fps, /255, Adam 1e-4, lr x0.1 after 25
@@ -316,7 +339,7 @@ class RegressorTask(ClipTask):
     Args:
         config: the resolved configuration (clip statistics filled in).
         train_set: TRAIN clips (augmented).
-        val_set: VAL clips (first clip, no augmentation).
+        val_set: VAL clips (the single clip of ``clip_start``, no augmentation).
         steps_per_epoch: optimiser steps per epoch (all processes together).
         seed: the data order's seed.
         pretrained: ``{"kind", "path"}`` of published weights or a Kinetics trunk, or None.
@@ -345,6 +368,7 @@ class RegressorTask(ClipTask):
         self.config, self.pretrained, self.select = config, pretrained, train.select
         self.counts, self.train_mean_ef = counts, train_mean_ef
         self.scheduler = None
+        self.mixed_precision = "no"
 
     def make_model(self) -> EFRegressor:
         model = EFRegressor(**self.config.model)
@@ -355,6 +379,7 @@ class RegressorTask(ClipTask):
         return model
 
     def register(self, accelerator: Accelerator, optimizer: torch.optim.Optimizer) -> None:
+        self.mixed_precision = accelerator.mixed_precision
         train = self.config.train
         if train.lr_step_epochs is not None:
             # Stepped per optimiser step so that a mid-epoch resume needs no special case;
@@ -371,7 +396,7 @@ class RegressorTask(ClipTask):
         return F.mse_loss(output, target.float())
 
     def validate(self, accelerator: Accelerator) -> dict[str, float]:
-        """MSE and MAE on the first clip of every VAL video."""
+        """MSE and MAE on the single clip (``clips.clip_start``) of every VAL video."""
         pairs = np.asarray(self.validation_outputs(accelerator), dtype=np.float64)
         error = pairs[:, 0] - pairs[:, 1]
         return {"val_loss": float(np.mean(error**2)), "val_mae": float(np.mean(np.abs(error)))}
@@ -385,6 +410,7 @@ class RegressorTask(ClipTask):
             **self.counts,
             "train_mean_ef": self.train_mean_ef,
             "pretrained": self.pretrained,
+            "mixed_precision": self.mixed_precision,
         }
 
 
@@ -434,15 +460,11 @@ def train_regressor(
     val_rows = _split_rows(rows, "VAL", manifest)
     train = config.train
 
-    accelerator = accelerator_for(device, state_dir)
+    accelerator = accelerator_for(device, state_dir, mixed_precision(train.precision, device))
     world = accelerator.num_processes
     per_epoch = steps_per_epoch(len(train_rows), train.batch_size, world, manifest)
     budget = Budget.of(train, per_epoch)
-    spec = config.clips
-    if spec.normalisation == "zscore" and (spec.mean is None or spec.std is None):
-        mean, std = estimate_mean_std(train_rows, spec, seed=seed, root=root)
-        spec = ClipSpec.from_dict({**spec.to_dict(), "mean": float(mean), "std": float(std)})
-        log.info("clip normalisation from TRAIN: mean %.4f std %.4f", spec.mean, spec.std)
+    spec = with_statistics(config.clips, train_rows, seed, root)
     resolved = RegressorConfig(model=config.model, clips=spec, train=train)
     # Everything that shapes the trajectory; a checkpoint only resumes a run with the same.
     fingerprint = {
@@ -511,6 +533,16 @@ def train_regressor_from_run(
             overrides = {**overrides, "train": {**overrides.get("train", {}), "max_steps": 0}}
     config = resolve_config(run["preset"], overrides)
     return train_regressor(manifest, out_dir, state_dir, config, seed, device, pretrained, root)
+
+
+def mixed_precision(precision: str, device: str) -> str:
+    """accelerate's ``mixed_precision`` for a TrainSpec ``precision`` on ``device``."""
+    if precision == "fp32":
+        return "no"
+    if device != "cuda":
+        log.warning("train.precision %s needs a GPU; training in fp32 on %s", precision, device)
+        return "no"
+    return precision
 
 
 def _check_pretrained(pretrained: dict | None) -> None:

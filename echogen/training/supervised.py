@@ -150,7 +150,7 @@ class ClipTask(Task):
 
     @torch.no_grad()
     def validation_outputs(self, accelerator: Accelerator) -> list[tuple[list, list]]:
-        """``(output, target)`` as lists for the first clip of every VAL video, in the order
+        """``(output, target)`` as lists for the single clip of every VAL video, in the order
         of the processes' shares gathered (each process scores every ``world``-th video)."""
         net = accelerator.unwrap_model(self.model)  # no DDP collectives: shares differ
         net.eval()

@@ -362,4 +362,4 @@ def test_synthetic_source_trains_and_reports(data, tmp_path):
     assert info["n_train"] == {"real": 2 * REAL["TRAIN"], "synthetic": 2 * N_SYNTHETIC}
     assert info["selected"]["epoch"] == 1
     spec = ClipSpec.from_dict(json.loads((tmp_path / "out" / "clips.json").read_text()))
-    assert spec.mean is not None and spec.std > 0
+    assert spec.mean is not None and min(spec.std) > 0

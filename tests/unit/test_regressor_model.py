@@ -279,14 +279,15 @@ def test_estimate_mean_std(videos):
         [resize_frames(read_video(root / p), 16).ravel() for p in rows["Path"]]
     ).astype(np.float64)
     mean, std = estimate_mean_std(rows, spec, n_videos=128, seed=0, root=root)
-    assert mean == pytest.approx(pixels.mean(), rel=1e-9)
-    assert std == pytest.approx(pixels.std(), rel=1e-9)
+    # One value per channel (grey repeated to RGB: the three agree).
+    assert mean == pytest.approx([pixels.mean()] * 3, rel=1e-9)
+    assert std == pytest.approx([pixels.std()] * 3, rel=1e-9)
     one = estimate_mean_std(rows, spec, n_videos=1, seed=3, root=root)
     assert one == estimate_mean_std(rows, spec, n_videos=1, seed=3, root=root)
     singles = [
         read_video(root / p).astype(np.float64).mean() for p in rows["Path"]
     ]  # constant frames: resizing keeps the mean
-    assert min(abs(one[0] - s) for s in singles) < 1e-6
+    assert min(abs(one[0][0] - s) for s in singles) < 1e-6
 
 
 def test_clip_spec_dict_and_validation():
@@ -327,3 +328,115 @@ def test_bad_rows_raise(videos):
     dataset = EFClipDataset(missing, spec, train=False, seed=0, root=root)
     with pytest.raises(DataError, match="absent.avi"):
         dataset[0]
+
+
+# ---------------------------------------------------------------- paper protocols (issue 12)
+
+
+def test_statistics_one_clip_is_echonets_get_mean_and_std(videos):
+    """One random 16-frame clip (every 2nd frame) per video; the 5-frame video zero-padded to 32."""
+    root, rows = videos
+    spec = ClipSpec(size=16, statistics="one_clip")
+    grey = {p: resize_frames(read_video(root / p), 16).astype(np.float64) for p in rows["Path"]}
+
+    def candidates(frames: np.ndarray) -> list[np.ndarray]:
+        padded = np.concatenate([frames, np.zeros((max(32 - len(frames), 0), 16, 16))])
+        return [padded[s + 2 * np.arange(16)] for s in range(len(padded) - 30)]
+
+    for seed in range(4):
+        (mean, *others), (std, *_) = estimate_mean_std(rows, spec, n_videos=1, seed=seed, root=root)
+        assert others == [mean, mean]
+        stats = [(c.mean(), c.std()) for f in grey.values() for c in candidates(f)]
+        assert min(abs(m - mean) + abs(s - std) for m, s in stats) < 1e-9
+    # All three videos: one clip each, pooled; differs from the all-frame statistics.
+    mean, std = estimate_mean_std(rows, spec, seed=0, root=root)
+    every = estimate_mean_std(rows, ClipSpec(size=16), seed=0, root=root)
+    assert mean != every[0]
+    short = grey["videos/short.avi"]
+    assert len(candidates(short)) == 2  # 5 frames padded to 32: starts 0 and 1
+
+
+def test_per_channel_mean_and_std(videos):
+    root, rows = videos
+    spec = ClipSpec(frames=2, period=1, size=16, channels=3, mean=[10.0, 20.0, 30.0], std=[1, 2, 4])
+    clip = EFClipDataset(rows, spec, train=False, seed=0, root=root)[0][0]
+    grey = resize_frames(read_video(root / "videos/long.avi"), 16)[:2].astype(np.float32)
+    for c, (m, s) in enumerate([(10, 1), (20, 2), (30, 4)]):
+        np.testing.assert_allclose(clip[c].numpy(), (grey - m) / s, rtol=1e-6)
+    with pytest.raises(ValueError, match="one per channel"):
+        ClipSpec(channels=3, mean=[1.0, 2.0], std=1.0)
+
+
+def test_train_start_first_takes_frame_zero_every_epoch(videos):
+    root, rows = videos
+    spec = ClipSpec(
+        frames=4, period=3, size=16, channels=1, normalisation="unit", train_start="first"
+    )
+    dataset = EFClipDataset(rows, spec, train=True, seed=11, root=root)
+    for epoch in range(6):
+        dataset.set_epoch(epoch)
+        np.testing.assert_array_equal(_frame_index(dataset[0][0]), [0, 3, 6, 9])
+
+
+def _crop_offsets(spec: ClipSpec, rows, root, epochs: int) -> set[tuple[int, int]]:
+    """(row, column) offsets of the crop inside the padded frame, over ``epochs`` draws."""
+    dataset = EFClipDataset(rows, spec, train=True, seed=1, root=root)
+    pad, offsets = spec.pad, set()
+    for epoch in range(epochs):
+        dataset.set_epoch(epoch)
+        frame = dataset[0][0][0, 0].numpy()
+        found = []
+        for axis in (1, 0):
+            zero = np.flatnonzero(frame.max(axis=axis) == 0)
+            before = int(np.sum(zero < 8))
+            found.append(pad - before + (len(zero) - before))
+        offsets.add(tuple(found))
+    return offsets
+
+
+@pytest.mark.parametrize("crop, high", [("echonet", 5), ("torchvision", 6)])
+def test_crop_offsets_follow_echonet_or_torchvision(videos, crop, high):
+    """EchoNet draws randint(0, 2*pad): 0..5 for pad 3; torchvision's RandomCrop 0..6."""
+    root, rows = videos
+    spec = ClipSpec(frames=2, period=1, size=16, channels=1, normalisation="unit", pad=3, crop=crop)
+    offsets = {v for pair in _crop_offsets(spec, rows, root, epochs=60) for v in pair}
+    assert offsets == set(range(high + 1))
+
+
+def test_clip_start_random_is_a_seeded_all_clip_window(videos):
+    root, rows = videos
+    spec = ClipSpec(
+        frames=4, period=3, size=16, channels=1, normalisation="unit", clip_start="random"
+    )
+    starts = {}
+    for seed in range(6):
+        dataset = EFClipDataset(rows, spec, train=False, seed=seed, root=root)
+        clip = dataset[1][0]
+        windows = dataset.all_clips(1)[0]
+        index = dataset.single_clip_index(1, len(windows))
+        assert torch.equal(clip, windows[index])
+        assert torch.equal(clip, EFClipDataset(rows, spec, False, seed, root)[1][0])
+        starts[seed] = _frame_index(clip)[0]
+    assert len(set(starts.values())) > 1  # 11 possible starts: seeds draw different ones
+    first = EFClipDataset(
+        rows, ClipSpec(**{**spec.to_dict(), "clip_start": "first"}), False, 0, root
+    )
+    assert _frame_index(first[1][0])[0] == 0
+
+
+def test_linear_resampling_matches_linear_interpolation():
+    """scipy zoom(order=1): round(T * ratio) frames, ends aligned, blends of neighbours."""
+    from echogen.data.video import resample_frames, resample_frames_linear
+
+    levels = np.array([0.0, 10.0, 40.0, 50.0, 90.0, 100.0, 160.0, 200.0], np.float32)
+    frames = np.broadcast_to(levels[:, None, None], (8, 2, 3)).copy()
+    out = resample_frames_linear(frames, 50.0, 32.0)  # 8 * 32 / 50 = 5.12 -> 5 frames
+    positions = np.arange(5) * (8 - 1) / (5 - 1)  # 0, 1.75, 3.5, 5.25, 7
+    np.testing.assert_allclose(out[:, 0, 0], np.interp(positions, np.arange(8), levels), atol=1e-4)
+    assert out.shape == (5, 2, 3)
+    as_uint8 = resample_frames_linear(frames.astype(np.uint8), 50.0, 32.0)
+    assert as_uint8.dtype == np.uint8
+    np.testing.assert_array_equal(as_uint8[:, 0, 0], np.floor(out[:, 0, 0] + 0.5))  # 32.5 -> 33
+    # Nearest-frame selection picks input frames only; linear blends them.
+    assert set(resample_frames(frames, 50.0, 32.0)[:, 0, 0]) <= set(levels)
+    assert not set(out[:, 0, 0]) <= set(levels)

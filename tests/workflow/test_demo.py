@@ -157,9 +157,12 @@ def test_demo_regressor(demo_all):
     record = json.loads((demo_all / "results/metrics/regressor_tiny_dynamic.json").read_text())
     test = predictions[predictions["Split"] == "TEST"]
     mae = float(np.abs(test["EF_pred_all"] - test["EF"]).mean())
-    assert record["all_clips"]["mae"]["value"] == pytest.approx(mae, rel=1e-9)
+    assert record["splits"] == ["VAL", "TEST"]
+    assert record["reports"]["TEST"]["all_clips"]["mae"]["value"] == pytest.approx(mae, rel=1e-9)
     table = (demo_all / "results/metrics/regressor_tiny_dynamic.txt").read_text()
     assert "MAE" in table and "train mean" in table
+    assert "split VAL" in table and "split TEST" in table
+    assert "95 % percentile-bootstrap CI (2.5th-97.5th percentiles of" in table
 
 
 def test_demo_regressor_rerun_resumes_from_state(demo_all):
