@@ -57,8 +57,13 @@ def save_checkpoint(
     tmp = state_dir / f".{name}.tmp"
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
+        # Made here, before the barrier: accelerate creates the folder on the main process
+        # only, and every process writes its RNG state into it without waiting for that.
+        tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
+    # Every process has written its part (its RNG state) before the folder is renamed.
+    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         write_json(tmp / PROGRESS_FILE, record)
         final = state_dir / name
