@@ -21,8 +21,10 @@ def main(
         max_videos=reference["max_videos"],
         split=reference["split"],
         seed=seed,
-        quality=reference.get("quality", 95),
+        quality=reference["quality"],
         on_error=on_error,
+        policy=reference["policy"],
+        shuffle_seed=reference["shuffle_seed"],
     )
 
 

@@ -36,6 +36,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import scipy.special
 import torch
 from einops import rearrange
@@ -462,6 +463,28 @@ def metric_record(
         "seed": seed,
         "real_dir": str(real_dir),
         "fake_dir": str(fake_dir),
+        "reference": reference_policy(real_dir),
+    }
+
+
+def reference_policy(real_dir: str | Path) -> dict | None:
+    """How a real frame set was built, from the index csv beside it (``<real_dir>.csv``, as
+    :func:`~echogen.data.frames.extract_reference_frames` writes): ``{"index", "policy",
+    "videos", "frames"}``; None when the folder has no such index (not an echogen set).
+    An index from before policies were recorded reads as ``seeded_windows``, then the only one.
+    """
+    index = Path(str(real_dir).rstrip("/") + ".csv")
+    if not index.is_file():
+        return None
+    table = pd.read_csv(index)
+    if not {"FileName", "frames"} <= set(table.columns):
+        return None
+    policies = sorted(set(table["policy"])) if "policy" in table else ["seeded_windows"]
+    return {
+        "index": str(index),
+        "policy": ", ".join(policies),
+        "videos": len(table),
+        "frames": sorted(int(f) for f in set(table["frames"])),
     }
 
 
@@ -518,6 +541,14 @@ def write_metric_table(record: dict, txt_path: str | Path, json_path: str | Path
         lines.append(f"  {name}: sha256 {detector['sha256']}{pin} ({detector['path']})")
     lines.append(f"seed: {record['seed']}")
     lines.append(f"real_dir: {record['real_dir']}")
+    reference = record.get("reference")
+    if reference is None:
+        lines.append("real reference: no echogen index beside real_dir (policy not recorded)")
+    else:
+        lines.append(
+            f"real reference: policy {reference['policy']}, {reference['videos']} videos of "
+            f"{'/'.join(map(str, reference['frames']))} frames ({reference['index']})"
+        )
     lines.append(f"fake_dir: {record['fake_dir']}")
     write_json(json_path, record)
     with atomic_path(txt_path) as tmp:

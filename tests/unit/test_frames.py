@@ -99,7 +99,8 @@ def test_reference_set_layout_and_content(tmp_path):
     index = reference(tmp_path, manifest)
 
     assert index["FileName"].tolist() == ["a", "b"]  # sorted; short dropped; VAL left out
-    assert list(index.columns) == ["FileName", "start", "frames", "fps", "Path"]
+    assert list(index.columns) == ["FileName", "start", "frames", "fps", "Path", "policy"]
+    assert (index["policy"] == "seeded_windows").all()
     assert (index["frames"] == 8).all() and (index["fps"] == 32).all()
     assert pd.read_csv(tmp_path / "ref.csv")["start"].tolist() == index["start"].tolist()
     files = [p.relative_to(tmp_path / "ref") for p in (tmp_path / "ref").rglob("*") if p.is_file()]
@@ -109,6 +110,35 @@ def test_reference_set_layout_and_content(tmp_path):
         expected = STEP * np.arange(row.start, row.start + 8)
         np.testing.assert_allclose(frame_values(tmp_path / "ref" / row.FileName), expected, atol=2)
     assert len(pd.read_csv(quarantine_path(tmp_path / "ref.csv"))) == 0
+
+
+def test_echonet_synthetic_policy_follows_create_reference_dataset(tmp_path):
+    """FileList shuffled with random_state 42 (all splits, then TRAIN kept in that order), videos
+    shorter than frames/fps seconds skipped, linspace resampling, the first frames, the count."""
+    videos = {f"v{i}": 30 + 4 * i for i in range(8)} | {"short": 10, "val": 60}
+    manifest = make_manifest(tmp_path, videos, fps=48, splits={"val": "VAL"})
+    index = reference(tmp_path, manifest, policy="echonet_synthetic", max_videos={8: 4, 16: 2})
+
+    table = pd.read_csv(manifest)
+    order = table.sample(frac=1, random_state=42)  # create_reference_dataset.py's shuffle
+    expected = [
+        n
+        for n, f, s in zip(order["FileName"], order["NumberOfFrames"], order["Split"], strict=True)
+        if s == "TRAIN" and f / 48 >= 8 / 32
+    ][:4]
+    assert index["FileName"].tolist() == expected
+    assert expected != sorted(expected)  # the shuffle, not FileName order
+    assert (index["start"] == 0).all() and (index["policy"] == "echonet_synthetic").all()
+    for name in expected:
+        n = videos[name]
+        picked = np.linspace(0, n, int(np.floor(32 / 48 * n)), endpoint=False).round()[:8]
+        np.testing.assert_allclose(frame_values(tmp_path / "ref" / name), STEP * picked, atol=2)
+    other = reference(tmp_path, manifest, out="r2", policy="echonet_synthetic", shuffle_seed=0)
+    assert other["FileName"].tolist() != index["FileName"].tolist()
+    with pytest.raises(ValueError, match="no entry for 8-frame"):
+        reference(tmp_path, manifest, out="r3", policy="echonet_synthetic", max_videos={16: 2})
+    with pytest.raises(ValueError, match="policy"):
+        reference(tmp_path, manifest, out="r4", policy="random")
 
 
 def test_reference_starts_deterministic_per_video(tmp_path):

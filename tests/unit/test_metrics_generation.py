@@ -665,3 +665,33 @@ def test_bad_requests_are_refused(tmp_path, sets, detector_files):
     few = write_set(tmp_path / "few", moving_videos(np.random.default_rng(0), [4, 4]))
     with pytest.raises(DataError, match="fewer than the 10 IS splits"):
         run(["is1k"], fake=few)
+
+
+def test_every_table_records_the_reference_policy(tmp_path):
+    """The index beside a reference set names its policy; the record and the table carry it."""
+    import pandas as pd
+
+    from echogen.metrics.generation import metric_record
+
+    (tmp_path / "ref").mkdir()
+    pd.DataFrame(
+        {"FileName": ["a", "b"], "start": [0, 0], "frames": [16, 16], "policy": "echonet_synthetic"}
+    ).to_csv(tmp_path / "ref.csv", index=False)
+    record = metric_record(tmp_path / "ref", tmp_path / "fake", seed=0)
+    assert record["reference"] == {
+        "index": str(tmp_path / "ref.csv"),
+        "policy": "echonet_synthetic",
+        "videos": 2,
+        "frames": [16],
+    }
+    write_metric_table(record, tmp_path / "t.txt", tmp_path / "t.json")
+    text = (tmp_path / "t.txt").read_text()
+    assert "real reference: policy echonet_synthetic, 2 videos of 16 frames" in text
+    # An index written before policies were recorded: the only policy there was.
+    pd.DataFrame({"FileName": ["a"], "frames": [128]}).to_csv(tmp_path / "ref.csv", index=False)
+    assert metric_record(tmp_path / "ref", "f", 0)["reference"]["policy"] == "seeded_windows"
+    # A folder without an index (not an echogen set) says so.
+    record = metric_record(tmp_path / "other", tmp_path / "fake", seed=0)
+    write_metric_table(record, tmp_path / "u.txt", tmp_path / "u.json")
+    assert record["reference"] is None
+    assert "policy not recorded" in (tmp_path / "u.txt").read_text()

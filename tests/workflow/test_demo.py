@@ -76,6 +76,8 @@ def test_demo_reference_frames_layout(demo):
         assert videos and all(v.is_dir() for v in videos)
         names = sorted(p.name for p in videos[0].iterdir())
         assert names == [f"{i:04d}.jpg" for i in range(frames)]
+        index = pd.read_csv(folder.with_suffix(".csv"))
+        assert set(index["policy"]) == {"seeded_windows"}  # the demo's policy
 
 
 def test_demo_flow_and_rvfailure(demo):
@@ -259,6 +261,8 @@ def test_demo_privacy_ef_fidelity_classification(demo_all):
         assert summary["n_kept"] + summary["n_dropped"] == summary["n_samples"]
         kept = pd.read_csv(demo_all / f"results/privacy/lvdm_{name}/FileList.csv")
         assert len(kept) == summary["n_kept"]
+    generation = (demo_all / "results/metrics/lvdm_dynamic.txt").read_text()
+    assert "real reference: policy seeded_windows" in generation
     fidelity = (demo_all / "results/metrics/ef_fidelity_lvdm_dynamic.txt").read_text()
     assert fidelity.startswith("PLUMBING CHECK") and "MAE" in fidelity
     table = (demo_all / "results/metrics/classification_cardiacnet.txt").read_text()

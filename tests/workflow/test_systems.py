@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 import yaml
 from snakemake_plan import planned_jobs
@@ -56,6 +57,10 @@ def test_system_end_to_end(tmp_path, config):
         dataset = row["dataset"]
         filelist = (tmp_path / f"results/samples/{dataset}/FileList.csv").read_text()
         assert filelist.startswith("FileName,EF,FrameHeight,FrameWidth,FPS,NumberOfFrames,Split")
-        assert (tmp_path / f"results/metrics/{dataset}.txt").is_file()
+        table = (tmp_path / f"results/metrics/{dataset}.txt").read_text()
+        assert "real reference: policy " in table
+    if system == "lvdm":  # its test config builds the reference as EchoNet-Synthetic does
+        index = pd.read_csv(tmp_path / "resources/reference_frames/dynamic_16f.csv")
+        assert set(index["policy"]) == {"echonet_synthetic"} and (index["start"] == 0).all()
     again = snakemake(*args, "-n", "all")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
