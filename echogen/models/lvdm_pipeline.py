@@ -2,11 +2,14 @@
 
 EchoNet-Synthetic (PAPERS.md §4) samples 192-frame videos with a 64-frame video UNet: the
 whole noisy latent sequence is denoised together, and at every scheduler step the UNet runs
-on overlapping 64-frame windows (32-frame overlap) whose predictions are averaged where they
-overlap before one scheduler step moves the whole sequence ("stitched at every denoising
-step"). Each video is conditioned on one latent frame (repeated over the window and
-concatenated on channels) and on a value: EF in %, a class id or a text prompt (EchoDream,
-§5, with classifier-free guidance).
+on overlapping 64-frame windows (32-frame overlap) whose predictions are stitched before one
+scheduler step moves the whole sequence ("stitched at every denoising step"). The reference
+(``echosyn/lvdm/sample.py``; EchoDream's ``echo/lvdm/sample.py`` alike) takes window 0 whole
+and from each later window only the frames after the overlap (``stitching="reference"``);
+``stitching="mean"`` averages the windows' predictions where they overlap. Each video is
+conditioned on one latent frame (repeated over the window and concatenated on channels) and
+on a value: EF in %, a class id or a text prompt (EchoDream, §5, with classifier-free
+guidance).
 
 :class:`LVDMPipeline` follows diffusers' ``StableVideoDiffusionPipeline``: its components are
 the UNet, the scheduler, the VAE and (text runs) the CLIP text encoder and tokenizer; the
@@ -41,6 +44,7 @@ from echogen.models.lvdm import (
 from echogen.models.vae import decode_latents
 
 log = logging.getLogger(__name__)
+STITCHINGS = ("mean", "reference")
 
 
 def window_starts(frames: int, window: int, overlap: int) -> list[int]:
@@ -76,8 +80,9 @@ def stitched_prediction(
     window: int,
     null_tokens: torch.Tensor | None = None,
     guidance_scale: float = 1.0,
+    stitching: str = "mean",
 ) -> torch.Tensor:
-    """The UNet's output for a whole sequence, averaged over overlapping windows.
+    """The UNet's output for a whole sequence, stitched from overlapping windows.
 
     All windows of the sequence (and, with guidance, their unconditional twins) go through
     the UNet as one batch.
@@ -94,11 +99,17 @@ def stitched_prediction(
         null_tokens: unconditional tokens ``(1, L', D)``; required when guidance > 1.
         guidance_scale: ``uncond + g * (cond - uncond)`` when > 1; the unconditional pass
             also zeroes the conditioning frame.
+        stitching: ``"mean"``: per frame, the mean of the outputs of the windows that contain
+            it; ``"reference"``: per frame, the output of the earliest window that contains it,
+            which is EchoNet-Synthetic's "window 0 whole, then each later window's frames
+            after the overlap" when ``F = window + k * (window - overlap)`` (192 = 64 + 4·32).
 
     Returns:
-        float32 ``(F, C, H, W)``: per frame, the mean of the (guided) outputs of the windows
-        that contain it. The UNet runs in its own dtype; guidance and averaging in float32.
+        float32 ``(F, C, H, W)``, stitched (guided) outputs. The UNet runs in its own dtype;
+        guidance and stitching in float32.
     """
+    if stitching not in STITCHINGS:
+        raise ValueError(f"stitching must be one of {STITCHINGS}, got {stitching!r}")
     n, dtype = len(starts), unet.dtype
     windows = torch.stack([latents[s : s + window] for s in starts]).to(dtype)  # (n, F', C, H, W)
     cond = cond_latent.to(dtype).unsqueeze(0).expand(n, *cond_latent.shape)  # (n, C, H, W)
@@ -123,6 +134,11 @@ def stitched_prediction(
         conditional, unconditional = output.chunk(2)
         output = unconditional + guidance_scale * (conditional - unconditional)
     total = torch.zeros(latents.shape, dtype=torch.float32, device=latents.device)
+    if stitching == "reference":
+        pairs = sorted(zip(starts, output, strict=True), key=lambda pair: -pair[0])
+        for s, out in pairs:
+            total[s : s + window] = out  # an earlier window overwrites the overlap
+        return total
     count = torch.zeros(len(latents), dtype=torch.float32, device=latents.device)
     for s, out in zip(starts, output, strict=True):
         total[s : s + window] += out
@@ -214,6 +230,7 @@ class LVDMPipeline(DiffusionPipeline):
         guidance_scale: float = 1.0,
         generator: torch.Generator | None = None,
         output_type: str = "np",
+        stitching: str = "mean",
     ) -> LVDMPipelineOutput:
         """Denoise one ``frames``-long latent video, windows stitched at every step.
 
@@ -232,6 +249,7 @@ class LVDMPipeline(DiffusionPipeline):
             guidance_scale: classifier-free guidance (1 = none).
             generator: a seeded ``torch.Generator`` on the CPU.
             output_type: ``"np"`` (decode the video) or ``"latent"``.
+            stitching: ``"mean"`` or ``"reference"`` (:func:`stitched_prediction`).
 
         Returns:
             :class:`LVDMPipelineOutput`.
@@ -271,6 +289,7 @@ class LVDMPipeline(DiffusionPipeline):
                 window,
                 null_tokens=null_tokens,
                 guidance_scale=guidance_scale,
+                stitching=stitching,
             )
             latents = scheduler.step(prediction, t, latents, generator=generator).prev_sample
         latents = crop_latents(latents, size).cpu()

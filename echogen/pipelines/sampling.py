@@ -32,7 +32,7 @@ import torch
 from echogen.data.errors import DataError
 from echogen.data.manifest import SPLITS
 from echogen.models.lvdm import load_lvdm, prompt_for
-from echogen.models.lvdm_pipeline import LVDMPipeline
+from echogen.models.lvdm_pipeline import STITCHINGS, LVDMPipeline
 from echogen.models.vae import load_vae
 from echogen.pipelines.latents import read_latents
 from echogen.pipelines.synthetic import (
@@ -71,8 +71,12 @@ class SampleConfig:
         n_samples (int, 2048): videos in the dataset (indices ``0 .. n_samples - 1``).
         frames (int, 192): frames per video (EchoNet-Synthetic's evaluation length).
         window (int, 64): frames the UNet sees at once (its training clip length).
-        overlap (int, 32): frames shared by consecutive windows; their predictions are
-            averaged at every denoising step.
+        overlap (int, 32): frames shared by consecutive windows, stitched at every
+            denoising step.
+        stitching (str, "mean"): how overlapping windows' predictions are stitched:
+            ``"mean"`` averages them; ``"reference"`` takes each frame from the earliest window
+            holding it, as EchoNet-Synthetic and EchoDream do
+            (:func:`~echogen.models.lvdm_pipeline.stitched_prediction`).
         scheduler (str, "ddpm"): ``"ddpm"``, ``"ddim"`` or ``"dpm"`` (DPM-Solver++), built
             from the model's saved scheduler config.
         steps (int, 64): denoising steps (EchoNet-Synthetic 64, EchoDream 256).
@@ -93,6 +97,7 @@ class SampleConfig:
     frames: int = 192
     window: int = 64
     overlap: int = 32
+    stitching: str = "mean"
     scheduler: str = "ddpm"
     steps: int = 64
     guidance_scale: float = 1.0
@@ -117,6 +122,10 @@ class SampleConfig:
         if self.frames < self.window:
             raise ValueError(
                 f"sampling.frames ({self.frames}) must be >= sampling.window ({self.window})"
+            )
+        if self.stitching not in STITCHINGS:
+            raise ValueError(
+                f"sampling.stitching must be one of {STITCHINGS}, got {self.stitching!r}"
             )
         if self.scheduler not in SCHEDULERS:
             raise ValueError(
@@ -430,6 +439,7 @@ class LVDMGenerator:
                 num_inference_steps=self.config.steps,
                 guidance_scale=self.config.guidance_scale,
                 generator=torch.Generator(device="cpu").manual_seed(int(row["seed"])),
+                stitching=self.config.stitching,
             )
             samples.append(Sample(video=out.frames, latent=out.latents[0].numpy()))
         return samples

@@ -277,6 +277,26 @@ def test_stitched_prediction_is_the_window_average(guidance):
     assert batch["sample"].shape == (len(starts) * (2 if guidance > 1 else 1), window, 4, 3, 3)
 
 
+def test_reference_stitching_is_echonet_synthetics_window_halves():
+    """sample.py: window 0 whole, then from each later window only its frames after the
+    overlap (outputs[r] if r == 0 else outputs[r][:, OT:]), written out for 192/64/32."""
+    g = torch.Generator().manual_seed(0)
+    frames, window, overlap = 192, 64, 32
+    latents = torch.randn(frames, 1, 2, 2, generator=g)
+    starts = window_starts(frames, window, overlap)
+    args = (latents, torch.tensor(3), torch.zeros(1, 2, 2), torch.zeros(1, 1, 1))
+    args += (torch.zeros(1, 3), starts, window)
+    out = stitched_prediction(PositionUNet(), *args, stitching="reference")
+    per_window = [latents[s : s + window] + torch.arange(window).view(-1, 1, 1, 1) for s in starts]
+    reference = torch.cat([w if r == 0 else w[overlap:] for r, w in enumerate(per_window)])
+    torch.testing.assert_close(out, reference)
+    mean = stitched_prediction(PositionUNet(), *args)
+    assert not torch.allclose(mean, out)  # the two stitchings differ on the overlaps
+    torch.testing.assert_close(mean[:32], out[:32])  # ... and agree where one window runs
+    with pytest.raises(ValueError, match="stitching"):
+        stitched_prediction(PositionUNet(), *args, stitching="median")
+
+
 def test_pipeline_matches_a_window_by_window_reference():
     spec = tiny_spec()
     pipe = LVDMPipeline(
