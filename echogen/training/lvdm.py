@@ -57,6 +57,7 @@ from echogen.training.state import jsonable
 log = logging.getLogger(__name__)
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
+BATCH_PER = ("global", "process")
 INDEX_COLUMNS = ("FileName", "Split", "latent_path")
 VALUE_COLUMNS = {"ef": "EF", "class": "class_id"}
 LOG_COLUMNS = ["step", "loss", "lr"]
@@ -76,8 +77,12 @@ class LVDMTrainConfig:
     Args:
         lr (float, 1e-4): AdamW learning rate (constant).
         weight_decay (float, 1e-2): AdamW weight decay (torch's default; not published).
-        batch_size (int, 16): videos per optimiser step over all processes (a multiple of
-            the process count).
+        batch_size (int, 16): videos per optimiser step: over all processes (a multiple of
+            the process count) or per process, as ``batch_per`` says.
+        batch_per (str, "global"): ``"global"`` or ``"process"``: EchoNet-Synthetic's and
+            EchoDream's ``train_batch_size`` is accelerate's per-process batch (16 on 8 GPUs
+            is 128 a step); the paper presets say ``process``. ``train.json`` records the
+            ``global_batch`` that ran.
         max_steps (int, 500000): optimiser steps of the budget.
         noise_offset (float, 0.1): ``noise += noise_offset * randn(B, 1, C, 1, 1)``: one offset
             per video and latent channel, shared by its frames and pixels.
@@ -98,6 +103,7 @@ class LVDMTrainConfig:
     lr: float = 1e-4
     weight_decay: float = 1e-2
     batch_size: int = 16
+    batch_per: str = "global"
     max_steps: int = 500_000
     noise_offset: float = 0.1
     cond_dropout: float = 0.1
@@ -122,6 +128,8 @@ class LVDMTrainConfig:
         for name in ("max_steps", "ema_start", "num_workers"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.batch_per not in BATCH_PER:
+            raise ValueError(f"batch_per must be one of {BATCH_PER}, got {self.batch_per!r}")
         if self.noise_offset < 0:
             raise ValueError(f"noise_offset must be >= 0, got {self.noise_offset}")
         if not 0 <= self.cond_dropout <= 1:
@@ -136,6 +144,10 @@ class LVDMTrainConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def global_batch(self, processes: int) -> int:
+        """Videos per optimiser step over ``processes`` processes."""
+        return self.batch_size * processes if self.batch_per == "process" else self.batch_size
+
 
 LVDM_TRAIN_PRESETS: dict[str, dict] = {
     # EchoNet-Synthetic's LVDM (PAPERS.md §4): 64-frame windows at 32 fps, batch 16, lr 1e-4,
@@ -147,6 +159,7 @@ LVDM_TRAIN_PRESETS: dict[str, dict] = {
         "train": {
             "lr": 1e-4,
             "batch_size": 16,
+            "batch_per": "process",
             "max_steps": 500_000,
             "noise_offset": 0.1,
             "cond_dropout": 0.1,
@@ -163,6 +176,7 @@ LVDM_TRAIN_PRESETS: dict[str, dict] = {
         "train": {
             "lr": 1e-5,
             "batch_size": 3,
+            "batch_per": "process",
             "max_steps": 100_000,
             "noise_offset": 0.1,
             "cond_dropout": 0.1,
@@ -178,6 +192,7 @@ LVDM_TRAIN_PRESETS: dict[str, dict] = {
         "train": {
             "lr": 1e-4,
             "batch_size": 16,
+            "batch_per": "process",
             "max_steps": 100_000,
             "noise_offset": 0.1,
             "cond_dropout": 0.1,
@@ -564,6 +579,7 @@ class LVDMTask(Task):
         self.config, self.dataset, self.conditioner = config, dataset, conditioner
         self.scheduler, self.seed = scheduler, seed
         self.text_encoder, self.tokenizer, self.records = text_encoder, tokenizer, records
+        self.global_batch = records["global_batch"]
 
     def build(self, accelerator: Accelerator) -> UNetSpatioTemporalConditionModel:
         config = self.config
@@ -593,7 +609,7 @@ class LVDMTask(Task):
 
     def start(self, accelerator: Accelerator, step: int) -> None:
         self.ema.to(accelerator.device)  # a resumed EMA state is loaded onto the CPU
-        self.per_process = self.config.batch_size // accelerator.num_processes
+        self.per_process = self.global_batch // accelerator.num_processes
         first = accelerator.process_index * self.per_process
         self.mine = slice(first, first + self.per_process)
         self.time_ids = added_time_ids(self.spec.fps, self.per_process, accelerator.device)
@@ -605,7 +621,7 @@ class LVDMTask(Task):
             self.dataset,
             batch_size=self.per_process,
             sampler=_StepSampler(
-                start, config.max_steps, config.batch_size, rank, self.per_process
+                start, config.max_steps, self.global_batch, rank, self.per_process
             ),
             num_workers=config.num_workers,
             collate_fn=_collate,
@@ -616,7 +632,7 @@ class LVDMTask(Task):
         mine = self.mine
         latents = batch["latents"].to(device)
         cond_latent = batch["cond_latent"].to(device)
-        global_shape = (config.batch_size, *latents.shape[1:])
+        global_shape = (self.global_batch, *latents.shape[1:])
         num_timesteps = scheduler.config.num_train_timesteps
         noise, timesteps, drop = step_noise(self.seed, step, global_shape, config, num_timesteps)
         noise, timesteps, drop = (
@@ -711,11 +727,13 @@ def train_lvdm(
 
     accelerator = accelerator_for(device, state_dir, config.mixed_precision)
     world = accelerator.num_processes
-    if config.batch_size % world:
+    global_batch = config.global_batch(world)
+    if global_batch % world:
         raise ValueError(
-            f"train batch_size ({config.batch_size}) must be a multiple of the {world} processes"
+            f"train batch_size ({config.batch_size}, global) must be a multiple of the {world} "
+            "processes, or say batch_per: process"
         )
-    dataset = LatentClipDataset(latent_indexes, spec, seed, config.batch_size, root)
+    dataset = LatentClipDataset(latent_indexes, spec, seed, global_batch, root)
     channels = {**LVDM_PRESETS[unet_preset], **(unet_overrides or {})}
     if (channels["in_channels"], channels["out_channels"]) != (
         2 * spec.latent_channels,
@@ -749,6 +767,7 @@ def train_lvdm(
         "text_encoder": text_digest,
     }
     records = {
+        "global_batch": global_batch,
         "latent_indexes": [str(c) for c in latent_indexes],
         "n_videos": len(dataset),
         "n_dropped": dataset.n_dropped,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -71,6 +72,33 @@ def test_presets_hold_published_values():
         resolve_train_config("tiny", {"learning_rate": 1.0})
     with pytest.raises(ValueError, match="cond_dropout"):
         LVDMTrainConfig(cond_dropout=1.5)
+
+
+def test_batch_per_process_is_the_references_train_batch_size():
+    """EchoNet-Synthetic's train_batch_size is accelerate's per-process batch: 16 on 8 GPUs
+    is 128 videos a step; echogen's global batch stays the default for the other presets."""
+    paper = resolve_train_config("paper")
+    assert (paper.batch_size, paper.batch_per, paper.global_batch(8)) == (16, "process", 128)
+    for name in ("echodream_text", "echodream_class"):
+        assert resolve_train_config(name).batch_per == "process"
+    tiny = resolve_train_config("tiny")
+    assert (tiny.batch_per, tiny.global_batch(2)) == ("global", tiny.batch_size)
+    with pytest.raises(ValueError, match="batch_per"):
+        LVDMTrainConfig(batch_per="node")
+
+
+def test_one_process_trains_the_same_whether_batch_is_per_process_or_global(tmp_path):
+    index = toy_latent_index(tmp_path, [12, 10, 14, 11])
+    _train(tmp_path, index, "global", 3)
+    _train(tmp_path, index, "process", 3, train={"batch_per": "process"})
+    for run in ("global", "process"):
+        record = json.loads((tmp_path / run / "model" / "train.json").read_text())
+        assert record["global_batch"] == 2
+    weights = [
+        (tmp_path / run / "model/unet/diffusion_pytorch_model.safetensors").read_bytes()
+        for run in ("global", "process")
+    ]
+    assert weights[0] == weights[1]
 
 
 def test_make_spec_reads_the_index(tmp_path):
