@@ -45,6 +45,7 @@ from echogen.models.vae import decode_latents
 
 log = logging.getLogger(__name__)
 STITCHINGS = ("mean", "reference")
+GUIDANCE_BLANKS = ("token_frame", "token")
 
 
 def window_starts(frames: int, window: int, overlap: int) -> list[int]:
@@ -81,6 +82,7 @@ def stitched_prediction(
     null_tokens: torch.Tensor | None = None,
     guidance_scale: float = 1.0,
     stitching: str = "mean",
+    guidance_blank: str = "token_frame",
 ) -> torch.Tensor:
     """The UNet's output for a whole sequence, stitched from overlapping windows.
 
@@ -97,8 +99,10 @@ def stitched_prediction(
         starts: window starts (:func:`window_starts`).
         window: frames per window.
         null_tokens: unconditional tokens ``(1, L', D)``; required when guidance > 1.
-        guidance_scale: ``uncond + g * (cond - uncond)`` when > 1; the unconditional pass
-            also zeroes the conditioning frame.
+        guidance_scale: ``uncond + g * (cond - uncond)`` when > 1.
+        guidance_blank: what the unconditional pass blanks: ``"token_frame"``, the tokens
+            (null tokens) and the conditioning frame (zeros), or ``"token"``, the tokens only
+            (EchoDream's ``encoder_hidden_states = zeros``).
         stitching: ``"mean"``: per frame, the mean of the outputs of the windows that contain
             it; ``"reference"``: per frame, the output of the earliest window that contains it,
             which is EchoNet-Synthetic's "window 0 whole, then each later window's frames
@@ -110,6 +114,8 @@ def stitched_prediction(
     """
     if stitching not in STITCHINGS:
         raise ValueError(f"stitching must be one of {STITCHINGS}, got {stitching!r}")
+    if guidance_blank not in GUIDANCE_BLANKS:
+        raise ValueError(f"guidance_blank must be one of {GUIDANCE_BLANKS}, got {guidance_blank!r}")
     n, dtype = len(starts), unet.dtype
     windows = torch.stack([latents[s : s + window] for s in starts]).to(dtype)  # (n, F', C, H, W)
     cond = cond_latent.to(dtype).unsqueeze(0).expand(n, *cond_latent.shape)  # (n, C, H, W)
@@ -120,7 +126,8 @@ def stitched_prediction(
         if null_tokens is None:
             raise ValueError("guidance_scale > 1 needs null_tokens")
         windows = torch.cat([windows, windows])
-        cond = torch.cat([cond, torch.zeros_like(cond)])
+        blank = torch.zeros_like(cond) if guidance_blank == "token_frame" else cond
+        cond = torch.cat([cond, blank])
         hidden = torch.cat([hidden, null_tokens.to(dtype).expand(n, *null_tokens.shape[1:])])
         ids = torch.cat([ids, ids])
     output = unet(
@@ -231,6 +238,7 @@ class LVDMPipeline(DiffusionPipeline):
         generator: torch.Generator | None = None,
         output_type: str = "np",
         stitching: str = "mean",
+        guidance_blank: str = "token_frame",
     ) -> LVDMPipelineOutput:
         """Denoise one ``frames``-long latent video, windows stitched at every step.
 
@@ -250,6 +258,7 @@ class LVDMPipeline(DiffusionPipeline):
             generator: a seeded ``torch.Generator`` on the CPU.
             output_type: ``"np"`` (decode the video) or ``"latent"``.
             stitching: ``"mean"`` or ``"reference"`` (:func:`stitched_prediction`).
+            guidance_blank: ``"token_frame"`` or ``"token"`` (:func:`stitched_prediction`).
 
         Returns:
             :class:`LVDMPipelineOutput`.
@@ -290,6 +299,7 @@ class LVDMPipeline(DiffusionPipeline):
                 null_tokens=null_tokens,
                 guidance_scale=guidance_scale,
                 stitching=stitching,
+                guidance_blank=guidance_blank,
             )
             latents = scheduler.step(prediction, t, latents, generator=generator).prev_sample
         latents = crop_latents(latents, size).cpu()

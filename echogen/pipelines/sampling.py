@@ -32,7 +32,7 @@ import torch
 from echogen.data.errors import DataError
 from echogen.data.manifest import SPLITS
 from echogen.models.lvdm import load_lvdm, prompt_for
-from echogen.models.lvdm_pipeline import STITCHINGS, LVDMPipeline
+from echogen.models.lvdm_pipeline import GUIDANCE_BLANKS, STITCHINGS, LVDMPipeline
 from echogen.models.vae import load_vae
 from echogen.pipelines.latents import read_latents
 from echogen.pipelines.synthetic import (
@@ -77,6 +77,8 @@ class SampleConfig:
             ``"mean"`` averages them; ``"reference"`` takes each frame from the earliest window
             holding it, as EchoNet-Synthetic and EchoDream do
             (:func:`~echogen.models.lvdm_pipeline.stitched_prediction`).
+        guidance_blank (str, "token_frame"): what guidance's unconditional pass blanks: the
+            tokens and the conditioning frame, or ``"token"`` only (EchoDream).
         scheduler (str, "ddpm"): ``"ddpm"``, ``"ddim"`` or ``"dpm"`` (DPM-Solver++), built
             from the model's saved scheduler config.
         steps (int, 64): denoising steps (EchoNet-Synthetic 64, EchoDream 256).
@@ -98,6 +100,7 @@ class SampleConfig:
     window: int = 64
     overlap: int = 32
     stitching: str = "mean"
+    guidance_blank: str = "token_frame"
     scheduler: str = "ddpm"
     steps: int = 64
     guidance_scale: float = 1.0
@@ -126,6 +129,11 @@ class SampleConfig:
         if self.stitching not in STITCHINGS:
             raise ValueError(
                 f"sampling.stitching must be one of {STITCHINGS}, got {self.stitching!r}"
+            )
+        if self.guidance_blank not in GUIDANCE_BLANKS:
+            raise ValueError(
+                f"sampling.guidance_blank must be one of {GUIDANCE_BLANKS}, "
+                f"got {self.guidance_blank!r}"
             )
         if self.scheduler not in SCHEDULERS:
             raise ValueError(
@@ -440,6 +448,7 @@ class LVDMGenerator:
                 guidance_scale=self.config.guidance_scale,
                 generator=torch.Generator(device="cpu").manual_seed(int(row["seed"])),
                 stitching=self.config.stitching,
+                guidance_blank=self.config.guidance_blank,
             )
             samples.append(Sample(video=out.frames, latent=out.latents[0].numpy()))
         return samples

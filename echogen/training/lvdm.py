@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
 BATCH_PER = ("global", "process")
+DROPOUT_TARGETS = ("token_frame", "token")
 INDEX_COLUMNS = ("FileName", "Split", "latent_path")
 VALUE_COLUMNS = {"ef": "EF", "class": "class_id"}
 LOG_COLUMNS = ["step", "loss", "lr"]
@@ -86,8 +87,11 @@ class LVDMTrainConfig:
         max_steps (int, 500000): optimiser steps of the budget.
         noise_offset (float, 0.1): ``noise += noise_offset * randn(B, 1, C, 1, 1)``: one offset
             per video and latent channel, shared by its frames and pixels.
-        cond_dropout (float, 0.1): per-sample probability of replacing the conditioning tokens
-            by the null tokens and zeroing the conditioning-frame latent.
+        cond_dropout (float, 0.1): per-sample probability of dropping the conditioning.
+        dropout_target (str, "token_frame"): what a drop replaces: ``"token_frame"``, the
+            tokens by the null tokens and the conditioning-frame latent by zeros (echogen), or
+            ``"token"``, the tokens only (EchoNet-Synthetic's and EchoDream's mask on the
+            EF/class/text embedding).
         ema_decay (float, 0.9999): EMA decay cap (diffusers ``EMAModel`` warms up as
             ``(1 + n) / (10 + n)``).
         ema_start (int, 0): optimiser steps before the EMA starts following the weights.
@@ -107,6 +111,7 @@ class LVDMTrainConfig:
     max_steps: int = 500_000
     noise_offset: float = 0.1
     cond_dropout: float = 0.1
+    dropout_target: str = "token_frame"
     ema_decay: float = 0.9999
     ema_start: int = 0
     max_grad_norm: float = 1.0
@@ -128,6 +133,10 @@ class LVDMTrainConfig:
         for name in ("max_steps", "ema_start", "num_workers"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.dropout_target not in DROPOUT_TARGETS:
+            raise ValueError(
+                f"dropout_target must be one of {DROPOUT_TARGETS}, got {self.dropout_target!r}"
+            )
         if self.batch_per not in BATCH_PER:
             raise ValueError(f"batch_per must be one of {BATCH_PER}, got {self.batch_per!r}")
         if self.noise_offset < 0:
@@ -150,8 +159,9 @@ class LVDMTrainConfig:
 
 
 LVDM_TRAIN_PRESETS: dict[str, dict] = {
-    # EchoNet-Synthetic's LVDM (PAPERS.md §4): 64-frame windows at 32 fps, batch 16, lr 1e-4,
-    # 500k steps, noise offset 0.1, 10 % conditioning dropout, EMA.
+    # EchoNet-Synthetic's LVDM (PAPERS.md §4): 64-frame windows at 32 fps, batch 16 per
+    # process, lr 1e-4, 500k steps, noise offset 0.1, EMA. Its config asks for 10 % EF
+    # dropout, but echosyn/lvdm/train.py computes the mask and never applies it: 0.
     "paper": {
         "unet": "paper",
         "conditioning": "ef",
@@ -162,13 +172,16 @@ LVDM_TRAIN_PRESETS: dict[str, dict] = {
             "batch_per": "process",
             "max_steps": 500_000,
             "noise_offset": 0.1,
-            "cond_dropout": 0.1,
+            "cond_dropout": 0.0,
+            "dropout_target": "token",
             "ema_decay": 0.9999,
         },
     },
     # EchoDream's text-conditioned LVDM (PAPERS.md §5): same UNet, cross_attention_dim 768
     # (CLIP ViT-L/14 last_hidden_state), batch 3, lr 1e-5, checkpoint-100000. The noise
-    # offset, dropout and EMA are EchoNet-Synthetic's (EchoDream adapts its code).
+    # offset and EMA are EchoNet-Synthetic's (EchoDream adapts its code); its train.py drops
+    # the token only, with p 0.3 (it reads `drop_conditioning`; the configs' misspelt
+    # `drop_conditionning: 0.1` never reaches it).
     "echodream_text": {
         "unet": "paper",
         "conditioning": "text",
@@ -179,23 +192,26 @@ LVDM_TRAIN_PRESETS: dict[str, dict] = {
             "batch_per": "process",
             "max_steps": 100_000,
             "noise_offset": 0.1,
-            "cond_dropout": 0.1,
+            "cond_dropout": 0.3,
+            "dropout_target": "token",
             "ema_decay": 0.9999,
         },
     },
-    # EchoDream's class-conditioned LVDM (CardiacNet): the float class id as the 1-d token,
-    # 100k steps, lr 1e-4; its batch size is not recorded, EchoNet-Synthetic's 16 is used.
+    # EchoDream's class-conditioned LVDM (echo/lvdm/configs/cardiacnet.yaml): the float class
+    # id as the 1-d token, train_batch_size 4 per process, 100k steps, lr 1e-4; token-only
+    # dropout 0.3 as the text model.
     "echodream_class": {
         "unet": "paper",
         "conditioning": "class",
         "frames": 64,
         "train": {
             "lr": 1e-4,
-            "batch_size": 16,
+            "batch_size": 4,
             "batch_per": "process",
             "max_steps": 100_000,
             "noise_offset": 0.1,
-            "cond_dropout": 0.1,
+            "cond_dropout": 0.3,
+            "dropout_target": "token",
             "ema_decay": 0.9999,
         },
     },
@@ -515,9 +531,14 @@ def step_noise(
 
 
 def drop_conditioning(
-    hidden: torch.Tensor, cond_latent: torch.Tensor, drop: torch.Tensor, null: torch.Tensor
+    hidden: torch.Tensor,
+    cond_latent: torch.Tensor,
+    drop: torch.Tensor,
+    null: torch.Tensor,
+    target: str = "token_frame",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Conditioning dropout: the dropped samples get the null tokens and a zero frame latent.
+    """Conditioning dropout: the dropped samples get the null tokens and, for ``target``
+    ``"token_frame"``, a zero frame latent (``"token"`` keeps the frame).
 
     Args:
         hidden: (B, L, D) conditioning tokens.
@@ -528,8 +549,11 @@ def drop_conditioning(
     Returns:
         The tokens and latents with the dropped samples replaced.
     """
+    if target not in DROPOUT_TARGETS:
+        raise ValueError(f"target must be one of {DROPOUT_TARGETS}, got {target!r}")
     hidden = torch.where(drop[:, None, None], null.to(hidden.dtype), hidden)
-    cond_latent = cond_latent * (~drop).to(cond_latent.dtype)[:, None, None, None]
+    if target == "token_frame":
+        cond_latent = cond_latent * (~drop).to(cond_latent.dtype)[:, None, None, None]
     return hidden, cond_latent
 
 
@@ -645,7 +669,9 @@ class LVDMTask(Task):
         target = scheduler.get_velocity(latents, noise, timesteps)
         hidden = self.conditioner.encode(batch["value"], device)
         null = self.conditioner.null(self.per_process, device)
-        hidden, cond_latent = drop_conditioning(hidden, cond_latent, drop, null)
+        hidden, cond_latent = drop_conditioning(
+            hidden, cond_latent, drop, null, self.config.dropout_target
+        )
 
         with accelerator.autocast():
             prediction = self.unet(

@@ -61,7 +61,8 @@ def _train(tmp_path: Path, index: Path, name: str, steps: int, spec=None, **kw) 
 def test_presets_hold_published_values():
     paper = resolve_train_config("paper")
     assert (paper.lr, paper.batch_size, paper.max_steps) == (1e-4, 16, 500_000)
-    assert (paper.noise_offset, paper.cond_dropout, paper.ema_decay) == (0.1, 0.1, 0.9999)
+    # EchoNet-Synthetic computes its 10 % dropout mask and never applies it.
+    assert (paper.noise_offset, paper.cond_dropout, paper.ema_decay) == (0.1, 0.0, 0.9999)
     text = resolve_train_config("echodream_text")
     assert (text.lr, text.batch_size, text.max_steps) == (1e-5, 3, 100_000)
     assert LVDM_TRAIN_PRESETS["echodream_text"]["conditioning"] == "text"
@@ -81,8 +82,14 @@ def test_batch_per_process_is_the_references_train_batch_size():
     assert (paper.batch_size, paper.batch_per, paper.global_batch(8)) == (16, "process", 128)
     for name in ("echodream_text", "echodream_class"):
         assert resolve_train_config(name).batch_per == "process"
+    for name in ("echodream_text", "echodream_class"):
+        dream = resolve_train_config(name)
+        assert (dream.cond_dropout, dream.dropout_target) == (0.3, "token")
+    assert resolve_train_config("echodream_class").batch_size == 4  # configs/cardiacnet.yaml
+    assert resolve_train_config("paper").dropout_target == "token"
     tiny = resolve_train_config("tiny")
     assert (tiny.batch_per, tiny.global_batch(2)) == ("global", tiny.batch_size)
+    assert (tiny.cond_dropout, tiny.dropout_target) == (0.1, "token_frame")  # the demo's
     with pytest.raises(ValueError, match="batch_per"):
         LVDMTrainConfig(batch_per="node")
 
@@ -182,6 +189,11 @@ def test_drop_conditioning_replaces_tokens_and_frame():
     tokens, latent = drop_conditioning(hidden, cond, drop, null)
     assert tokens.flatten().tolist() == [1.0, -7.0, 3.0]
     assert latent[1].abs().sum() == 0 and torch.equal(latent[[0, 2]], cond[[0, 2]])
+    # EchoNet-Synthetic and EchoDream mask the token only: the frame stays.
+    tokens, latent = drop_conditioning(hidden, cond, drop, null, target="token")
+    assert tokens.flatten().tolist() == [1.0, -7.0, 3.0] and torch.equal(latent, cond)
+    with pytest.raises(ValueError, match="target"):
+        drop_conditioning(hidden, cond, drop, null, target="frame")
 
 
 def test_training_lowers_the_loss_and_exports(tmp_path):

@@ -297,6 +297,25 @@ def test_reference_stitching_is_echonet_synthetics_window_halves():
         stitched_prediction(PositionUNet(), *args, stitching="median")
 
 
+def test_guidance_blank_token_keeps_the_frame_in_the_unconditional_pass():
+    """EchoDream's guidance zeroes encoder_hidden_states only; echogen's default also zeroes
+    the conditioning frame. With PositionUNet the conditional part is token + cond mean."""
+    g = torch.Generator().manual_seed(1)
+    latents = torch.randn(8, 2, 3, 3, generator=g)
+    cond = torch.randn(2, 3, 3, generator=g)
+    args = (latents, torch.tensor(5), cond, torch.full((1, 1, 1), 0.7), torch.zeros(1, 3))
+    args += ([0, 4], 4)
+    kwargs = {"null_tokens": torch.zeros(1, 1, 1), "guidance_scale": 3.0}
+    token = stitched_prediction(PositionUNet(), *args, **kwargs, guidance_blank="token")
+    both = stitched_prediction(PositionUNet(), *args, **kwargs)
+    position = torch.arange(4, dtype=torch.float32).repeat(2).view(-1, 1, 1, 1)
+    # token: uncond keeps the frame, so only the token is scaled by g.
+    torch.testing.assert_close(token, latents + position + cond.mean(0) + 3.0 * 0.7)
+    torch.testing.assert_close(both, latents + position + 3.0 * (0.7 + cond.mean(0)))
+    with pytest.raises(ValueError, match="guidance_blank"):
+        stitched_prediction(PositionUNet(), *args, **kwargs, guidance_blank="frame")
+
+
 def test_pipeline_matches_a_window_by_window_reference():
     spec = tiny_spec()
     pipe = LVDMPipeline(
