@@ -46,6 +46,9 @@ from echogen.data.io import atomic_dir, write_json
 log = logging.getLogger(__name__)
 
 CONDITIONINGS = ("ef", "text", "class")
+CLASS_NULLS = ("distinct", "reference")
+# The unconditional token of class models with class_null "distinct": not a class id.
+CLASS_NULL_TOKEN = -1.0
 SCHEDULERS = ("ddpm", "ddim", "dpm")
 SPEC_FILE = "lvdm.json"
 # GroupNorm inside the spatio-temporal blocks always uses 32 groups.
@@ -141,6 +144,11 @@ class LVDMSpec:
             conditioning (e.g. :data:`PROMPT_EF_VIEW`); None = :data:`PROMPT_EF` for text.
         scaling_factor (float, 1.0): the VAE's latent scaling factor (latents are stored
             already multiplied by it).
+        class_null (str, "distinct"): the unconditional token of class models (dropout,
+            guidance): ``"distinct"`` is -1, never a class id; ``"reference"`` is 0, as
+            EchoDream's zeros, which is also the id of its first class (ASD), so "no class"
+            and "ASD" share a token. Specs saved before this key existed read as
+            ``"reference"`` (what they were trained with).
     """
 
     conditioning: str = "ef"
@@ -152,8 +160,11 @@ class LVDMSpec:
     class_map: dict | None = None
     prompt: str | None = None
     scaling_factor: float = 1.0
+    class_null: str = "distinct"
 
     def __post_init__(self):
+        if self.class_null not in CLASS_NULLS:
+            raise ValueError(f"class_null must be one of {CLASS_NULLS}, got {self.class_null!r}")
         if self.conditioning not in CONDITIONINGS:
             raise ValueError(
                 f"conditioning must be one of {CONDITIONINGS}, got {self.conditioning!r}"
@@ -190,7 +201,8 @@ class LVDMSpec:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown LVDMSpec keys {unknown}; expected {sorted(known)}")
-        return cls(**data)
+        # Saved before class_null existed: those models learnt the reference's null, 0.
+        return cls(**{"class_null": "reference", **data})
 
 
 @dataclass
@@ -373,10 +385,13 @@ class Conditioner:
     def null(self, batch: int, device: torch.device | str) -> torch.Tensor:
         """Unconditional tokens (conditioning dropout, classifier-free guidance).
 
-        Zeros (B, 1, 1) for ef/class; the empty prompt's encoding for text.
+        Zeros (B, 1, 1) for ef and for class with ``class_null="reference"``; -1 for class
+        with ``"distinct"``; the empty prompt's encoding for text.
         """
         if self.spec.conditioning != "text":
-            return torch.zeros(batch, 1, 1, dtype=torch.float32, device=device)
+            distinct = self.spec.conditioning == "class" and self.spec.class_null == "distinct"
+            value = CLASS_NULL_TOKEN if distinct else 0.0
+            return torch.full((batch, 1, 1), value, dtype=torch.float32, device=device)
         if self._null_text is None:
             self._null_text = self._encode_text([""], "cpu")
         return self._null_text.to(device).expand(batch, -1, -1).clone()

@@ -262,6 +262,7 @@ def make_spec(
     pad_to: int = 16,
     prompt: str | None = None,
     root: str | Path = ".",
+    class_null: str = "distinct",
 ) -> LVDMSpec:
     """An :class:`LVDMSpec` whose latent shape, fps, scaling factor and classes come from data.
 
@@ -309,6 +310,7 @@ def make_spec(
         class_map=class_map,
         prompt=prompt,
         scaling_factor=values["scaling_factor"],
+        class_null=class_null,
     )
 
 
@@ -856,8 +858,8 @@ def train_lvdm_from_config(
     """:func:`train_lvdm` from one ``lvdm.models.<name>`` config entry (the workflow's form).
 
     The entry holds ``conditioning``, ``preset`` (UNet), ``train_preset``, ``frames``,
-    ``prompt`` and the ``model`` / ``train`` overrides; the latent shape, fps, scaling factor
-    and class map come from the latent indexes (:func:`make_spec`).
+    ``prompt``, ``class_null`` and the ``model`` / ``train`` overrides; the latent shape,
+    fps, scaling factor and class map come from the latent indexes (:func:`make_spec`).
     ``echogen.workflow.run_distributed`` calls this in every process of a multi-GPU job.
     """
     spec = make_spec(
@@ -866,6 +868,7 @@ def train_lvdm_from_config(
         int(model.get("frames", 64)),
         prompt=model.get("prompt"),
         root=root,
+        class_null=model.get("class_null", "distinct"),
     )
     train = resolve_train_config(model.get("train_preset", "paper"), model.get("train"))
     return train_lvdm(

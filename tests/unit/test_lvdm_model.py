@@ -195,6 +195,23 @@ def test_spec_validation_and_round_trip():
         LVDMSpec.from_dict({"conditioning": "ef", "window": 3})
 
 
+def test_class_null_token_is_distinct_by_default_and_zero_in_reference_mode():
+    """EchoDream's unconditional class token is 0, also ASD's id; echogen's default is -1."""
+    classes = {"ASD": 0, "Non-ASD": 1}
+    distinct = Conditioner(LVDMSpec(conditioning="class", class_map=classes))
+    assert distinct.null(2, "cpu").flatten().tolist() == [-1.0, -1.0]
+    assert -1.0 not in distinct.encode([0, 1], "cpu").flatten().tolist()
+    spec = LVDMSpec(conditioning="class", class_map=classes, class_null="reference")
+    reference = Conditioner(spec)
+    assert reference.null(1, "cpu").item() == 0.0 == reference.encode([0], "cpu").item()
+    assert Conditioner(LVDMSpec(conditioning="ef")).null(1, "cpu").item() == 0.0
+    # A spec saved before the key existed was trained with the reference's null.
+    old = {k: v for k, v in LVDMSpec(conditioning="class").to_dict().items() if k != "class_null"}
+    assert LVDMSpec.from_dict(old).class_null == "reference"
+    with pytest.raises(ValueError, match="class_null"):
+        LVDMSpec(class_null="zero")
+
+
 @pytest.mark.parametrize("conditioning", ["ef", "text"])
 def test_save_load_round_trip(conditioning, text_dir, tmp_path):
     conditioner = _conditioner(conditioning, text_dir)
