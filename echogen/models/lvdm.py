@@ -59,6 +59,7 @@ CROSS_ATTENTION_DIMS = {"ef": 1, "class": 1, "text": 768}
 # added_time_ids holds (fps, motion bucket, noise augmentation) as in Stable Video Diffusion;
 # EchoNet-Synthetic only uses the first.
 N_ADDED_TIME_IDS = 3
+TIME_ID_COUNTS = (N_ADDED_TIME_IDS, 1)
 
 PROMPT_EF = "An echocardiography video with Left Ventricular Ejection Fraction {EF:.0f}%"
 PROMPT_EF_VIEW = PROMPT_EF + ", View: {View}"
@@ -102,6 +103,33 @@ LVDM_PRESETS: dict[str, dict] = {
         "block_out_channels": (128, 256, 256, 512),
         "addition_time_embed_dim": _PAPER_ADDITION_TIME_EMBED_DIM,
         "projection_class_embeddings_input_dim": N_ADDED_TIME_IDS * _PAPER_ADDITION_TIME_EMBED_DIM,
+        "layers_per_block": 2,
+        "transformer_layers_per_block": 1,
+        "num_attention_heads": (8, 16, 16, 32),
+        "num_frames": 64,
+    },
+    # The UNet of EchoNet-Synthetic's released LVDM (echosyn/lvdm/configs/default.yaml): the
+    # paper's blocks with one added time id of width 1, fed zeros (its sample.py's
+    # dummy_added_time_ids), sample_size 14 (the unpadded latent; metadata only).
+    "paper_reference": {
+        "sample_size": 14,
+        "in_channels": 8,
+        "out_channels": 4,
+        "down_block_types": (
+            "CrossAttnDownBlockSpatioTemporal",
+            "CrossAttnDownBlockSpatioTemporal",
+            "CrossAttnDownBlockSpatioTemporal",
+            "DownBlockSpatioTemporal",
+        ),
+        "up_block_types": (
+            "UpBlockSpatioTemporal",
+            "CrossAttnUpBlockSpatioTemporal",
+            "CrossAttnUpBlockSpatioTemporal",
+            "CrossAttnUpBlockSpatioTemporal",
+        ),
+        "block_out_channels": (128, 256, 256, 512),
+        "addition_time_embed_dim": 1,
+        "projection_class_embeddings_input_dim": 1,
         "layers_per_block": 2,
         "transformer_layers_per_block": 1,
         "num_attention_heads": (8, 16, 16, 32),
@@ -260,11 +288,12 @@ def build_unet(
     channels = list(kwargs["block_out_channels"])
     if any(c % NORM_GROUPS for c in channels):
         raise ValueError(f"block_out_channels must be multiples of {NORM_GROUPS}, got {channels}")
-    if kwargs["projection_class_embeddings_input_dim"] != (
-        N_ADDED_TIME_IDS * kwargs["addition_time_embed_dim"]
-    ):
+    if kwargs["projection_class_embeddings_input_dim"] not in [
+        n * kwargs["addition_time_embed_dim"] for n in TIME_ID_COUNTS
+    ]:
         raise ValueError(
-            "projection_class_embeddings_input_dim must be 3 x addition_time_embed_dim, got "
+            "projection_class_embeddings_input_dim must be 3 x addition_time_embed_dim (fps, "
+            "0, 0) or 1 x (EchoNet-Synthetic's one zero id), got "
             f"{kwargs['projection_class_embeddings_input_dim']} and "
             f"{kwargs['addition_time_embed_dim']}"
         )
@@ -462,10 +491,24 @@ def unet_input(noisy: torch.Tensor, cond_latent: torch.Tensor) -> torch.Tensor:
     return torch.cat([noisy, repeated.to(noisy.dtype)], dim=2)
 
 
-def added_time_ids(fps: float, batch: int, device: torch.device | str) -> torch.Tensor:
-    """The UNet's added time ids: (fps, 0, 0) for every sample, float32 (B, 3)."""
-    ids = torch.tensor([[float(fps), 0.0, 0.0]], dtype=torch.float32, device=device)
+def added_time_ids(
+    fps: float, batch: int, device: torch.device | str, count: int = N_ADDED_TIME_IDS
+) -> torch.Tensor:
+    """The UNet's added time ids, float32 (B, count): (fps, 0, 0) for 3 ids; one zero for 1
+    id, as EchoNet-Synthetic feeds its released UNet (:func:`time_id_count`)."""
+    if count not in TIME_ID_COUNTS:
+        raise ValueError(f"count must be one of {TIME_ID_COUNTS}, got {count}")
+    row = [float(fps), 0.0, 0.0] if count == N_ADDED_TIME_IDS else [0.0]
+    ids = torch.tensor([row], dtype=torch.float32, device=device)
     return ids.expand(batch, -1).clone()
+
+
+def time_id_count(unet_config) -> int:
+    """How many added time ids a UNet config takes (3, or 1 for the reference's)."""
+    return int(
+        unet_config["projection_class_embeddings_input_dim"]
+        // unet_config["addition_time_embed_dim"]
+    )
 
 
 def save_lvdm(

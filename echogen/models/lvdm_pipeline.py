@@ -39,6 +39,7 @@ from echogen.models.lvdm import (
     crop_latents,
     make_scheduler,
     pad_latents,
+    time_id_count,
     unet_input,
 )
 from echogen.models.vae import decode_latents
@@ -284,7 +285,7 @@ class LVDMPipeline(DiffusionPipeline):
 
         tokens = self._conditioner.encode([cond_value], device)
         null_tokens = self._conditioner.null(1, device) if guidance_scale > 1 else None
-        time_ids = added_time_ids(spec.fps, 1, device)
+        time_ids = added_time_ids(spec.fps, 1, device, time_id_count(unet.config))
         starts = window_starts(frames, window, overlap)
         for t in self.progress_bar(scheduler.timesteps):
             prediction = stitched_prediction(

@@ -47,6 +47,7 @@ from echogen.models.lvdm import (
     pad_latents,
     prompt_for,
     save_lvdm,
+    time_id_count,
     unet_input,
 )
 from echogen.pipelines.latents import read_latents
@@ -638,7 +639,8 @@ class LVDMTask(Task):
         self.per_process = self.global_batch // accelerator.num_processes
         first = accelerator.process_index * self.per_process
         self.mine = slice(first, first + self.per_process)
-        self.time_ids = added_time_ids(self.spec.fps, self.per_process, accelerator.device)
+        count = time_id_count(accelerator.unwrap_model(self.unet).config)
+        self.time_ids = added_time_ids(self.spec.fps, self.per_process, accelerator.device, count)
 
     def batches(self, accelerator: Accelerator, epoch: int, start: int) -> Iterable:
         config, rank = self.config, accelerator.process_index

@@ -26,6 +26,7 @@ from echogen.models.lvdm import (
     pad_latents,
     prompt_for,
     save_lvdm,
+    time_id_count,
     unet_input,
 )
 from echogen.models.text import byte_unicode_table, load_text_encoder, write_tiny_text_encoder
@@ -347,3 +348,51 @@ def test_load_text_encoder_missing(tmp_path, text_dir):
     (tmp_path / "half" / "text_encoder").mkdir()
     with pytest.raises(DataError, match="config.json"):
         load_text_encoder(tmp_path / "half")
+
+
+# The UNet section of EchoNet-Synthetic's echosyn/lvdm/configs/default.yaml (the config its
+# released LVDM was trained from), transcribed as published; num_frames is target_nframes.
+ECHONET_SYNTHETIC_LVDM_UNET = {
+    "addition_time_embed_dim": 1,
+    "block_out_channels": [128, 256, 256, 512],
+    "cross_attention_dim": 1,
+    "down_block_types": [
+        "CrossAttnDownBlockSpatioTemporal",
+        "CrossAttnDownBlockSpatioTemporal",
+        "CrossAttnDownBlockSpatioTemporal",
+        "DownBlockSpatioTemporal",
+    ],
+    "in_channels": 8,
+    "layers_per_block": 2,
+    "num_attention_heads": [8, 16, 16, 32],
+    "num_frames": 64,
+    "out_channels": 4,
+    "projection_class_embeddings_input_dim": 1,
+    "sample_size": 14,
+    "transformer_layers_per_block": 1,
+    "up_block_types": [
+        "UpBlockSpatioTemporal",
+        "CrossAttnUpBlockSpatioTemporal",
+        "CrossAttnUpBlockSpatioTemporal",
+        "CrossAttnUpBlockSpatioTemporal",
+    ],
+}
+
+
+def test_paper_reference_preset_has_the_released_lvdms_state_dict():
+    """Keys and shapes of the UNet built from the published config equal echogen's
+    paper_reference preset (weights not allocated: meta device)."""
+    from accelerate import init_empty_weights
+    from diffusers import UNetSpatioTemporalConditionModel
+
+    with init_empty_weights():
+        published = UNetSpatioTemporalConditionModel.from_config(ECHONET_SYNTHETIC_LVDM_UNET)
+        ours = build_unet("paper_reference", "ef")
+    shapes = {k: tuple(v.shape) for k, v in ours.state_dict().items()}
+    assert shapes == {k: tuple(v.shape) for k, v in published.state_dict().items()}
+    assert len(shapes) > 500
+    # The published one takes one added time id, fed zeros; echogen's paper preset three.
+    assert time_id_count(ours.config) == 1 and time_id_count(build_unet("tiny", "ef").config) == 3
+    assert torch.equal(added_time_ids(32, 2, "cpu", count=1), torch.zeros(2, 1))
+    with pytest.raises(ValueError, match="count"):
+        added_time_ids(32, 2, "cpu", count=2)

@@ -94,6 +94,14 @@ def test_batch_per_process_is_the_references_train_batch_size():
         LVDMTrainConfig(batch_per="node")
 
 
+def test_a_unet_with_the_references_one_zero_time_id_trains(tmp_path):
+    index = toy_latent_index(tmp_path, [12, 10])
+    one_id = {"addition_time_embed_dim": 1, "projection_class_embeddings_input_dim": 1}
+    _train(tmp_path, index, "one_id", 2, unet_overrides=one_id)
+    unet = load_lvdm(tmp_path / "one_id" / "model").unet
+    assert unet.config.projection_class_embeddings_input_dim == 1
+
+
 def test_one_process_trains_the_same_whether_batch_is_per_process_or_global(tmp_path):
     index = toy_latent_index(tmp_path, [12, 10, 14, 11])
     _train(tmp_path, index, "global", 3)
