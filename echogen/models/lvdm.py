@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 CONDITIONINGS = ("ef", "text", "class")
 CLASS_NULLS = ("distinct", "reference")
+PADDINGS = ("clean", "noised")
 # The unconditional token of class models with class_null "distinct": not a class id.
 CLASS_NULL_TOKEN = -1.0
 SCHEDULERS = ("ddpm", "ddim", "dpm")
@@ -177,6 +178,12 @@ class LVDMSpec:
             EchoDream's zeros, which is also the id of its first class (ASD), so "no class"
             and "ASD" share a token. Specs saved before this key existed read as
             ``"reference"`` (what they were trained with).
+        padding (str, "clean"): where the replicate padding to ``pad_to`` happens:
+            ``"clean"`` pads the clean latents, so noise, the scheduler and the loss see the
+            padded size; ``"noised"`` noises the unpadded latents and pads the UNet's input at
+            every call, cropping its output, so the loss and the scheduler see the unpadded
+            size (EchoNet-Synthetic's ``padf``/``unpadf`` around the UNet, which its released
+            weights were trained with).
     """
 
     conditioning: str = "ef"
@@ -189,8 +196,11 @@ class LVDMSpec:
     prompt: str | None = None
     scaling_factor: float = 1.0
     class_null: str = "distinct"
+    padding: str = "clean"
 
     def __post_init__(self):
+        if self.padding not in PADDINGS:
+            raise ValueError(f"padding must be one of {PADDINGS}, got {self.padding!r}")
         if self.class_null not in CLASS_NULLS:
             raise ValueError(f"class_null must be one of {CLASS_NULLS}, got {self.class_null!r}")
         if self.conditioning not in CONDITIONINGS:

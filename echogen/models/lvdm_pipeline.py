@@ -276,11 +276,15 @@ class LVDMPipeline(DiffusionPipeline):
             )
         device = unet.device
         size = cond_latent.shape[-1]
-        cond = pad_latents(cond_latent.to(device=device, dtype=torch.float32), spec.pad_to)
+        unpadded = cond_latent.to(device=device, dtype=torch.float32)
+        cond = pad_latents(unpadded, spec.pad_to)
+        # "noised" models denoise the unpadded latents, padding only the UNet's input.
+        noised = spec.padding == "noised"
         scheduler = copy.deepcopy(self.scheduler)
         scheduler.set_timesteps(num_inference_steps, device=device)
         generator = generator if generator is not None else torch.Generator(device="cpu")
-        latents = torch.randn((frames, *cond.shape), generator=generator, dtype=torch.float32)
+        shape = unpadded.shape if noised else cond.shape
+        latents = torch.randn((frames, *shape), generator=generator, dtype=torch.float32)
         latents = (latents * scheduler.init_noise_sigma).to(device)  # float32 whatever the UNet's
 
         tokens = self._conditioner.encode([cond_value], device)
@@ -288,9 +292,12 @@ class LVDMPipeline(DiffusionPipeline):
         time_ids = added_time_ids(spec.fps, 1, device, time_id_count(unet.config))
         starts = window_starts(frames, window, overlap)
         for t in self.progress_bar(scheduler.timesteps):
+            model_input = scheduler.scale_model_input(latents, t)
+            if noised:
+                model_input = pad_latents(model_input, spec.pad_to)
             prediction = stitched_prediction(
                 unet,
-                scheduler.scale_model_input(latents, t),
+                model_input,
                 t,
                 cond,
                 tokens,
@@ -302,6 +309,8 @@ class LVDMPipeline(DiffusionPipeline):
                 stitching=stitching,
                 guidance_blank=guidance_blank,
             )
+            if noised:
+                prediction = crop_latents(prediction, size)
             latents = scheduler.step(prediction, t, latents, generator=generator).prev_sample
         latents = crop_latents(latents, size).cpu()
         video = decode_latents(self.vae, latents) if output_type == "np" else None

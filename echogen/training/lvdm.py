@@ -44,6 +44,7 @@ from echogen.models.lvdm import (
     added_time_ids,
     build_scheduler,
     build_unet,
+    crop_latents,
     pad_latents,
     prompt_for,
     save_lvdm,
@@ -264,6 +265,7 @@ def make_spec(
     prompt: str | None = None,
     root: str | Path = ".",
     class_null: str = "distinct",
+    padding: str = "clean",
 ) -> LVDMSpec:
     """An :class:`LVDMSpec` whose latent shape, fps, scaling factor and classes come from data.
 
@@ -312,6 +314,7 @@ def make_spec(
         prompt=prompt,
         scaling_factor=values["scaling_factor"],
         class_null=class_null,
+        padding=padding,
     )
 
 
@@ -660,6 +663,10 @@ class LVDMTask(Task):
         mine = self.mine
         latents = batch["latents"].to(device)
         cond_latent = batch["cond_latent"].to(device)
+        noised = self.spec.padding == "noised"
+        if noised:  # the items are padded clean latents: noise the unpadded ones
+            latents = crop_latents(latents, self.spec.latent_size)
+            cond_latent = crop_latents(cond_latent, self.spec.latent_size)
         global_shape = (self.global_batch, *latents.shape[1:])
         num_timesteps = scheduler.config.num_train_timesteps
         noise, timesteps, drop = step_noise(self.seed, step, global_shape, config, num_timesteps)
@@ -677,10 +684,13 @@ class LVDMTask(Task):
             hidden, cond_latent, drop, null, self.config.dropout_target
         )
 
+        sample = unet_input(noisy, cond_latent)
+        if noised:
+            sample = pad_latents(sample, self.spec.pad_to)
         with accelerator.autocast():
-            prediction = self.unet(
-                unet_input(noisy, cond_latent), timesteps, hidden, self.time_ids
-            ).sample
+            prediction = self.unet(sample, timesteps, hidden, self.time_ids).sample
+        if noised:
+            prediction = crop_latents(prediction, self.spec.latent_size)
         loss = F.mse_loss(prediction.float(), target.float())
         accelerator.backward(loss)
         if accelerator.sync_gradients:
@@ -860,8 +870,8 @@ def train_lvdm_from_config(
     """:func:`train_lvdm` from one ``lvdm.models.<name>`` config entry (the workflow's form).
 
     The entry holds ``conditioning``, ``preset`` (UNet), ``train_preset``, ``frames``,
-    ``prompt``, ``class_null`` and the ``model`` / ``train`` overrides; the latent shape,
-    fps, scaling factor and class map come from the latent indexes (:func:`make_spec`).
+    ``prompt``, ``class_null``, ``padding`` and the ``model`` / ``train`` overrides; the latent
+    shape, fps, scaling factor and class map come from the latent indexes (:func:`make_spec`).
     ``echogen.workflow.run_distributed`` calls this in every process of a multi-GPU job.
     """
     spec = make_spec(
@@ -871,6 +881,7 @@ def train_lvdm_from_config(
         prompt=model.get("prompt"),
         root=root,
         class_null=model.get("class_null", "distinct"),
+        padding=model.get("padding", "clean"),
     )
     train = resolve_train_config(model.get("train_preset", "paper"), model.get("train"))
     return train_lvdm(

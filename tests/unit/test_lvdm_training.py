@@ -102,6 +102,25 @@ def test_a_unet_with_the_references_one_zero_time_id_trains(tmp_path):
     assert unet.config.projection_class_embeddings_input_dim == 1
 
 
+@pytest.mark.parametrize("padding, size", [("clean", 16), ("noised", 14)])
+def test_the_loss_sees_the_padded_or_the_unpadded_latents(tmp_path, monkeypatch, padding, size):
+    """clean: the loss covers the padded 16x16; noised (EchoNet-Synthetic): the UNet's output
+    is cropped back to the 14x14 latent before the loss."""
+    import echogen.training.lvdm as module
+
+    shapes, mse = [], module.F.mse_loss
+
+    def spy(prediction, target):
+        shapes.append((tuple(prediction.shape), tuple(target.shape)))
+        return mse(prediction, target)
+
+    monkeypatch.setattr(module.F, "mse_loss", spy)
+    index = toy_latent_index(tmp_path, [12, 10])
+    _train(tmp_path, index, padding, 1, spec=_spec(padding=padding))
+    assert shapes and all(p == t and p[-2:] == (size, size) for p, t in shapes)
+    assert load_lvdm(tmp_path / padding / "model").spec.padding == padding
+
+
 def test_one_process_trains_the_same_whether_batch_is_per_process_or_global(tmp_path):
     index = toy_latent_index(tmp_path, [12, 10, 14, 11])
     _train(tmp_path, index, "global", 3)

@@ -355,6 +355,40 @@ def test_pipeline_matches_a_window_by_window_reference():
     assert out.latents.shape == (12, CHANNELS, LATENT, LATENT)
 
 
+def test_noised_padding_pads_the_unet_input_at_every_step():
+    """EchoNet-Synthetic's sample.py: unpadded noise; each step replicate-pads the UNet input
+    (noisy + conditioning latent), crops its output and steps the scheduler unpadded."""
+    spec = tiny_spec(padding="noised")
+    pipe = LVDMPipeline(
+        unet=PositionUNet(),
+        scheduler=make_scheduler("ddim", dict(build_scheduler().config)),
+        vae=None,
+        spec=spec.to_dict(),
+    )
+    cond = torch.randn(CHANNELS, LATENT, LATENT, generator=torch.Generator().manual_seed(1))
+    kwargs = {"frames": 8, "window": 8, "num_inference_steps": 2, "output_type": "latent"}
+    out = pipe(cond, 40.0, generator=torch.Generator().manual_seed(5), **kwargs)
+
+    g = torch.Generator().manual_seed(5)
+    scheduler = make_scheduler("ddim", dict(build_scheduler().config))
+    scheduler.set_timesteps(2)
+    x = torch.randn(8, CHANNELS, LATENT, LATENT, generator=g) * scheduler.init_noise_sigma
+    for t in scheduler.timesteps:
+        sample = pad_latents(torch.cat([x, cond.expand(8, -1, -1, -1)], dim=1), PAD)
+        noisy, conditioning = sample[:, :CHANNELS], sample[:, CHANNELS:]
+        output = noisy + torch.arange(8.0).view(-1, 1, 1, 1) + 0.4 + conditioning.mean(1, True)
+        x = scheduler.step(crop_latents(output, LATENT), t, x, generator=g).prev_sample
+    torch.testing.assert_close(out.latents, x)
+    clean = LVDMPipeline(
+        unet=PositionUNet(),
+        scheduler=make_scheduler("ddim", dict(build_scheduler().config)),
+        vae=None,
+        spec=tiny_spec().to_dict(),
+    )
+    other = clean(cond, 40.0, generator=torch.Generator().manual_seed(5), **kwargs)
+    assert not torch.allclose(other.latents, out.latents)  # the noise itself differs in size
+
+
 def _pipeline(models, scheduler="ddim") -> LVDMPipeline:
     from echogen.models.lvdm import load_lvdm
 
