@@ -116,6 +116,10 @@ class VAETrainConfig:
             None draws from the native frames (EchoNet-Synthetic extracts every frame).
         size (int, 112): frames are resized to ``size × size``; a multiple of the VAE's factor.
         scale_frames (int, 2048): TRAIN frames drawn to fit ``scaling_factor``.
+        scaling_factor (float | None, None): the latent scaling factor exported with the
+            model: None fits it on TRAIN frames (1 / std of the posterior means); a number
+            fixes it (Stable Diffusion's 0.18215, which EchoNet-Synthetic's conversion to
+            diffusers keeps).
         checkpoint_every (int, 500): save the training state every this many steps (and at
             the end).
         checkpoints_total_limit (int, 2): keep this many newest checkpoints.
@@ -143,6 +147,7 @@ class VAETrainConfig:
     fps: float | None = None
     size: int = 112
     scale_frames: int = 2048
+    scaling_factor: float | None = None
     checkpoint_every: int = 500
     checkpoints_total_limit: int = 2
     log_every: int = 10
@@ -150,6 +155,10 @@ class VAETrainConfig:
     video_cache: int = 16
 
     def __post_init__(self):
+        if self.scaling_factor is not None and not (
+            isinstance(self.scaling_factor, int | float) and 0 < self.scaling_factor < math.inf
+        ):
+            raise ValueError(f"scaling_factor must be None or > 0, got {self.scaling_factor!r}")
         positive = [
             "batch_size",
             "gradient_accumulation_steps",
@@ -540,10 +549,14 @@ class VAETask(Task):
         vae = model.vae
         vae.eval()
         n_scale = self.config.scale_frames
-        frames = scaling_frames(self.videos, self.seed, n_scale)
-        self.scaling_factor = fit_scaling_factor(vae, frames, self.config.batch_size)
+        if self.config.scaling_factor is None:
+            frames = scaling_frames(self.videos, self.seed, n_scale)
+            self.scaling_factor = fit_scaling_factor(vae, frames, self.config.batch_size)
+            log.info("scaling_factor %.6f from %d TRAIN frames", self.scaling_factor, n_scale)
+        else:
+            self.scaling_factor, n_scale = float(self.config.scaling_factor), 0
+            log.info("scaling_factor %.6f as configured (not fitted)", self.scaling_factor)
         vae.register_to_config(scaling_factor=self.scaling_factor)
-        log.info("scaling_factor %.6f from %d TRAIN frames", self.scaling_factor, n_scale)
         vae.save_pretrained(folder)
         perceptual = self.perceptual
         return {

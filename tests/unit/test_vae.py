@@ -269,3 +269,30 @@ def test_training_lowers_reconstruction_error_and_fits_the_scaling_factor(datase
     assert summary["scaling_factor"] != 0.18215
     # Fitted on 64 drawn frames; every TRAIN frame's scaled latents have std ~1.
     assert np.std(encode_frames(vae, frames)) == pytest.approx(1.0, rel=0.05)
+
+
+def test_paper_reference_preset_has_ldms_mid_block_attention():
+    """ldm's Encoder/Decoder always build mid.attn_1; EchoNet-Synthetic's conversion maps it
+    to mid_block.attentions.0, which echogen's paper preset leaves out."""
+    from accelerate import init_empty_weights
+
+    with init_empty_weights():
+        reference = build_vae("paper_reference").state_dict()
+        paper = build_vae("paper").state_dict()
+    for side in ("encoder", "decoder"):
+        key = f"{side}.mid_block.attentions.0.to_q.weight"
+        assert tuple(reference[key].shape) == (512, 512) and key not in paper
+    extra = set(reference) - set(paper)
+    assert extra and all(".mid_block.attentions.0." in k for k in extra)
+    assert {k: v.shape for k, v in paper.items()} == {
+        k: v.shape for k, v in reference.items() if k in paper
+    }
+
+
+def test_a_fixed_scaling_factor_is_exported_unfitted(dataset):
+    summary = _train(dataset, "fixed_scale", max_steps=1, scaling_factor=0.18215)
+    assert summary["scaling_factor"] == 0.18215
+    config = json.loads((dataset / "out_fixed_scale" / "config.json").read_text())
+    assert config["scaling_factor"] == 0.18215
+    with pytest.raises(ValueError, match="scaling_factor"):
+        resolve_train_config("tiny", {"scaling_factor": 0})
