@@ -1,0 +1,32 @@
+"""docs/lvdm_reference.md's first table: every config/paper.yaml value it names is the file's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _rows() -> list[list[str]]:
+    text = (REPO / "docs" / "lvdm_reference.md").read_text()
+    table = text.split("| behaviour | reference (code) |", 1)[1].split("\n\n", 1)[0]
+    lines = [line for line in table.splitlines()[2:] if line.startswith("|")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+
+
+def _lookup(config: dict, dotted: str):
+    node = config
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def test_the_documented_paper_values_are_the_paper_configs():
+    paper = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+    rows = _rows()
+    assert len(rows) >= 10
+    for behaviour, _, key, value, _, _ in rows:
+        key, value = key.strip("`"), yaml.safe_load(value.strip("`"))
+        assert _lookup(paper, key) == value, f"{behaviour}: {key} is {_lookup(paper, key)!r}"
