@@ -109,33 +109,6 @@ LVDM_PRESETS: dict[str, dict] = {
         "num_attention_heads": (8, 16, 16, 32),
         "num_frames": 64,
     },
-    # The UNet of EchoNet-Synthetic's released LVDM (echosyn/lvdm/configs/default.yaml): the
-    # paper's blocks with one added time id of width 1, fed zeros (its sample.py's
-    # dummy_added_time_ids), sample_size 14 (the unpadded latent; metadata only).
-    "paper_reference": {
-        "sample_size": 14,
-        "in_channels": 8,
-        "out_channels": 4,
-        "down_block_types": (
-            "CrossAttnDownBlockSpatioTemporal",
-            "CrossAttnDownBlockSpatioTemporal",
-            "CrossAttnDownBlockSpatioTemporal",
-            "DownBlockSpatioTemporal",
-        ),
-        "up_block_types": (
-            "UpBlockSpatioTemporal",
-            "CrossAttnUpBlockSpatioTemporal",
-            "CrossAttnUpBlockSpatioTemporal",
-            "CrossAttnUpBlockSpatioTemporal",
-        ),
-        "block_out_channels": (128, 256, 256, 512),
-        "addition_time_embed_dim": 1,
-        "projection_class_embeddings_input_dim": 1,
-        "layers_per_block": 2,
-        "transformer_layers_per_block": 1,
-        "num_attention_heads": (8, 16, 16, 32),
-        "num_frames": 64,
-    },
     # CPU-sized plumbing model for tests and the phantom demo (one downsampling, one layer
     # per block; a training step on 2 x 8 frames of 4x16x16 takes ~0.2-0.45 s on one core).
     "tiny": {
@@ -152,6 +125,15 @@ LVDM_PRESETS: dict[str, dict] = {
         "num_attention_heads": (2, 2),
         "num_frames": 16,
     },
+}
+# The UNet of EchoNet-Synthetic's released LVDM (echosyn/lvdm/configs/default.yaml): the
+# paper's blocks with one added time id of width 1, fed zeros (its sample.py's
+# dummy_added_time_ids), sample_size 14 (the unpadded latent; metadata only).
+LVDM_PRESETS["paper_reference"] = {
+    **LVDM_PRESETS["paper"],
+    "sample_size": 14,
+    "addition_time_embed_dim": 1,
+    "projection_class_embeddings_input_dim": 1,
 }
 
 

@@ -50,22 +50,6 @@ VAE_PRESETS: dict[str, dict] = {
         "sample_size": 112,
         "mid_block_add_attention": False,
     },
-    # The same with ldm's mid-block attention: ldm's Encoder/Decoder always build
-    # `mid.attn_1` (attn_resolutions only adds attention elsewhere), and EchoNet-Synthetic's
-    # scripts/convert_vae_pt_to_diffusers.py maps it to mid_block.attentions.0, so its
-    # released diffusers VAE has it.
-    "paper_reference": {
-        "in_channels": 3,
-        "out_channels": 3,
-        "down_block_types": ["DownEncoderBlock2D"] * 4,
-        "up_block_types": ["UpDecoderBlock2D"] * 4,
-        "block_out_channels": [128, 256, 256, 512],
-        "layers_per_block": 2,
-        "latent_channels": 4,
-        "norm_num_groups": 32,
-        "sample_size": 112,
-        "mid_block_add_attention": True,
-    },
     # CPU-sized: the same factor 8 and 4 latent channels (4x14x14 at 112 px), grey in/out.
     "tiny": {
         "in_channels": 1,
@@ -80,6 +64,10 @@ VAE_PRESETS: dict[str, dict] = {
         "mid_block_add_attention": False,
     },
 }
+# ldm's Encoder/Decoder always build `mid.attn_1` (attn_resolutions only adds attention
+# elsewhere), and EchoNet-Synthetic's scripts/convert_vae_pt_to_diffusers.py maps it to
+# mid_block.attentions.0, so its released diffusers VAE has it: the paper preset with it.
+VAE_PRESETS["paper_reference"] = {**VAE_PRESETS["paper"], "mid_block_add_attention": True}
 
 # Hinge/adaptive-weight constants of ldm's LPIPSWithDiscriminator.
 ADAPTIVE_WEIGHT_EPS = 1e-4

@@ -317,14 +317,19 @@ def test_guidance_blank_token_keeps_the_frame_in_the_unconditional_pass():
         stitched_prediction(PositionUNet(), *args, **kwargs, guidance_blank="frame")
 
 
-def test_pipeline_matches_a_window_by_window_reference():
-    spec = tiny_spec()
-    pipe = LVDMPipeline(
+def _position_pipeline(spec: LVDMSpec) -> LVDMPipeline:
+    """A pipeline around :class:`PositionUNet` with the training DDPM's config as DDIM."""
+    return LVDMPipeline(
         unet=PositionUNet(),
         scheduler=make_scheduler("ddim", dict(build_scheduler().config)),
         vae=None,
         spec=spec.to_dict(),
     )
+
+
+def test_pipeline_matches_a_window_by_window_reference():
+    spec = tiny_spec()
+    pipe = _position_pipeline(spec)
     cond = torch.randn(CHANNELS, LATENT, LATENT, generator=torch.Generator().manual_seed(1))
     out = pipe(
         cond,
@@ -359,12 +364,7 @@ def test_noised_padding_pads_the_unet_input_at_every_step():
     """EchoNet-Synthetic's sample.py: unpadded noise; each step replicate-pads the UNet input
     (noisy + conditioning latent), crops its output and steps the scheduler unpadded."""
     spec = tiny_spec(padding="noised")
-    pipe = LVDMPipeline(
-        unet=PositionUNet(),
-        scheduler=make_scheduler("ddim", dict(build_scheduler().config)),
-        vae=None,
-        spec=spec.to_dict(),
-    )
+    pipe = _position_pipeline(spec)
     cond = torch.randn(CHANNELS, LATENT, LATENT, generator=torch.Generator().manual_seed(1))
     kwargs = {"frames": 8, "window": 8, "num_inference_steps": 2, "output_type": "latent"}
     out = pipe(cond, 40.0, generator=torch.Generator().manual_seed(5), **kwargs)
@@ -379,13 +379,9 @@ def test_noised_padding_pads_the_unet_input_at_every_step():
         output = noisy + torch.arange(8.0).view(-1, 1, 1, 1) + 0.4 + conditioning.mean(1, True)
         x = scheduler.step(crop_latents(output, LATENT), t, x, generator=g).prev_sample
     torch.testing.assert_close(out.latents, x)
-    clean = LVDMPipeline(
-        unet=PositionUNet(),
-        scheduler=make_scheduler("ddim", dict(build_scheduler().config)),
-        vae=None,
-        spec=tiny_spec().to_dict(),
+    other = _position_pipeline(tiny_spec())(
+        cond, 40.0, generator=torch.Generator().manual_seed(5), **kwargs
     )
-    other = clean(cond, 40.0, generator=torch.Generator().manual_seed(5), **kwargs)
     assert not torch.allclose(other.latents, out.latents)  # the noise itself differs in size
 
 
