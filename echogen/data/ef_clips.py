@@ -207,18 +207,24 @@ def _load_frames(path: Path, fps_in: float, spec: ClipSpec) -> np.ndarray:
 
 
 def _per_channel(value: float | list[float], channels: int) -> np.ndarray:
-    """``(channels, 1, 1, 1)`` float32 from one value or one per channel."""
+    """``(channels,)`` float32 from one value or one per channel."""
     values = np.atleast_1d(np.asarray(value, dtype=np.float32))
-    return np.broadcast_to(values, (channels,)).reshape(channels, 1, 1, 1)
+    return np.broadcast_to(values, (channels,))
 
 
-def _normalise(clip: np.ndarray, spec: ClipSpec) -> np.ndarray:
-    """``(C, T, H, W)`` 0..255 values -> ``float32`` as the spec says (per channel)."""
-    x = clip.astype(np.float32)
+def _normalise(frames: np.ndarray, spec: ClipSpec) -> np.ndarray:
+    """Grey ``(T, H, W)`` 0..255 frames -> ``float32 (C, T, H, W)`` as the spec says.
+
+    The grey frames are converted once; each channel is then one pass over them (the
+    ``unit`` scaling is the same for every channel: a read-only broadcast, copied when a clip
+    is cut from it).
+    """
+    x = frames.astype(np.float32)
+    channels = spec.channels
     if spec.normalisation == "unit":
-        return x / np.float32(255.0)
-    mean, std = _per_channel(spec.mean, spec.channels), _per_channel(spec.std, spec.channels)
-    return (x - mean) / std
+        return np.broadcast_to(x / np.float32(255.0), (channels, *x.shape))
+    means, stds = _per_channel(spec.mean, channels), _per_channel(spec.std, channels)
+    return np.stack([(x - m) / s for m, s in zip(means, stds, strict=True)])
 
 
 def estimate_mean_std(
@@ -344,9 +350,7 @@ class EFClipDataset(torch.utils.data.Dataset):
 
     def _video(self, i: int) -> np.ndarray:
         """Normalised ``float32`` ``(C, T, size, size)``, zero-padded at the end to one span."""
-        frames = _load_frames(self.paths[i], float(self.fps[i]), self.spec)
-        channels = np.broadcast_to(frames, (self.spec.channels, *frames.shape))
-        video = _normalise(channels, self.spec)
+        video = _normalise(_load_frames(self.paths[i], float(self.fps[i]), self.spec), self.spec)
         short = self.spec.span - video.shape[1]
         if short > 0:
             padding = np.zeros((video.shape[0], short, *video.shape[2:]), np.float32)
