@@ -609,7 +609,6 @@ class LVDMTask(Task):
         self.config, self.dataset, self.conditioner = config, dataset, conditioner
         self.scheduler, self.seed = scheduler, seed
         self.text_encoder, self.tokenizer, self.records = text_encoder, tokenizer, records
-        self.global_batch = records["global_batch"]
 
     def build(self, accelerator: Accelerator) -> UNetSpatioTemporalConditionModel:
         config = self.config
@@ -639,6 +638,7 @@ class LVDMTask(Task):
 
     def start(self, accelerator: Accelerator, step: int) -> None:
         self.ema.to(accelerator.device)  # a resumed EMA state is loaded onto the CPU
+        self.global_batch = self.config.global_batch(accelerator.num_processes)
         self.per_process = self.global_batch // accelerator.num_processes
         first = accelerator.process_index * self.per_process
         self.mine = slice(first, first + self.per_process)
