@@ -289,8 +289,7 @@ def with_statistics(
     """
     if spec.normalisation != "zscore" or (spec.mean is not None and spec.std is not None):
         return spec
-    mean, std = estimate_mean_std(rows, spec, seed=seed, root=root)
-    log.info("clip normalisation from TRAIN (%s): mean %s std %s", spec.statistics, mean, std)
+    mean, std = estimate_mean_std(rows, spec, seed=seed, root=root)  # logs the values
     return ClipSpec.from_dict({**spec.to_dict(), "mean": mean, "std": std})
 
 
