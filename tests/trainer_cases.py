@@ -471,7 +471,41 @@ LVDM = TrainerCase(
     make_kwargs=_lvdm_kwargs,
 )
 
-CASES = [REGRESSOR, CLASSIFIER, PRIVACY, VAE, LVDM]
+
+def _lidm_kwargs(data: dict, overrides: dict) -> dict:
+    model = {
+        "conditioning": "class",
+        "preset": "tiny",
+        "train_preset": "tiny",
+        "train": overrides["train"],
+    }
+    return {"latent_indexes": [data["index"]], "model": model, "root": data["root"]}
+
+
+LIDM = TrainerCase(
+    name="lidm",
+    entry="echogen.training.lidm:train_lidm_from_config",
+    model_class="diffusers:UNet2DConditionModel",
+    weights=f"unet/{WEIGHTS}",
+    overrides={
+        "train": {
+            "batch_size": 4,  # global: 2 processes split it
+            "max_steps": 6,
+            "cond_dropout": 0.5,
+            "checkpoint_every": 2,
+            "checkpoints_total_limit": 2,
+            "log_every": 2,
+        }
+    },
+    steps_per_epoch=None,
+    cut=3,  # between log rows
+    changed={"cond_dropout": 0.2},
+    two_process={},
+    make_data=_lvdm_data,
+    make_kwargs=_lidm_kwargs,
+)
+
+CASES = [REGRESSOR, CLASSIFIER, PRIVACY, VAE, LVDM, LIDM]
 
 
 def run_jobs(jobs: list[dict]) -> None:

@@ -236,20 +236,28 @@ LVDM_TRAIN_PRESETS: dict[str, dict] = {
 }
 
 
-def resolve_train_config(preset: str, overrides: dict | None = None) -> LVDMTrainConfig:
+def resolve_train_config(
+    preset: str, overrides: dict | None = None, presets: dict[str, dict] | None = None
+) -> LVDMTrainConfig:
     """A preset's :class:`LVDMTrainConfig` with some fields replaced.
+
+    Args:
+        preset: a key of ``presets``.
+        overrides: fields replacing the preset's ``train`` values.
+        presets: :data:`LVDM_TRAIN_PRESETS` (None) or another table of the same shape (the
+            LIDM's, which trains with the same settings).
 
     Raises:
         ValueError: unknown preset or field (named).
     """
-    if preset not in LVDM_TRAIN_PRESETS:
-        choices = list(LVDM_TRAIN_PRESETS)
-        raise ValueError(f"unknown LVDM training preset {preset!r}; choose one of {choices}")
+    presets = LVDM_TRAIN_PRESETS if presets is None else presets
+    if preset not in presets:
+        raise ValueError(f"unknown training preset {preset!r}; choose one of {list(presets)}")
     allowed = [f.name for f in fields(LVDMTrainConfig)]
     unknown = [k for k in (overrides or {}) if k not in allowed]
     if unknown:
-        raise ValueError(f"unknown LVDM training keys {unknown}; expected some of {allowed}")
-    return LVDMTrainConfig(**{**LVDM_TRAIN_PRESETS[preset]["train"], **(overrides or {})})
+        raise ValueError(f"unknown training keys {unknown}; expected some of {allowed}")
+    return LVDMTrainConfig(**{**presets[preset]["train"], **(overrides or {})})
 
 
 def read_latent_index(csv: str | Path) -> pd.DataFrame:
@@ -486,7 +494,7 @@ class LatentClipDataset(Dataset):
         return self.clip(self.seed, step, i)
 
 
-class _StepSampler(Sampler):
+class StepSampler(Sampler):
     """Flat indices ``step * G + i`` of one process's items for steps ``start..total-1``."""
 
     def __init__(self, start: int, total: int, global_batch: int, rank: int, per_process: int):
@@ -651,9 +659,7 @@ class LVDMTask(Task):
         return DataLoader(
             self.dataset,
             batch_size=self.per_process,
-            sampler=_StepSampler(
-                start, config.max_steps, self.global_batch, rank, self.per_process
-            ),
+            sampler=StepSampler(start, config.max_steps, self.global_batch, rank, self.per_process),
             num_workers=config.num_workers,
             collate_fn=_collate,
         )

@@ -69,7 +69,7 @@ def test_presets_hold_published_values():
     assert resolve_train_config("echodream_class").max_steps == 100_000
     assert resolve_train_config("tiny").ema_decay == 0.99
     assert resolve_train_config("tiny", {"lr": 0.5}).lr == 0.5
-    with pytest.raises(ValueError, match="unknown LVDM training keys"):
+    with pytest.raises(ValueError, match="unknown training keys"):
         resolve_train_config("tiny", {"learning_rate": 1.0})
     with pytest.raises(ValueError, match="cond_dropout"):
         LVDMTrainConfig(cond_dropout=1.5)
