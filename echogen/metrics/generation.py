@@ -27,6 +27,7 @@ any of whose networks is not verified starts with a PLUMBING CHECK line naming t
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Iterator
@@ -464,7 +465,28 @@ def metric_record(
         "real_dir": str(real_dir),
         "fake_dir": str(fake_dir),
         "reference": reference_policy(real_dir),
+        "conditioning": fake_conditioning(fake_dir),
     }
+
+
+def fake_conditioning(fake_dir: str | Path) -> dict | None:
+    """Where the fake set's conditioning frames came from: the ``conditioning`` entry of the
+    ``sampling.json`` beside its frame folder (``{"frames", "private", "source"}``, written
+    by LVDM sampling); None when there is none (a system without conditioning frames)."""
+    record = Path(str(fake_dir).rstrip("/")).parent / "sampling.json"
+    if not record.is_file():
+        return None
+    return json.loads(record.read_text()).get("conditioning")
+
+
+def conditioning_label(conditioning: dict | None) -> str | None:
+    """``"private"`` (synthetic frames that passed the privacy filter), ``"synthetic,
+    unfiltered"`` or ``"non-private"`` (real TRAIN frames); None without conditioning frames."""
+    if conditioning is None:
+        return None
+    if conditioning.get("frames") == "real":
+        return "non-private"
+    return "private" if conditioning.get("private") else "synthetic, unfiltered"
 
 
 def reference_policy(real_dir: str | Path) -> dict | None:
@@ -550,6 +572,12 @@ def write_metric_table(record: dict, txt_path: str | Path, json_path: str | Path
             f"{'/'.join(map(str, reference['frames']))} frames ({reference['index']})"
         )
     lines.append(f"fake_dir: {record['fake_dir']}")
+    conditioning = record.get("conditioning")
+    label = conditioning_label(conditioning)
+    if label == "non-private":
+        lines.insert(0, "NON-PRIVATE: the generated videos animate real TRAIN frames")
+    if label is not None:
+        lines.append(f"conditioning frames: {label} ({conditioning['source']})")
     write_json(json_path, record)
     with atomic_path(txt_path) as tmp:
         tmp.write_text("\n".join(lines) + "\n")

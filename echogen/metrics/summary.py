@@ -5,7 +5,10 @@ same detectors and the same EF regressor; ``results/metrics/summary.{txt,json}``
 numbers in one table so they can be compared: the StyleGAN-V generation metrics where
 computed (``fid50k_full``, ``is50k``, ``fvd2048_16f``, ``fvd2048_128f``), EF fidelity (MAE and R²
 of the regressor's EF against the requested EF, all-clip mean), and what sampling cost
-(seconds per video, the device it ran on). A table any of whose sources is a plumbing check
+(seconds per video, the device it ran on), and where the videos' conditioning frames came
+from (``conditioning``: ``private`` synthetic frames that passed the privacy filter,
+``synthetic, unfiltered``, or ``non-private`` real TRAIN frames, flagged above the table;
+``-`` for systems without conditioning frames). A table any of whose sources is a plumbing check
 (tiny or unverified networks) is labelled so, and says which rows are.
 """
 
@@ -19,13 +22,14 @@ import pandas as pd
 
 from echogen.data.errors import DataError
 from echogen.data.io import atomic_path, write_json
-from echogen.metrics.generation import unverified_networks
+from echogen.metrics.generation import conditioning_label, unverified_networks
 
 GENERATION_COLUMNS = ["fid50k_full", "is50k_mean", "fvd2048_16f", "fvd2048_128f"]
 SUMMARY_COLUMNS = [
     "dataset",
     "system",
     "n_videos",
+    "conditioning",
     *GENERATION_COLUMNS,
     "ef_mae",
     "ef_r2",
@@ -82,6 +86,7 @@ def dataset_row(
     if (samples_dir / PROVENANCE).is_file():
         record = _read_json(samples_dir / PROVENANCE, "sampling record")
         row["device"] = record.get("device")
+        row["conditioning"] = conditioning_label(record.get("conditioning")) or math.nan
         timing = record.get("timing") or {}
         if timing.get("videos"):
             row["seconds_per_video"] = timing["seconds"] / timing["videos"]
@@ -113,6 +118,13 @@ def write_summary(rows: list[dict], txt: str | Path, json_path: str | Path) -> p
             "PLUMBING CHECK: the rows of "
             + ", ".join(plumbing)
             + " come from tiny or unverified networks; they are not comparable to papers"
+        )
+    exposed = table.loc[table["conditioning"] == "non-private", "dataset"].tolist()
+    if exposed:
+        lines.append(
+            "NON-PRIVATE: "
+            + ", ".join(exposed)
+            + " animate real TRAIN frames (conditioning: non-private)"
         )
     lines.append("Synthetic datasets side by side (same real references, detectors, regressor)")
     shown = table.drop(columns="plumbing").astype(object)

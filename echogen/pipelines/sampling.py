@@ -236,6 +236,43 @@ def read_latent_index(cond_index_csv: str | Path) -> pd.DataFrame:
     return train
 
 
+def read_image_set(filelist_csv: str | Path, images_dir: str | Path) -> pd.DataFrame:
+    """The images of a synthetic image set (an LIDM's, usually its privacy-kept FileList) as
+    conditioning rows, sorted by FileName: ``FileName``, ``Split`` TRAIN, ``latent_path``
+    (``<images_dir>/latents/<FileName>.npy``), ``latent_frames`` 1, and ``class_id`` /
+    ``class_name`` where the set has them.
+
+    Raises:
+        DataError: the list is missing, lacks FileName, or is empty (naming the fix).
+    """
+    filelist_csv, images_dir = Path(filelist_csv), Path(images_dir)
+    if not filelist_csv.is_file():
+        raise DataError(filelist_csv, "image list does not exist", "run the LIDM privacy filter")
+    rows = pd.read_csv(filelist_csv, dtype={"FileName": str})
+    if "FileName" not in rows.columns:
+        raise DataError(filelist_csv, "image list lacks the FileName column", "re-run its rule")
+    if rows.empty:
+        raise DataError(
+            filelist_csv,
+            "no image to condition on (the privacy filter kept none)",
+            "sample more LIDM images (lvdm.lidms.<name>.sampling.n_samples) or check the filter",
+        )
+    rows = rows.sort_values("FileName", kind="stable").reset_index(drop=True)
+    out = pd.DataFrame(
+        {
+            "FileName": rows["FileName"],
+            "Split": "TRAIN",
+            "latent_path": [str(images_dir / "latents" / f"{n}.npy") for n in rows["FileName"]],
+            "latent_frames": 1,
+        }
+    )
+    for column in ("class_id", "class_name"):
+        if column in rows.columns and rows[column].notna().all():
+            out[column] = rows[column]
+    out.attrs["source"] = str(filelist_csv)
+    return out
+
+
 def _class_names(spec) -> dict[int, str]:
     """``{class id: class name}`` from the model's class map (stored as name -> id)."""
     return {int(i): str(name) for name, i in (spec.class_map or {}).items()}
@@ -257,24 +294,36 @@ def _uses_class(spec) -> bool:
 
 
 def plan_samples(
-    config: SampleConfig, spec, cond_index_csv: str | Path, run_seed: int
+    config: SampleConfig,
+    spec,
+    cond_index_csv: str | Path,
+    run_seed: int,
+    images_dir: str | Path | None = None,
 ) -> pd.DataFrame:
     """One row per sample index: what to generate and from which conditioning frame.
 
     Sample ``i`` draws, from ``numpy.random.default_rng(sample_seed(run_seed, i))`` and in
     this order: its EF (integer, uniform over ``config.ef_range``; EF runs and text runs
-    whose template holds ``{EF}``), the conditioning video (uniform over the
-    index's TRAIN rows, sorted by FileName; over those of the drawn class when there is
-    one) and the conditioning frame (uniform over that video's latent frames). The plan
-    thus depends on ``(config, run_seed, index)`` and the index only, never on sharding.
-    The class of class runs and of text runs whose template names the class is
-    ``class_ids[i % len(class_ids)]``: every class gets the same number of videos.
+    whose template holds ``{EF}``), then its conditioning frame. From real videos (no
+    ``images_dir``: non-private) it draws the video (uniform over the index's TRAIN rows,
+    sorted by FileName; over those of its class when there is one) and the frame (uniform
+    over that video's latent frames). From a synthetic image set (``images_dir``: the
+    LIDM → privacy filter → LVDM chain) it takes the images in FileName order, one per
+    video as EchoNet-Synthetic does: the ``k``-th sample of a class (or of the run) gets
+    the ``k``-th image of that class (or of the set), wrapping round with a warning when
+    the set is smaller. Either way the plan depends on ``(config, run_seed, index)`` and
+    the conditioning list only, never on sharding. The class of class runs and of text runs
+    whose template names the class is ``class_ids[i % len(class_ids)]``: every class gets
+    the same number of videos.
 
     Args:
         config: sampling settings.
         spec: the model's ``LVDMSpec``.
-        cond_index_csv: latent index of the conditioning dataset.
+        cond_index_csv: latent index of the conditioning dataset, or the image list
+            (``FileList.csv``) of the image set in ``images_dir``.
         run_seed: the run's seed.
+        images_dir: the synthetic image set's folder (its ``latents/``), or None for real
+            conditioning frames.
 
     Returns:
         :data:`PLAN_COLUMNS`; FrameHeight/FrameWidth/NumberOfFrames are left empty (they
@@ -285,7 +334,10 @@ def plan_samples(
         ValueError: class ids outside the model's class map, or class ids for a model
             without classes.
     """
-    train = read_latent_index(cond_index_csv)
+    images = images_dir is not None
+    train = (
+        read_image_set(cond_index_csv, images_dir) if images else read_latent_index(cond_index_csv)
+    )
     names = _class_names(spec)
     class_ids = _class_ids(config, spec, names)
     by_class: dict[int, pd.DataFrame] = {}
@@ -307,6 +359,7 @@ def plan_samples(
             by_class[class_id] = rows.reset_index(drop=True)
     splits = split_labels(config.n_samples, config.split)
     records = []
+    taken: dict[int | None, int] = {}  # images of each class used so far (image sets)
     for index in range(config.n_samples):
         seed = sample_seed(run_seed, index)
         rng = np.random.default_rng(seed)
@@ -319,8 +372,13 @@ def plan_samples(
         # them at random, which can leave a class out of a small set).
         class_id = int(class_ids[index % len(class_ids)]) if class_ids is not None else None
         candidates = train if class_id is None else by_class[class_id]
-        cond = candidates.iloc[int(rng.integers(len(candidates)))]
-        frame = int(rng.integers(int(cond["latent_frames"])))
+        if images:
+            k = taken.get(class_id, 0)
+            taken[class_id] = k + 1
+            cond, frame = candidates.iloc[k % len(candidates)], 0
+        else:
+            cond = candidates.iloc[int(rng.integers(len(candidates)))]
+            frame = int(rng.integers(int(cond["latent_frames"])))
         class_name = names[class_id] if class_id is not None else None
         prompt = None
         if spec.conditioning == "text":
@@ -343,6 +401,16 @@ def plan_samples(
                 "seed": seed,
                 "cond_latent_path": str(cond["latent_path"]),
             }
+        )
+    reused = {c: n for c, n in taken.items() if n > len(train if c is None else by_class[c])}
+    if reused:
+        log.warning(
+            "the image set %s has fewer images than videos asked for (%s): images are reused",
+            images_dir,
+            ", ".join(
+                f"class {c}: {n} videos" if c is not None else f"{n} videos"
+                for c, n in reused.items()
+            ),
         )
     return pd.DataFrame(records, columns=PLAN_COLUMNS)
 
@@ -465,13 +533,15 @@ def sample_shard(
     n_shards: int,
     device: str = "cpu",
     root: str | Path = ".",
+    images_dir: str | Path | None = None,
 ) -> pd.DataFrame:
     """Plan the run, then generate, decode and write the samples of one shard.
 
     Args:
         lvdm_dir: LVDM model folder (``save_lvdm``).
         vae_dir: VAE model folder the LVDM's latents come from.
-        cond_index_csv: latent index of the conditioning dataset (TRAIN rows are used).
+        cond_index_csv: latent index of the conditioning dataset (TRAIN rows are used), or
+            the image list of the synthetic image set in ``images_dir``.
         out_dir: the shard's folder (written atomically, replaced if it exists).
         config: sampling settings.
         run_seed: the run's seed.
@@ -479,6 +549,9 @@ def sample_shard(
         n_shards: number of shards.
         device: torch device of the UNet and the VAE.
         root: folder that the index's ``latent_path`` column is relative to.
+        images_dir: the synthetic image set whose latents condition the videos (private:
+            EchoNet-Synthetic's LIDM images that passed the privacy filter); None draws real
+            TRAIN frames, which ``sampling.json`` records as non-private.
 
     Returns:
         The shard's FileList (:data:`LVDM_SCHEMA`).
@@ -488,7 +561,12 @@ def sample_shard(
     lvdm_dir, vae_dir = Path(lvdm_dir), Path(vae_dir)
     lvdm = load_lvdm(lvdm_dir, device=device)
     vae = load_vae(vae_dir, device=device)
-    _check_scaling(lvdm, vae, lvdm_dir, vae_dir, read_latent_index(cond_index_csv))
+    rows = (
+        read_latent_index(cond_index_csv)
+        if images_dir is None
+        else read_image_set(cond_index_csv, images_dir)
+    )
+    _check_scaling(lvdm, vae, lvdm_dir, vae_dir, rows)
     if not math.isclose(config.fps, lvdm.spec.fps):
         log.warning(
             "videos are written at %s fps but the LVDM generates at %s fps",
@@ -503,10 +581,11 @@ def sample_shard(
         lvdm_dir=str(lvdm_dir),
         vae_dir=str(vae_dir),
         cond_index=str(cond_index_csv),
+        conditioning=conditioning_record(images_dir, cond_index_csv),
         seed=int(run_seed),
     )
     return write_shard(
-        plan_samples(config, lvdm.spec, cond_index_csv, run_seed),
+        plan_samples(config, lvdm.spec, cond_index_csv, run_seed, images_dir),
         LVDMGenerator(pipeline, config, cond_index_csv, root),
         out_dir,
         shard=shard,
@@ -518,6 +597,19 @@ def sample_shard(
     )
 
 
+def conditioning_record(images_dir: str | Path | None, cond_index_csv: str | Path) -> dict:
+    """Where a dataset's conditioning frames come from, for ``sampling.json`` and every table
+    that reads it: ``frames`` (``synthetic`` or ``real``), ``private`` and ``source``.
+
+    Only synthetic images that passed the privacy filter (an image list with the filter's
+    ``summary.json`` beside it) are private; real TRAIN frames never are.
+    """
+    if images_dir is None:
+        return {"frames": "real", "private": False, "source": str(cond_index_csv)}
+    filtered = (Path(cond_index_csv).parent / "summary.json").is_file()
+    return {"frames": "synthetic", "private": filtered, "source": str(cond_index_csv)}
+
+
 def _load_cond_latent(path: Path, frame: int, cond_index_csv, video: str) -> torch.Tensor:
     if not path.is_file():
         raise DataError(
@@ -527,6 +619,8 @@ def _load_cond_latent(path: Path, frame: int, cond_index_csv, video: str) -> tor
             item=video,
         )
     latents = np.load(path, mmap_mode="r")
+    if latents.ndim == 3:  # one image of a synthetic image set: (C, h, w)
+        latents = latents[None]
     if latents.ndim != 4 or not 0 <= frame < len(latents):
         raise DataError(
             path,

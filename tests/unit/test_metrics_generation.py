@@ -695,3 +695,32 @@ def test_every_table_records_the_reference_policy(tmp_path):
     write_metric_table(record, tmp_path / "u.txt", tmp_path / "u.json")
     assert record["reference"] is None
     assert "policy not recorded" in (tmp_path / "u.txt").read_text()
+
+
+def test_tables_say_where_the_conditioning_frames_came_from(tmp_path):
+    """The sampling.json beside a fake frame folder says whether its videos animate real
+    TRAIN frames; the table flags those as non-private at the top."""
+    import json
+
+    from echogen.metrics.generation import metric_record
+
+    fake = tmp_path / "samples" / "frames"
+    fake.mkdir(parents=True)
+    real = {"frames": "real", "private": False, "source": "resources/latents/d/index.csv"}
+    (fake.parent / "sampling.json").write_text(json.dumps({"conditioning": real}))
+    record = metric_record(tmp_path / "ref", fake, seed=0)
+    assert record["conditioning"] == real
+    write_metric_table(record, tmp_path / "t.txt", tmp_path / "t.json")
+    lines = (tmp_path / "t.txt").read_text().splitlines()
+    assert lines[0] == "NON-PRIVATE: the generated videos animate real TRAIN frames"
+    assert "conditioning frames: non-private (resources/latents/d/index.csv)" in lines
+    kept = {"frames": "synthetic", "private": True, "source": "results/privacy/x/FileList.csv"}
+    (fake.parent / "sampling.json").write_text(json.dumps({"conditioning": kept}))
+    write_metric_table(metric_record("r", fake, 0), tmp_path / "p.txt", tmp_path / "p.json")
+    text = (tmp_path / "p.txt").read_text()
+    assert "NON-PRIVATE" not in text and "conditioning frames: private" in text
+    # No sampling record (another system): no line at all.
+    write_metric_table(
+        metric_record("r", tmp_path / "x", 0), tmp_path / "n.txt", tmp_path / "n.json"
+    )
+    assert "conditioning frames" not in (tmp_path / "n.txt").read_text()

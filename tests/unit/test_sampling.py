@@ -540,3 +540,76 @@ def test_sample_shard_refuses_a_vae_of_another_scaling(models, tmp_path):
             models.lvdm, tmp_path / "v", models.index, tmp_path / "out", tiny_config(), 0, 1, 1
         )
     assert not (tmp_path / "out").exists()
+
+
+# --- conditioning on a synthetic image set (LIDM -> privacy filter -> LVDM) -----------------
+
+
+def write_image_set(root: Path, classes: list[int], filtered: bool = True) -> tuple[Path, Path]:
+    """An image set folder (latents/<name>.npy of shape (C, h, w)) and its kept image list."""
+    rng = np.random.default_rng(1)
+    (root / "images" / "latents").mkdir(parents=True)
+    names = [f"sample_{i:05d}" for i in range(len(classes))]
+    for name in names:
+        latent = rng.normal(size=(CHANNELS, LATENT, LATENT)).astype(np.float16)
+        np.save(root / "images" / "latents" / f"{name}.npy", latent)
+    names_of = {v: k for k, v in CLASS_MAP.items()}
+    kept = root / "privacy"
+    kept.mkdir()
+    rows = {"FileName": names, "class_id": classes, "class_name": [names_of[c] for c in classes]}
+    pd.DataFrame(rows).iloc[::-1].to_csv(kept / "FileList.csv", index=False)  # order: any
+    if filtered:
+        (kept / "summary.json").write_text("{}")
+    return root / "images", kept / "FileList.csv"
+
+
+def test_plan_takes_image_set_images_in_order_one_per_video(tmp_path):
+    images, kept = write_image_set(tmp_path, [0, 2, 0, 2, 0])
+    plan = plan_samples(tiny_config(n_samples=4), tiny_spec(), kept, 3, images_dir=images)
+    assert plan["cond_video"].tolist() == [f"sample_{i:05d}" for i in range(4)]
+    assert (plan["cond_frame"] == 0).all()
+    # The EF draws are those of a real-frame run: only the conditioning source changes.
+    real = plan_samples(tiny_config(n_samples=4), tiny_spec(), write_index(tmp_path), 3)
+    assert plan["EF"].tolist() == real["EF"].tolist()
+
+    # Class runs: the k-th video of a class gets the k-th image of that class.
+    spec = tiny_spec(conditioning="class", class_map=CLASS_MAP)
+    plan = plan_samples(tiny_config(n_samples=6, class_ids=[0, 2]), spec, kept, 3, images)
+    assert plan["class_id"].tolist() == [0, 2, 0, 2, 0, 2]
+    expected = ["sample_00000", "sample_00001", "sample_00002", "sample_00003", "sample_00004"]
+    assert plan["cond_video"].tolist() == [*expected, "sample_00001"]  # class 2 wraps round
+    with pytest.raises(DataError, match="class 1"):
+        plan_samples(tiny_config(class_ids=[1]), spec, kept, 3, images)
+    pd.DataFrame({"FileName": []}).to_csv(tmp_path / "empty.csv", index=False)
+    with pytest.raises(DataError, match="kept none"):
+        plan_samples(tiny_config(), tiny_spec(), tmp_path / "empty.csv", 3, images)
+
+
+def test_sample_shard_animates_image_set_latents_and_records_privacy(models, tmp_path):
+    images, kept = write_image_set(tmp_path, [0, 0])
+    common = dict(
+        lvdm_dir=models.lvdm,
+        vae_dir=models.vae,
+        config=tiny_config(n_samples=2),
+        run_seed=2,
+        shard=1,
+        n_shards=1,
+    )
+    sample_shard(cond_index_csv=kept, out_dir=tmp_path / "s", images_dir=images, **common)
+    record = json.loads((tmp_path / "s" / "sampling.json").read_text())
+    assert record["conditioning"] == {"frames": "synthetic", "private": True, "source": str(kept)}
+    filelist = pd.read_csv(tmp_path / "s" / "FileList.csv")
+    assert filelist["cond_video"].tolist() == ["sample_00000", "sample_00001"]
+    # The conditioning latent changes the video: another image, another video.
+    other_images, other = write_image_set(tmp_path / "o", [0, 0], filtered=False)
+    np.save(other_images / "latents" / "sample_00000.npy", np.zeros((CHANNELS, LATENT, LATENT)))
+    sample_shard(cond_index_csv=other, out_dir=tmp_path / "t", images_dir=other_images, **common)
+    first = read_video(tmp_path / "s" / "Videos" / "sample_00000.mp4")
+    assert not np.array_equal(first, read_video(tmp_path / "t" / "Videos" / "sample_00000.mp4"))
+    same = read_video(tmp_path / "s" / "Videos" / "sample_00001.mp4")
+    assert np.array_equal(same, read_video(tmp_path / "t" / "Videos" / "sample_00001.mp4"))
+    record = json.loads((tmp_path / "t" / "sampling.json").read_text())
+    assert record["conditioning"]["private"] is False  # not filtered
+    sample_shard(cond_index_csv=models.index, out_dir=tmp_path / "r", root=models.root, **common)
+    record = json.loads((tmp_path / "r" / "sampling.json").read_text())
+    assert record["conditioning"]["frames"] == "real" and not record["conditioning"]["private"]

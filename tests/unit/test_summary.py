@@ -12,13 +12,15 @@ from echogen.data.errors import DataError
 from echogen.metrics.summary import SUMMARY_COLUMNS, dataset_row, write_summary
 
 
-def _samples(folder, n=3, timing=None, device="cpu"):
+def _samples(folder, n=3, timing=None, device="cpu", conditioning=None):
     folder.mkdir(parents=True)
     names = [f"sample_{i:05d}" for i in range(n)]
     pd.DataFrame({"FileName": names, "EF": [30.0] * n}).to_csv(folder / "FileList.csv")
     record = {"device": device, "seed": 1}
     if timing is not None:
         record["timing"] = timing
+    if conditioning is not None:
+        record["conditioning"] = conditioning
     (folder / "sampling.json").write_text(json.dumps(record))
     return folder
 
@@ -83,3 +85,24 @@ def test_missing_sources_are_named(tmp_path):
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(DataError, match="bad.json.*not valid JSON"):
         dataset_row("x", "lvdm", a, None, tmp_path / "bad.json")
+
+
+def test_conditioning_column_flags_real_frame_datasets(tmp_path):
+    """A dataset animating real TRAIN frames is labelled non-private in its row and above
+    the table; LIDM images that passed the filter are private; systems without
+    conditioning frames show "-"."""
+    real = {"frames": "real", "private": False, "source": "index.csv"}
+    kept = {"frames": "synthetic", "private": True, "source": "kept/FileList.csv"}
+    raw = {"frames": "synthetic", "private": False, "source": "images/FileList.csv"}
+    rows = [
+        dataset_row("lvdm_real", "lvdm", _samples(tmp_path / "r", conditioning=real)),
+        dataset_row("lvdm_lidm", "lvdm", _samples(tmp_path / "l", conditioning=kept)),
+        dataset_row("lvdm_raw", "lvdm", _samples(tmp_path / "u", conditioning=raw)),
+        dataset_row("cascade_x", "cascade", _samples(tmp_path / "c")),
+    ]
+    labels = [row["conditioning"] for row in rows]
+    assert labels[:3] == ["non-private", "private", "synthetic, unfiltered"]
+    assert math.isnan(labels[3])
+    write_summary(rows, tmp_path / "s.txt", tmp_path / "s.json")
+    text = (tmp_path / "s.txt").read_text()
+    assert text.startswith("NON-PRIVATE: lvdm_real animate real TRAIN frames")
