@@ -1,5 +1,6 @@
-# Latent video diffusion (EchoNet-Synthetic, EchoDream): VAE, latents, LVDM training,
-# sharded sampling, privacy filter, EF fidelity, CardiacNet classification, report figures.
+# Latent video diffusion (EchoNet-Synthetic, EchoDream): VAE, latents, LIDM image sets and
+# their privacy filter, LVDM training, sharded sampling animating the kept images, EF fidelity,
+# CardiacNet classification, report figures.
 
 
 include: "lvdm_helpers.smk"
@@ -13,6 +14,15 @@ scattergather:
 # Every synthetic dataset of this system is evaluated by the shared rules (rules/evaluation.smk,
 # rules/metrics.smk): generation metrics, a report strip, EF fidelity where asked for, the
 # summary row.
+for _name, _lidm in lvdm_lidms().items():
+    register_synthetic_dataset(
+        f"lidm_{_name}",
+        "lvdm",
+        real=_lidm["real"],
+        metrics=_lidm["metrics"],
+        shards="lvdm_shard",
+        tiny=_lidm.get("preset") == "tiny",
+    )
 for _name, _sample in lvdm_samples().items():
     register_synthetic_dataset(
         f"lvdm_{_name}",
@@ -107,6 +117,85 @@ rule gather_latents:
         "../envs/echogen.yaml"
     script:
         "../workflow_scripts/gather_parts.py"
+
+
+rule train_lidm:
+    """Train a latent image diffusion model on single latent frames of one dataset; resumable."""
+    input:
+        latents=lambda wildcards: latent_indexes([lidm_entry(wildcards)["dataset"]]),
+    output:
+        model=directory("results/models/lidm_{lidm}"),
+    log:
+        "logs/train_lidm/{lidm}.log",
+    benchmark:
+        "benchmarks/train_lidm/{lidm}.tsv"
+    wildcard_constraints:
+        lidm=names_pattern(lvdm_lidms()),
+    conda:
+        "../envs/echogen.yaml"
+    threads: 2
+    resources:
+        gpu=lvdm_config()["gpus"].get("lidm", 1),
+        mem_mb=tier_mem("gpu_train"),
+        runtime=tier_runtime("gpu_train"),
+    params:
+        model=lidm_entry,
+        state_dir="results/train_lidm/{lidm}/state",
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/train_lidm.py"
+
+
+rule sample_lidm:
+    """Generate one shard of an LIDM image set (one-frame videos, their latents kept)."""
+    input:
+        lidm="results/models/lidm_{lidm}",
+        vae=vae_dir(),
+    output:
+        shard=directory("results/sample_shards/lidm_{lidm}/{scatteritem}"),
+    log:
+        "logs/sample_lidm/{lidm}_{scatteritem}.log",
+    benchmark:
+        "benchmarks/sample_lidm/{lidm}_{scatteritem}.tsv"
+    wildcard_constraints:
+        lidm=names_pattern(lvdm_lidms()),
+    conda:
+        "../envs/echogen.yaml"
+    threads: 2
+    resources:
+        gpu=lvdm_config()["gpus"]["infer"],
+        mem_mb=tier_mem("gpu_infer"),
+        runtime=tier_runtime("gpu_infer"),
+    params:
+        sampling=lambda wildcards: lidm_entry(wildcards)["sampling"],
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/sample_lidm.py"
+
+
+rule filter_lidm:
+    """Keep the LIDM images no closer to a real TRAIN frame than real patients are to each other."""
+    input:
+        unpack(lidm_privacy_inputs),
+    output:
+        filelist="results/privacy/lidm_{lidm}/FileList.csv",
+        dropped="results/privacy/lidm_{lidm}/dropped.csv",
+        summary="results/privacy/lidm_{lidm}/summary.json",
+    log:
+        "logs/filter_lidm/{lidm}.log",
+    wildcard_constraints:
+        lidm=names_pattern(lvdm_lidms()),
+    conda:
+        "../envs/echogen.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=tier_mem("gpu_infer"),
+        runtime=tier_runtime("gpu_infer"),
+    params:
+        percentile=(lvdm_config().get("privacy", {}).get("percentile", 95)),
+    script:
+        "../workflow_scripts/filter_samples.py"
 
 
 rule train_lvdm:

@@ -57,17 +57,42 @@ def lvdm_sample(wildcards):
 
 
 def lvdm_sample_inputs(wildcards):
+    """The LVDM, the VAE and the conditioning frames: the privacy-kept images of the
+    sample's LIDM (`lidm`), or the real TRAIN latents of its dataset (non-private)."""
     sample = lvdm_sample(wildcards)
     if sample["model"] not in lvdm_models():
         raise WorkflowError(
             f"lvdm.samples.{wildcards.sample}.model = {sample['model']!r} is not a key of "
             f"lvdm.models ({sorted(lvdm_models())}). Fix: name one of them."
         )
-    return {
-        "lvdm": f"results/models/lvdm_{sample['model']}",
-        "vae": vae_dir(),
-        "latents": f"resources/latents/{sample['dataset']}/index.csv",
-    }
+    inputs = {"lvdm": f"results/models/lvdm_{sample['model']}", "vae": vae_dir()}
+    lidm = sample.get("lidm")
+    if lidm is None:
+        inputs["latents"] = f"resources/latents/{sample['dataset']}/index.csv"
+        return inputs
+    if lidm not in lvdm_lidms():
+        raise WorkflowError(
+            f"lvdm.samples.{wildcards.sample}.lidm = {lidm!r} is not a key of lvdm.lidms "
+            f"({sorted(lvdm_lidms())}). Fix: name one of them, or null for real frames."
+        )
+    inputs["latents"] = lidm_images_list(lidm)
+    inputs["images"] = f"results/samples/lidm_{lidm}/latents"
+    return inputs
+
+
+def lvdm_lidms():
+    return lvdm_config().get("lidms", {})
+
+
+def lidm_entry(wildcards):
+    return lvdm_lidms()[wildcards.lidm]
+
+
+def lidm_images_list(lidm):
+    """The images an LVDM may animate: those the privacy filter kept when it is on."""
+    if is_activated("lvdm/privacy"):
+        return f"results/privacy/lidm_{lidm}/FileList.csv"
+    return f"results/samples/lidm_{lidm}/FileList.csv"
 
 
 def privacy_inputs(wildcards):
@@ -80,10 +105,26 @@ def privacy_inputs(wildcards):
     }
 
 
+def lidm_privacy_inputs(wildcards):
+    lidm = lidm_entry(wildcards)
+    return {
+        "model": "results/models/privacy",
+        "latents": f"resources/latents/{lidm['dataset']}/index.csv",
+        "filelist": f"results/samples/lidm_{wildcards.lidm}/FileList.csv",
+        "sample_latents": f"results/samples/lidm_{wildcards.lidm}/latents",
+    }
+
+
 def privacy_samples():
+    """Synthetic video sets filtered after sampling: those asking for it that animate real
+    frames (a set animating LIDM images was filtered before animation)."""
     if not is_activated("lvdm/privacy"):
         return []
-    return [name for name, s in lvdm_samples().items() if s.get("privacy", True)]
+    return [
+        name
+        for name, s in lvdm_samples().items()
+        if s.get("privacy", True) and s.get("lidm") is None
+    ]
 
 
 def lvdm_targets():
@@ -92,6 +133,8 @@ def lvdm_targets():
     targets += expand(
         "results/privacy/lvdm_{sample}/summary.json", sample=privacy_samples()
     )
+    if is_activated("lvdm/privacy"):
+        targets += expand("results/privacy/lidm_{lidm}/summary.json", lidm=lvdm_lidms())
     targets.append("results/report/loss_curves.png")
     return targets
 
@@ -101,6 +144,8 @@ def loss_logs(wildcards):
     logs = {}
     if not lvdm_config()["vae"].get("pretrained"):
         logs["vae"] = "results/models/vae"
+    for name in lvdm_lidms():
+        logs[f"lidm_{name}"] = f"results/models/lidm_{name}"
     for name in lvdm_models():
         logs[f"lvdm_{name}"] = f"results/models/lvdm_{name}"
     return logs

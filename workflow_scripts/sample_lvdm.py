@@ -1,5 +1,6 @@
 """Rule sample_lvdm: one shard of a synthetic dataset."""
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -12,7 +13,7 @@ if TYPE_CHECKING:
     from snakemake.script import snakemake
 
 # Keys of a lvdm.samples entry that belong to the workflow, not to the sampler.
-WORKFLOW_KEYS = ("model", "dataset", "real", "metrics", "privacy")
+WORKFLOW_KEYS = ("model", "dataset", "real", "metrics", "privacy", "lidm")
 
 
 def main(
@@ -25,12 +26,24 @@ def main(
     seed: int,
     gpus: int = 0,
     threads: int = 1,
+    images: str | None = None,
 ) -> None:
+    """``latents`` is the real latent index, or with ``images`` (an image set's ``latents/``
+    folder) the image list of that set."""
     torch.set_num_threads(threads)
     config = SampleConfig(**{k: v for k, v in sample.items() if k not in WORKFLOW_KEYS})
     shard, n_shards = parse_scatteritem(scatteritem)
     sample_shard(
-        lvdm_dir, vae_dir, latents, out_dir, config, seed, shard, n_shards, pick_device(gpus)
+        lvdm_dir,
+        vae_dir,
+        latents,
+        out_dir,
+        config,
+        seed,
+        shard,
+        n_shards,
+        pick_device(gpus),
+        images_dir=None if images is None else Path(images).parent,
     )
 
 
@@ -46,4 +59,5 @@ if "snakemake" in globals():
         snakemake.params.seed,
         snakemake.resources.get("gpu", 0),
         snakemake.threads,
+        snakemake.input.get("images"),
     )

@@ -28,7 +28,7 @@ def slice_config(lvdm_steps: int = 4, checkpoint_every: int = 2) -> dict:
     config["metrics"]["comparisons"] = {}
     config["regressors"]["activate"] = False
     lvdm = config["lvdm"]
-    lvdm["gpus"] = {"train": TRAIN_GPUS, "infer": 1}
+    lvdm["gpus"] = {"train": TRAIN_GPUS, "lidm": 1, "infer": 1}
     lvdm["shards"] = 2
     lvdm["vae"].update(datasets=["dynamic"], train={"max_steps": 4, "disc_start": 2})
     lvdm["latents"]["datasets"] = ["dynamic"]
@@ -49,7 +49,9 @@ def slice_config(lvdm_steps: int = 4, checkpoint_every: int = 2) -> dict:
         real="resources/reference_frames/dynamic_16f",
         metrics=["fvd2048_16f"],
     )
+    dynamic["lidm"] = None  # real conditioning frames: the slice tests SLURM, not the LIDM
     lvdm["samples"] = {"dynamic": dynamic}
+    lvdm["lidms"] = {}
     lvdm["privacy"]["activate"] = False
     config.pop("evaluation", None)
     return config

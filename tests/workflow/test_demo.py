@@ -200,6 +200,9 @@ def test_demo_lvdm_metric_tables(demo_all):
         # A few hundred frames, not 50k: said in the table, as the json says it.
         assert f"WARNING: fid50k_full: computed over {fid['n_fake']} fake frames" in table
         assert fid["warning"] in record["warnings"] and record["tf32"] is False
+        # Every demo video animates an LIDM image that passed the privacy filter.
+        assert "conditioning frames: private (results/privacy/lidm_" in table, name
+        assert "NON-PRIVATE" not in table, name
 
 
 def test_demo_summary_has_a_row_per_lvdm_dataset(demo_all):
@@ -208,11 +211,16 @@ def test_demo_summary_has_a_row_per_lvdm_dataset(demo_all):
     metrics = demo_all / "results" / "metrics"
     record = json.loads((metrics / "summary.json").read_text())
     rows = {row["dataset"]: row for row in record["rows"]}
-    assert list(rows) == [f"lvdm_{name}" for name in demo_config()["lvdm"]["samples"]]
+    lvdm = demo_config()["lvdm"]
+    assert list(rows) == [f"lidm_{name}" for name in lvdm["lidms"]] + [
+        f"lvdm_{name}" for name in lvdm["samples"]
+    ]
     for dataset, row in rows.items():
         own = json.loads((metrics / f"{dataset}.json").read_text())["metrics"]
         assert row["fid50k_full"] == own["fid50k_full"] and row["system"] == "lvdm"
         assert row["seconds_per_video"] > 0 and row["device"] == "cpu" and row["plumbing"]
+        # Image sets have no conditioning frames; every video set animates kept images.
+        assert row["conditioning"] == (None if dataset.startswith("lidm_") else "private")
     fidelity = json.loads((metrics / "ef_fidelity_lvdm_dynamic.json").read_text())["metrics"]
     assert rows["lvdm_dynamic"]["ef_mae"] == fidelity["mae"]["value"]
     assert rows["lvdm_ped_a4c"]["ef_mae"] is None  # no EF fidelity asked for
@@ -255,12 +263,40 @@ def test_demo_lvdm_models_and_latents(demo_all):
     assert vae["scaling_factor"] > 0
 
 
+def test_demo_lidm_image_sets(demo_all):
+    """LIDM -> privacy filter -> LVDM: each image set has its images, latents and FID/IS
+    table; the filter's kept list is what the LVDM videos animate, one image per video."""
+    lvdm = demo_config()["lvdm"]
+    for name, lidm in lvdm["lidms"].items():
+        root = demo_all / f"results/samples/lidm_{name}"
+        images = pd.read_csv(root / "FileList.csv")
+        assert len(images) == lidm["sampling"]["n_samples"]
+        assert (images["NumberOfFrames"] == 1).all() and (images["FrameHeight"] == 112).all()
+        for image in images["FileName"]:
+            assert (root / "frames" / image / "0000.jpg").is_file()
+            assert np.load(root / "latents" / f"{image}.npy").shape == (4, 14, 14)
+        record = json.loads((demo_all / f"results/metrics/lidm_{name}.json").read_text())
+        assert np.isfinite(record["metrics"]["fid50k_full"]), name
+        summary = json.loads((demo_all / f"results/privacy/lidm_{name}/summary.json").read_text())
+        assert summary["n_kept"] + summary["n_dropped"] == summary["n_samples"] == len(images)
+        kept = pd.read_csv(demo_all / f"results/privacy/lidm_{name}/FileList.csv")
+        assert len(kept) == summary["n_kept"] > 0
+        model = json.loads((demo_all / f"results/models/lidm_{name}/train.json").read_text())
+        assert model["steps"] == lidm["train"]["max_steps"]
+        assert model["spec"]["conditioning"] == lidm.get("conditioning", "none")
+    for name, sample in lvdm["samples"].items():
+        videos = pd.read_csv(demo_all / f"results/samples/lvdm_{name}/FileList.csv")
+        kept = pd.read_csv(demo_all / f"results/privacy/lidm_{sample['lidm']}/FileList.csv")
+        assert set(videos["cond_video"]) <= set(kept["FileName"]), name
+        assert (videos["cond_frame"] == 0).all(), name
+        if "class_id" in kept and sample["model"] == "class":
+            classes = dict(zip(kept["FileName"], kept["class_id"], strict=True))
+            assert (videos["cond_video"].map(classes) == videos["class_id"]).all()
+        record = json.loads((demo_all / f"results/samples/lvdm_{name}/sampling.json").read_text())
+        assert record["conditioning"]["private"] is True, name
+
+
 def test_demo_privacy_ef_fidelity_classification(demo_all):
-    for name in demo_config()["lvdm"]["samples"]:
-        summary = json.loads((demo_all / f"results/privacy/lvdm_{name}/summary.json").read_text())
-        assert summary["n_kept"] + summary["n_dropped"] == summary["n_samples"]
-        kept = pd.read_csv(demo_all / f"results/privacy/lvdm_{name}/FileList.csv")
-        assert len(kept) == summary["n_kept"]
     generation = (demo_all / "results/metrics/lvdm_dynamic.txt").read_text()
     assert "real reference: policy seeded_windows" in generation
     fidelity = (demo_all / "results/metrics/ef_fidelity_lvdm_dynamic.txt").read_text()

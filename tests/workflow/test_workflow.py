@@ -105,7 +105,7 @@ def test_paper_dry_run_plans_every_data_rule(tmp_path):
         "gather_flow",
     ]:
         assert rule in jobs, rule
-    assert sum(jobs.values()) < 700  # 618 with the LVDM line (2026-11)
+    assert sum(jobs.values()) < 800  # 618 with the LVDM line (2026-11), 695 with the LIDMs
 
 
 def test_paper_plan_is_sbatch_ready_with_the_slurm_profile(tmp_path):
@@ -122,10 +122,17 @@ def test_paper_plan_is_sbatch_ready_with_the_slurm_profile(tmp_path):
     assert jobs["sample_lvdm"] == paper["lvdm"]["shards"] * len(paper["lvdm"]["samples"])
     assert jobs["summarize_datasets"] == 1
     assert jobs["train_vae"] == 1
+    # One LIDM per dataset, its image set sharded, filtered before the LVDM animates it.
+    lidms = len(paper["lvdm"]["lidms"])
+    assert (jobs["train_lidm"], jobs["filter_lidm"]) == (lidms, lidms) == (4, 4)
+    assert jobs["sample_lidm"] == paper["lvdm"]["shards"] * lidms
+    assert all(sample["lidm"] for sample in paper["lvdm"]["samples"].values())
     blocks = [job for job in planned_job_blocks(result.stdout) if not job.local]
     whole_node = {"train_vae", "train_lvdm", "train_privacy"}
     for train in [job.resources for job in blocks if job.rule in whole_node]:
         assert (train["gpu"], train["gpu_model"], train["slurm_partition"]) == ("8", "a100", "gpu")
+    for train in [job.resources for job in blocks if job.rule == "train_lidm"]:
+        assert train["gpu"] == "1"  # EchoNet-Synthetic trains an LIDM on one A100
     shards = [job.resources for job in blocks if job.rule == "sample_lvdm"]
     assert len(shards) == jobs["sample_lvdm"]
     assert all(shard["gpu"] == "1" and shard["gpu_model"] == "a100" for shard in shards)
