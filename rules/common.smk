@@ -50,6 +50,9 @@ TIERS = {
 # rules/metrics.smk, rules/evaluation.smk): id -> {"system", "real", "metrics", "shards",
 # "ef_regressor", "ef_plumbing"}.
 SYNTHETIC_DATASETS = {}
+# Metric tables a system adds beyond its datasets' own (e.g. an image set after the privacy
+# filter): run -> {"real", "fake", "metrics"}, made by compute_generation_metrics.
+SYSTEM_COMPARISONS = {}
 
 
 def evaluation_config(part):
@@ -319,7 +322,8 @@ def detector_params():
 
 
 def comparisons():
-    """Configured comparisons plus one table per registered synthetic dataset."""
+    """Configured comparisons, one table per registered synthetic dataset, and the tables
+    systems registered (register_comparison)."""
     runs = dict(config["metrics"]["comparisons"])
     for dataset, entry in SYNTHETIC_DATASETS.items():
         runs[dataset] = {
@@ -327,7 +331,15 @@ def comparisons():
             "fake": f"results/samples/{dataset}/frames",
             "metrics": entry["metrics"],
         }
+    runs.update(SYSTEM_COMPARISONS)
     return runs
+
+
+def register_comparison(run, real, fake, metrics):
+    """A metric table results/metrics/<run>.{txt,json} of frame folder `fake` against `real`."""
+    if run in SYSTEM_COMPARISONS or run in SYNTHETIC_DATASETS:
+        raise WorkflowError(f"metric table {run!r} is registered twice")
+    SYSTEM_COMPARISONS[run] = {"real": real, "fake": fake, "metrics": list(metrics)}
 
 
 def comparison(wildcards):

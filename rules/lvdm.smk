@@ -23,6 +23,13 @@ for _name, _lidm in lvdm_lidms().items():
         shards="lvdm_shard",
         tiny=_lidm.get("preset") == "tiny",
     )
+    if is_activated("lvdm/privacy"):  # FID/IS of the images the filter kept
+        register_comparison(
+            f"lidm_{_name}_private",
+            real=_lidm["real"],
+            fake=f"results/privacy/lidm_{_name}/frames",
+            metrics=_lidm["metrics"],
+        )
 for _name, _sample in lvdm_samples().items():
     register_synthetic_dataset(
         f"lvdm_{_name}",
@@ -130,7 +137,7 @@ rule train_lidm:
     benchmark:
         "benchmarks/train_lidm/{lidm}.tsv"
     wildcard_constraints:
-        lidm=names_pattern(lvdm_lidms()),
+        lidm=names_pattern(released(lvdm_lidms(), want=False)),
     conda:
         "../envs/echogen.yaml"
     threads: 2
@@ -144,6 +151,26 @@ rule train_lidm:
         seed=config["seed"],
     script:
         "../workflow_scripts/train_lidm.py"
+
+
+rule import_lidm:
+    """An LIDM folder from released weights (lvdm.lidms.<name>.pretrained) instead of training."""
+    input:
+        unpack(import_inputs("lidm")),
+    output:
+        model=directory("results/models/lidm_{lidm}"),
+    log:
+        "logs/import_lidm/{lidm}.log",
+    wildcard_constraints:
+        lidm=names_pattern(released(lvdm_lidms())),
+    localrule: True
+    conda:
+        "../envs/echogen.yaml"
+    params:
+        kind="lidm",
+        entry=import_entry("lidm"),
+    script:
+        "../workflow_scripts/train_from_release.py"
 
 
 rule sample_lidm:
@@ -181,6 +208,7 @@ rule filter_lidm:
         filelist="results/privacy/lidm_{lidm}/FileList.csv",
         dropped="results/privacy/lidm_{lidm}/dropped.csv",
         summary="results/privacy/lidm_{lidm}/summary.json",
+        frames=directory("results/privacy/lidm_{lidm}/frames"),
     log:
         "logs/filter_lidm/{lidm}.log",
     wildcard_constraints:
@@ -193,7 +221,9 @@ rule filter_lidm:
         mem_mb=tier_mem("gpu_infer"),
         runtime=tier_runtime("gpu_infer"),
     params:
-        percentile=(lvdm_config().get("privacy", {}).get("percentile", 95)),
+        percentile=lvdm_config().get("privacy", {}).get("percentile", 95),
+        heldout=lvdm_config().get("privacy", {}).get("heldout", ["VAL", "TEST"]),
+        link_frames=True,
     script:
         "../workflow_scripts/filter_samples.py"
 
@@ -209,7 +239,7 @@ rule train_lvdm:
     benchmark:
         "benchmarks/train_lvdm/{model}.tsv"
     wildcard_constraints:
-        model=names_pattern(lvdm_models()),
+        model=names_pattern(released(lvdm_models(), want=False)),
     conda:
         "../envs/echogen.yaml"
     threads: 2
@@ -223,6 +253,26 @@ rule train_lvdm:
         seed=config["seed"],
     script:
         "../workflow_scripts/train_lvdm.py"
+
+
+rule import_lvdm:
+    """An LVDM folder from released weights (lvdm.models.<name>.pretrained) instead of training."""
+    input:
+        unpack(import_inputs("lvdm")),
+    output:
+        model=directory("results/models/lvdm_{model}"),
+    log:
+        "logs/import_lvdm/{model}.log",
+    wildcard_constraints:
+        model=names_pattern(released(lvdm_models())),
+    localrule: True
+    conda:
+        "../envs/echogen.yaml"
+    params:
+        kind="lvdm",
+        entry=import_entry("lvdm"),
+    script:
+        "../workflow_scripts/train_from_release.py"
 
 
 rule sample_lvdm:
@@ -252,32 +302,52 @@ rule sample_lvdm:
 
 
 rule train_privacy:
-    """Train the Siamese first-frame embedding network of the privacy filter; resumable."""
+    """Train a dataset's Siamese re-identification network on its TRAIN latent frames; resumable."""
     input:
-        latents=(
-            latent_indexes(lvdm_config()["privacy"]["datasets"])
-            if "privacy" in lvdm_config()
-            else []
-        ),
+        unpack(privacy_train_inputs),
     output:
-        model=directory("results/models/privacy"),
+        model=directory("results/models/privacy_{dataset}"),
     log:
-        "logs/train_privacy/privacy.log",
+        "logs/train_privacy/{dataset}.log",
     benchmark:
-        "benchmarks/train_privacy/privacy.tsv"
+        "benchmarks/train_privacy/{dataset}.tsv"
+    wildcard_constraints:
+        dataset=names_pattern(
+            [d for d in privacy_datasets() if d not in released_privacy()]
+        ),
     conda:
         "../envs/echogen.yaml"
     threads: 2
     resources:
-        gpu=lvdm_config()["gpus"]["train"],
+        gpu=lvdm_config()["gpus"].get("privacy", 1),
         mem_mb=tier_mem("gpu_train"),
         runtime=tier_runtime("gpu_train"),
     params:
         privacy=lvdm_config().get("privacy", {}),
-        state_dir="results/train_privacy/state",
+        state_dir="results/train_privacy/{dataset}/state",
         seed=config["seed"],
     script:
         "../workflow_scripts/train_privacy.py"
+
+
+rule import_privacy:
+    """A re-identification network from released weights (lvdm.privacy.pretrained.<dataset>)."""
+    input:
+        unpack(import_inputs("privacy")),
+    output:
+        model=directory("results/models/privacy_{dataset}"),
+    log:
+        "logs/import_privacy/{dataset}.log",
+    wildcard_constraints:
+        dataset=names_pattern(released_privacy()),
+    localrule: True
+    conda:
+        "../envs/echogen.yaml"
+    params:
+        kind="privacy",
+        entry=import_entry("privacy"),
+    script:
+        "../workflow_scripts/train_from_release.py"
 
 
 rule filter_samples:
@@ -300,7 +370,9 @@ rule filter_samples:
         mem_mb=tier_mem("gpu_infer"),
         runtime=tier_runtime("gpu_infer"),
     params:
-        percentile=(lvdm_config().get("privacy", {}).get("percentile", 95)),
+        percentile=lvdm_config().get("privacy", {}).get("percentile", 95),
+        heldout=lvdm_config().get("privacy", {}).get("heldout", ["VAL", "TEST"]),
+        link_frames=False,
     script:
         "../workflow_scripts/filter_samples.py"
 

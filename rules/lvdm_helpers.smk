@@ -84,6 +84,47 @@ def lvdm_lidms():
     return lvdm_config().get("lidms", {})
 
 
+def released(entries, want=True):
+    """The names of the entries that load released weights (`pretrained`), or the others."""
+    return [
+        name for name, entry in entries.items() if bool(entry.get("pretrained")) == want
+    ]
+
+
+def released_privacy():
+    """dataset -> released re-identification weights file (`lvdm.privacy.pretrained`)."""
+    return lvdm_config().get("privacy", {}).get("pretrained") or {}
+
+
+def import_inputs(kind):
+    """Inputs of an import_<kind> rule: the released weights, and the latent indexes (and
+    the text encoder) the model folder's spec comes from."""
+
+    def inputs(wildcards):
+        if kind == "privacy":
+            return {"weights": released_privacy()[wildcards.dataset]}
+        if kind == "lidm":
+            entry = lidm_entry(wildcards)
+            return {
+                "weights": entry["pretrained"],
+                "latents": latent_indexes([entry["dataset"]]),
+            }
+        entry = lvdm_model(wildcards)
+        found = {**lvdm_model_inputs(wildcards), "weights": entry["pretrained"]}
+        return found
+
+    return inputs
+
+
+def import_entry(kind):
+    def entry(wildcards):
+        if kind == "privacy":
+            return lvdm_config()["privacy"]
+        return lidm_entry(wildcards) if kind == "lidm" else lvdm_model(wildcards)
+
+    return entry
+
+
 def lidm_entry(wildcards):
     return lvdm_lidms()[wildcards.lidm]
 
@@ -98,7 +139,7 @@ def lidm_images_list(lidm):
 def privacy_inputs(wildcards):
     sample = lvdm_sample(wildcards)
     return {
-        "model": "results/models/privacy",
+        "model": f"results/models/privacy_{sample['dataset']}",
         "latents": f"resources/latents/{sample['dataset']}/index.csv",
         "filelist": f"results/samples/lvdm_{wildcards.sample}/FileList.csv",
         "sample_latents": f"results/samples/lvdm_{wildcards.sample}/latents",
@@ -108,11 +149,29 @@ def privacy_inputs(wildcards):
 def lidm_privacy_inputs(wildcards):
     lidm = lidm_entry(wildcards)
     return {
-        "model": "results/models/privacy",
+        "model": f"results/models/privacy_{lidm['dataset']}",
         "latents": f"resources/latents/{lidm['dataset']}/index.csv",
         "filelist": f"results/samples/lidm_{wildcards.lidm}/FileList.csv",
         "sample_latents": f"results/samples/lidm_{wildcards.lidm}/latents",
     }
+
+
+def privacy_datasets():
+    """Datasets whose re-identification network a filter needs: one network per dataset, as
+    EchoNet-Synthetic trains one per LIDM."""
+    datasets = [lidm["dataset"] for lidm in lvdm_lidms().values()]
+    datasets += [lvdm_samples()[name]["dataset"] for name in privacy_samples()]
+    return sorted(set(datasets)) if is_activated("lvdm/privacy") else []
+
+
+def privacy_train_inputs(wildcards):
+    """The dataset's latent index, and torchvision's ImageNet ResNet-50 when the trunk
+    starts from it (`lvdm.privacy.imagenet`)."""
+    inputs = {"latents": latent_indexes([wildcards.dataset])}
+    imagenet = lvdm_config()["privacy"].get("imagenet")
+    if imagenet:
+        inputs["imagenet"] = weights_file(imagenet)
+    return inputs
 
 
 def privacy_samples():
@@ -135,6 +194,7 @@ def lvdm_targets():
     )
     if is_activated("lvdm/privacy"):
         targets += expand("results/privacy/lidm_{lidm}/summary.json", lidm=lvdm_lidms())
+        targets += expand("results/metrics/lidm_{lidm}_private.txt", lidm=lvdm_lidms())
     targets.append("results/report/loss_curves.png")
     return targets
 
@@ -144,8 +204,8 @@ def loss_logs(wildcards):
     logs = {}
     if not lvdm_config()["vae"].get("pretrained"):
         logs["vae"] = "results/models/vae"
-    for name in lvdm_lidms():
+    for name in released(lvdm_lidms(), want=False):
         logs[f"lidm_{name}"] = f"results/models/lidm_{name}"
-    for name in lvdm_models():
+    for name in released(lvdm_models(), want=False):
         logs[f"lvdm_{name}"] = f"results/models/lvdm_{name}"
     return logs

@@ -1,4 +1,4 @@
-"""Rule filter_samples: drop synthetic videos too close to a real TRAIN video."""
+"""Rules filter_samples, filter_lidm: drop synthetic samples too close to a real TRAIN video."""
 
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +20,8 @@ def main(
     percentile: float,
     gpus: int = 0,
     threads: int = 1,
+    heldout: list[str] | None = None,
+    link_frames: bool = False,
 ) -> None:
     torch.set_num_threads(threads)
     filter_samples(
@@ -29,6 +31,8 @@ def main(
         Path(out_filelist).parent,
         percentile=percentile,
         device=pick_device(gpus),
+        heldout=tuple(heldout or ("VAL", "TEST")),
+        link_frames=link_frames,
     )
 
 
@@ -42,4 +46,6 @@ if "snakemake" in globals():
         snakemake.params.percentile,
         snakemake.resources.get("gpu", 0),
         snakemake.threads,
+        snakemake.params.heldout,
+        snakemake.params.link_frames,
     )

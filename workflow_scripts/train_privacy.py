@@ -1,4 +1,4 @@
-"""Rule train_privacy: the Siamese first-frame embedding network of the privacy filter."""
+"""Rule train_privacy: one dataset's Siamese re-identification network of the privacy filter."""
 
 from typing import TYPE_CHECKING
 
@@ -19,6 +19,7 @@ def main(
     seed: int,
     gpus: int = 0,
     threads: int = 1,
+    imagenet: str | None = None,
 ) -> None:
     torch.set_num_threads(threads)
     device = pick_device(gpus)
@@ -31,6 +32,7 @@ def main(
         "train": privacy.get("train") or {},
         "seed": seed,
         "device": device,
+        "imagenet": imagenet,
     }
     run_distributed("echogen.training.privacy:train_privacy", kwargs, gpus, device)
     write_json(f"{model_dir}/provenance.json", provenance(privacy, device, seed=seed))
@@ -46,4 +48,5 @@ if "snakemake" in globals():
         snakemake.params.seed,
         snakemake.resources.get("gpu", 0),
         snakemake.threads,
+        snakemake.input.get("imagenet"),
     )

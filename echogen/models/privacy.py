@@ -30,6 +30,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock
 
 from echogen.data.errors import DataError
+from echogen.weights import check_state_keys, load_state_file
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,20 @@ PRIVACY_PRESETS: dict[str, dict] = {
         "widths": (64, 128, 256, 512),
         "layers": (3, 4, 6, 3),
         "stem_maxpool": False,
+        "input_norm": "minmax",
+        "pad_to": None,
+    },
+    # The released network as EchoNet-Synthetic builds it (echosyn/privacy/shared.py
+    # SiameseNetwork): torchvision's ResNet-50 with its max-pool, a fresh 4-channel first
+    # convolution; start it from ImageNet with load_imagenet_trunk, or load the released
+    # weights with load_reference_weights.
+    "paper_reference": {
+        "arch": "resnet50",
+        "in_channels": 4,
+        "embedding_dim": 128,
+        "widths": (64, 128, 256, 512),
+        "layers": (3, 4, 6, 3),
+        "stem_maxpool": True,
         "input_norm": "minmax",
         "pad_to": None,
     },
@@ -260,6 +275,58 @@ class PrivacyEmbedder(ModelMixin, ConfigMixin):
         """
         logits = self.head(torch.abs(first - second))  # [B, 1]
         return rearrange(logits, "b 1 -> b")
+
+
+# EchoNet-Synthetic's SiameseNetwork keeps the trunk as `model` and the head as `fc_end`.
+REFERENCE_PREFIXES = {"model.": "trunk.", "fc_end.": "head."}
+
+
+def load_imagenet_trunk(model: PrivacyEmbedder, path: str | Path) -> PrivacyEmbedder:
+    """Initialise a ``resnet50`` embedder's trunk from torchvision's ImageNet ResNet-50.
+
+    ``path`` is torchvision's state dict (``resnet50-0676ba61.pth``, the ``pretrained=True``
+    weights EchoNet-Synthetic starts from). As in the reference, the first convolution
+    (``in_channels`` inputs, not RGB) and the ``fc`` layer (``embedding_dim`` outputs) keep
+    their fresh initialisation; every other layer is loaded, and a file that does not fit
+    is refused naming the keys.
+
+    Returns:
+        ``model``, loaded in place.
+    """
+    if model.config.arch != "resnet50":
+        raise ValueError(f"ImageNet weights need arch resnet50, got {model.config.arch!r}")
+    state = load_state_file(path)
+    state = {k: v for k, v in state.items() if not k.startswith(("conv1.", "fc."))}
+    expected = {
+        k: v for k, v in model.trunk.state_dict().items() if not k.startswith(("conv1.", "fc."))
+    }
+    check_state_keys(expected, state, Path(path), "torchvision's ImageNet resnet50 weights")
+    model.trunk.load_state_dict(state, strict=False)
+    log.info("loaded the ImageNet ResNet-50 trunk from %s", path)
+    return model
+
+
+def load_reference_weights(model: PrivacyEmbedder, path: str | Path) -> PrivacyEmbedder:
+    """Load a released EchoNet-Synthetic re-identification network
+    (``<experiment>_best_network.pth``, a ``SiameseNetwork`` state dict) into ``model``
+    (preset ``paper_reference``: the released network keeps the max-pool).
+
+    Returns:
+        ``model``, loaded in place.
+
+    Raises:
+        DataError: the file does not fit the model (keys named).
+    """
+    state = load_state_file(path)
+    renamed = {}
+    for key, value in state.items():
+        prefix = next((p for p in REFERENCE_PREFIXES if key.startswith(p)), None)
+        renamed[REFERENCE_PREFIXES[prefix] + key[len(prefix) :] if prefix else key] = value
+    what = "EchoNet-Synthetic's re-identification weights with preset paper_reference"
+    check_state_keys(model.state_dict(), renamed, Path(path), what)
+    model.load_state_dict(renamed, strict=True)
+    log.info("loaded released re-identification weights from %s", path)
+    return model
 
 
 def load_privacy_model(model_dir: str | Path) -> PrivacyEmbedder:

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import json
 import logging
-import pickle
 from pathlib import Path
 
-import numpy as np
 import torch
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
@@ -27,6 +25,7 @@ from torchvision.models.video.resnet import BasicBlock, Conv2Plus1D, Conv3DSimpl
 
 from echogen.data.ef_clips import ClipSpec
 from echogen.data.errors import DataError
+from echogen.weights import check_state_keys, load_state_file
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +37,6 @@ DEFAULT_LAYERS = (2, 2, 2, 2)
 R2PLUS1D_STEM_MID = 45
 # DataParallel (as in EchoNet's released checkpoint) prefixes every key with this.
 DATAPARALLEL_PREFIX = "module."
-# EchoNet's checkpoint stores its validation R² as a NumPy float64 next to the weights; these
-# are the only non-torch objects the safe (weights_only) unpickler must accept to read it,
-# under the module names of NumPy 1.x (which wrote it) and 2.x.
-SAFE_NUMPY_GLOBALS = [
-    (np._core.multiarray.scalar, "numpy.core.multiarray.scalar"),
-    (np._core.multiarray.scalar, "numpy._core.multiarray.scalar"),
-    np.dtype,
-    np.dtypes.Float64DType,
-]
 
 MODEL_PRESETS: dict[str, dict] = {
     # EchoNet-Dynamic's EF model: torchvision r2plus1d_18, RGB, fc bias 55.6 (PAPERS.md §1).
@@ -226,48 +216,6 @@ class EFRegressor(ModelMixin, ConfigMixin):
         return x
 
 
-def _load_file(path: Path) -> dict:
-    if not path.is_file():
-        raise DataError(
-            path,
-            "weights file does not exist",
-            "run the download_weights rule or set the weights path in the config",
-        )
-    try:
-        with torch.serialization.safe_globals(SAFE_NUMPY_GLOBALS):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
-        raise DataError(
-            path,
-            f"cannot read the weights file ({type(err).__name__}: {str(err).splitlines()[0]})",
-            "re-download it; it must be a torch.save'd state dict",
-        ) from err
-
-
-def _check_keys(
-    expected: dict[str, torch.Tensor],
-    given: dict[str, torch.Tensor],
-    path: Path,
-    what: str,
-) -> None:
-    """DataError listing a few missing, unexpected and wrongly shaped keys, if any."""
-    missing = [k for k in expected if k not in given]
-    unexpected = [k for k in given if k not in expected]
-    shapes = [
-        f"{k} {tuple(given[k].shape)} vs {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in given and given[k].shape != v.shape
-    ]
-    if missing or unexpected or shapes:
-        raise DataError(
-            path,
-            f"state dict does not fit the model ({len(missing)} missing e.g. {missing[:3]}, "
-            f"{len(unexpected)} unexpected e.g. {unexpected[:3]}, {len(shapes)} with other "
-            f"shapes e.g. {shapes[:3]})",
-            f"use {what}, matching the model's arch/in_channels/widths/layers",
-        )
-
-
 def load_published_weights(model: EFRegressor, path: str | Path) -> EFRegressor:
     """Load EchoNet-Dynamic's released EF weights (``r2plus1d_18_32_2_pretrained.pt``).
 
@@ -280,7 +228,7 @@ def load_published_weights(model: EFRegressor, path: str | Path) -> EFRegressor:
         ``model``, with the weights loaded in place.
     """
     path = Path(path)
-    state = _load_file(path)
+    state = load_state_file(path)
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
@@ -288,7 +236,7 @@ def load_published_weights(model: EFRegressor, path: str | Path) -> EFRegressor:
             path, "file holds no state dict", "use EchoNet's r2plus1d_18_32_2_pretrained.pt"
         )
     state = {k.removeprefix(DATAPARALLEL_PREFIX): v for k, v in state.items()}
-    _check_keys(model.state_dict(), state, path, "EchoNet's r2plus1d_18_32_2_pretrained.pt")
+    check_state_keys(model.state_dict(), state, path, "EchoNet's r2plus1d_18_32_2_pretrained.pt")
     model.load_state_dict(state, strict=True)
     log.info("loaded published EF weights from %s", path)
     return model
@@ -313,14 +261,14 @@ def load_kinetics_trunk(model: EFRegressor, path: str | Path) -> EFRegressor:
             f"got {tuple(cfg.widths)} and {tuple(cfg.layers)}"
         )
     path = Path(path)
-    state = _load_file(path)
+    state = load_state_file(path)
     if not isinstance(state, dict):
         raise DataError(path, "file holds no state dict", f"use torchvision's {cfg.arch} weights")
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     if cfg.in_channels == 1 and "stem.0.weight" in state:
         state["stem.0.weight"] = state["stem.0.weight"].sum(dim=1, keepdim=True)
     trunk = {k: v for k, v in model.state_dict().items() if not k.startswith("fc.")}
-    _check_keys(trunk, state, path, f"torchvision's Kinetics-400 {cfg.arch} weights")
+    check_state_keys(trunk, state, path, f"torchvision's Kinetics-400 {cfg.arch} weights")
     model.load_state_dict(state, strict=False)
     log.info("loaded Kinetics-400 trunk from %s", path)
     return model

@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from echogen.data.errors import DataError
-from echogen.data.io import atomic_dir, write_json
+from echogen.data.io import atomic_dir, link_or_copy, write_json
 from echogen.models.privacy import PrivacyEmbedder, load_privacy_model
 from echogen.pipelines.latents import latent_header, read_latents
 
@@ -204,6 +204,8 @@ def filter_samples(
     device: str = "cpu",
     batch_size: int = 256,
     root: str | Path = ".",
+    heldout: tuple[str, ...] = HELDOUT_SPLITS,
+    link_frames: bool = False,
 ) -> dict:
     """Drop generated samples whose first frame is too close to a real TRAIN video's.
 
@@ -223,9 +225,14 @@ def filter_samples(
         device: torch device of the embedder.
         batch_size: frames per forward pass.
         root: folder the index's ``latent_path`` column is relative to.
+        heldout: the real splits tau is set against: VAL and TEST (echogen), or TEST alone
+            (EchoNet-Synthetic's ``apply.py``, its ``phase="testing"`` set).
+        link_frames: also write ``frames/<FileName>/`` of the kept samples (hard links to
+            ``samples_dir/frames/``, copies where links fail): a frame folder the metrics
+            read, for tables after filtering.
 
     Returns:
-        The summary: tau, percentile, n_train, n_heldout, n_samples, n_dropped, n_kept,
+        The summary: tau, percentile, heldout, n_train, n_heldout, n_samples, n_dropped, n_kept,
         model_dir.
     """
     real_csv, samples_dir, out_dir = Path(real_latent_index_csv), Path(samples_dir), Path(out_dir)
@@ -235,8 +242,11 @@ def filter_samples(
 
     real = read_latents(real_csv, required=("FileName", "Split", "latent_path"))
     train_rows = real[real["Split"] == "TRAIN"]
-    heldout_rows = real[real["Split"].isin(HELDOUT_SPLITS)]
-    for rows, what in ((train_rows, "TRAIN"), (heldout_rows, "VAL/TEST")):
+    unknown = sorted(set(heldout) - {"VAL", "TEST"})
+    if unknown or not heldout:
+        raise ValueError(f"heldout must be some of VAL, TEST; got {list(heldout)}")
+    heldout_rows = real[real["Split"].isin(heldout)]
+    for rows, what in ((train_rows, "TRAIN"), (heldout_rows, "/".join(heldout))):
         if rows.empty:
             raise DataError(
                 real_csv,
@@ -258,7 +268,7 @@ def filter_samples(
         raise DataError(filelist_csv, "sample list is empty", "sample some videos first")
 
     train_frames = _first_frames(train_rows, real_csv, root, in_channels, "TRAIN latents")
-    heldout_frames = _first_frames(heldout_rows, real_csv, root, in_channels, "VAL/TEST latents")
+    heldout_frames = _first_frames(heldout_rows, real_csv, root, in_channels, "held-out latents")
     sample_frames = _sample_frames(filelist, samples_dir, in_channels)
     if sample_frames.shape[1:] != train_frames.shape[1:]:
         raise DataError(
@@ -278,6 +288,7 @@ def filter_samples(
     summary = {
         "tau": tau,
         "percentile": float(percentile),
+        "heldout": list(heldout),
         "n_train": len(train_rows),
         "n_heldout": len(heldout_rows),
         "n_samples": len(filelist),
@@ -301,6 +312,8 @@ def filter_samples(
         dropped_rows.to_csv(tmp / "dropped.csv", index=False)
         scores.to_csv(tmp / "scores.csv", index=False)
         write_json(tmp / "summary.json", summary)
+        if link_frames:
+            _link_kept_frames(samples_dir / "frames", tmp / "frames", filelist[~dropped])
     log.info(
         "privacy filter: tau %.4f (p%g), dropped %d of %d samples",
         tau,
@@ -309,3 +322,20 @@ def filter_samples(
         summary["n_samples"],
     )
     return summary
+
+
+def _link_kept_frames(frames_dir: Path, out: Path, kept: pd.DataFrame) -> None:
+    """``out/<FileName>/`` for every kept sample, linked from ``frames_dir/<FileName>/``."""
+    out.mkdir()
+    for name in kept["FileName"]:
+        source = frames_dir / str(name)
+        if not source.is_dir():
+            raise DataError(
+                frames_dir,
+                f"no frame folder for kept sample {name}",
+                "re-run sampling (it writes frames/<FileName>/ beside FileList.csv)",
+                item=str(name),
+            )
+        (out / str(name)).mkdir()
+        for frame in sorted(source.iterdir()):
+            link_or_copy(frame, out / str(name) / frame.name)

@@ -36,9 +36,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,7 +49,7 @@ from tqdm import tqdm
 
 from echogen.data.errors import DataError
 from echogen.data.frames import write_frames
-from echogen.data.io import atomic_dir, atomic_path, write_json
+from echogen.data.io import atomic_dir, atomic_path, link_or_copy, write_json
 from echogen.data.manifest import SPLITS
 from echogen.data.video import write_video
 
@@ -478,10 +476,10 @@ def gather_samples(shard_dirs: Sequence[str | Path], out_dir: str | Path) -> pd.
                 if path.is_dir():
                     target.mkdir(parents=True)
                     for item in sorted(path.iterdir()):
-                        _link_or_copy(item, target / item.name)
+                        link_or_copy(item, target / item.name)
                 else:
                     target.parent.mkdir(parents=True, exist_ok=True)
-                    _link_or_copy(path, target)
+                    link_or_copy(path, target)
         with atomic_path(tmp / FILELIST) as csv:
             merged.to_csv(csv, index=False)
         write_json(tmp / PROVENANCE, {**first, "shards": sorted(shards), "timing": timing})
@@ -553,10 +551,3 @@ def _read_provenance(shard_dir: Path) -> dict:
 def _n_shards(shards: list[str]) -> int | None:
     counts = {int(m.group(2)) for s in shards if (m := SCATTERITEM_RE.match(s))}
     return counts.pop() if len(counts) == 1 else None
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)

@@ -31,11 +31,12 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 
 from echogen.data.errors import DataError
-from echogen.models.privacy import PRIVACY_PRESETS, PrivacyEmbedder
+from echogen.models.privacy import PRIVACY_PRESETS, PrivacyEmbedder, load_imagenet_trunk
 from echogen.pipelines.latents import latent_header, read_latents
 from echogen.training.engine import Budget, RunResult, Task, accelerator_for
 from echogen.training.engine import train as engine_train
 from echogen.training.state import jsonable
+from echogen.weights import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -243,6 +244,8 @@ class PrivacyTask(Task):
         videos: the TRAIN latent videos.
         seed: seeds every step's pairs.
         records: the task's keys of ``train.json``.
+        imagenet: torchvision's ImageNet ResNet-50 state dict to start the trunk from
+            (EchoNet-Synthetic's ``pretrained=True``), or None for a random start.
     """
 
     name = "privacy"
@@ -255,13 +258,16 @@ class PrivacyTask(Task):
         videos: LatentVideos,
         seed: int,
         records: dict,
+        imagenet: str | Path | None = None,
     ):
         self.model_kwargs, self.spec, self.videos = model_kwargs, spec, videos
-        self.seed, self.records = seed, records
+        self.seed, self.records, self.imagenet = seed, records, imagenet
         self.model = self.optimizer = None
 
     def build(self, accelerator: Accelerator) -> PrivacyEmbedder:
         model = PrivacyEmbedder(**self.model_kwargs)
+        if self.imagenet is not None:
+            load_imagenet_trunk(model, self.imagenet)
         optimizer = torch.optim.Adam(model.parameters(), lr=self.spec.lr)
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         return self.model
@@ -323,6 +329,7 @@ def train_privacy(
     seed: int,
     device: str = "cpu",
     root: str | Path = ".",
+    imagenet: str | Path | None = None,
 ) -> dict:
     """Train the re-identification embedder on the TRAIN latents of one or more datasets.
 
@@ -345,6 +352,8 @@ def train_privacy(
         seed: seeds the initialisation and every step's pairs.
         device: ``"cpu"`` or ``"cuda"`` (all visible GPUs under ``accelerate launch``).
         root: folder the indexes' ``latent_path`` column is relative to.
+        imagenet: torchvision's ImageNet ResNet-50 weights file to start the trunk from (all
+            but the first convolution and ``fc``, as EchoNet-Synthetic); None starts random.
 
     Returns:
         Summary: steps, resumed_from (step or None), n_videos, n_frames, last_loss,
@@ -383,15 +392,17 @@ def train_privacy(
         "seed": seed,
         "num_processes": world,
         "train_videos": videos.digest,
+        "imagenet": None if imagenet is None else sha256_file(imagenet),
     }
     records = {
         "preset": preset,
+        "imagenet": None if imagenet is None else str(imagenet),
         "latent_indexes": [str(p) for p in latent_indexes],
         "n_videos": len(videos.names),
         "n_frames": int(videos.frames.sum()),
         "frame_shape": list(videos.frame_shape),
     }
-    task = PrivacyTask(model_kwargs, spec, videos, seed, records)
+    task = PrivacyTask(model_kwargs, spec, videos, seed, records, imagenet)
     budget = Budget.of(spec)
     result = engine_train(
         task,

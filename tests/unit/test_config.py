@@ -32,13 +32,14 @@ def test_every_key_has_description_type_and_default(schema):
         is_leaf = node.get("type") != "object"
         # Required keys with no sensible default: dataset roots, what a comparison compares,
         # which published weights a regressor starts from, a video folder's path, what an
-        # LVDM is conditioned on and trained with, what a synthetic dataset samples from.
+        # LVDM is conditioned on and trained with, what a synthetic dataset samples from, the
+        # path of a dataset's released re-identification weights.
         no_default = (".root", ".real", ".fake", ".metrics", ".kind", ".weights", ".preset")
         no_default += (".conditioning", ".datasets", ".model", ".dataset", ".n_samples")
         if (
             is_leaf
             and not key.endswith(no_default)
-            and not key.startswith("regressors.video_folders.")
+            and not key.startswith(("regressors.video_folders.", "lvdm.privacy.pretrained."))
         ):
             assert "default" in node, key
 

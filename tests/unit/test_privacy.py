@@ -12,7 +12,13 @@ import torch.nn.functional as F
 from trainer_cases import LATENT_C, LATENT_H, latent_videos
 
 from echogen.data.errors import DataError
-from echogen.models.privacy import PRIVACY_PRESETS, PrivacyEmbedder, load_privacy_model
+from echogen.models.privacy import (
+    PRIVACY_PRESETS,
+    PrivacyEmbedder,
+    load_imagenet_trunk,
+    load_privacy_model,
+    load_reference_weights,
+)
 from echogen.pipelines import privacy as pipeline
 from echogen.pipelines.privacy import embed, filter_samples, max_correlation, privacy_threshold
 from echogen.training.privacy import draw_pairs, train_privacy
@@ -48,6 +54,67 @@ def _state(folder):
 
 
 # --- model -----------------------------------------------------------------------------
+
+
+def _reference_siamese() -> torch.nn.Module:
+    """EchoNet-Synthetic's SiameseNetwork as echosyn/privacy/shared.py builds it, from
+    torchvision parts: ResNet-50 (its max-pool kept), a 4-channel 7x7 first convolution, a
+    2048 -> 128 fc (as `model`), and the 128 -> 1 head (as `fc_end`)."""
+    import torchvision
+
+    net = torch.nn.Module()
+    net.model = torchvision.models.resnet50(weights=None)
+    net.model.conv1 = torch.nn.Conv2d(4, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    net.model.fc = torch.nn.Linear(2048, 128)
+    net.fc_end = torch.nn.Linear(128, 1)
+    return net.eval()
+
+
+def test_released_reidentification_weights_load_into_paper_reference(tmp_path):
+    """Keys and shapes of the released network equal the paper_reference preset's once
+    renamed, and the loaded embedder computes the reference's forward_once."""
+    torch.manual_seed(0)
+    reference = _reference_siamese()
+    with torch.no_grad():  # non-trivial BatchNorm statistics
+        for module in reference.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.1, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+    torch.save(reference.state_dict(), tmp_path / "reidentification_dynamic_best_network.pth")
+    ours = PrivacyEmbedder(**PRIVACY_PRESETS["paper_reference"]).eval()
+    assert isinstance(ours.trunk.maxpool, torch.nn.MaxPool2d)
+    load_reference_weights(ours, tmp_path / "reidentification_dynamic_best_network.pth")
+    x = torch.randn(3, 4, 14, 14)
+    with torch.no_grad():
+        expected = torch.sigmoid(reference.model(ours.prepare(x)))
+        torch.testing.assert_close(ours(x), expected)
+        first, second = ours(x[:2]), ours(x[1:])
+        torch.testing.assert_close(
+            ours.pair_logits(first, second), reference.fc_end((first - second).abs())[:, 0]
+        )
+    # Another architecture is refused, naming the keys.
+    with pytest.raises(DataError, match="does not fit"):
+        tiny = PrivacyEmbedder(**{**PRIVACY_PRESETS["tiny"], **TINY})
+        load_reference_weights(tiny, tmp_path / "reidentification_dynamic_best_network.pth")
+
+
+def test_imagenet_trunk_loads_all_but_the_first_convolution_and_fc(tmp_path):
+    import torchvision
+
+    torch.manual_seed(1)
+    imagenet = torchvision.models.resnet50(weights=None)
+    torch.save(imagenet.state_dict(), tmp_path / "resnet50.pth")
+    model = PrivacyEmbedder(**PRIVACY_PRESETS["paper_reference"])
+    conv1, fc = model.trunk.conv1.weight.clone(), model.trunk.fc.weight.clone()
+    load_imagenet_trunk(model, tmp_path / "resnet50.pth")
+    assert torch.equal(model.trunk.layer3[2].conv2.weight, imagenet.layer3[2].conv2.weight)
+    assert torch.equal(model.trunk.bn1.running_var, imagenet.bn1.running_var)
+    assert torch.equal(model.trunk.conv1.weight, conv1) and torch.equal(model.trunk.fc.weight, fc)
+    torch.save({"layer1.0.conv1.weight": torch.zeros(1)}, tmp_path / "bad.pth")
+    with pytest.raises(DataError, match="does not fit"):
+        load_imagenet_trunk(model, tmp_path / "bad.pth")
+    with pytest.raises(ValueError, match="resnet50"):
+        load_imagenet_trunk(PrivacyEmbedder(**{**PRIVACY_PRESETS["tiny"], **TINY}), "x.pth")
 
 
 def test_embedder_shapes_presets_and_round_trip(tmp_path):
@@ -260,7 +327,9 @@ def test_filter_drops_exact_copy_of_a_train_frame(trained, tmp_path):
     assert dropped["FileName"].tolist() == ["sample_00000"]
     assert dropped["nearest_real"].tolist() == ["video_03"]
     assert dropped["max_corr"].iloc[0] == pytest.approx(1.0, abs=1e-9)
-    assert json.loads((tmp_path / "out" / "summary.json").read_text()) == pytest.approx(summary)
+    written = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert written.pop("heldout") == summary["heldout"] == ["VAL", "TEST"]
+    assert written == pytest.approx({k: v for k, v in summary.items() if k != "heldout"})
 
     # tau and the scores, recomputed here from the embeddings with numpy's corrcoef
     model = load_privacy_model(root / "trained")
@@ -273,6 +342,27 @@ def test_filter_drops_exact_copy_of_a_train_frame(trained, tmp_path):
     scores = pd.read_csv(tmp_path / "out" / "scores.csv")
     assert scores["kept"].tolist() == [False, True, True, True]
     assert (scores["max_corr"].iloc[1:] < summary["tau"]).all()
+
+    # EchoNet-Synthetic sets tau against TEST only (the last 3 videos of the index).
+    test_only = filter_samples(
+        root / "trained", index, tmp_path / "samples", tmp_path / "t", root=root, heldout=("TEST",)
+    )
+    assert test_only["n_heldout"] == 3 and test_only["heldout"] == ["TEST"]
+    expected = np.percentile(np.corrcoef(np.vstack([train, emb[11:]]))[:8, 8:].max(axis=1), 95)
+    assert test_only["tau"] == pytest.approx(expected, abs=1e-9)
+    with pytest.raises(ValueError, match="heldout"):
+        filter_samples(root / "trained", index, tmp_path / "samples", tmp_path / "u", heldout=())
+
+    # link_frames: the kept samples' frame folders, for FID/IS after filtering.
+    for name in filelist["FileName"]:
+        (tmp_path / "samples" / "frames" / name).mkdir(parents=True)
+        (tmp_path / "samples" / "frames" / name / "0000.jpg").write_bytes(name.encode())
+    filter_samples(
+        root / "trained", index, tmp_path / "samples", tmp_path / "f", root=root, link_frames=True
+    )
+    linked = sorted(p.name for p in (tmp_path / "f" / "frames").iterdir())
+    assert linked == ["sample_00001", "sample_00002", "sample_00003"]
+    assert (tmp_path / "f" / "frames" / "sample_00002" / "0000.jpg").read_bytes() == b"sample_00002"
 
 
 def test_filter_bad_inputs(tmp_path):

@@ -281,6 +281,16 @@ def test_demo_lidm_image_sets(demo_all):
         assert summary["n_kept"] + summary["n_dropped"] == summary["n_samples"] == len(images)
         kept = pd.read_csv(demo_all / f"results/privacy/lidm_{name}/FileList.csv")
         assert len(kept) == summary["n_kept"] > 0
+        # Each dataset's images are judged by its own re-identification network.
+        assert summary["model_dir"] == f"results/models/privacy_{lidm['dataset']}"
+        assert summary["heldout"] == ["VAL", "TEST"]
+        # FID/IS of the kept images, beside the table of the whole set.
+        linked = sorted(
+            p.name for p in (demo_all / f"results/privacy/lidm_{name}/frames").iterdir()
+        )
+        assert linked == sorted(kept["FileName"])
+        after = json.loads((demo_all / f"results/metrics/lidm_{name}_private.json").read_text())
+        assert after["details"]["fid50k_full"]["n_fake"] == summary["n_kept"]
         model = json.loads((demo_all / f"results/models/lidm_{name}/train.json").read_text())
         assert model["steps"] == lidm["train"]["max_steps"]
         assert model["spec"]["conditioning"] == lidm.get("conditioning", "none")

@@ -128,11 +128,16 @@ def test_paper_plan_is_sbatch_ready_with_the_slurm_profile(tmp_path):
     assert jobs["sample_lidm"] == paper["lvdm"]["shards"] * lidms
     assert all(sample["lidm"] for sample in paper["lvdm"]["samples"].values())
     blocks = [job for job in planned_job_blocks(result.stdout) if not job.local]
-    whole_node = {"train_vae", "train_lvdm", "train_privacy"}
+    whole_node = {"train_vae", "train_lvdm"}
     for train in [job.resources for job in blocks if job.rule in whole_node]:
         assert (train["gpu"], train["gpu_model"], train["slurm_partition"]) == ("8", "a100", "gpu")
-    for train in [job.resources for job in blocks if job.rule == "train_lidm"]:
-        assert train["gpu"] == "1"  # EchoNet-Synthetic trains an LIDM on one A100
+    for train in [job.resources for job in blocks if job.rule in ("train_lidm", "train_privacy")]:
+        assert train["gpu"] == "1"  # EchoNet-Synthetic trains these on one A100 each
+    # One re-identification network per dataset a filter protects.
+    imagenet = (
+        "index.csv, resources/weights/resnet50_imagenet.pt\n    output: results/models/privacy_"
+    )
+    assert jobs["train_privacy"] == 4 and result.stdout.count(imagenet) == 4
     shards = [job.resources for job in blocks if job.rule == "sample_lvdm"]
     assert len(shards) == jobs["sample_lvdm"]
     assert all(shard["gpu"] == "1" and shard["gpu_model"] == "a100" for shard in shards)
@@ -160,6 +165,31 @@ def test_pretrained_vae_is_used_as_is(tmp_path):
     jobs = planned_jobs(result.stdout)
     assert "train_vae" not in jobs and jobs["encode_latents"] >= 1
     assert "input: resources/manifests/dynamic.csv, published_vae" in result.stdout
+
+
+def test_released_lidm_lvdm_and_reidentification_weights_replace_training(tmp_path):
+    """`pretrained` on an LIDM, an LVDM and a dataset's re-identification network plans the
+    import rules in their place; the others still train."""
+    config = demo_config()
+    lvdm = config["lvdm"]
+    for folder in ["released/lidm_dynamic/unet_ema", "released/lvdm/unet_ema"]:
+        (tmp_path / folder).mkdir(parents=True)
+    (tmp_path / "released" / "reid_dynamic.pth").write_bytes(b"")
+    lvdm["lidms"]["dynamic"]["pretrained"] = "released/lidm_dynamic/unet_ema"
+    lvdm["models"]["ef"]["pretrained"] = "released/lvdm/unet_ema"
+    lvdm["privacy"]["pretrained"] = {"dynamic": "released/reid_dynamic.pth"}
+    path = tmp_path / "released.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = snakemake("-n", "--configfile", path, "--directory", tmp_path, "lvdm")
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = planned_jobs(result.stdout)
+    assert (jobs["import_lidm"], jobs["import_lvdm"], jobs["import_privacy"]) == (1, 1, 1)
+    assert jobs["train_lidm"] == len(lvdm["lidms"]) - 1
+    assert jobs["train_lvdm"] == len(lvdm["models"]) - 1
+    assert jobs["train_privacy"] == 3  # ped_a4c, ped_psax, cardiacnet
+    assert "ped_psax/index.csv, released/lvdm/unet_ema\n    output: results/models/lvdm_ef" in (
+        result.stdout
+    )
 
 
 def test_text_model_without_prompt_is_named(tmp_path):
