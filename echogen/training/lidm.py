@@ -14,20 +14,16 @@ run resumes to the weights of an uninterrupted one, bit for bit on CPU.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from diffusers.training_utils import EMAModel
-from torch.utils.data import DataLoader
 
 from echogen.data.errors import DataError
 from echogen.models.lidm import (
     LIDM_PRESETS,
-    UNET_CLASSES,
     LIDMSpec,
     build_lidm_unet,
     class_tokens,
@@ -36,14 +32,13 @@ from echogen.models.lidm import (
     save_lidm,
 )
 from echogen.models.lvdm import build_scheduler
-from echogen.training.engine import Budget, RunResult, Task, accelerator_for
+from echogen.training.engine import Budget, RunResult, accelerator_for
 from echogen.training.engine import train as engine_train
 from echogen.training.lvdm import (
     BUDGET_FIELDS,
-    LOG_COLUMNS,
+    DiffusionTask,
     LatentClipDataset,
     LVDMTrainConfig,
-    StepSampler,
     make_spec,
     resolve_train_config,
     step_noise,
@@ -168,10 +163,10 @@ def make_lidm_spec(
     )
 
 
-class LIDMTask(Task):
+class LIDMTask(DiffusionTask):
     """The latent image diffusion model for the trainer engine: v-prediction MSE on noised
-    latent frames, class-token dropout, gradient clipping and an EMA of the weights
-    (exported); a log row (mean loss, lr) every ``log_every`` steps.
+    latent frames with class-token dropout; the optimisation, EMA and logging are
+    :class:`~echogen.training.lvdm.DiffusionTask`'s.
 
     Args:
         spec: latent shape and conditioning.
@@ -185,7 +180,6 @@ class LIDMTask(Task):
     """
 
     name = "lidm"
-    log_columns = LOG_COLUMNS
 
     def __init__(
         self,
@@ -202,48 +196,11 @@ class LIDMTask(Task):
         self.config, self.dataset, self.scheduler = config, dataset, scheduler
         self.seed, self.records = seed, records
 
+    collate = staticmethod(_collate)
+
     def build(self, accelerator: Accelerator):
         unet = build_lidm_unet(self.unet_preset, self.spec.conditioning, self.unet_overrides)
-        self.unet_config = {k: v for k, v in unet.config.items() if not k.startswith("_")}
-        self.ema = EMAModel(
-            unet.parameters(),
-            decay=self.config.ema_decay,
-            update_after_step=self.config.ema_start,
-            model_cls=type(unet),
-            model_config=unet.config,
-        )
-        optimizer = torch.optim.AdamW(
-            unet.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay
-        )
-        self.unet, self.optimizer = accelerator.prepare(unet, optimizer)
-        accelerator.register_for_checkpointing(self.ema)
-        return self.unet
-
-    def fingerprint(self) -> dict:
-        return {"unet": self.unet_config}
-
-    def start(self, accelerator: Accelerator, step: int) -> None:
-        self.ema.to(accelerator.device)  # a resumed EMA state is loaded onto the CPU
-        self.global_batch = self.config.global_batch(accelerator.num_processes)
-        self.per_process = self.global_batch // accelerator.num_processes
-        first = accelerator.process_index * self.per_process
-        self.mine = slice(first, first + self.per_process)
-
-    def batches(self, accelerator: Accelerator, epoch: int, start: int) -> Iterable:
-        self.unet.train()
-        return DataLoader(
-            self.dataset,
-            batch_size=self.per_process,
-            sampler=StepSampler(
-                start,
-                self.config.max_steps,
-                self.global_batch,
-                accelerator.process_index,
-                self.per_process,
-            ),
-            num_workers=self.config.num_workers,
-            collate_fn=_collate,
-        )
+        return self.prepare_unet(accelerator, unet)
 
     def train_step(self, accelerator: Accelerator, batch, step: int) -> dict[str, float]:
         config, scheduler, device, spec = self.config, self.scheduler, accelerator.device, self.spec
@@ -264,22 +221,10 @@ class LIDMTask(Task):
             tokens = torch.where(drop[:, None, None], null, tokens)
         with accelerator.autocast():
             prediction = denoise(self.unet, spec, noisy, timesteps, tokens)
-        loss = F.mse_loss(prediction.float(), target.float())
-        accelerator.backward(loss)
-        if accelerator.sync_gradients:
-            accelerator.clip_grad_norm_(self.unet.parameters(), config.max_grad_norm)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.ema.step(accelerator.unwrap_model(self.unet).parameters())
-        return {"loss": accelerator.reduce(loss.detach(), "mean").item()}
-
-    def row(self, sums: dict[str, float], count: int) -> dict[str, float]:
-        return {"loss": sums["loss"] / count, "lr": self.optimizer.param_groups[0]["lr"]}
+        return self.optimise(accelerator, F.mse_loss(prediction.float(), target.float()))
 
     def export(self, folder: Path, model, result: RunResult) -> dict:
-        export = UNET_CLASSES[self.spec.conditioning].from_config(self.unet_config)
-        self.ema.copy_to(export.parameters())
-        save_lidm(folder, export, self.spec, self.scheduler)
+        save_lidm(folder, self.ema_weights(), self.spec, self.scheduler)
         return {
             **self.records,
             "spec": self.spec.to_dict(),

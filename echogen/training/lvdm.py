@@ -576,7 +576,79 @@ def _stream_seed(*parts: int) -> int:
     return int(np.random.SeedSequence(list(parts)).generate_state(2, np.uint32).view(np.uint64)[0])
 
 
-class LVDMTask(Task):
+class DiffusionTask(Task):
+    """What the LVDM and LIDM tasks share: a UNet trained with AdamW and followed by an EMA
+    of its weights (the EMA is exported), a global batch split over the processes by
+    :class:`StepSampler`, gradient clipping, and a log row (mean loss, lr) every
+    ``log_every`` steps. Subclasses set ``config`` (:class:`LVDMTrainConfig`), ``dataset``
+    and ``collate``, build their UNet in :meth:`build` through :meth:`prepare_unet`, and
+    compute the loss in ``train_step`` before handing it to :meth:`optimise`.
+    """
+
+    log_columns = LOG_COLUMNS
+
+    def prepare_unet(self, accelerator: Accelerator, unet):
+        """EMA and AdamW for a freshly built ``unet``; both prepared (the EMA registered
+        for checkpointing). Returns the prepared UNet."""
+        config = self.config
+        self.unet_class = type(unet)
+        self.unet_config = {k: v for k, v in unet.config.items() if not k.startswith("_")}
+        self.ema = EMAModel(
+            unet.parameters(),
+            decay=config.ema_decay,
+            update_after_step=config.ema_start,
+            model_cls=type(unet),
+            model_config=unet.config,
+        )
+        optimizer = torch.optim.AdamW(
+            unet.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+        self.unet, self.optimizer = accelerator.prepare(unet, optimizer)
+        accelerator.register_for_checkpointing(self.ema)
+        return self.unet
+
+    def fingerprint(self) -> dict:
+        return {"unet": self.unet_config}
+
+    def start(self, accelerator: Accelerator, step: int) -> None:
+        self.ema.to(accelerator.device)  # a resumed EMA state is loaded onto the CPU
+        self.global_batch = self.config.global_batch(accelerator.num_processes)
+        self.per_process = self.global_batch // accelerator.num_processes
+        first = accelerator.process_index * self.per_process
+        self.mine = slice(first, first + self.per_process)
+
+    def batches(self, accelerator: Accelerator, epoch: int, start: int) -> Iterable:
+        config, rank = self.config, accelerator.process_index
+        self.unet.train()
+        return DataLoader(
+            self.dataset,
+            batch_size=self.per_process,
+            sampler=StepSampler(start, config.max_steps, self.global_batch, rank, self.per_process),
+            num_workers=config.num_workers,
+            collate_fn=self.collate,
+        )
+
+    def optimise(self, accelerator: Accelerator, loss: torch.Tensor) -> dict[str, float]:
+        """Backward, clip, step, follow with the EMA; the loss averaged over processes."""
+        accelerator.backward(loss)
+        if accelerator.sync_gradients:
+            accelerator.clip_grad_norm_(self.unet.parameters(), self.config.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.ema.step(accelerator.unwrap_model(self.unet).parameters())
+        return {"loss": accelerator.reduce(loss.detach(), "mean").item()}
+
+    def row(self, sums: dict[str, float], count: int) -> dict[str, float]:
+        return {"loss": sums["loss"] / count, "lr": self.optimizer.param_groups[0]["lr"]}
+
+    def ema_weights(self):
+        """A fresh UNet of the trained config holding the EMA weights (what is exported)."""
+        export = self.unet_class.from_config(self.unet_config)
+        self.ema.copy_to(export.parameters())
+        return export
+
+
+class LVDMTask(DiffusionTask):
     """The latent video diffusion model for the trainer engine: v-prediction MSE on noised
     latent windows with the conditioning frame concatenated, conditioning dropout, gradient
     clipping and an EMA of the weights (exported); a log row (mean loss, lr) every
@@ -597,7 +669,6 @@ class LVDMTask(Task):
     """
 
     name = "lvdm"
-    log_columns = LOG_COLUMNS
 
     def __init__(
         self,
@@ -618,51 +689,21 @@ class LVDMTask(Task):
         self.scheduler, self.seed = scheduler, seed
         self.text_encoder, self.tokenizer, self.records = text_encoder, tokenizer, records
 
+    collate = staticmethod(_collate)
+
     def build(self, accelerator: Accelerator) -> UNetSpatioTemporalConditionModel:
-        config = self.config
         unet = build_unet(
             self.unet_preset,
             self.spec.conditioning,
             self.unet_overrides,
             cross_attention_dim=self.conditioner.dim,
         )
-        self.unet_config = {k: v for k, v in unet.config.items() if not k.startswith("_")}
-        self.ema = EMAModel(
-            unet.parameters(),
-            decay=config.ema_decay,
-            update_after_step=config.ema_start,
-            model_cls=UNetSpatioTemporalConditionModel,
-            model_config=unet.config,
-        )
-        optimizer = torch.optim.AdamW(
-            unet.parameters(), lr=config.lr, weight_decay=config.weight_decay
-        )
-        self.unet, self.optimizer = accelerator.prepare(unet, optimizer)
-        accelerator.register_for_checkpointing(self.ema)
-        return self.unet
-
-    def fingerprint(self) -> dict:
-        return {"unet": self.unet_config}
+        return self.prepare_unet(accelerator, unet)
 
     def start(self, accelerator: Accelerator, step: int) -> None:
-        self.ema.to(accelerator.device)  # a resumed EMA state is loaded onto the CPU
-        self.global_batch = self.config.global_batch(accelerator.num_processes)
-        self.per_process = self.global_batch // accelerator.num_processes
-        first = accelerator.process_index * self.per_process
-        self.mine = slice(first, first + self.per_process)
+        super().start(accelerator, step)
         count = time_id_count(accelerator.unwrap_model(self.unet).config)
         self.time_ids = added_time_ids(self.spec.fps, self.per_process, accelerator.device, count)
-
-    def batches(self, accelerator: Accelerator, epoch: int, start: int) -> Iterable:
-        config, rank = self.config, accelerator.process_index
-        self.unet.train()
-        return DataLoader(
-            self.dataset,
-            batch_size=self.per_process,
-            sampler=StepSampler(start, config.max_steps, self.global_batch, rank, self.per_process),
-            num_workers=config.num_workers,
-            collate_fn=_collate,
-        )
 
     def train_step(self, accelerator: Accelerator, batch, step: int) -> dict[str, float]:
         config, scheduler, device = self.config, self.scheduler, accelerator.device
@@ -697,21 +738,10 @@ class LVDMTask(Task):
             prediction = self.unet(sample, timesteps, hidden, self.time_ids).sample
         if noised:
             prediction = crop_latents(prediction, self.spec.latent_size)
-        loss = F.mse_loss(prediction.float(), target.float())
-        accelerator.backward(loss)
-        if accelerator.sync_gradients:
-            accelerator.clip_grad_norm_(self.unet.parameters(), config.max_grad_norm)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.ema.step(accelerator.unwrap_model(self.unet).parameters())
-        return {"loss": accelerator.reduce(loss.detach(), "mean").item()}
-
-    def row(self, sums: dict[str, float], count: int) -> dict[str, float]:
-        return {"loss": sums["loss"] / count, "lr": self.optimizer.param_groups[0]["lr"]}
+        return self.optimise(accelerator, F.mse_loss(prediction.float(), target.float()))
 
     def export(self, folder: Path, model, result: RunResult) -> dict:
-        export = UNetSpatioTemporalConditionModel.from_config(self.unet_config)
-        self.ema.copy_to(export.parameters())
+        export = self.ema_weights()
         save_lvdm(folder, export, self.spec, self.scheduler, self.text_encoder, self.tokenizer)
         return {
             **self.records,
