@@ -285,9 +285,8 @@ def test_demo_lidm_image_sets(demo_all):
         assert summary["model_dir"] == f"results/models/privacy_{lidm['dataset']}"
         assert summary["heldout"] == ["VAL", "TEST"]
         # FID/IS of the kept images, beside the table of the whole set.
-        linked = sorted(
-            p.name for p in (demo_all / f"results/privacy/lidm_{name}/frames").iterdir()
-        )
+        frames = demo_all / f"results/privacy/lidm_{name}/frames"
+        linked = sorted(p.name for p in frames.iterdir() if not p.name.startswith("."))
         assert linked == sorted(kept["FileName"])
         after = json.loads((demo_all / f"results/metrics/lidm_{name}_private.json").read_text())
         assert after["details"]["fid50k_full"]["n_fake"] == summary["n_kept"]
