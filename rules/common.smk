@@ -387,8 +387,19 @@ def regressor_pattern():
 
 
 def regressor_inputs(wildcards):
+    """The manifest a run trains on: its real dataset's, or a synthetic dataset's
+    (`synthetic`), and the published weights it starts from."""
     run = regressor_run(wildcards)
     inputs = {"manifest": f"resources/manifests/{run['dataset']}.csv"}
+    synthetic_id = run.get("synthetic")
+    if synthetic_id:
+        if synthetic_id not in SYNTHETIC_DATASETS:
+            raise WorkflowError(
+                f"regressors.runs.{wildcards.name}.synthetic = {synthetic_id!r} is not a "
+                f"registered synthetic dataset ({sorted(SYNTHETIC_DATASETS)}). Fix: name one "
+                f"(<system>_<name>, e.g. lvdm_dynamic) of an active system."
+            )
+        inputs["manifest"] = f"results/samples/{synthetic_id}/manifest.csv"
     if run.get("pretrained"):
         inputs["weights"] = weights_file(run["pretrained"]["weights"])
     return inputs
@@ -400,12 +411,21 @@ def regressor_predictions(wildcards):
 
 
 def regressor_targets():
+    """Every run's table; the side-by-side table when a run trains on synthetic videos."""
     if not is_activated("regressors"):
         return []
+    runs = config["regressors"]["runs"]
+    targets = expand(
+        "results/metrics/regressor_{name}.{ext}", name=list(runs), ext=["txt", "json"]
+    )
+    if any(run.get("synthetic") for run in runs.values()):
+        targets.append("results/metrics/regressors.txt")
+    return targets
+
+
+def regressor_records(wildcards):
     return expand(
-        "results/metrics/regressor_{name}.{ext}",
-        name=list(config["regressors"]["runs"]),
-        ext=["txt", "json"],
+        "results/metrics/regressor_{name}.json", name=list(config["regressors"]["runs"])
     )
 
 

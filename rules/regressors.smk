@@ -69,9 +69,25 @@ rule evaluate_regressor:
         "../envs/echogen.yaml"
     threads: 1
     params:
+        run=regressor_run,
         n_bootstrap=config["regressors"]["n_bootstrap"],
         seed=config["seed"],
         splits=config["regressors"]["report_splits"],
         ci_level=config["regressors"]["ci_level"],
     script:
         "../workflow_scripts/evaluate_regressor.py"
+
+
+rule compare_regressors:
+    """Every regressor's real-split numbers side by side: real-trained and synthetic-trained."""
+    input:
+        records=regressor_records,
+    output:
+        table="results/metrics/regressors.txt",
+    log:
+        "logs/compare_regressors/regressors.log",
+    localrule: True
+    conda:
+        "../envs/echogen.yaml"
+    script:
+        "../workflow_scripts/compare_regressors.py"

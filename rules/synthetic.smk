@@ -21,3 +21,21 @@ rule gather_samples:
         "../envs/echogen.yaml"
     script:
         "../workflow_scripts/gather_samples.py"
+
+
+rule synthetic_manifest:
+    """A synthetic dataset as a harmonised manifest (Path = its Videos/), for the regressors."""
+    input:
+        filelist="results/samples/{dataset}/FileList.csv",
+        videos="results/samples/{dataset}/Videos",
+    output:
+        manifest="results/samples/{dataset}/manifest.csv",
+    log:
+        "logs/synthetic_manifest/{dataset}.log",
+    wildcard_constraints:
+        dataset=synthetic_pattern(),
+    localrule: True
+    conda:
+        "../envs/echogen.yaml"
+    script:
+        "../workflow_scripts/synthetic_manifest.py"

@@ -21,6 +21,7 @@ def main(
     seed: int,
     splits: list[str],
     ci_level: float,
+    run: dict | None = None,
 ):
     train = json.loads(open(f"{model_dir}/train.json").read())
     clips = json.loads(open(f"{model_dir}/clips.json").read())
@@ -34,6 +35,9 @@ def main(
         ci_level=ci_level,
     )
     result["model"] = model_dir
+    if run is not None:
+        result["trained_on"] = run.get("synthetic") or run["dataset"]
+        result["tested_on"] = run["dataset"]
     write_regressor_table(result, table, record)
 
 
@@ -48,4 +52,5 @@ if "snakemake" in globals():
         snakemake.params.seed,
         snakemake.params.splits,
         snakemake.params.ci_level,
+        snakemake.params.run,
     )

@@ -50,7 +50,7 @@ from tqdm import tqdm
 from echogen.data.errors import DataError
 from echogen.data.frames import write_frames
 from echogen.data.io import atomic_dir, atomic_path, link_or_copy, write_json
-from echogen.data.manifest import SPLITS
+from echogen.data.manifest import SPLITS, harmonise
 from echogen.data.video import write_video
 
 log = logging.getLogger(__name__)
@@ -235,6 +235,34 @@ def read_filelist(path: str | Path, schema: dict[str, str] | None = None) -> pd.
     if schema is None:
         schema = {**BASE_SCHEMA, **{c: "str" for c in df.columns if c not in BASE_SCHEMA}}
     return typed_filelist(df, schema)
+
+
+def synthetic_manifest(samples_dir: str | Path, dataset: str) -> pd.DataFrame:
+    """A synthetic dataset as a harmonised manifest (``echogen.data.manifest``), so anything
+    that trains or predicts on a manifest (the EF regressors) can use it: the FileList's
+    EchoNet columns, ``Dataset`` = the id, ``Path`` = ``<samples_dir>/Videos/<FileName>.mp4``,
+    and ``class_id`` / ``class_name`` where the system wrote them.
+
+    Raises:
+        DataError: the FileList is missing, or a row has no EF (naming it): such a set cannot
+            train an EF regressor.
+    """
+    samples_dir = Path(samples_dir)
+    filelist = read_filelist(samples_dir / FILELIST)
+    missing = filelist["EF"].isna().to_numpy()
+    if missing.any():
+        row = int(np.flatnonzero(missing)[0])
+        raise DataError(
+            samples_dir / FILELIST,
+            f"{int(missing.sum())} sample(s) have no EF, e.g. {filelist['FileName'].iloc[row]}",
+            "train EF regressors on an EF-conditioned synthetic dataset",
+            row=row + 2,
+        )
+    keep = BASE_COLUMNS + [c for c in ("class_id", "class_name") if c in filelist.columns]
+    rows = filelist[keep].copy()
+    rows["Dataset"] = dataset
+    rows["Path"] = [str(samples_dir / "Videos" / f"{name}.mp4") for name in rows["FileName"]]
+    return harmonise(rows)
 
 
 def _read_filelist_text(path: Path) -> pd.DataFrame:

@@ -30,3 +30,16 @@ def test_the_documented_paper_values_are_the_paper_configs():
     for behaviour, _, key, value, _, _ in rows:
         key, value = key.strip("`"), yaml.safe_load(value.strip("`"))
         assert _lookup(paper, key) == value, f"{behaviour}: {key} is {_lookup(paper, key)!r}"
+
+
+def test_the_utility_set_has_echonet_dynamics_split_sizes():
+    """EchoNet-Synthetic trains its EF regressor on a synthetic twin of EchoNet-Dynamic:
+    7,465 / 1,288 / 1,277 videos."""
+    from echogen.pipelines.synthetic import split_counts
+
+    paper = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+    utility = paper["lvdm"]["samples"]["dynamic_utility"]
+    counts = split_counts(utility["n_samples"], utility["split"])
+    assert counts == {"TRAIN": 7465, "VAL": 1288, "TEST": 1277}
+    run = paper["regressors"]["runs"]["echonet_synthetic"]
+    assert (run["synthetic"], run["dataset"]) == ("lvdm_dynamic_utility", "dynamic")

@@ -29,6 +29,7 @@ from echogen.pipelines.ef_prediction import (
     regressor_record,
     regressor_report,
     video_folder_rows,
+    write_regressor_comparison,
     write_regressor_table,
 )
 from echogen.training.regressor import (
@@ -341,6 +342,19 @@ def test_report_matches_sklearn(data, reference, tmp_path):
     assert "(clip at frame 0)" in text
     with pytest.raises(ValueError, match="no predictions"):
         regressor_report(table, train_mean, split="HOLDOUT")
+
+    # Trained on synthetic videos: the table says so, and the side-by-side table sets the
+    # run beside a real-trained one with the same numbers as each run's own table.
+    synthetic = {**record, "trained_on": "lvdm_dynamic", "tested_on": "dynamic"}
+    write_regressor_table(synthetic, tmp_path / "s.txt", tmp_path / "s.json")
+    first = (tmp_path / "s.txt").read_text().splitlines()[0]
+    assert first == "trained on lvdm_dynamic (synthetic videos), tested on dynamic (real videos)"
+    real = {**record, "trained_on": "dynamic", "tested_on": "dynamic"}
+    both = write_regressor_comparison({"real": real, "synth": synthetic}, tmp_path / "all.txt")
+    assert both["run"].tolist() == ["real", "real", "synth", "synth"]
+    assert both["trained_on"].tolist()[2:] == ["lvdm_dynamic"] * 2
+    assert both.loc[3, "mae"] == report["all_clips"]["mae"]["value"]
+    assert "lvdm_dynamic" in (tmp_path / "all.txt").read_text()
 
     # EchoNet's 5th-95th interval: narrower, and named as EchoNet's.
     narrow = regressor_report(table, train_mean, "TEST", n_boot=200, seed=1, ci_level=0.90)

@@ -29,6 +29,7 @@ from echogen.pipelines.synthetic import (
     shard_range,
     split_counts,
     split_labels,
+    synthetic_manifest,
     typed_filelist,
     write_shard,
 )
@@ -231,3 +232,25 @@ def test_schema_must_start_with_the_dynamic_columns():
         typed_filelist(toy_plan(2), {"FileName": "str", "EF": "float"})
     with pytest.raises(ValueError, match="kinds"):
         typed_filelist(toy_plan(2), {**BASE_SCHEMA, "cond": "blob"})
+
+
+def test_a_synthetic_dataset_as_a_manifest(tmp_path):
+    """The regressors read a synthetic dataset through a harmonised manifest."""
+    from echogen.data.manifest import MANIFEST_COLUMNS, read_manifest, write_manifest
+
+    plan = toy_plan(4)
+    _write(plan, BlockGenerator(block=2), tmp_path / "set", 1, 1)
+    manifest = synthetic_manifest(tmp_path / "set", "lvdm_toy")
+    write_manifest(manifest, tmp_path / "manifest.csv")
+    back = read_manifest(tmp_path / "manifest.csv")
+    assert back.columns.tolist() == MANIFEST_COLUMNS
+    assert back["EF"].tolist() == plan["EF"].tolist()
+    assert back["Split"].tolist() == plan["Split"].tolist()
+    assert (back["Dataset"] == "lvdm_toy").all() and (back["NumberOfFrames"] == 4).all()
+    assert back["Path"].iloc[1] == str(tmp_path / "set" / "Videos" / "sample_00001.mp4")
+    assert read_video(back["Path"].iloc[1]).shape == (4, 16, 16)
+    listed = pd.read_csv(tmp_path / "set" / FILELIST)
+    listed.loc[2, "EF"] = None
+    listed.to_csv(tmp_path / "set" / FILELIST, index=False)
+    with pytest.raises(DataError, match=r"row 4: 1 sample\(s\) have no EF, e.g. sample_00002"):
+        synthetic_manifest(tmp_path / "set", "lvdm_toy")

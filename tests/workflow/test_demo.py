@@ -167,6 +167,24 @@ def test_demo_regressor(demo_all):
     assert "95 % percentile-bootstrap CI (2.5th-97.5th percentiles of" in table
 
 
+def test_demo_synthetic_trained_regressor_beside_the_real_one(demo_all):
+    """EchoNet-Synthetic's utility experiment in miniature: a regressor trained on the
+    synthetic lvdm_dynamic videos, tested on real Dynamic, in one table with tiny_dynamic."""
+    train = json.loads(
+        (demo_all / "results/models/regressor_tiny_synthetic_dynamic/train.json").read_text()
+    )
+    synthetic = pd.read_csv(demo_all / "results/samples/lvdm_dynamic/FileList.csv")
+    assert train["n_train"] == int((synthetic["Split"] == "TRAIN").sum())
+    record = json.loads(
+        (demo_all / "results/metrics/regressor_tiny_synthetic_dynamic.json").read_text()
+    )
+    assert (record["trained_on"], record["tested_on"]) == ("lvdm_dynamic", "dynamic")
+    real = read_manifest(demo_all / "resources/manifests/dynamic.csv")
+    assert record["reports"]["TEST"]["n"] == int((real["Split"] == "TEST").sum())
+    table = (demo_all / "results/metrics/regressors.txt").read_text()
+    assert "tiny_synthetic_dynamic lvdm_dynamic" in table and "tiny_dynamic" in table
+
+
 def test_demo_regressor_rerun_resumes_from_state(demo_all):
     """Deleting the exported model and re-running resumes from the saved state: no retraining."""
     model = demo_all / "results/models/regressor_tiny_dynamic"

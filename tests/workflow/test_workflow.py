@@ -192,6 +192,26 @@ def test_released_lidm_lvdm_and_reidentification_weights_replace_training(tmp_pa
     )
 
 
+def test_synthetic_trained_regressor_plans_its_manifest_and_the_side_by_side_table(tmp_path):
+    result = snakemake(
+        "-n", "--configfile", DEMO_CONFIG, "--directory", tmp_path, "results/metrics/regressors.txt"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = planned_jobs(result.stdout)
+    assert jobs["synthetic_manifest"] == 1 and jobs["compare_regressors"] == 1
+    assert jobs["train_regressor"] == 2 and jobs["evaluate_regressor"] == 2
+    assert "input: results/samples/lvdm_dynamic/manifest.csv\n" in result.stdout
+    config = demo_config()
+    config["regressors"]["runs"]["tiny_synthetic_dynamic"]["synthetic"] = "lvdm_nowhere"
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = snakemake("-n", "--configfile", path, "--directory", tmp_path, "train_regressors")
+    assert result.returncode != 0
+    assert "synthetic = 'lvdm_nowhere' is not a registered synthetic dataset" in (
+        result.stdout + result.stderr
+    )
+
+
 def test_text_model_without_prompt_is_named(tmp_path):
     config = demo_config()
     del config["lvdm"]["models"]["text"]["prompt"]
@@ -229,6 +249,7 @@ def test_an_inactive_system_adds_no_rules(tmp_path):
     dataset and no summary table are planned; the other stages plan as before."""
     config = demo_config()
     config["lvdm"]["activate"] = False
+    del config["regressors"]["runs"]["tiny_synthetic_dynamic"]  # trains on an LVDM set
     path = tmp_path / "no_lvdm.yaml"
     path.write_text(yaml.safe_dump(config))
     result = snakemake("-n", "--configfile", path, "--directory", tmp_path, "all")
