@@ -43,3 +43,5 @@ def test_the_utility_set_has_echonet_dynamics_split_sizes():
     assert counts == {"TRAIN": 7465, "VAL": 1288, "TEST": 1277}
     run = paper["regressors"]["runs"]["echonet_synthetic"]
     assert (run["synthetic"], run["dataset"]) == ("lvdm_dynamic_utility", "dynamic")
+    # Its README trains EchoNet's regressor with --period 1 (EchoNet's default is 2).
+    assert run["overrides"]["clips"]["period"] == 1 and run["preset"] == "echonet"
