@@ -89,5 +89,7 @@ rule compare_regressors:
     localrule: True
     conda:
         "../envs/echogen.yaml"
+    params:
+        runs=config["regressors"]["runs"],
     script:
         "../workflow_scripts/compare_regressors.py"

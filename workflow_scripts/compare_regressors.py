@@ -11,13 +11,14 @@ if TYPE_CHECKING:
     from snakemake.script import snakemake
 
 
-def main(records: list[str], table: str) -> None:
+def main(records: list[str], table: str, runs: dict | None = None) -> None:
     named = {
         Path(p).stem.removeprefix("regressor_"): json.loads(Path(p).read_text()) for p in records
     }
-    write_regressor_comparison(named, table)
+    tiny = [name for name, run in (runs or {}).items() if run.get("preset") == "tiny"]
+    write_regressor_comparison(named, table, plumbing=tiny)
 
 
 if "snakemake" in globals():
     setup_logging(snakemake.log[0])
-    main(list(snakemake.input.records), snakemake.output.table)
+    main(list(snakemake.input.records), snakemake.output.table, snakemake.params.runs)

@@ -324,13 +324,17 @@ def write_regressor_table(record: dict, txt_path: str | Path, json_path: str | P
         tmp.write_text("\n".join(lines) + "\n")
 
 
-def write_regressor_comparison(records: dict[str, dict], txt_path: str | Path) -> pd.DataFrame:
+def write_regressor_comparison(
+    records: dict[str, dict], txt_path: str | Path, plumbing: Sequence[str] = ()
+) -> pd.DataFrame:
     """Every regressor's all-clip numbers on the real splits, one row per run and split:
     EchoNet-Synthetic's synthetic-to-real experiment beside the real-trained regressor.
 
     Args:
         records: run name -> :func:`regressor_record` (with ``trained_on`` / ``tested_on``).
         txt_path: the text table (written atomically).
+        plumbing: runs of tiny presets; the table then starts with a PLUMBING CHECK line
+            naming them.
 
     Returns:
         The table (run, trained_on, tested_on, split, n, mae, rmse, r2 and their CIs).
@@ -352,7 +356,13 @@ def write_regressor_comparison(records: dict[str, dict], txt_path: str | Path) -
                 row[f"{key}_ci"] = f"[{m['ci_low']:.3g}, {m['ci_high']:.3g}]"
             rows.append(row)
     table = pd.DataFrame(rows)
-    lines = [
+    lines = []
+    if plumbing:
+        lines.append(
+            f"PLUMBING CHECK: {', '.join(plumbing)} use tiny presets on tiny data; these "
+            "numbers are not comparable to papers"
+        )
+    lines += [
         "EF regressors side by side: all-clip mean on the real splits; trained_on names a "
         "synthetic dataset (<system>_<name>) for synthetic-trained runs",
         table.to_string(index=False, float_format=lambda v: f"{v:.3f}"),

@@ -355,6 +355,9 @@ def test_report_matches_sklearn(data, reference, tmp_path):
     assert both["trained_on"].tolist()[2:] == ["lvdm_dynamic"] * 2
     assert both.loc[3, "mae"] == report["all_clips"]["mae"]["value"]
     assert "lvdm_dynamic" in (tmp_path / "all.txt").read_text()
+    assert not (tmp_path / "all.txt").read_text().startswith("PLUMBING")
+    write_regressor_comparison({"synth": synthetic}, tmp_path / "tiny.txt", plumbing=["synth"])
+    assert (tmp_path / "tiny.txt").read_text().startswith("PLUMBING CHECK: synth use tiny")
 
     # EchoNet's 5th-95th interval: narrower, and named as EchoNet's.
     narrow = regressor_report(table, train_mean, "TEST", n_boot=200, seed=1, ci_level=0.90)

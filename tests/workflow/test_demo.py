@@ -183,6 +183,7 @@ def test_demo_synthetic_trained_regressor_beside_the_real_one(demo_all):
     assert record["reports"]["TEST"]["n"] == int((real["Split"] == "TEST").sum())
     table = (demo_all / "results/metrics/regressors.txt").read_text()
     assert "tiny_synthetic_dynamic lvdm_dynamic" in table and "tiny_dynamic" in table
+    assert table.startswith("PLUMBING CHECK: tiny_dynamic, tiny_synthetic_dynamic use tiny")
 
 
 def test_demo_regressor_rerun_resumes_from_state(demo_all):
