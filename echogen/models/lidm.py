@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-import json
 import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -31,7 +30,6 @@ from pathlib import Path
 import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel, UNet2DModel
 
-from echogen.data.errors import DataError
 from echogen.data.io import atomic_dir, write_json
 from echogen.models.lvdm import (
     CLASS_NULL_TOKEN,
@@ -40,6 +38,7 @@ from echogen.models.lvdm import (
     crop_latents,
     make_scheduler,
     pad_latents,
+    read_model_folder,
 )
 
 CONDITIONINGS = ("none", "class")
@@ -317,17 +316,7 @@ def load_lidm(folder: str | Path, device: torch.device | str = "cpu") -> LIDM:
         DataError: not an LIDM folder, or a part is missing.
     """
     folder = Path(folder)
-    spec_file = folder / SPEC_FILE
-    if not spec_file.is_file():
-        raise DataError(
-            folder,
-            f"not an LIDM model folder ({SPEC_FILE} missing)",
-            "point at a train_lidm export",
-        )
-    for part in ("unet", "scheduler"):
-        if not (folder / part).is_dir():
-            raise DataError(folder, f"{part}/ missing", "re-export the model with save_lidm")
-    spec = LIDMSpec.from_dict(json.loads(spec_file.read_text()))
+    spec = LIDMSpec.from_dict(read_model_folder(folder, SPEC_FILE, "LIDM", "lidm"))
     unet = UNET_CLASSES[spec.conditioning].from_pretrained(folder / "unet").to(device).eval()
     scheduler_config = dict(DDPMScheduler.load_config(folder / "scheduler"))
     return LIDM(unet, spec, scheduler_config)

@@ -539,6 +539,25 @@ def save_lvdm(
     write_json(folder / SPEC_FILE, spec.to_dict())
 
 
+def read_model_folder(folder: Path, spec_file: str, kind: str, name: str) -> dict:
+    """The spec dict of a diffusion model folder (``unet/``, ``scheduler/``, ``spec_file``),
+    after checking its parts are there (``kind`` "LVDM", ``name`` "lvdm" in the messages).
+
+    Raises:
+        DataError: the spec file or a part is missing, naming the fix.
+    """
+    if not (folder / spec_file).is_file():
+        raise DataError(
+            folder,
+            f"not an {kind} model folder ({spec_file} missing)",
+            f"point at a train_{name} export",
+        )
+    for part in ("unet", "scheduler"):
+        if not (folder / part).is_dir():
+            raise DataError(folder, f"{part}/ missing", f"re-export the model with save_{name}")
+    return json.loads((folder / spec_file).read_text())
+
+
 def load_lvdm(folder: str | Path, device: torch.device | str = "cpu") -> LVDM:
     """Load a folder written by :func:`save_lvdm`.
 
@@ -553,17 +572,7 @@ def load_lvdm(folder: str | Path, device: torch.device | str = "cpu") -> LVDM:
         DataError: not an LVDM folder, or a part is missing.
     """
     folder = Path(folder)
-    spec_file = folder / SPEC_FILE
-    if not spec_file.is_file():
-        raise DataError(
-            folder,
-            f"not an LVDM model folder ({SPEC_FILE} missing)",
-            "point at a train_lvdm export",
-        )
-    for part in ("unet", "scheduler"):
-        if not (folder / part).is_dir():
-            raise DataError(folder, f"{part}/ missing", "re-export the model with save_lvdm")
-    spec = LVDMSpec.from_dict(json.loads(spec_file.read_text()))
+    spec = LVDMSpec.from_dict(read_model_folder(folder, SPEC_FILE, "LVDM", "lvdm"))
     unet = UNetSpatioTemporalConditionModel.from_pretrained(folder / "unet").to(device).eval()
     scheduler_config = dict(DDPMScheduler.load_config(folder / "scheduler"))
     text_encoder = tokenizer = None
