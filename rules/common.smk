@@ -69,7 +69,8 @@ def register_synthetic_dataset(dataset, system, real, metrics, shards, tiny=Fals
     against the real frame folder `real` (results/metrics/<dataset>.txt), a GIF strip for
     the report and a row in the summary; EF fidelity (results/metrics/
     ef_fidelity_<dataset>.txt) when `evaluation.ef_fidelity.datasets` names it. `tiny`: the
-    generator is a tiny preset, so its EF-fidelity table is a plumbing check.
+    generator is a tiny preset, so its EF-fidelity and classification tables are plumbing
+    checks.
     """
     if dataset in SYNTHETIC_DATASETS:
         raise WorkflowError(f"synthetic dataset {dataset!r} is registered twice")
@@ -86,6 +87,7 @@ def register_synthetic_dataset(dataset, system, real, metrics, shards, tiny=Fals
         # Tiny generators or regressors make the EF-fidelity table a plumbing check.
         "ef_plumbing": bool(regressor)
         and (tiny or config["regressors"]["runs"][regressor].get("preset") == "tiny"),
+        "tiny": tiny,
     }
 
 

@@ -95,17 +95,19 @@ rule report_ef_scatter:
 
 
 rule train_classifier:
-    """Train a CardiacNet video classifier on real, synthetic or real+synthetic videos (the
-    synthetic videos: the dataset named by evaluation.classification.dataset)."""
+    """Train a CardiacNet video classifier of one task (a set of classes) on real, synthetic or
+    real+synthetic videos (the synthetic videos: the dataset named by
+    evaluation.classification.dataset)."""
     input:
         unpack(classifier_inputs),
     output:
-        model=directory("results/models/classifier_cardiacnet_{source}"),
+        model=directory("results/models/classifier_cardiacnet_{task}_{source}"),
     log:
-        "logs/train_classifier/{source}.log",
+        "logs/train_classifier/{task}_{source}.log",
     benchmark:
-        "benchmarks/train_classifier/{source}.tsv"
+        "benchmarks/train_classifier/{task}_{source}.tsv"
     wildcard_constraints:
+        task=r"[a-z0-9]+",
         source=r"real|synthetic|real\+synthetic",
     conda:
         "../envs/echogen.yaml"
@@ -116,23 +118,26 @@ rule train_classifier:
         runtime=tier_runtime("gpu_train"),
     params:
         classification=classification_config(),
+        classes=classifier_task_classes,
         class_map=config["datasets"]["cardiacnet"].get("class_map", {}),
-        state_dir="results/train_classifier/{source}/state",
+        state_dir="results/train_classifier/{task}_{source}/state",
         seed=config["seed"],
     script:
         "../workflow_scripts/train_classifier.py"
 
 
 rule predict_classifier:
-    """Class probabilities of the real CardiacNet TEST videos (all clips averaged)."""
+    """Class probabilities of the real CardiacNet TEST videos of a task's classes (all clips
+    averaged)."""
     input:
-        model="results/models/classifier_cardiacnet_{source}",
+        model="results/models/classifier_cardiacnet_{task}_{source}",
         manifest="resources/manifests/cardiacnet.csv",
     output:
-        predictions="results/predictions/classifier_cardiacnet/{source}.csv",
+        predictions="results/predictions/classifier_cardiacnet/{task}_{source}.csv",
     log:
-        "logs/predict_classifier/{source}.log",
+        "logs/predict_classifier/{task}_{source}.log",
     wildcard_constraints:
+        task=r"[a-z0-9]+",
         source=r"real|synthetic|real\+synthetic",
     conda:
         "../envs/echogen.yaml"
@@ -146,7 +151,8 @@ rule predict_classifier:
 
 
 rule classification_table:
-    """CardiacNet TEST accuracy, balanced accuracy and AUC per training source, with CIs."""
+    """CardiacNet TEST accuracy, balanced accuracy and AUC per task and training source, with
+    CIs."""
     input:
         predictions=classifier_predictions,
     output:
@@ -158,7 +164,10 @@ rule classification_table:
     conda:
         "../envs/echogen.yaml"
     params:
+        tasks=classifier_class_names(),
         sources=classification_config().get("sources", []),
+        pretrained=classification_config().get("pretrained"),
+        plumbing=classification_plumbing(),
         n_bootstrap=classification_config().get("n_bootstrap", 1000),
         seed=config["seed"],
     script:

@@ -93,17 +93,63 @@ def classification_config():
     return evaluation_config("classification")
 
 
+def classifier_tasks():
+    """evaluation.classification.tasks: task name -> class ids (null: every class)."""
+    return classification_config().get("tasks") or {"all": None}
+
+
+def classifier_classes(task):
+    """The class ids of classification task `task`, sorted (every class of the class map when
+    the task lists none)."""
+    tasks = classifier_tasks()
+    if task not in tasks:
+        raise WorkflowError(
+            f"classification task {task!r} is not in evaluation.classification.tasks "
+            f"({sorted(tasks)}). Fix: add it there or ask for one of those."
+        )
+    classes = tasks[task]
+    if classes is None:
+        classes = config["datasets"]["cardiacnet"].get("class_map", {}).values()
+    return sorted(int(c) for c in classes)
+
+
+def classifier_task_classes(wildcards):
+    return classifier_classes(wildcards.task)
+
+
+def classifier_class_names():
+    """task -> the names of its classes, label by label (from the CardiacNet class_map)."""
+    class_map = config["datasets"]["cardiacnet"].get("class_map", {})
+    names = {v: k for k, v in class_map.items()}
+    return {
+        task: [names.get(c, str(c)) for c in classifier_classes(task)]
+        for task in classifier_tasks()
+    }
+
+
+def classification_plumbing():
+    """The table is a plumbing check: tiny classifiers, or a tiny generator's videos."""
+    classification = classification_config()
+    dataset = SYNTHETIC_DATASETS.get(classification.get("dataset"), {})
+    return classification.get("preset") == "tiny" or bool(dataset.get("tiny"))
+
+
 def classifier_inputs(wildcards):
-    dataset = classification_config()["dataset"]
+    classification = classification_config()
     inputs = {"manifest": "resources/manifests/cardiacnet.csv"}
     if wildcards.source != "real":
+        dataset = classification["dataset"]
         inputs["filelist"] = f"results/samples/{dataset}/FileList.csv"
         inputs["videos"] = f"results/samples/{dataset}/Videos"
+    if classification.get("pretrained"):
+        inputs["weights"] = weights_file(classification["pretrained"])
     return inputs
 
 
 def classifier_predictions(wildcards):
-    return expand(
-        "results/predictions/classifier_cardiacnet/{source}.csv",
-        source=classification_config()["sources"],
-    )
+    """Every task's predictions, task by task, source by source (the table rule's order)."""
+    return [
+        f"results/predictions/classifier_cardiacnet/{task}_{source}.csv"
+        for task in classifier_tasks()
+        for source in classification_config()["sources"]
+    ]

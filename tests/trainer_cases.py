@@ -228,8 +228,8 @@ def _classifier_kwargs(data: dict, overrides: dict) -> dict:
         "source": "real",
         "manifest": data["manifest"],
         "filelist": None,
-        "classification": {"preset": "tiny", "overrides": overrides, "classes": BLOB_CLASSES},
-        "class_map": {},
+        "classification": {"preset": "tiny", "overrides": overrides},
+        "classes": BLOB_CLASSES,
         "root": data["root"],
     }
 

@@ -1,10 +1,10 @@
-"""Rule classification_table: CardiacNet TEST scores per training source."""
+"""Rule classification_table: CardiacNet TEST scores per task and training source."""
 
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from echogen.pipelines.classification import classification_table
+from echogen.pipelines.classification import classification_tables
 from echogen.workflow import setup_logging
 
 if TYPE_CHECKING:
@@ -12,19 +12,33 @@ if TYPE_CHECKING:
 
 
 def main(
-    predictions: list[str], sources: list[str], table: str, record: str, n_bootstrap: int, seed: int
+    predictions: list[str],
+    tasks: dict[str, list[str]],
+    sources: list[str],
+    table: str,
+    record: str,
+    n_bootstrap: int,
+    seed: int,
+    pretrained: str | None = None,
+    plumbing: bool = False,
 ) -> None:
-    results = {source: pd.read_csv(path) for source, path in zip(sources, predictions, strict=True)}
-    classification_table(results, table, record, n_bootstrap=n_bootstrap, seed=seed)
+    """``predictions`` are task by task, source by source (rules/evaluation_helpers.smk);
+    ``tasks`` maps each task to its class names."""
+    paths = iter(predictions)
+    results = {task: {source: pd.read_csv(next(paths)) for source in sources} for task in tasks}
+    classification_tables(results, table, record, n_bootstrap, seed, pretrained, tasks, plumbing)
 
 
 if "snakemake" in globals():
     setup_logging(snakemake.log[0])
     main(
         list(snakemake.input.predictions),
+        dict(snakemake.params.tasks),
         snakemake.params.sources,
         snakemake.output.table,
         snakemake.output.record,
         snakemake.params.n_bootstrap,
         snakemake.params.seed,
+        snakemake.params.pretrained,
+        snakemake.params.plumbing,
     )

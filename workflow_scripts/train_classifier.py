@@ -1,4 +1,4 @@
-"""Rule train_classifier: a CardiacNet video classifier on real, synthetic or both."""
+"""Rule train_classifier: a CardiacNet video classifier of one task on real, synthetic or both."""
 
 from typing import TYPE_CHECKING
 
@@ -17,9 +17,10 @@ def main(
     state_dir: str,
     source: str,
     classification: dict,
-    class_map: dict,
+    classes: list[int],
     seed: int,
     filelist: str | None = None,
+    weights: str | None = None,
     gpus: int = 0,
     threads: int = 1,
 ) -> None:
@@ -32,13 +33,17 @@ def main(
         "out_dir": model_dir,
         "state_dir": state_dir,
         "classification": classification,
-        "class_map": class_map,
+        "classes": classes,
         "seed": seed,
         "device": device,
+        "pretrained": weights,
     }
     target = "echogen.training.classifier:train_classifier_from_config"
     run_distributed(target, kwargs, gpus, device)
-    write_json(f"{model_dir}/provenance.json", provenance(classification, device, seed=seed))
+    write_json(
+        f"{model_dir}/provenance.json",
+        provenance(classification, device, seed=seed, classes=classes, pretrained=weights),
+    )
 
 
 if "snakemake" in globals():
@@ -49,9 +54,10 @@ if "snakemake" in globals():
         snakemake.params.state_dir,
         snakemake.wildcards.source,
         snakemake.params.classification,
-        snakemake.params.class_map,
+        snakemake.params.classes,
         snakemake.params.seed,
         snakemake.input.get("filelist"),
+        snakemake.input.get("weights"),
         snakemake.resources.get("gpu", 0),
         snakemake.threads,
     )

@@ -110,15 +110,13 @@ def _scores(predictions: pd.DataFrame, source: str) -> tuple[np.ndarray, np.ndar
     return predictions["label"].to_numpy(np.int64), predictions[columns].to_numpy(np.float64)
 
 
-def classification_table(
+def score_sources(
     results: dict[str, pd.DataFrame],
-    txt: str | Path,
-    json: str | Path,
     n_bootstrap: int = 10000,
     seed: int = 0,
     classes: list[str] | None = None,
 ) -> dict:
-    """Score each training source's TEST predictions; write a text table and JSON.
+    """Score each training source's TEST predictions of one task.
 
     Every metric of every source uses the same bootstrap resamples (``seed``): resample b of
     source A and of source B draw the same videos, so the intervals compare like with like.
@@ -130,8 +128,6 @@ def classification_table(
     Args:
         results: training source (``"real"``, ``"synthetic"``, ``"real+synthetic"``, ...) ->
             its :func:`predict_classes` table; every table must hold the same videos.
-        txt: text table (one aligned row per source), written atomically.
-        json: the same as JSON, written atomically.
         n_bootstrap: bootstrap resamples.
         seed: bootstrap seed.
         classes: class names per label; default: the names in the predictions'
@@ -172,7 +168,7 @@ def classification_table(
         )
     if len(classes) != n_classes:
         raise ValueError(f"classes names {len(classes)} classes, the predictions {n_classes}")
-    report = {
+    return {
         "n_bootstrap": n_bootstrap,
         "seed": seed,
         "alpha": ALPHA,
@@ -180,10 +176,75 @@ def classification_table(
         "n": len(videos),
         "rows": rows,
     }
+
+
+def classification_table(
+    results: dict[str, pd.DataFrame],
+    txt: str | Path,
+    json: str | Path,
+    n_bootstrap: int = 10000,
+    seed: int = 0,
+    classes: list[str] | None = None,
+) -> dict:
+    """:func:`score_sources` of one task, written as a text table and JSON (atomically)."""
+    report = score_sources(results, n_bootstrap, seed, classes)
     write_json(json, report)
     with atomic_path(txt) as tmp:
         tmp.write_text(_format_table(report))
     return report
+
+
+def classification_tables(
+    tasks: dict[str, dict[str, pd.DataFrame]],
+    txt: str | Path,
+    json: str | Path,
+    n_bootstrap: int = 10000,
+    seed: int = 0,
+    trunk: str | None = None,
+    classes: dict[str, list[str]] | None = None,
+    plumbing: bool = False,
+) -> dict:
+    """Score several tasks (EchoDream: ASD vs Non-ASD, PAH vs Non-PAH) into one table.
+
+    Args:
+        tasks: task name -> ``results`` of :func:`score_sources` (source -> predictions).
+        txt: text file: a line naming the trunk's start, then each task's table under a
+            ``task <name>`` line; written atomically.
+        json: ``{"trunk", "tasks": {name: report}}``, written atomically.
+        n_bootstrap: bootstrap resamples (the same resamples for every source of a task).
+        seed: bootstrap seed.
+        trunk: the Kinetics-400 weights file the classifiers started from, or None (random
+            initialisation, said in the table).
+        classes: task -> class names per label (default: :func:`score_sources`'s).
+        plumbing: the classifiers or the generator are CPU-sized presets (or the data a
+            phantom); the table then starts with a PLUMBING CHECK line and the JSON says so.
+    """
+    if not tasks:
+        raise ValueError("tasks is empty: pass {task: {training source: predictions}}")
+    reports = {
+        name: score_sources(results, n_bootstrap, seed, (classes or {}).get(name))
+        for name, results in tasks.items()
+    }
+    start = (
+        f"Kinetics-400 weights {trunk}"
+        if trunk
+        else "random initialisation (no Kinetics-400 weights)"
+    )
+    lines = [f"Video classifiers' trunk: {start}"]
+    if plumbing:
+        lines.insert(
+            0,
+            "PLUMBING CHECK: the classifiers and/or the generative model are tiny presets or "
+            "trained on phantom data; these numbers only show that the pipeline runs and are "
+            "not comparable to papers",
+        )
+    for name, report in reports.items():
+        lines += ["", f"task {name}", _format_table(report).rstrip("\n")]
+    record = {"plumbing": plumbing, "trunk": trunk, "tasks": reports}
+    write_json(json, record)
+    with atomic_path(txt) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    return record
 
 
 def _score_source(labels: np.ndarray, probs: np.ndarray, n_bootstrap: int, seed: int) -> dict:

@@ -485,22 +485,26 @@ def train_classifier_from_config(
     out_dir: str,
     state_dir: str,
     classification: dict,
-    class_map: dict,
+    classes: list[int],
     seed: int,
     device: str = "cpu",
     root: str = ".",
+    pretrained: str | None = None,
 ) -> dict:
     """:func:`train_classifier` from the ``evaluation.classification`` config (JSON-able
     arguments, so ``echogen.workflow.run_distributed`` can start it on N processes).
 
     ``source`` is ``real``, ``synthetic`` or ``real+synthetic``; ``filelist`` is the synthetic
-    dataset's FileList.csv (its folder holds the videos), None for ``real``.
+    dataset's FileList.csv (its folder holds the videos), None for ``real``; ``classes`` the
+    task's class ids (label k = the k-th); ``pretrained`` a torchvision Kinetics-400 weights
+    file of the preset's architecture, or None for a random start.
     """
-    classes = classification.get("classes") or sorted(class_map.values())
     samples_dir = Path(filelist).parent if filelist else None
     rows = training_rows(source, manifest, samples_dir, classes, root=root)
     config = resolve_classifier_config(classification["preset"], classification.get("overrides"))
-    return train_classifier(rows, out_dir, state_dir, config, len(classes), seed, device, root)
+    return train_classifier(
+        rows, out_dir, state_dir, config, len(classes), seed, device, root, pretrained
+    )
 
 
 def _split(rows: pd.DataFrame, split: str, n_classes: int) -> pd.DataFrame:

@@ -23,7 +23,13 @@ from echogen.data.class_rows import ROW_COLUMNS, real_test_rows, training_rows
 from echogen.data.ef_clips import ClassClipDataset, ClipSpec
 from echogen.data.errors import DataError
 from echogen.models.regressor import MODEL_PRESETS, EFRegressor, load_classifier
-from echogen.pipelines.classification import classification_table, predict_classes, prob_columns
+from echogen.pipelines.classification import (
+    classification_table,
+    classification_tables,
+    predict_classes,
+    prob_columns,
+    score_sources,
+)
 from echogen.training.classifier import (
     CLASSIFIER_PRESETS,
     resolve_classifier_config,
@@ -348,6 +354,60 @@ def test_classification_table_matches_sklearn(tmp_path):
             warnings.simplefilter("ignore")  # sklearn: "y_pred contains classes not in y_true"
             low, high = _bootstrap(y, p, reference[name], 50, seed=0)
         assert (row[name]["ci_low"], row[name]["ci_high"]) == pytest.approx((low, high))
+
+
+def _binary_predictions(seed: int, n: int, noise: float) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 2
+    logits = rng.normal(0, noise, size=(n, 2)) + np.eye(2)[labels]
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    table = pd.DataFrame({"FileName": [f"v{i:02d}" for i in range(n)], "label": labels})
+    table["pred"] = probs.argmax(1)
+    for k in range(2):
+        table[f"prob_{k}"] = probs[:, k]
+    return table
+
+
+def test_classification_tables_one_section_per_task(tmp_path):
+    """EchoDream's two binary tasks in one table: a section each, scored as on their own."""
+    tasks = {
+        "asd": {
+            "real": _binary_predictions(0, 20, 0.5),
+            "synthetic": _binary_predictions(1, 20, 2),
+        },
+        "pah": {
+            "real": _binary_predictions(2, 16, 0.5),
+            "synthetic": _binary_predictions(3, 16, 2),
+        },
+    }
+    record = classification_tables(tasks, tmp_path / "t.txt", tmp_path / "t.json", 50, seed=3)
+    assert json.loads((tmp_path / "t.json").read_text()) == record
+    assert record["trunk"] is None and list(record["tasks"]) == ["asd", "pah"]
+    for name, results in tasks.items():
+        assert record["tasks"][name] == score_sources(results, 50, seed=3)
+    text = (tmp_path / "t.txt").read_text().splitlines()
+    assert text[0] == "Video classifiers' trunk: random initialisation (no Kinetics-400 weights)"
+    asd, pah = text.index("task asd"), text.index("task pah")
+    assert "20 real TEST videos" in text[asd + 1] and "16 real TEST videos" in text[pah + 1]
+    assert text[asd + 3].startswith("real ") and text[asd + 4].startswith("synthetic ")
+    assert record["plumbing"] is False and "ASD" not in text[asd + 1]
+    named = classification_tables(
+        tasks,
+        tmp_path / "k.txt",
+        tmp_path / "k.json",
+        50,
+        trunk="resources/weights/r3d.pth",
+        classes={"asd": ["ASD", "Non-ASD"], "pah": ["Non-PAH", "PAH"]},
+        plumbing=True,
+    )
+    assert named["trunk"] == "resources/weights/r3d.pth" and named["plumbing"] is True
+    assert named["tasks"]["pah"]["classes"] == ["Non-PAH", "PAH"]
+    text = (tmp_path / "k.txt").read_text().splitlines()
+    assert text[0].startswith("PLUMBING CHECK")
+    assert text[1] == "Video classifiers' trunk: Kinetics-400 weights resources/weights/r3d.pth"
+    assert "classes ASD, Non-ASD" in text[text.index("task asd") + 1]
+    with pytest.raises(ValueError, match="tasks is empty"):
+        classification_tables({}, tmp_path / "e.txt", tmp_path / "e.json")
 
 
 def test_synthetic_source_trains_and_reports(data, tmp_path):

@@ -33,13 +33,20 @@ def test_every_key_has_description_type_and_default(schema):
         # Required keys with no sensible default: dataset roots, what a comparison compares,
         # which published weights a regressor starts from, a video folder's path, what an
         # LVDM is conditioned on and trained with, what a synthetic dataset samples from, the
-        # path of a dataset's released re-identification weights.
+        # path of a dataset's released re-identification weights, the classes of a
+        # classification task.
         no_default = (".root", ".real", ".fake", ".metrics", ".kind", ".weights", ".preset")
         no_default += (".conditioning", ".datasets", ".model", ".dataset", ".n_samples")
         if (
             is_leaf
             and not key.endswith(no_default)
-            and not key.startswith(("regressors.video_folders.", "lvdm.privacy.pretrained."))
+            and not key.startswith(
+                (
+                    "regressors.video_folders.",
+                    "lvdm.privacy.pretrained.",
+                    "evaluation.classification.tasks.",
+                )
+            )
         ):
             assert "default" in node, key
 

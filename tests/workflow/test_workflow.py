@@ -106,6 +106,9 @@ def test_paper_dry_run_plans_every_data_rule(tmp_path):
     ]:
         assert rule in jobs, rule
     assert sum(jobs.values()) < 800  # 618 with the LVDM line (2026-11), 695 with the LIDMs
+    # EchoDream's two binary CardiacNet tasks x three training sources, from Kinetics weights.
+    assert jobs["train_classifier"] == 6
+    assert "resources/weights/kinetics_r3d.pt" in result.stdout
 
 
 def test_paper_plan_is_sbatch_ready_with_the_slurm_profile(tmp_path):
