@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from snakemake.script import snakemake
 
 # Keys of a lvdm.samples entry that belong to the workflow, not to the sampler.
-WORKFLOW_KEYS = ("model", "dataset", "real", "metrics", "privacy", "lidm")
+WORKFLOW_KEYS = ("model", "real", "metrics", "privacy", "lidm")
 
 
 def main(

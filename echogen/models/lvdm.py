@@ -64,6 +64,18 @@ TIME_ID_COUNTS = (N_ADDED_TIME_IDS, 1)
 
 PROMPT_EF = "An echocardiography video with Left Ventricular Ejection Fraction {EF:.0f}%"
 PROMPT_EF_VIEW = PROMPT_EF + ", View: {View}"
+# The prompt templates of EchoDream's multi-dataset text model (echo/common/datasets.py):
+# EF truncated to an integer (``int(row["EF"])``), Pediatric adding its view, CardiacNet
+# spelling its classes out (PROMPT_NAMES_CARDIACNET).
+PROMPT_EF_INT = "An echocardiography video with Left Ventricular Ejection Fraction {EF_int}%"
+PROMPT_EF_INT_VIEW = PROMPT_EF_INT + ", View: {View}"
+PROMPT_NAMES_CARDIACNET = {
+    "ASD": "Atrial Septal Defect",
+    "Non-ASD": "Non-Atrial Septal Defect",
+    "Non-PAH": "Non-Pulmonary Arterial Hypertension",
+    "PAH": "Pulmonary Arterial Hypertension",
+}
+TEXT_NULLS = ("empty", "zeros")
 PROMPT_CLASS = "An echocardiography video with {class_name} condition"
 
 # The training noise schedule of EchoNet-Synthetic's LIDM and LVDM (PAPERS.md §4).
@@ -151,8 +163,19 @@ class LVDMSpec:
         latent_size (int, 14): VAE latent height and width (unpadded).
         pad_to (int, 16): the latents are replicate-padded to this size for the UNet.
         class_map (dict | None, None): class name -> class id (``class`` and class prompts).
-        prompt (str | None, None): ``str.format`` template filled from a manifest row for text
-            conditioning (e.g. :data:`PROMPT_EF_VIEW`); None = :data:`PROMPT_EF` for text.
+        prompt (str | dict | None, None): ``str.format`` template filled from a manifest row for
+            text conditioning (e.g. :data:`PROMPT_EF_VIEW`), or ``{Dataset: template}`` when
+            one model learns several datasets (EchoDream: CardiacNet, Dynamic, Pediatric);
+            None = :data:`PROMPT_EF` for text. Besides the row's columns a template may use
+            ``EF_int`` (the EF truncated to an integer, as EchoDream's ``int(EF)``).
+        prompt_names (dict | None, None): class name -> the words ``{class_name}`` becomes in
+            a prompt (EchoDream: :data:`PROMPT_NAMES_CARDIACNET`); None = the class name.
+        text_mask (bool, False): pass the tokenizer's attention mask to the text encoder, so
+            padding tokens do not attend to each other (EchoDream); False = Stable
+            Diffusion's unmasked call. The UNet attends to every token either way.
+        text_null (str, "empty"): the unconditional text tokens (dropout, guidance):
+            ``"empty"`` = the empty prompt's encoding; ``"zeros"`` = all-zero tokens, as
+            EchoDream's ``zeros_like``.
         scaling_factor (float, 1.0): the VAE's latent scaling factor (latents are stored
             already multiplied by it).
         class_null (str, "distinct"): the unconditional token of class models (dropout,
@@ -175,10 +198,13 @@ class LVDMSpec:
     latent_size: int = 14
     pad_to: int = 16
     class_map: dict | None = None
-    prompt: str | None = None
+    prompt: str | dict | None = None
     scaling_factor: float = 1.0
     class_null: str = "distinct"
     padding: str = "clean"
+    prompt_names: dict | None = None
+    text_mask: bool = False
+    text_null: str = "empty"
 
     def __post_init__(self):
         if self.padding not in PADDINGS:
@@ -205,8 +231,25 @@ class LVDMSpec:
             ids = list(self.class_map.values())
             if any(not isinstance(i, int) or i < 0 for i in ids) or len(set(ids)) != len(ids):
                 raise ValueError(f"class_map ids must be distinct ints >= 0, got {self.class_map}")
-        if self.prompt is not None and not isinstance(self.prompt, str):
-            raise ValueError(f"prompt must be a str template or None, got {self.prompt!r}")
+        templates = self.prompt.values() if isinstance(self.prompt, dict) else [self.prompt]
+        if (isinstance(self.prompt, dict) and not self.prompt) or not all(
+            t is None or isinstance(t, str) for t in templates
+        ):
+            raise ValueError(
+                f"prompt must be a str template, a non-empty {{dataset: template}} dict or "
+                f"None, got {self.prompt!r}"
+            )
+        if self.text_null not in TEXT_NULLS:
+            raise ValueError(f"text_null must be one of {TEXT_NULLS}, got {self.text_null!r}")
+        if not isinstance(self.text_mask, bool):
+            raise ValueError(f"text_mask must be a bool, got {self.text_mask!r}")
+        if self.prompt_names is not None and not (
+            isinstance(self.prompt_names, dict)
+            and all(isinstance(v, str) for v in self.prompt_names.values())
+        ):
+            raise ValueError(
+                f"prompt_names must be a {{class name: words}} dict, got {self.prompt_names!r}"
+            )
         if self.conditioning == "text" and self.prompt is None:
             object.__setattr__(self, "prompt", PROMPT_EF)
         object.__setattr__(self, "fps", float(self.fps))
@@ -317,12 +360,20 @@ def make_scheduler(name: str, scheduler_config: dict) -> SchedulerMixin:
     return classes[name].from_config(scheduler_config)
 
 
+def prompt_templates(spec: LVDMSpec) -> list[str]:
+    """Every template a text model fills (one, or one per dataset)."""
+    if isinstance(spec.prompt, dict):
+        return list(spec.prompt.values())
+    return [spec.prompt] if spec.prompt is not None else []
+
+
 def prompt_for(spec: LVDMSpec, row: dict) -> str:
     """The text prompt of one manifest/latent-index row.
 
-    The template (``spec.prompt``, or :data:`PROMPT_CLASS` / :data:`PROMPT_EF` when None) is
-    filled with ``str.format`` from the row; a missing ``class_name`` is looked up from
-    ``class_id`` through ``spec.class_map``.
+    The template (``spec.prompt``; the one of the row's ``Dataset`` when it is a dict; or
+    :data:`PROMPT_CLASS` / :data:`PROMPT_EF` when None) is filled with ``str.format`` from the
+    row; a missing ``class_name`` is looked up from ``class_id`` through ``spec.class_map``,
+    then spelt as ``spec.prompt_names`` says; ``EF_int`` is ``int(EF)``.
 
     Args:
         spec: the model spec.
@@ -332,17 +383,30 @@ def prompt_for(spec: LVDMSpec, row: dict) -> str:
         The prompt, e.g. "An echocardiography video with Left Ventricular Ejection Fraction 55%".
 
     Raises:
-        ValueError: the row lacks a field the template needs.
+        ValueError: the row lacks a field the template needs, or its dataset has no template.
     """
     template = spec.prompt
+    if isinstance(template, dict):
+        dataset = row.get("Dataset")
+        if _missing(dataset) or str(dataset) not in template:
+            raise ValueError(
+                f"the prompt templates are per dataset ({sorted(template)}) but the row's "
+                f"Dataset is {dataset!r}"
+            )
+        template = template[str(dataset)]
     if template is None:
         template = PROMPT_CLASS if spec.conditioning == "class" else PROMPT_EF
     values = {k: v for k, v in row.items() if not _missing(v)}
     if "class_name" not in values and "class_id" in values and spec.class_map:
         names = {v: k for k, v in spec.class_map.items()}
         values["class_name"] = names.get(int(values["class_id"]), str(values["class_id"]))
+    if "class_name" in values and spec.prompt_names:
+        values["class_name"] = spec.prompt_names.get(
+            str(values["class_name"]), values["class_name"]
+        )
     if "EF" in values:
         values["EF"] = float(values["EF"])
+        values["EF_int"] = int(values["EF"])
     needed = [name for _, name, _, _ in string.Formatter().parse(template) if name]
     absent = [name for name in needed if name not in values]
     if absent:
@@ -407,7 +471,8 @@ class Conditioner:
         """Unconditional tokens (conditioning dropout, classifier-free guidance).
 
         Zeros (B, 1, 1) for ef and for class with ``class_null="reference"``; -1 for class
-        with ``"distinct"``; the empty prompt's encoding for text.
+        with ``"distinct"``; for text the empty prompt's encoding (``text_null="empty"``) or
+        zeros of its shape (``"zeros"``).
         """
         if self.spec.conditioning != "text":
             distinct = self.spec.conditioning == "class" and self.spec.class_null == "distinct"
@@ -415,6 +480,8 @@ class Conditioner:
             return torch.full((batch, 1, 1), value, dtype=torch.float32, device=device)
         if self._null_text is None:
             self._null_text = self._encode_text([""], "cpu")
+            if self.spec.text_null == "zeros":
+                self._null_text = torch.zeros_like(self._null_text)
         return self._null_text.to(device).expand(batch, -1, -1).clone()
 
     def _encode_text(self, prompts: list[str], device) -> torch.Tensor:
@@ -426,7 +493,10 @@ class Conditioner:
             truncation=True,
             return_tensors="pt",
         )
-        hidden = self.text_encoder(tokens.input_ids.to(encoder_device)).last_hidden_state
+        mask = tokens.attention_mask.to(encoder_device) if self.spec.text_mask else None
+        hidden = self.text_encoder(
+            tokens.input_ids.to(encoder_device), attention_mask=mask
+        ).last_hidden_state
         return hidden.float().to(device)  # (B, max_length, hidden)
 
 

@@ -31,7 +31,7 @@ import torch
 
 from echogen.data.errors import DataError
 from echogen.data.manifest import SPLITS
-from echogen.models.lvdm import load_lvdm, prompt_for
+from echogen.models.lvdm import load_lvdm, prompt_for, prompt_templates
 from echogen.models.lvdm_pipeline import GUIDANCE_BLANKS, STITCHINGS, LVDMPipeline
 from echogen.models.vae import load_vae
 from echogen.pipelines.latents import read_latents
@@ -93,6 +93,9 @@ class SampleConfig:
             TEST order (exact counts by largest remainder).
         fps (float, 32): frame rate the videos are written at (and the FileList's FPS).
         quality (int, 95): JPEG quality of the frame folders.
+        dataset (str | None, None): the dataset the videos imitate; picks the prompt template
+            of a text model with one per dataset (EchoDream's), and is the prompt rows'
+            ``Dataset``.
     """
 
     n_samples: int = 2048
@@ -111,6 +114,7 @@ class SampleConfig:
     )
     fps: float = 32.0
     quality: int = 95
+    dataset: str | None = None
 
     def __post_init__(self):
         for name in ("n_samples", "frames", "window", "steps"):
@@ -278,19 +282,35 @@ def _class_names(spec) -> dict[int, str]:
     return {int(i): str(name) for name, i in (spec.class_map or {}).items()}
 
 
-def _template_fields(spec) -> set[str]:
-    """Names of the fields a text model's prompt template fills (``{EF:.0f}`` -> ``EF``)."""
-    if spec.conditioning != "text" or spec.prompt is None:
+def _template_fields(spec, dataset: str | None = None) -> set[str]:
+    """Names of the fields a text model's prompt template fills (``{EF:.0f}`` -> ``EF``); for
+    a model with one template per dataset, those of ``dataset``'s."""
+    if spec.conditioning != "text":
         return set()
-    return {name for _, name, _, _ in string.Formatter().parse(spec.prompt) if name}
+    templates = prompt_templates(spec)
+    if isinstance(spec.prompt, dict):
+        if dataset not in spec.prompt:
+            raise ValueError(
+                f"the model has a prompt template per dataset ({sorted(spec.prompt)}); the "
+                f"samples' dataset {dataset!r} is not one of them. Fix: set the sampling "
+                "config's dataset to one of those."
+            )
+        templates = [spec.prompt[dataset]]
+    return {
+        name
+        for template in templates
+        for _, name, _, _ in string.Formatter().parse(template)
+        if name
+    }
 
 
-def _uses_ef(spec) -> bool:
-    return spec.conditioning == "ef" or "EF" in _template_fields(spec)
+def _uses_ef(spec, dataset: str | None = None) -> bool:
+    return spec.conditioning == "ef" or bool({"EF", "EF_int"} & _template_fields(spec, dataset))
 
 
-def _uses_class(spec) -> bool:
-    return spec.conditioning == "class" or bool({"class_name", "class_id"} & _template_fields(spec))
+def _uses_class(spec, dataset: str | None = None) -> bool:
+    fields = _template_fields(spec, dataset)
+    return spec.conditioning == "class" or bool({"class_name", "class_id"} & fields)
 
 
 def plan_samples(
@@ -365,7 +385,7 @@ def plan_samples(
         rng = np.random.default_rng(seed)
         ef = (
             float(rng.integers(config.ef_range[0], config.ef_range[1] + 1))
-            if _uses_ef(spec)
+            if _uses_ef(spec, config.dataset)
             else np.nan
         )
         # Classes cycle with the index (a balanced dataset whatever n_samples; EchoDream draws
@@ -382,7 +402,10 @@ def plan_samples(
         class_name = names[class_id] if class_id is not None else None
         prompt = None
         if spec.conditioning == "text":
-            prompt = prompt_for(spec, _prompt_row(cond, ef, class_id, class_name))
+            row = _prompt_row(cond, ef, class_id, class_name)
+            if config.dataset is not None:
+                row["Dataset"] = config.dataset
+            prompt = prompt_for(spec, row)
         records.append(
             {
                 "index": index,
@@ -416,7 +439,7 @@ def plan_samples(
 
 
 def _class_ids(config: SampleConfig, spec, names: dict[int, str]) -> list[int] | None:
-    if not _uses_class(spec):
+    if not _uses_class(spec, config.dataset):
         if config.class_ids is not None:
             raise ValueError(
                 f"sampling.class_ids is set but the model is {spec.conditioning}-conditioned "

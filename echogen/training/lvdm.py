@@ -260,6 +260,10 @@ def resolve_train_config(
     return LVDMTrainConfig(**{**presets[preset]["train"], **(overrides or {})})
 
 
+# lvdm.models.<name> keys copied into the LVDMSpec of text models.
+TEXT_SPEC_KEYS = ("prompt_names", "text_mask", "text_null")
+
+
 def read_latent_index(csv: str | Path) -> pd.DataFrame:
     """A latent index csv (FileName, Split, latent_path, ...), checked for its columns."""
     return read_latents(csv, required=INDEX_COLUMNS)
@@ -270,16 +274,19 @@ def make_spec(
     conditioning: str,
     frames: int,
     pad_to: int = 16,
-    prompt: str | None = None,
+    prompt: str | dict | None = None,
     root: str | Path = ".",
     class_null: str = "distinct",
     padding: str = "clean",
+    **text: object,
 ) -> LVDMSpec:
     """An :class:`LVDMSpec` whose latent shape, fps, scaling factor and classes come from data.
 
     The latent channels and size are read from the first TRAIN latent file; ``fps`` from the
     ``latent_fps`` column and ``scaling_factor`` from ``scaling_factor`` (1.0 when absent);
-    the class map from the ``class_name``/``class_id`` columns of all indexes.
+    the class map from the ``class_name``/``class_id`` columns of all indexes. ``text`` holds
+    the text models' other :class:`LVDMSpec` fields (``prompt_names``, ``text_mask``,
+    ``text_null``).
 
     Raises:
         DataError: no TRAIN rows, columns that disagree between rows, or an unreadable file.
@@ -323,6 +330,24 @@ def make_spec(
         scaling_factor=values["scaling_factor"],
         class_null=class_null,
         padding=padding,
+        **text,
+    )
+
+
+def spec_from_entry(
+    latent_indexes: list[str | Path], entry: dict, root: str | Path = "."
+) -> LVDMSpec:
+    """:func:`make_spec` from one ``lvdm.models.<name>`` config entry (``conditioning``,
+    ``frames``, ``prompt``, ``class_null``, ``padding`` and :data:`TEXT_SPEC_KEYS`)."""
+    return make_spec(
+        latent_indexes,
+        entry["conditioning"],
+        int(entry.get("frames", 64)),
+        prompt=entry.get("prompt"),
+        root=root,
+        class_null=entry.get("class_null", "distinct"),
+        padding=entry.get("padding", "clean"),
+        **{k: entry[k] for k in TEXT_SPEC_KEYS if entry.get(k) is not None},
     )
 
 
@@ -906,19 +931,12 @@ def train_lvdm_from_config(
     """:func:`train_lvdm` from one ``lvdm.models.<name>`` config entry (the workflow's form).
 
     The entry holds ``conditioning``, ``preset`` (UNet), ``train_preset``, ``frames``,
-    ``prompt``, ``class_null``, ``padding`` and the ``model`` / ``train`` overrides; the latent
+    ``prompt``, ``class_null``, ``padding``, the text keys of :data:`TEXT_SPEC_KEYS` and the
+    ``model`` / ``train`` overrides; the latent
     shape, fps, scaling factor and class map come from the latent indexes (:func:`make_spec`).
     ``echogen.workflow.run_distributed`` calls this in every process of a multi-GPU job.
     """
-    spec = make_spec(
-        latent_indexes,
-        model["conditioning"],
-        int(model.get("frames", 64)),
-        prompt=model.get("prompt"),
-        root=root,
-        class_null=model.get("class_null", "distinct"),
-        padding=model.get("padding", "clean"),
-    )
+    spec = spec_from_entry(latent_indexes, model, root)
     train = resolve_train_config(model.get("train_preset", "paper"), model.get("train"))
     return train_lvdm(
         latent_indexes,

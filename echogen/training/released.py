@@ -25,7 +25,7 @@ from echogen.models.lidm import UNET_CLASSES, save_lidm
 from echogen.models.lvdm import build_scheduler, save_lvdm
 from echogen.models.privacy import PrivacyEmbedder, load_reference_weights
 from echogen.training.lidm import make_lidm_spec
-from echogen.training.lvdm import make_spec
+from echogen.training.lvdm import spec_from_entry
 from echogen.training.privacy import resolve_model
 
 log = logging.getLogger(__name__)
@@ -111,15 +111,7 @@ def import_lvdm(
     Returns:
         The spec written, as a dict.
     """
-    spec = make_spec(
-        latent_indexes,
-        entry["conditioning"],
-        int(entry.get("frames", 64)),
-        prompt=entry.get("prompt"),
-        root=root,
-        class_null=entry.get("class_null", "distinct"),
-        padding=entry.get("padding", "clean"),
-    )
+    spec = spec_from_entry(latent_indexes, entry, root)
     unet = _load_unet(UNetSpatioTemporalConditionModel, Path(unet_dir), "LVDM")
     channels = (unet.config.in_channels, unet.config.out_channels)
     if channels != (2 * spec.latent_channels, spec.latent_channels):

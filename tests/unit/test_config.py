@@ -34,7 +34,7 @@ def test_every_key_has_description_type_and_default(schema):
         # which published weights a regressor starts from, a video folder's path, what an
         # LVDM is conditioned on and trained with, what a synthetic dataset samples from, the
         # path of a dataset's released re-identification weights, the classes of a
-        # classification task.
+        # classification task, a dataset's prompt template.
         no_default = (".root", ".real", ".fake", ".metrics", ".kind", ".weights", ".preset")
         no_default += (".conditioning", ".datasets", ".model", ".dataset", ".n_samples")
         if (
@@ -45,6 +45,8 @@ def test_every_key_has_description_type_and_default(schema):
                     "regressors.video_folders.",
                     "lvdm.privacy.pretrained.",
                     "evaluation.classification.tasks.",
+                    "lvdm.models.<name>.prompt.",
+                    "lvdm.models.<name>.prompt_names.",
                 )
             )
         ):

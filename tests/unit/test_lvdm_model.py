@@ -15,6 +15,9 @@ from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
 from echogen.data.errors import DataError
 from echogen.models.lvdm import (
+    PROMPT_EF_INT,
+    PROMPT_EF_INT_VIEW,
+    PROMPT_NAMES_CARDIACNET,
     Conditioner,
     LVDMSpec,
     added_time_ids,
@@ -180,6 +183,60 @@ def test_prompt_for():
         prompt_for(text, {"EF": 50.0})
     with pytest.raises(ValueError, match="EF"):
         prompt_for(text, {"EF": float("nan"), "View": "A4C"})
+
+
+def test_echodreams_per_dataset_prompts():
+    """EchoDream's text model: one template per dataset, EF truncated, classes spelt out."""
+    spec = LVDMSpec(
+        conditioning="text",
+        prompt={
+            "cardiacnet": "An echocardiography video with {class_name} condition",
+            "dynamic": PROMPT_EF_INT,
+            "ped_a4c": PROMPT_EF_INT_VIEW,
+        },
+        prompt_names=PROMPT_NAMES_CARDIACNET,
+        class_map={"ASD": 0, "Non-ASD": 1, "Non-PAH": 2, "PAH": 3},
+    )
+    assert prompt_for(spec, {"Dataset": "dynamic", "EF": 55.9}) == (
+        "An echocardiography video with Left Ventricular Ejection Fraction 55%"
+    )  # int(55.9), not round
+    assert prompt_for(spec, {"Dataset": "ped_a4c", "EF": 62.2, "View": "A4C"}) == (
+        "An echocardiography video with Left Ventricular Ejection Fraction 62%, View: A4C"
+    )
+    assert prompt_for(spec, {"Dataset": "cardiacnet", "class_id": 3}) == (
+        "An echocardiography video with Pulmonary Arterial Hypertension condition"
+    )
+    assert prompt_for(spec, {"Dataset": "cardiacnet", "class_name": "Non-ASD"}) == (
+        "An echocardiography video with Non-Atrial Septal Defect condition"
+    )
+    with pytest.raises(ValueError, match="per dataset"):
+        prompt_for(spec, {"Dataset": "ped_psax", "EF": 50.0, "View": "PSAX"})
+    with pytest.raises(ValueError, match="per dataset"):
+        prompt_for(spec, {"EF": 50.0})
+    again = LVDMSpec.from_dict(json.loads(json.dumps(spec.to_dict())))
+    assert again == spec
+    for bad in ({}, {"dynamic": 3}):
+        with pytest.raises(ValueError, match="prompt must be"):
+            LVDMSpec(conditioning="text", prompt=bad)
+    with pytest.raises(ValueError, match="text_null"):
+        LVDMSpec(conditioning="text", text_null="none")
+
+
+def test_text_mask_and_zero_null_change_only_what_they_say(text_dir):
+    """text_mask passes the tokenizer's mask to CLIP (EchoDream): the real tokens' states are
+    unchanged (CLIP is causal) and the padding ones differ; text_null zeros is all zeros."""
+    tokenizer, encoder = load_text_encoder(text_dir)
+    plain = Conditioner(LVDMSpec(conditioning="text"), encoder, tokenizer)
+    masked = Conditioner(LVDMSpec(conditioning="text", text_mask=True), encoder, tokenizer)
+    prompt = "an echo with ef 40%"
+    n_real = int(tokenizer(prompt, return_tensors="pt").attention_mask.sum())
+    a, b = plain.encode([prompt], "cpu"), masked.encode([prompt], "cpu")
+    assert torch.allclose(a[:, :n_real], b[:, :n_real], atol=1e-5)
+    assert not torch.allclose(a[:, n_real:], b[:, n_real:], atol=1e-3)
+    zeros = Conditioner(LVDMSpec(conditioning="text", text_null="zeros"), encoder, tokenizer)
+    null = zeros.null(2, "cpu")
+    assert null.shape == a.expand(2, -1, -1).shape and not null.any()
+    assert plain.null(1, "cpu").abs().sum() > 0  # the empty prompt's encoding
 
 
 def test_spec_validation_and_round_trip():

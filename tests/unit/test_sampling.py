@@ -207,6 +207,29 @@ def test_plan_class_and_text_runs(tmp_path):
         )
 
 
+def test_plan_picks_the_datasets_template_of_a_multi_dataset_text_model(tmp_path):
+    """EchoDream's text model has a template per dataset: the samples' dataset picks it, so
+    EF videos draw an EF and no class even though the model also knows CardiacNet's classes."""
+    index = write_index(tmp_path)
+    spec = tiny_spec(
+        conditioning="text",
+        class_map=CLASS_MAP,
+        prompt={"cardiacnet": PROMPT_CLASS, "dynamic": "EF {EF_int}%"},
+    )
+    plan = plan_samples(tiny_config(n_samples=6, dataset="dynamic"), spec, index, 1)
+    assert plan["prompt"].tolist() == [f"EF {int(ef)}%" for ef in plan["EF"]]
+    assert plan["class_id"].isna().all()
+    cardiac = tiny_config(n_samples=4, dataset="cardiacnet", class_ids=[0, 2])
+    classes = plan_samples(cardiac, spec, index, 1)
+    assert classes["EF"].isna().all() and classes["class_id"].notna().all()
+    assert [p.split(" with ")[1] for p in classes["prompt"]] == [
+        f"{name} condition" for name in classes["class_name"]
+    ]
+    for dataset in (None, "ped_psax"):
+        with pytest.raises(ValueError, match="prompt template per dataset"):
+            plan_samples(tiny_config(n_samples=2, dataset=dataset), spec, index, 1)
+
+
 def test_plan_rejects_bad_index(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         plan_samples(tiny_config(), tiny_spec(), tmp_path / "nope.csv", 0)
