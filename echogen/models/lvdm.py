@@ -76,6 +76,9 @@ PROMPT_NAMES_CARDIACNET = {
     "PAH": "Pulmonary Arterial Hypertension",
 }
 TEXT_NULLS = ("empty", "zeros")
+# LVDMSpec fields added after training states were saved, with their defaults (the behaviour
+# before them): left out of LVDMSpec.fingerprint while at the default.
+LATER_FIELDS = {"prompt_names": None, "text_mask": False, "text_null": "empty"}
 PROMPT_CLASS = "An echocardiography video with {class_name} condition"
 
 # The training noise schedule of EchoNet-Synthetic's LIDM and LVDM (PAPERS.md §4).
@@ -257,6 +260,16 @@ class LVDMSpec:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def fingerprint(self) -> dict:
+        """What a training checkpoint must match to be resumed: :meth:`to_dict` without the
+        fields added after checkpoints existed (:data:`LATER_FIELDS`) while they hold their
+        default, so a state saved before they existed resumes when they keep it."""
+        return {
+            k: v
+            for k, v in self.to_dict().items()
+            if not (k in LATER_FIELDS and v == LATER_FIELDS[k])
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> LVDMSpec:

@@ -857,7 +857,7 @@ def train_lvdm(
     conditioner = Conditioner(spec, text_encoder, tokenizer)
     scheduler = build_scheduler()
     fingerprint = {
-        "spec": spec.to_dict(),
+        "spec": spec.fingerprint(),
         "train": {k: v for k, v in config.to_dict().items() if k not in BUDGET_FIELDS},
         # Private keys (e.g. `_use_default_values`, a list in set order that changes from
         # process to process) would make a restarted job refuse its own state.

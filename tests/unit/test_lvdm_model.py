@@ -220,6 +220,10 @@ def test_echodreams_per_dataset_prompts():
             LVDMSpec(conditioning="text", prompt=bad)
     with pytest.raises(ValueError, match="text_null"):
         LVDMSpec(conditioning="text", text_null="none")
+    # Training states saved before the text switches existed still resume at their defaults.
+    before = set(LVDMSpec().to_dict()) - {"prompt_names", "text_mask", "text_null"}
+    assert set(LVDMSpec(conditioning="text").fingerprint()) == before
+    assert LVDMSpec(conditioning="text", text_mask=True).fingerprint()["text_mask"] is True
 
 
 def test_text_mask_and_zero_null_change_only_what_they_say(text_dir):
