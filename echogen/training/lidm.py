@@ -302,7 +302,7 @@ def train_lidm(
     dataset = LatentFrameDataset(latent_indexes, spec, seed, global_batch, root)
     scheduler = build_scheduler()
     fingerprint = {
-        "spec": spec.fingerprint(),
+        "spec": spec.to_dict(),
         "train": {k: v for k, v in config.to_dict().items() if k not in BUDGET_FIELDS},
         "scheduler": {k: v for k, v in scheduler.config.items() if not k.startswith("_")},
         "seed": seed,
