@@ -33,21 +33,23 @@ def link_videos(videos: list[Path], out: Path) -> Path:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--demo", type=Path, required=True)
-    parser.add_argument("--seed", type=int, default=42)
-    args = parser.parse_args()
-    demo = args.demo
+def distance_rows(demo: Path, real: Path, sample: str, seed: int) -> dict[str, dict[str, float]]:
+    """FID and FVD16 of real half vs real half, the samples, and noise, each vs ``real``.
+
+    Args:
+        demo: a finished run's working directory (its tiny detectors and metric tables).
+        real: the real frame folder of the samples' table.
+        sample: the synthetic dataset id (``results/samples/<sample>/frames``,
+            ``results/metrics/<sample>.json``).
+        seed: seed of the metrics and of the noise videos.
+    """
     detectors = {
         name: {"path": str(demo / f"resources/weights/tiny/{name}.pt"), "sha256": None}
         for name in ("inception", "i3d")
     }
-    real = demo / "resources/reference_frames/dynamic_128f"
-    fake = demo / "results/samples/lvdm_dynamic/frames"
-    table = json.loads((demo / "results/metrics/lvdm_dynamic.json").read_text())
-    rows = {"generated vs real": {m: table["metrics"][m] for m in METRICS}}
-
+    fake = demo / f"results/samples/{sample}/frames"
+    table = json.loads((demo / f"results/metrics/{sample}.json").read_text())
+    rows = {}
     videos = list_videos(real)
     fakes = list_videos(fake)
     n_frames = len(list_frames(fakes[0]))
@@ -56,15 +58,27 @@ def main() -> None:
         half = len(videos) // 2
         first = link_videos(videos[:half], tmp / "first")
         second = link_videos(videos[half:], tmp / "second")
-        record = evaluate_generation(first, second, METRICS, detectors, None, args.seed)
+        record = evaluate_generation(first, second, METRICS, detectors, None, seed)
         rows["real half vs real half"] = record["metrics"]
-        rng = np.random.default_rng(args.seed)
+        rows["generated vs real"] = {m: table["metrics"][m] for m in METRICS}
+        rng = np.random.default_rng(seed)
         for i in range(len(fakes)):
             noise = rng.integers(0, 256, (n_frames, 112, 112), dtype=np.uint8)
             write_frames(noise, tmp / "noise" / f"noise_{i:03d}")
-        record = evaluate_generation(real, tmp / "noise", METRICS, detectors, None, args.seed)
+        record = evaluate_generation(real, tmp / "noise", METRICS, detectors, None, seed)
         rows["uniform noise vs real"] = record["metrics"]
+    return rows
 
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--demo", type=Path, required=True)
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args()
+    demo = args.demo
+    rows = distance_rows(
+        demo, demo / "resources/reference_frames/dynamic_128f", "lvdm_dynamic", args.seed
+    )
     print(f"{'comparison':26s} {'FID':>10s} {'FVD16':>10s}")
     for name, values in rows.items():
         print(f"{name:26s} {values['fid50k_full']:10.4f} {values['fvd2048_16f']:10.4f}")
