@@ -4,10 +4,11 @@ EchoDream (``/work/shared/PAPERS.md`` §5) trains its CardiacNet classifiers on 
 synthetic and real+synthetic videos and tests each on the same real TEST videos.
 :func:`predict_classes` gives every video the softmax probabilities averaged over all its
 clips (starts ``0, test_clip_stride, ...`` of the model's :class:`~echogen.data.ef_clips.ClipSpec`);
-:func:`classification_table` scores each training source with accuracy, balanced accuracy and
-ROC AUC (:func:`echogen.metrics.scores.classification_metrics`) and percentile bootstrap 95 %
-intervals (:func:`echogen.metrics.scores.bootstrap_ci`, the same resamples for every metric),
-one row per source.
+:func:`score_sources` scores each training source of one task with accuracy, balanced accuracy
+and ROC AUC (:func:`echogen.metrics.scores.classification_metrics`) and percentile bootstrap
+95 % intervals (:func:`echogen.metrics.scores.bootstrap_ci`, the same resamples for every
+metric), one row per source; :func:`classification_tables` writes every task's (the
+workflow's table), :func:`classification_table` one task's.
 """
 
 from __future__ import annotations
