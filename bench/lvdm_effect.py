@@ -38,7 +38,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lvdm_demo_fidelity import distance_rows  # noqa: E402
 
-from echogen.data.class_rows import training_rows  # noqa: E402
+from echogen.data.class_rows import sample_rows  # noqa: E402
 from echogen.pipelines.classification import predict_classes  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -122,19 +122,17 @@ def ef_report(out: Path) -> bool:
 def class_report(out: Path) -> bool:
     table = json.loads((out / "results/metrics/classification_cardiacnet.json").read_text())
     samples = out / "results/samples/lvdm_cardiacnet"
-    manifest = out / "resources/manifests/cardiacnet.csv"
     print("\n## Class control (lvdm_cardiacnet: class LIDM -> privacy filter -> class LVDM)")
     print(f"classifiers' trunk: {table['trunk'] or 'random initialisation'}")
     hits = total = 0
     for task, report in table["tasks"].items():
         model = out / f"results/models/classifier_cardiacnet_{task}_real"
         classes = [c["class_id"] for c in json.loads((model / "train.json").read_text())["classes"]]
-        rows = training_rows("synthetic", manifest, samples, classes, root=out)
-        rows = rows[rows["source"] == "synthetic"].reset_index(drop=True)
+        rows = sample_rows(samples, classes, root=out)
         predictions = predict_classes(model, rows, root=out)
         right = int((predictions["pred"] == predictions["label"]).sum())
         hits, total = hits + right, total + len(predictions)
-        real = next(row for row in report["rows"] if row["source"] == "real")
+        real = next(row for row in report["real"]["rows"] if row["source"] == "real")
         print(
             f"task {task} (classes {classes}): classifier trained on real videos, accuracy on "
             f"real TEST {_value(real, 'accuracy'):.3f} ({real['n']} videos, the ceiling); "

@@ -126,19 +126,36 @@ rule train_classifier:
         "../workflow_scripts/train_classifier.py"
 
 
-rule predict_classifier:
-    """Class probabilities of the real CardiacNet TEST videos of a task's classes (all clips
-    averaged)."""
-    input:
-        model="results/models/classifier_cardiacnet_{task}_{source}",
-        manifest="resources/manifests/cardiacnet.csv",
+use rule train_classifier as train_classifier_fold with:
+    """One fold's classifier of a cross-validation (evaluation.classification.cv_folds):
+    EchoDream's k-fold protocol over the source's TRAIN+VAL videos."""
     output:
-        predictions="results/predictions/classifier_cardiacnet/{task}_{source}.csv",
+        model=directory(
+            "results/models/classifier_cardiacnet_{task}_{source}_fold{fold}"
+        ),
     log:
-        "logs/predict_classifier/{task}_{source}.log",
+        "logs/train_classifier/{task}_{source}_fold{fold}.log",
+    benchmark:
+        "benchmarks/train_classifier/{task}_{source}_fold{fold}.tsv"
     wildcard_constraints:
         task=r"[a-z0-9]+",
         source=r"real|synthetic|real\+synthetic",
+        fold=r"[0-9]+",
+    params:
+        state_dir="results/train_classifier/{task}_{source}_fold{fold}/state",
+
+
+rule predict_classifier:
+    """Class probabilities of the TEST videos of a task's classes (all clips averaged), of
+    every set in evaluation.classification.test_sets (real CardiacNet; synthetic)."""
+    input:
+        unpack(predict_classifier_inputs),
+    output:
+        predictions="results/predictions/classifier_cardiacnet/{run}.csv",
+    log:
+        "logs/predict_classifier/{run}.log",
+    wildcard_constraints:
+        run=r"[a-z0-9]+_(real|synthetic|real\+synthetic)(_fold[0-9]+)?",
     conda:
         "../envs/echogen.yaml"
     threads: 2
@@ -146,6 +163,8 @@ rule predict_classifier:
         gpu=1,
         mem_mb=tier_mem("gpu_infer"),
         runtime=tier_runtime("gpu_infer"),
+    params:
+        test_sets=classification_config().get("test_sets", ["real"]),
     script:
         "../workflow_scripts/predict_classifier.py"
 
@@ -166,6 +185,7 @@ rule classification_table:
     params:
         tasks=classifier_class_names(),
         sources=classification_config().get("sources", []),
+        folds=classification_config().get("cv_folds"),
         pretrained=classification_config().get("pretrained"),
         plumbing=classification_plumbing(),
         n_bootstrap=classification_config().get("n_bootstrap", 1000),

@@ -134,22 +134,54 @@ def classification_plumbing():
     return classification.get("preset") == "tiny" or bool(dataset.get("tiny"))
 
 
+def synthetic_classification_inputs():
+    """The synthetic dataset's FileList and videos (the classifiers' synthetic videos)."""
+    dataset = classification_config()["dataset"]
+    return {
+        "filelist": f"results/samples/{dataset}/FileList.csv",
+        "videos": f"results/samples/{dataset}/Videos",
+    }
+
+
 def classifier_inputs(wildcards):
     classification = classification_config()
     inputs = {"manifest": "resources/manifests/cardiacnet.csv"}
     if wildcards.source != "real":
-        dataset = classification["dataset"]
-        inputs["filelist"] = f"results/samples/{dataset}/FileList.csv"
-        inputs["videos"] = f"results/samples/{dataset}/Videos"
+        inputs.update(synthetic_classification_inputs())
     if classification.get("pretrained"):
         inputs["weights"] = weights_file(classification["pretrained"])
     return inputs
 
 
-def classifier_predictions(wildcards):
-    """Every task's predictions, task by task, source by source (the table rule's order)."""
+def predict_classifier_inputs(wildcards):
+    """The model of run `{task}_{source}[_fold{k}]`, the manifest, and the synthetic videos
+    when a test set is synthetic."""
+    inputs = {
+        "model": f"results/models/classifier_cardiacnet_{wildcards.run}",
+        "manifest": "resources/manifests/cardiacnet.csv",
+    }
+    if "synthetic" in classification_config().get("test_sets", ["real"]):
+        inputs.update(synthetic_classification_inputs())
+    return inputs
+
+
+def classifier_runs():
+    """Every classifier run, task by task, source by source, fold by fold (the table rule's
+    order): `{task}_{source}`, or `{task}_{source}_fold{k}` under cv_folds."""
+    classification = classification_config()
+    folds = classification.get("cv_folds")
+    suffixes = [f"_fold{k}" for k in range(1, folds + 1)] if folds else [""]
     return [
-        f"results/predictions/classifier_cardiacnet/{task}_{source}.csv"
+        f"{task}_{source}{suffix}"
         for task in classifier_tasks()
-        for source in classification_config()["sources"]
+        for source in classification["sources"]
+        for suffix in suffixes
+    ]
+
+
+def classifier_predictions(wildcards):
+    """Every run's predictions, in classifier_runs' order."""
+    return [
+        f"results/predictions/classifier_cardiacnet/{run}.csv"
+        for run in classifier_runs()
     ]

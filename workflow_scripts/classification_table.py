@@ -1,4 +1,5 @@
-"""Rule classification_table: CardiacNet TEST scores per task and training source."""
+"""Rule classification_table: CardiacNet TEST scores per task, training source and TEST set
+(mean ± std over the folds under cross-validation)."""
 
 from typing import TYPE_CHECKING
 
@@ -21,11 +22,19 @@ def main(
     seed: int,
     pretrained: str | None = None,
     plumbing: bool = False,
+    folds: int | None = None,
 ) -> None:
-    """``predictions`` are task by task, source by source (rules/evaluation_helpers.smk);
-    ``tasks`` maps each task to its class names."""
+    """``predictions`` are task by task, source by source, fold by fold (``folds`` of them
+    under cross-validation; rules/evaluation_helpers.smk); ``tasks`` maps each task to its
+    class names."""
     paths = iter(predictions)
-    results = {task: {source: pd.read_csv(next(paths)) for source in sources} for task in tasks}
+
+    def read() -> pd.DataFrame | list[pd.DataFrame]:
+        if not folds:
+            return pd.read_csv(next(paths))
+        return [pd.read_csv(next(paths)) for _ in range(folds)]
+
+    results = {task: {source: read() for source in sources} for task in tasks}
     classification_tables(results, table, record, n_bootstrap, seed, pretrained, tasks, plumbing)
 
 
@@ -41,4 +50,5 @@ if "snakemake" in globals():
         snakemake.params.seed,
         snakemake.params.pretrained,
         snakemake.params.plumbing,
+        snakemake.params.folds,
     )

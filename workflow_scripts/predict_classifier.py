@@ -1,24 +1,31 @@
-"""Rule predict_classifier: class probabilities of the real CardiacNet TEST videos."""
+"""Rule predict_classifier: class probabilities of the CardiacNet TEST videos (real, and the
+synthetic dataset's when evaluation.classification.test_sets names it)."""
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
-from echogen.data.class_rows import real_test_rows
 from echogen.data.io import atomic_path
-from echogen.models.regressor import load_classifier
-from echogen.pipelines.classification import predict_classes
+from echogen.pipelines.classification import predict_test_sets
 from echogen.workflow import pick_device, setup_logging
 
 if TYPE_CHECKING:
     from snakemake.script import snakemake
 
 
-def main(model: str, manifest: str, out_csv: str, gpus: int = 0, threads: int = 1) -> None:
+def main(
+    model: str,
+    manifest: str,
+    out_csv: str,
+    test_sets: list[str],
+    filelist: str | None = None,
+    gpus: int = 0,
+    threads: int = 1,
+) -> None:
     torch.set_num_threads(threads)
-    _, _, classes = load_classifier(model)
-    rows = real_test_rows(manifest, [c["class_id"] for c in classes])
-    predictions = predict_classes(model, rows, pick_device(gpus))
+    samples_dir = Path(filelist).parent if filelist else None
+    predictions = predict_test_sets(model, manifest, samples_dir, test_sets, pick_device(gpus))
     with atomic_path(out_csv) as tmp:
         predictions.to_csv(tmp, index=False)
 
@@ -29,6 +36,8 @@ if "snakemake" in globals():
         snakemake.input.model,
         snakemake.input.manifest,
         snakemake.output.predictions,
+        list(snakemake.params.test_sets),
+        snakemake.input.get("filelist"),
         snakemake.resources.get("gpu", 0),
         snakemake.threads,
     )

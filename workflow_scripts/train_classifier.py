@@ -1,4 +1,5 @@
-"""Rule train_classifier: a CardiacNet video classifier of one task on real, synthetic or both."""
+"""Rules train_classifier(_fold): a CardiacNet video classifier of one task on real, synthetic
+or both (one fold of a cross-validation for the _fold rule)."""
 
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,7 @@ def main(
     weights: str | None = None,
     gpus: int = 0,
     threads: int = 1,
+    fold: int | None = None,
 ) -> None:
     torch.set_num_threads(threads)
     device = pick_device(gpus)
@@ -37,12 +39,15 @@ def main(
         "seed": seed,
         "device": device,
         "pretrained": weights,
+        "fold": fold,
     }
     target = "echogen.training.classifier:train_classifier_from_config"
     run_distributed(target, kwargs, gpus, device)
     write_json(
         f"{model_dir}/provenance.json",
-        provenance(classification, device, seed=seed, classes=classes, pretrained=weights),
+        provenance(
+            classification, device, seed=seed, classes=classes, pretrained=weights, fold=fold
+        ),
     )
 
 
@@ -60,4 +65,5 @@ if "snakemake" in globals():
         snakemake.input.get("weights"),
         snakemake.resources.get("gpu", 0),
         snakemake.threads,
+        int(snakemake.wildcards.get("fold") or 0) or None,  # rule train_classifier_fold
     )

@@ -1,15 +1,20 @@
 """Labelled rows of video classification datasets: real videos of a manifest, synthetic
-videos of a samples folder, or both (EchoDream's CardiacNet protocol: train on real,
-synthetic or real+synthetic TRAIN videos, validate and test on real ones).
+videos of a samples folder, or both (EchoDream's CardiacNet protocol).
 
-:func:`training_rows` builds one training source's rows plus the real VAL rows;
-:func:`real_test_rows` the real TEST rows. Every bad cell is a DataError naming the csv, its
-line and the fix. Classifiers train on them (``echogen.training.classifier``) and predict
-on them (``echogen.pipelines.classification``).
+:func:`training_rows` builds one training source's TRAIN and VAL rows, from the fixed
+splits or from one fold of a k-fold cross-validation (:class:`Folds`, EchoDream's
+``--use-cross-val``); ``validation`` says whether the real VAL videos select the epoch
+(``"real"``, echogen's default) or the source's own VAL videos / fold do (``"source"``,
+EchoDream). :func:`heldout_rows` gives the TEST rows of the real manifest or of the synthetic
+samples (EchoDream's "synthetic only" experiment is tested on synthetic TEST videos). TEST
+rows never train. Every bad cell is a DataError naming the csv, its line and the fix.
+Classifiers train on them (``echogen.training.classifier``) and predict on them
+(``echogen.pipelines.classification``).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +24,10 @@ from echogen.data.errors import DataError
 from echogen.data.manifest import SPLITS
 
 SOURCES = ("real", "synthetic", "real+synthetic")
+VALIDATIONS = ("real", "source")
+TEST_SETS = ("real", "synthetic")
 REAL_COLUMNS = ("FileName", "Path", "FPS", "Split", "class_id", "class_name")
-SYNTHETIC_COLUMNS = ("FileName", "FPS", "class_id", "class_name")
+SYNTHETIC_COLUMNS = ("FileName", "FPS", "Split", "class_id", "class_name")
 ROW_COLUMNS = ["FileName", "Path", "FPS", "Split", "class_id", "class_name", "label", "source"]
 FILELIST = "FileList.csv"
 VIDEOS = "Videos"
@@ -119,51 +126,105 @@ def _check_classes(classes: list[int]) -> list[int]:
     return classes
 
 
-def _real_rows(
-    manifest: str | Path, classes: list[int], splits: tuple[str, ...], root: str | Path
-) -> pd.DataFrame:
-    manifest = Path(manifest)
-    fix = "use the harmonised manifest written by the dataset's ingestion rule (CardiacNet)"
-    table = _read_table(manifest, REAL_COLUMNS, fix)
+@dataclass(frozen=True)
+class Folds:
+    """One fold of a k-fold cross-validation over a source's TRAIN+VAL videos.
+
+    EchoDream's ``--use-cross-val``: ``KFold(n_splits=k, shuffle=True, random_state=seed)``
+    over the rows of every class (the task's classes are picked afterwards, so a fold's share
+    of a task's videos varies a little), the unit a video (a csv row).
+
+    Args:
+        k (int): folds, >= 2 (EchoDream: 5).
+        fold (int): this fold, 1..k; its videos validate, the other k-1 folds' train.
+        seed (int): the shuffle's seed (EchoDream: 42, its run seed).
+    """
+
+    k: int
+    fold: int
+    seed: int = 42
+
+    def __post_init__(self):
+        if not isinstance(self.k, int) or self.k < 2:
+            raise ValueError(f"folds need k >= 2, got {self.k!r}")
+        if not isinstance(self.fold, int) or not 1 <= self.fold <= self.k:
+            raise ValueError(f"fold must be in 1..{self.k}, got {self.fold!r}")
+
+
+def kfold_validation(n: int, k: int, seed: int) -> list[np.ndarray]:
+    """The validation indices (sorted) of each of ``k`` folds of ``n`` items, as
+    scikit-learn's ``KFold(n_splits=k, shuffle=True, random_state=seed).split`` yields them:
+    a ``RandomState(seed)`` shuffle of ``0..n-1`` cut into consecutive folds, the first
+    ``n % k`` one item longer.
+
+    Raises:
+        ValueError: fewer items than folds.
+    """
+    if n < k:
+        raise ValueError(f"cannot cut {n} videos into {k} folds; use fewer folds")
+    order = np.arange(n)
+    np.random.RandomState(seed).shuffle(order)
+    sizes = np.full(k, n // k)
+    sizes[: n % k] += 1
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    return [np.sort(order[bounds[i] : bounds[i + 1]]) for i in range(k)]
+
+
+def _check_splits(table: pd.DataFrame, path: Path) -> None:
     for position, split in enumerate(table["Split"]):
         if split not in SPLITS:
             raise DataError(
-                manifest,
+                path,
                 f"video {table['FileName'].iloc[position]} has split {split!r}",
                 f"use one of {list(SPLITS)}",
                 row=position + CSV_LINE_OFFSET,
             )
-    rows, names = _labelled(table, manifest, classes, "real")
-    unknown = [c for c in classes if c not in names]
-    if unknown:
-        raise DataError(
-            manifest,
-            f"classes {unknown} have no videos (its classes are {sorted(names)})",
-            "choose class ids the manifest has (CardiacNet: 0 ASD, 1 Non-ASD, 2 Non-PAH, 3 PAH)",
-        )
-    rows = rows[rows["Split"].isin(splits)]
-    _check_videos(rows, manifest, Path(root), "real", "re-run the dataset's ingestion rule")
-    rows["source"] = "real"
-    return rows
 
 
-def _synthetic_rows(samples_dir: str | Path, classes: list[int], root: str | Path) -> pd.DataFrame:
+def _real_table(manifest: str | Path) -> tuple[pd.DataFrame, Path]:
+    manifest = Path(manifest)
+    fix = "use the harmonised manifest written by the dataset's ingestion rule (CardiacNet)"
+    table = _read_table(manifest, REAL_COLUMNS, fix)
+    _check_splits(table, manifest)
+    return table.assign(source="real"), manifest
+
+
+def _synthetic_table(samples_dir: str | Path, root: str | Path) -> tuple[pd.DataFrame, Path]:
     samples_dir = Path(samples_dir)
     filelist = samples_dir / FILELIST
     fix = "point at a samples folder written by the sampling rule (FileList.csv + Videos/)"
     table = _read_table(Path(root) / filelist, SYNTHETIC_COLUMNS, fix)
-    rows, _ = _labelled(table, filelist, classes, "synthetic")
-    if rows.empty:
+    _check_splits(table, filelist)
+    paths = [str(samples_dir / VIDEOS / f"{n}{SYNTHETIC_SUFFIX}") for n in table["FileName"]]
+    return table.assign(Path=paths, source="synthetic"), filelist
+
+
+def _labelled_part(
+    table: pd.DataFrame, path: Path, classes: list[int], root: str | Path
+) -> pd.DataFrame:
+    """The rows of ``classes`` whose ``Role`` is set, labelled, videos checked; the Role
+    becomes the Split."""
+    kind = str(table["source"].iloc[0]) if len(table) else "real"
+    rows, names = _labelled(table, path, classes, kind)
+    if kind == "real":
+        unknown = [c for c in classes if c not in names]
+        if unknown:
+            raise DataError(
+                path,
+                f"classes {unknown} have no videos (its classes are {sorted(names)})",
+                "choose class ids the manifest has "
+                "(CardiacNet: 0 ASD, 1 Non-ASD, 2 Non-PAH, 3 PAH)",
+            )
+    elif rows.empty:
         raise DataError(
-            filelist,
+            path,
             f"no synthetic videos of classes {classes}",
             "sample videos of these classes or choose other classes",
         )
-    rows["Path"] = [str(samples_dir / VIDEOS / f"{n}{SYNTHETIC_SUFFIX}") for n in rows["FileName"]]
-    _check_videos(rows, filelist, Path(root), "synthetic", "re-run the sampling rule")
-    rows["Split"] = "TRAIN"  # every synthetic video trains; validation and test stay real
-    rows["source"] = "synthetic"
-    return rows
+    rows = rows[rows["Role"].notna()]
+    fix = "re-run the dataset's ingestion rule" if kind == "real" else "re-run the sampling rule"
+    _check_videos(rows, path, Path(root), kind, fix)
+    return rows.assign(Split=rows["Role"])
 
 
 def _finish(parts: list[pd.DataFrame], source: str) -> pd.DataFrame:
@@ -179,43 +240,89 @@ def training_rows(
     samples_dir: str | Path | None,
     classes: list[int],
     root: str | Path = ".",
+    validation: str = "real",
+    folds: Folds | None = None,
 ) -> pd.DataFrame:
-    """The labelled training rows of one source, plus the real VAL rows for validation.
+    """The labelled TRAIN and VAL rows of one training source.
+
+    The *pool* is the source's TRAIN videos (the manifest's for ``"real"``, the samples'
+    FileList's for ``"synthetic"``, both for ``"real+synthetic"``), plus its VAL videos
+    when they may train or validate: always under ``folds``, and with
+    ``validation="source"``; with ``validation="real"`` the real VAL videos never join it.
+    Without folds a pooled video keeps its split; with folds, the videos of fold
+    ``folds.fold`` (:func:`kfold_validation` over the pool of every class, real rows first,
+    each in file order) become VAL and the rest TRAIN. With ``validation="real"`` the
+    pool's VAL videos are then dropped and the real VAL videos validate instead (EchoDream's
+    "real+synthetic v1" selects on real VAL this way). TEST videos never train.
 
     Args:
-        source: ``"real"`` (the manifest's TRAIN rows), ``"synthetic"`` (every video of the
-            samples folder) or ``"real+synthetic"`` (both).
+        source: ``"real"``, ``"synthetic"`` or ``"real+synthetic"``.
         manifest: harmonised manifest csv with FileName, Path, FPS, Split, class_id,
             class_name (CardiacNet's).
         samples_dir: samples folder with ``FileList.csv`` (FileName without extension, FPS,
-            class_id, class_name) and ``Videos/<FileName>.mp4``; relative to ``root`` like the
-            manifest's ``Path`` (or absolute); ignored for ``"real"``.
+            Split, class_id, class_name) and ``Videos/<FileName>.mp4``; relative to ``root``
+            like the manifest's ``Path`` (or absolute); ignored for ``"real"``.
         classes: class ids to classify; ``label`` is the position of a row's class id in this
             list, rows of other classes are dropped (EchoDream: ``[0, 1]`` ASD, ``[2, 3]`` PAH).
         root: folder the ``Path`` column (and ``samples_dir``) are relative to.
+        validation: ``"real"`` (the real VAL videos select the epoch) or ``"source"`` (the
+            source's own VAL videos, or its fold, do).
+        folds: one fold of a cross-validation, or None for the fixed splits.
 
     Returns:
-        Columns FileName, Path, FPS, Split (TRAIN for training rows, VAL for the real
-        validation rows; synthetic rows are all TRAIN whatever their FileList says),
-        class_id, class_name, label, source (``"real"`` | ``"synthetic"``).
+        Columns FileName, Path, FPS, Split (TRAIN | VAL), class_id, class_name, label,
+        source (``"real"`` | ``"synthetic"``).
 
     Raises:
-        DataError: a missing file or column, a class id that is not an integer or has two
-            names, a class of ``classes`` absent from the manifest, a missing video or FPS
-            (naming the file, row and fix).
-        ValueError: unknown source, fewer than two classes, no samples_dir for a synthetic
-            source.
+        DataError: a missing file or column, a split outside TRAIN/VAL/TEST, a class id that
+            is not an integer or has two names, a class of ``classes`` absent from the
+            manifest, a missing video or FPS (naming the file, row and fix); no TRAIN or VAL
+            videos of ``classes``.
+        ValueError: unknown source or validation, fewer than two classes, no samples_dir for
+            a synthetic source, fewer pooled videos than folds.
     """
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+    if validation not in VALIDATIONS:
+        raise ValueError(f"validation must be one of {VALIDATIONS}, got {validation!r}")
     classes = _check_classes(classes)
-    real_splits = ("VAL",) if source == "synthetic" else ("TRAIN", "VAL")
-    parts = [_real_rows(manifest, classes, real_splits, root)]
+    if source != "real" and samples_dir is None:
+        raise ValueError(f"source {source!r} needs samples_dir (a folder of generated videos)")
+    real, real_path = _real_table(manifest)
+    parts = [(real, real_path)] if source != "synthetic" else []
     if source != "real":
-        if samples_dir is None:
-            raise ValueError(f"source {source!r} needs samples_dir (a folder of generated videos)")
-        parts.append(_synthetic_rows(samples_dir, classes, root))
-    rows = _finish(parts, str(manifest))
+        parts.append(_synthetic_table(samples_dir, root))
+
+    pooled = ["TRAIN", "VAL"] if folds is not None or validation == "source" else ["TRAIN"]
+    roles = []
+    for table, _ in parts:
+        role = table["Split"].where(table["Split"].isin(pooled))
+        if validation == "real" and table["source"].iloc[0] == "real":
+            role = role.where(table["Split"] == "TRAIN")
+        roles.append(role)
+    if folds is not None:
+        sizes = [int(r.notna().sum()) for r in roles]
+        validating = kfold_validation(sum(sizes), folds.k, folds.seed)[folds.fold - 1]
+        start = 0
+        for i, role in enumerate(roles):
+            in_pool = np.flatnonzero(role.notna().to_numpy())
+            in_fold = np.isin(np.arange(start, start + len(in_pool)), validating)
+            role.iloc[in_pool] = np.where(in_fold, "VAL", "TRAIN")
+            start += len(in_pool)
+            roles[i] = role
+    if validation == "real":
+        roles = [r.where(r == "TRAIN") for r in roles]
+        if source == "synthetic":
+            parts.insert(0, (real, real_path))
+            roles.insert(0, pd.Series(np.nan, index=real.index, dtype=object))
+        first = roles[0]
+        roles[0] = first.where(real["Split"] != "VAL", "VAL")
+
+    labelled = [
+        _labelled_part(table.assign(Role=role), path, classes, root)
+        for (table, path), role in zip(parts, roles, strict=True)
+    ]
+    rows = _finish(labelled, str(manifest))
     for split in ("TRAIN", "VAL"):
         if not (rows["Split"] == split).any():
             raise DataError(
@@ -224,16 +331,55 @@ def training_rows(
     return rows
 
 
-def real_test_rows(
-    manifest: str | Path, classes: list[int], root: str | Path = "."
+def heldout_rows(
+    test_set: str,
+    manifest: str | Path,
+    samples_dir: str | Path | None,
+    classes: list[int],
+    root: str | Path = ".",
 ) -> pd.DataFrame:
-    """The real TEST rows of ``classes``, labelled as :func:`training_rows` labels them.
+    """The TEST rows of ``classes``, labelled as :func:`training_rows` labels them.
+
+    Args:
+        test_set: ``"real"`` (the manifest's TEST videos) or ``"synthetic"`` (the samples'
+            FileList's TEST videos; EchoDream tests its "synthetic only" classifiers so).
+        manifest, samples_dir, classes, root: as :func:`training_rows`'s.
 
     Returns:
-        The columns of :func:`training_rows`, Split all TEST, source ``"real"``.
+        The columns of :func:`training_rows`, Split all TEST, source the test set.
+    """
+    if test_set not in TEST_SETS:
+        raise ValueError(f"test_set must be one of {TEST_SETS}, got {test_set!r}")
+    classes = _check_classes(classes)
+    if test_set == "real":
+        table, path = _real_table(manifest)
+    elif samples_dir is None:
+        raise ValueError("the synthetic test set needs samples_dir (a folder of generated videos)")
+    else:
+        table, path = _synthetic_table(samples_dir, root)
+    role = table["Split"].where(table["Split"] == "TEST")
+    rows = _finish([_labelled_part(table.assign(Role=role), path, classes, root)], str(path))
+    if rows.empty:
+        raise DataError(
+            path,
+            f"no {test_set} TEST videos of classes {classes}",
+            "check the split (a synthetic set needs sampling.split with a TEST share)",
+        )
+    return rows
+
+
+def sample_rows(
+    samples_dir: str | Path, classes: list[int], root: str | Path = "."
+) -> pd.DataFrame:
+    """Every synthetic video of ``classes`` in a samples folder, whatever its split (e.g. to
+    check that a class-conditioned generator's videos are classified as requested).
+
+    Returns:
+        The columns of :func:`training_rows`, Split as the FileList gives it, source
+        ``"synthetic"``.
     """
     classes = _check_classes(classes)
-    rows = _finish([_real_rows(manifest, classes, ("TEST",), root)], str(manifest))
-    if rows.empty:
-        raise DataError(manifest, f"no TEST videos of classes {classes}", "check the split")
-    return rows
+    table, path = _synthetic_table(samples_dir, root)
+    return _finish(
+        [_labelled_part(table.assign(Role=table["Split"]), path, classes, root)], str(path)
+    )

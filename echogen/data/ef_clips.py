@@ -39,6 +39,7 @@ RESAMPLINGS = ("nearest", "linear")
 STARTS = ("random", "first")
 CROPS = ("echonet", "torchvision")
 STATISTICS = ("all_frames", "one_clip")
+SAMPLINGS = ("window", "uniform")
 # EchoNet's get_mean_and_std reads Echo(split="train") at its defaults: one clip of 16 frames,
 # every 2nd frame, from a random start, per sampled video.
 STATS_CLIP_FRAMES, STATS_CLIP_PERIOD = 16, 2
@@ -83,6 +84,12 @@ class ClipSpec:
             mean/std on TRAIN: ``"one_clip"`` = EchoNet's ``get_mean_and_std``, per channel
             over one random 16-frame clip (every 2nd frame) of each of 128 videos;
             ``"all_frames"`` = one value over every frame of those videos.
+        sampling (str, "window"): ``"window"`` = the clips above (``frames`` consecutive
+            frames ``period`` apart); ``"uniform"`` = EchoDream's classifiers' one clip per
+            video, the same in training and test: keep every ``period``-th frame, then take
+            ``frames`` of them evenly over the whole video (``np.linspace(0, n - 1, frames)``
+            truncated; a short video repeats frames). ``pad`` still augments training;
+            ``train_start``, ``clip_start`` and ``test_clip_stride`` have no effect.
     """
 
     frames: int = 32
@@ -100,6 +107,7 @@ class ClipSpec:
     crop: str = "echonet"
     clip_start: str = "first"
     statistics: str = "all_frames"
+    sampling: str = "window"
 
     def __post_init__(self):
         if self.normalisation not in NORMALISATIONS:
@@ -114,6 +122,7 @@ class ClipSpec:
             "crop": CROPS,
             "clip_start": STARTS,
             "statistics": STATISTICS,
+            "sampling": SAMPLINGS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -348,8 +357,11 @@ class EFClipDataset(torch.utils.data.Dataset):
         self.epoch = epoch
 
     def _video(self, i: int) -> np.ndarray:
-        """Normalised ``float32`` ``(C, T, size, size)``, zero-padded at the end to one span."""
+        """Normalised ``float32`` ``(C, T, size, size)``, zero-padded at the end to one span
+        (``"window"`` sampling; ``"uniform"`` repeats frames instead)."""
         video = _normalise(_load_frames(self.paths[i], float(self.fps[i]), self.spec), self.spec)
+        if self.spec.sampling == "uniform":
+            return video
         short = self.spec.span - video.shape[1]
         if short > 0:
             padding = np.zeros((video.shape[0], short, *video.shape[2:]), np.float32)
@@ -359,6 +371,13 @@ class EFClipDataset(torch.utils.data.Dataset):
     def clip_indices(self, start: int) -> np.ndarray:
         """Frame indices of the clip starting at ``start``."""
         return start + self.spec.period * np.arange(self.spec.frames)
+
+    def uniform_indices(self, n_frames: int) -> np.ndarray:
+        """``"uniform"`` sampling's frame indices in a video of ``n_frames`` frames: of the
+        ``ceil(n_frames / period)`` frames ``0, period, ...``, ``frames`` spread evenly
+        (EchoDream's ``files[::r]`` then ``np.linspace(0, n - 1, F, dtype=int)``)."""
+        kept = -(-n_frames // self.spec.period)
+        return self.spec.period * np.linspace(0, kept - 1, self.spec.frames).astype(np.int64)
 
     def clip_starts(self, n_frames: int) -> range:
         """Starts of :meth:`all_clips` in a (padded) video of ``n_frames`` frames."""
@@ -378,15 +397,18 @@ class EFClipDataset(torch.utils.data.Dataset):
         pad-and-crop offsets. Otherwise the clip is :meth:`single_clip_index`'s window.
         """
         video = self._video(i)
-        if self.train:
-            rng = np.random.default_rng([self.seed, self.epoch, i])
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        if self.spec.sampling == "uniform":
+            indices = self.uniform_indices(video.shape[1])
+        elif self.train:
             start = 0
             if self.spec.train_start == "random":
                 start = int(rng.integers(video.shape[1] - self.spec.span + 1))
+            indices = self.clip_indices(start)
         else:
             starts = self.clip_starts(video.shape[1])
-            start = starts[self.single_clip_index(i, len(starts))]
-        clip = video[:, self.clip_indices(start)]
+            indices = self.clip_indices(starts[self.single_clip_index(i, len(starts))])
+        clip = video[:, indices]
         if self.train and self.spec.pad > 0:
             pad, size = self.spec.pad, self.spec.size
             padded = np.pad(clip, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
@@ -398,12 +420,16 @@ class EFClipDataset(torch.utils.data.Dataset):
         return torch.from_numpy(np.ascontiguousarray(clip)), torch.tensor(self.ef[i])
 
     def all_clips(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every clip of video ``i`` at starts ``0, stride, 2*stride, ...`` (no augmentation).
+        """Every clip of video ``i`` at starts ``0, stride, 2*stride, ...`` (no augmentation);
+        under ``"uniform"`` sampling its one clip.
 
         Returns:
             ``float32 (K, C, T, H, W)`` clips (``K >= 1``) and the EF (scalar tensor).
         """
         video = self._video(i)
+        if self.spec.sampling == "uniform":
+            clips = video[None][:, :, self.uniform_indices(video.shape[1])]
+            return torch.from_numpy(np.ascontiguousarray(clips)), torch.tensor(self.ef[i])
         starts = self.clip_starts(video.shape[1])
         clips = np.stack([video[:, self.clip_indices(s)] for s in starts])
         return torch.from_numpy(clips), torch.tensor(self.ef[i])

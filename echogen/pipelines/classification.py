@@ -1,14 +1,18 @@
 """Class prediction with a trained video classifier, and the real/synthetic comparison table.
 
 EchoDream (``/work/shared/PAPERS.md`` §5) trains its CardiacNet classifiers on real,
-synthetic and real+synthetic videos and tests each on the same real TEST videos.
+synthetic and real+synthetic videos and tests them on real TEST videos (its "synthetic
+only" runs on synthetic TEST videos), each setting 5 times (5-fold cross-validation).
 :func:`predict_classes` gives every video the softmax probabilities averaged over all its
 clips (starts ``0, test_clip_stride, ...`` of the model's :class:`~echogen.data.ef_clips.ClipSpec`);
-:func:`score_sources` scores each training source of one task with accuracy, balanced accuracy
-and ROC AUC (:func:`echogen.metrics.scores.classification_metrics`) and percentile bootstrap
-95 % intervals (:func:`echogen.metrics.scores.bootstrap_ci`, the same resamples for every
-metric), one row per source; :func:`classification_tables` writes every task's (the
-workflow's table), :func:`classification_table` one task's.
+:func:`predict_test_sets` does so for every TEST set asked for (a ``test_set`` column).
+:func:`score_sources` scores each training source of one task on one TEST set with accuracy,
+balanced accuracy and ROC AUC (:func:`echogen.metrics.scores.classification_metrics`) and
+percentile bootstrap 95 % intervals (:func:`echogen.metrics.scores.bootstrap_ci`, the same
+resamples for every metric), one row per source; :func:`score_folds` scores cross-validated
+classifiers as EchoDream reports them (each fold's value, their mean and population
+standard deviation). :func:`classification_tables` writes every task's (the workflow's
+table).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from echogen.data.class_rows import TEST_SETS, heldout_rows
 from echogen.data.ef_clips import ClassClipDataset
 from echogen.data.io import atomic_path, write_json
 from echogen.metrics.scores import bootstrap_ci, classification_metrics, interval_label
@@ -98,6 +103,41 @@ def predict_classes(
     return table
 
 
+def predict_test_sets(
+    model_dir: str | Path,
+    manifest: str | Path,
+    samples_dir: str | Path | None,
+    test_sets: list[str],
+    device: str = "cpu",
+    root: str | Path = ".",
+) -> pd.DataFrame:
+    """:func:`predict_classes` on the TEST videos of each test set, the model's classes.
+
+    Args:
+        model_dir: export folder of a classifier.
+        manifest: the real videos' manifest (``"real"`` test set).
+        samples_dir: the synthetic samples folder (``"synthetic"`` test set), or None.
+        test_sets: ``"real"`` and/or ``"synthetic"``
+            (:func:`~echogen.data.class_rows.heldout_rows`).
+        device: torch device of the forward passes.
+        root: folder that paths are relative to.
+
+    Returns:
+        ``test_set`` then :func:`predict_classes`'s columns, test set by test set.
+    """
+    if not test_sets or any(t not in TEST_SETS for t in test_sets):
+        raise ValueError(f"test_sets must be a non-empty list of {TEST_SETS}, got {test_sets!r}")
+    _, _, classes = load_classifier(model_dir)
+    ids = [c["class_id"] for c in classes]
+    tables = []
+    for test_set in test_sets:
+        rows = heldout_rows(test_set, manifest, samples_dir, ids, root)
+        predictions = predict_classes(model_dir, rows, device, root=root)
+        tables.append(predictions.assign(test_set=test_set))
+    table = pd.concat(tables, ignore_index=True)
+    return table[["test_set", *(c for c in table.columns if c != "test_set")]]
+
+
 def _scores(predictions: pd.DataFrame, source: str) -> tuple[np.ndarray, np.ndarray]:
     """(labels, probabilities [N, K]) of one source's predictions, checked."""
     columns = sorted(
@@ -162,41 +202,75 @@ def score_sources(
                 f"predictions of {source!r} have {probs.shape[1]} classes, not {n_classes}"
             )
         rows.append({"source": source, **_score_source(labels, probs, n_bootstrap, seed)})
-    if classes is None:
-        listed = next(iter(results.values())).attrs.get("classes")
-        classes = (
-            [c["class_name"] for c in listed] if listed else [str(k) for k in range(n_classes)]
-        )
-    if len(classes) != n_classes:
-        raise ValueError(f"classes names {len(classes)} classes, the predictions {n_classes}")
     return {
         "n_bootstrap": n_bootstrap,
         "seed": seed,
         "alpha": ALPHA,
-        "classes": list(classes),
+        "classes": _class_names(classes, next(iter(results.values())), n_classes),
         "n": len(videos),
         "rows": rows,
     }
 
 
-def classification_table(
-    results: dict[str, pd.DataFrame],
-    txt: str | Path,
-    json: str | Path,
-    n_bootstrap: int = 10000,
-    seed: int = 0,
+def score_folds(
+    results: dict[str, list[pd.DataFrame]],
     classes: list[str] | None = None,
 ) -> dict:
-    """:func:`score_sources` of one task, written as a text table and JSON (atomically)."""
-    report = score_sources(results, n_bootstrap, seed, classes)
-    write_json(json, report)
-    with atomic_path(txt) as tmp:
-        tmp.write_text(_format_table(report))
-    return report
+    """Score cross-validated classifiers of one task on one TEST set, as EchoDream reports
+    them: every metric on each fold's predictions, then the mean and population standard
+    deviation (``np.std``, ddof 0) over the folds.
+
+    Args:
+        results: training source -> its folds' :func:`predict_classes` tables (fold 1
+            first); every table must hold the same videos.
+        classes: class names per label; default as :func:`score_sources`'s.
+
+    Returns:
+        ``{"folds", "classes", "n", "rows": [{"source", "n", "accuracy"|"balanced_accuracy"|
+        "roc_auc": {"value" (the mean), "std", "folds": [per fold]}}]}``.
+    """
+    if not results:
+        raise ValueError("results is empty: pass {training source: [fold predictions]}")
+    counts = {source: len(tables) for source, tables in results.items()}
+    if len(set(counts.values())) != 1 or min(counts.values()) < 1:
+        raise ValueError(f"every source needs the same number of folds (>= 1), got {counts}")
+    rows, videos, n_classes = [], None, None
+    for source, tables in results.items():
+        per_fold = []
+        for fold, predictions in enumerate(tables, start=1):
+            order = predictions.sort_values("FileName", kind="stable").reset_index(drop=True)
+            names = order["FileName"].astype(str).tolist()
+            if videos is None:
+                videos = names
+            elif names != videos:
+                raise ValueError(
+                    f"fold {fold} of {source!r} is tested on other videos than the first "
+                    "table: every fold and source must be tested on the same TEST videos"
+                )
+            labels, probs = _scores(order, f"{source} fold {fold}")
+            n_classes = n_classes or probs.shape[1]
+            if probs.shape[1] != n_classes:
+                raise ValueError(f"fold {fold} of {source!r} has {probs.shape[1]} classes")
+            per_fold.append(classification_metrics(labels, probs, n_classes))
+        entry: dict = {"source": source, "n": len(videos)}
+        for name in METRICS:
+            values = [float(m[name]) for m in per_fold]
+            entry[name] = {
+                "value": float(np.mean(values)),
+                "std": float(np.std(values)),
+                "folds": values,
+            }
+        rows.append(entry)
+    return {
+        "folds": len(next(iter(results.values()))),
+        "classes": _class_names(classes, next(iter(results.values()))[0], n_classes),
+        "n": len(videos),
+        "rows": rows,
+    }
 
 
 def classification_tables(
-    tasks: dict[str, dict[str, pd.DataFrame]],
+    tasks: dict[str, dict[str, pd.DataFrame | list[pd.DataFrame]]],
     txt: str | Path,
     json: str | Path,
     n_bootstrap: int = 10000,
@@ -207,11 +281,17 @@ def classification_tables(
 ) -> dict:
     """Score several tasks (EchoDream: ASD vs Non-ASD, PAH vs Non-PAH) into one table.
 
+    Each task's predictions are split by their ``test_set`` column (``"real"`` when absent)
+    and each TEST set is scored apart: one table per source (:func:`score_sources`, with
+    bootstrap intervals), or, when a source gives a list of several folds' predictions,
+    :func:`score_folds`' mean ± std over the folds.
+
     Args:
-        tasks: task name -> ``results`` of :func:`score_sources` (source -> predictions).
-        txt: text file: a line naming the trunk's start, then each task's table under a
+        tasks: task name -> training source -> predictions (one table, or one per fold).
+        txt: text file: a line naming the trunk's start, then each task's tables under a
             ``task <name>`` line; written atomically.
-        json: ``{"trunk", "tasks": {name: report}}``, written atomically.
+        json: ``{"plumbing", "trunk", "tasks": {name: {test_set: report}}}``, written
+            atomically.
         n_bootstrap: bootstrap resamples (the same resamples for every source of a task).
         seed: bootstrap seed.
         trunk: the Kinetics-400 weights file the classifiers started from, or None (random
@@ -222,10 +302,19 @@ def classification_tables(
     """
     if not tasks:
         raise ValueError("tasks is empty: pass {task: {training source: predictions}}")
-    reports = {
-        name: score_sources(results, n_bootstrap, seed, (classes or {}).get(name))
-        for name, results in tasks.items()
-    }
+    reports: dict[str, dict] = {}
+    for name, results in tasks.items():
+        folds = {s: p if isinstance(p, list) else [p] for s, p in results.items()}
+        names = (classes or {}).get(name)
+        reports[name] = {}
+        for test_set in _test_sets(folds):
+            chosen = {s: [_of_test_set(p, test_set) for p in ps] for s, ps in folds.items()}
+            if all(len(ps) == 1 for ps in chosen.values()):
+                single = {s: ps[0] for s, ps in chosen.items()}
+                report = score_sources(single, n_bootstrap, seed, names)
+            else:
+                report = score_folds(chosen, names)
+            reports[name][test_set] = {"test_set": test_set, **report}
     start = (
         f"Kinetics-400 weights {trunk}"
         if trunk
@@ -239,13 +328,45 @@ def classification_tables(
             "trained on phantom data; these numbers only show that the pipeline runs and are "
             "not comparable to papers",
         )
-    for name, report in reports.items():
-        lines += ["", f"task {name}", _format_table(report).rstrip("\n")]
+    for name, by_test_set in reports.items():
+        lines += ["", f"task {name}"]
+        for report in by_test_set.values():
+            lines.append(_format_table(report).rstrip("\n"))
     record = {"plumbing": plumbing, "trunk": trunk, "tasks": reports}
     write_json(json, record)
     with atomic_path(txt) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     return record
+
+
+def _test_sets(folds: dict[str, list[pd.DataFrame]]) -> list[str]:
+    """The TEST sets in the predictions, in :data:`TEST_SETS` order."""
+    seen = set()
+    for tables in folds.values():
+        for table in tables:
+            seen |= set(table["test_set"]) if "test_set" in table else {"real"}
+    return [t for t in TEST_SETS if t in seen] + sorted(seen - set(TEST_SETS))
+
+
+def _of_test_set(predictions: pd.DataFrame, test_set: str) -> pd.DataFrame:
+    if "test_set" not in predictions:
+        return predictions
+    chosen = predictions[predictions["test_set"] == test_set].reset_index(drop=True)
+    chosen.attrs = predictions.attrs
+    return chosen
+
+
+def _class_names(classes: list[str] | None, first: pd.DataFrame, n_classes: int) -> list[str]:
+    """The given names, else the predictions' ``attrs["classes"]``, else ``"0"``, ``"1"``...;
+    their number must be ``n_classes``."""
+    if classes is None:
+        listed = first.attrs.get("classes")
+        classes = (
+            [c["class_name"] for c in listed] if listed else [str(k) for k in range(n_classes)]
+        )
+    if len(classes) != n_classes:
+        raise ValueError(f"classes names {len(classes)} classes, the predictions {n_classes}")
+    return list(classes)
 
 
 def _score_source(labels: np.ndarray, probs: np.ndarray, n_bootstrap: int, seed: int) -> dict:
@@ -289,25 +410,33 @@ def _score_source(labels: np.ndarray, probs: np.ndarray, n_bootstrap: int, seed:
 
 
 def _format_table(report: dict) -> str:
-    """The report as an aligned text table."""
+    """One task's report on one TEST set as an aligned text table."""
+    folds = report.get("folds")
     header = ["training data", "N", *(METRIC_LABELS[m] for m in METRICS)]
     body = []
     for row in report["rows"]:
         cells = [row["source"], str(row["n"])]
         for name in METRICS:
             m = row[name]
+            if folds:
+                cells.append(f"{m['value']:.3f} ± {m['std']:.3f}")
+                continue
             interval = "n/a" if m["ci_low"] is None else f"{m['ci_low']:.3f}, {m['ci_high']:.3f}"
             cells.append(f"{m['value']:.3f} [{interval}]")
         body.append(cells)
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+    how = (
+        f"mean ± population std over {folds} cross-validation folds (one classifier each)"
+        if folds
+        else interval_label(report["n_bootstrap"], report["seed"], report["alpha"])
+    )
     lines = [
-        f"Classification on {report['n']} real TEST videos, classes "
-        f"{', '.join(report['classes'])}; "
-        f"{interval_label(report['n_bootstrap'], report['seed'], report['alpha'])}",
+        f"Classification on {report['n']} {report.get('test_set', 'real')} TEST videos, "
+        f"classes {', '.join(report['classes'])}; {how}",
         "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)),
     ]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in body]
-    undefined = [r["source"] for r in report["rows"] if r["n_undefined"]]
+    undefined = [r["source"] for r in report["rows"] if r.get("n_undefined")]
     if undefined:
         lines.append(
             f"n/a: some resamples of {', '.join(undefined)} lack a class, so their ROC AUC is "

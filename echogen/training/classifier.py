@@ -10,15 +10,16 @@ weight decay 1e-4) with per-epoch cosine annealing over 45 epochs, batch 8, and 
 weights of the epoch with the best validation accuracy. :data:`CLASSIFIER_PRESETS` holds
 that configuration (``echodream``) and a CPU-sized one (``tiny``).
 
-Differences from EchoDream, deliberately: a clip is a contiguous window (``frames`` frames
-every ``period`` frames, as the EF regressors' :class:`~echogen.data.ef_clips.ClipSpec`)
-rather than 32 frames spread evenly over the whole video; pixels are z-scored with TRAIN
-statistics instead of ImageNet's per-channel ones (the videos are grey); colour jitter is
-not applied; a test video's probabilities are averaged over all its clips; there is one
-fixed TRAIN/VAL split instead of 5-fold cross-validation.
+EchoDream's 5-fold cross-validation is ``evaluation.classification.cv_folds`` (one
+classifier per fold, :class:`~echogen.data.class_rows.Folds`); its one clip per video, 32
+frames spread evenly over the whole video, is ``ClipSpec.sampling="uniform"`` (the
+``echodream`` preset; ``"window"`` cuts contiguous windows and averages all of them at test,
+as the ``tiny`` preset does). Differences from EchoDream, deliberately: pixels are z-scored
+with TRAIN statistics instead of ImageNet's per-channel ones (the videos are grey); colour
+jitter is not applied.
 
-:func:`~echogen.data.class_rows.training_rows` builds the labelled rows of one training
-source plus the real VAL rows. :func:`train_classifier` trains with the same
+:func:`~echogen.data.class_rows.training_rows` builds the labelled TRAIN and VAL rows of
+one training source (fixed splits or one fold). :func:`train_classifier` trains with the same
 resumable pattern as :mod:`echogen.training.regressor`: data order from ``(seed, epoch)``,
 clip draws from ``(seed, epoch, index)``, checkpoints through :mod:`echogen.training.state`,
 so a run cut anywhere and re-run ends with the same weights, bit for bit on CPU.
@@ -38,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 
-from echogen.data.class_rows import training_rows
+from echogen.data.class_rows import Folds, training_rows
 from echogen.data.ef_clips import ClassClipDataset, ClipSpec, with_statistics
 from echogen.data.errors import DataError
 from echogen.data.io import write_json
@@ -163,9 +164,9 @@ class ClassifierConfig:
 
 CLASSIFIER_PRESETS: dict[str, dict] = {
     # EchoDream's CardiacNet classifiers (PAPERS.md §5; echo/classification/README.md and
-    # train.py): r3d_18, 32 frames every 2nd frame of the 32 fps videos (a 2 s window), 112 px,
-    # batch 8, 45 epochs, SGD 5e-4 with cosine annealing, class-weighted CE, dropout 0.5. All-
-    # clip test averages windows 16 frames (0.5 s) apart.
+    # train.py): r3d_18, one clip per video of 32 frames spread evenly over every 2nd frame of
+    # the whole video (data.py's "uniform" sampling, --sampling-rate 2), 112 px, batch 8,
+    # 45 epochs, SGD 5e-4 with cosine annealing, class-weighted CE, dropout 0.5.
     "echodream": {
         "model": {
             "arch": "r3d_18",
@@ -182,7 +183,7 @@ CLASSIFIER_PRESETS: dict[str, dict] = {
             "channels": 3,
             "normalisation": "zscore",
             "pad": 0,
-            "test_clip_stride": 16,
+            "sampling": "uniform",
         },
         "train": {
             "optimizer": "sgd",
@@ -490,6 +491,7 @@ def train_classifier_from_config(
     device: str = "cpu",
     root: str = ".",
     pretrained: str | None = None,
+    fold: int | None = None,
 ) -> dict:
     """:func:`train_classifier` from the ``evaluation.classification`` config (JSON-able
     arguments, so ``echogen.workflow.run_distributed`` can start it on N processes).
@@ -497,10 +499,19 @@ def train_classifier_from_config(
     ``source`` is ``real``, ``synthetic`` or ``real+synthetic``; ``filelist`` is the synthetic
     dataset's FileList.csv (its folder holds the videos), None for ``real``; ``classes`` the
     task's class ids (label k = the k-th); ``pretrained`` a torchvision Kinetics-400 weights
-    file of the preset's architecture, or None for a random start.
+    file of the preset's architecture, or None for a random start; ``fold`` the fold (1..k)
+    of ``classification["cv_folds"]`` = k folds (shuffled with ``seed``), None without
+    cross-validation. ``classification["validation"]`` (default ``"real"``) goes to
+    :func:`~echogen.data.class_rows.training_rows`.
     """
     samples_dir = Path(filelist).parent if filelist else None
-    rows = training_rows(source, manifest, samples_dir, classes, root=root)
+    folds = None
+    if fold is not None:
+        if not classification.get("cv_folds"):
+            raise ValueError(f"fold {fold} given but classification.cv_folds is not set")
+        folds = Folds(int(classification["cv_folds"]), int(fold), seed)
+    validation = classification.get("validation", "real")
+    rows = training_rows(source, manifest, samples_dir, classes, root, validation, folds)
     config = resolve_classifier_config(classification["preset"], classification.get("overrides"))
     return train_classifier(
         rows, out_dir, state_dir, config, len(classes), seed, device, root, pretrained

@@ -17,23 +17,33 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
+from sklearn.model_selection import KFold
 from trainer_cases import BLOB_CLASSES, BLOB_FRAMES, BLOB_SIZE, blob_cardiac
 
-from echogen.data.class_rows import ROW_COLUMNS, real_test_rows, training_rows
+from echogen.data.class_rows import (
+    ROW_COLUMNS,
+    Folds,
+    heldout_rows,
+    kfold_validation,
+    sample_rows,
+    training_rows,
+)
 from echogen.data.ef_clips import ClassClipDataset, ClipSpec
 from echogen.data.errors import DataError
 from echogen.models.regressor import MODEL_PRESETS, EFRegressor, load_classifier
 from echogen.pipelines.classification import (
-    classification_table,
     classification_tables,
     predict_classes,
+    predict_test_sets,
     prob_columns,
+    score_folds,
     score_sources,
 )
 from echogen.training.classifier import (
     CLASSIFIER_PRESETS,
     resolve_classifier_config,
     train_classifier,
+    train_classifier_from_config,
 )
 from echogen.training.state import checkpoints
 
@@ -121,6 +131,7 @@ def test_presets_and_overrides():
     echodream = resolve_classifier_config("echodream")
     assert echodream.model["arch"] == "r3d_18" and echodream.clips.frames == 32
     assert (echodream.clips.period, echodream.clips.fps, echodream.clips.size) == (2, 32.0, 112)
+    assert echodream.clips.sampling == "uniform"  # one clip over the whole video
     train = echodream.train
     assert (train.optimizer, train.lr, train.epochs, train.batch_size) == ("sgd", 5e-4, 45, 8)
     assert (train.lr_schedule, train.dropout, train.select) == ("cosine", 0.5, "best_val")
@@ -169,10 +180,10 @@ def test_training_rows_of_each_source(data):
         "synthetic": 2 * N_SYNTHETIC,
     }
 
-    # The label is the position in `classes`; TEST rows are only in real_test_rows.
+    # The label is the position in `classes`; TEST rows are only in heldout_rows.
     flipped = training_rows("real", manifest, None, [3, 2], root=root)
     assert (flipped["label"] == flipped["class_id"].map({3: 0, 2: 1})).all()
-    test = real_test_rows(manifest, CLASSES, root=root)
+    test = heldout_rows("real", manifest, None, CLASSES, root=root)
     assert len(test) == 2 * REAL["TEST"] and set(test["Split"]) == {"TEST"}
     assert not set(test["FileName"]) & set(both["FileName"])
 
@@ -219,6 +230,85 @@ def test_bad_rows_name_file_row_and_fix(data, tmp_path):
         training_rows("fake", manifest, None, CLASSES, root=root)
 
 
+@pytest.mark.parametrize("n, k, seed", [(7, 2, 0), (26, 3, 42), (554, 5, 42)])
+def test_kfold_validation_is_sklearns_shuffled_kfold(n, k, seed):
+    ours = kfold_validation(n, k, seed)
+    theirs = [val for _, val in KFold(k, shuffle=True, random_state=seed).split(np.zeros(n))]
+    assert len(ours) == k
+    for a, b in zip(ours, theirs, strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="cannot cut 3 videos into 5 folds"):
+        kfold_validation(3, 5, 0)
+    with pytest.raises(ValueError, match="fold must be in 1..5"):
+        Folds(5, 6)
+
+
+@pytest.fixture(scope="module")
+def split_samples(data) -> Path:
+    """The blob samples with a FileList split TRAIN, VAL, TEST, TRAIN, ... by row."""
+    root, samples = data["root"], data["samples"]
+    folder = samples.parent / "split"
+    (root / folder).mkdir(exist_ok=True)
+    if not (root / folder / "Videos").exists():
+        (root / folder / "Videos").symlink_to((root / samples / "Videos").resolve())
+    listing = pd.read_csv(root / samples / "FileList.csv", dtype={"FileName": str})
+    listing["Split"] = [("TRAIN", "VAL", "TEST")[i % 3] for i in range(len(listing))]
+    listing.to_csv(root / folder / "FileList.csv", index=False)
+    return folder
+
+
+def test_folds_and_validation_choose_the_train_and_val_videos(data, split_samples):
+    """EchoDream's cross-validation: KFold over the TRAIN+VAL videos of every class (class 0
+    included), the task's classes picked afterwards; validation "real" keeps the real VAL
+    videos out of training and selects on them."""
+    root, manifest = data["root"], data["manifest"]
+    real = pd.read_csv(manifest, dtype={"FileName": str})
+    pool = real[real["Split"].isin(["TRAIN", "VAL"])]["FileName"].tolist()
+    task = set(real.loc[real["class_id"].isin(CLASSES), "FileName"])
+    folds = [val for _, val in KFold(3, shuffle=True, random_state=SEED).split(pool)]
+    seen = []
+    for fold, val in enumerate(folds, start=1):
+        rows = training_rows("real", manifest, None, CLASSES, root, "source", Folds(3, fold, SEED))
+        expected_val = {pool[i] for i in val} & task
+        assert set(rows.loc[rows["Split"] == "VAL", "FileName"]) == expected_val
+        assert (
+            set(rows.loc[rows["Split"] == "TRAIN", "FileName"]) == (set(pool) & task) - expected_val
+        )
+        seen += sorted(expected_val)
+    assert sorted(seen) == sorted(set(pool) & task)  # every pooled video validates once
+
+    fixed = training_rows("real", manifest, None, CLASSES, root, "real", Folds(3, 1, SEED))
+    real_val = set(real.loc[(real["Split"] == "VAL") & real["class_id"].isin(CLASSES), "FileName"])
+    assert set(fixed.loc[fixed["Split"] == "VAL", "FileName"]) == real_val
+    assert not set(fixed.loc[fixed["Split"] == "TRAIN", "FileName"]) & real_val
+    assert len(fixed[fixed["Split"] == "TRAIN"]) < 2 * REAL["TRAIN"]  # fold 1 left out
+
+    # A synthetic FileList's own split: TRAIN trains; its VAL validates only with "source".
+    listing = pd.read_csv(root / split_samples / "FileList.csv", dtype={"FileName": str})
+    listing = listing[listing["class_id"].isin(CLASSES)]
+    by_split = {s: set(listing.loc[listing["Split"] == s, "FileName"]) for s in ("TRAIN", "VAL")}
+    own = training_rows("synthetic", manifest, split_samples, CLASSES, root, "source")
+    assert set(own["source"]) == {"synthetic"}
+    for split in ("TRAIN", "VAL"):
+        assert set(own.loc[own["Split"] == split, "FileName"]) == by_split[split]
+    selected_on_real = training_rows("synthetic", manifest, split_samples, CLASSES, root, "real")
+    train = selected_on_real[selected_on_real["Split"] == "TRAIN"]
+    assert set(train["FileName"]) == by_split["TRAIN"]
+    assert set(selected_on_real.loc[selected_on_real["Split"] == "VAL", "FileName"]) == real_val
+
+    test = heldout_rows("synthetic", manifest, split_samples, CLASSES, root)
+    expected_test = set(listing.loc[listing["Split"] == "TEST", "FileName"])
+    assert set(test["FileName"]) == expected_test and set(test["Split"]) == {"TEST"}
+    assert not expected_test & set(own["FileName"])  # TEST videos never train
+    every = sample_rows(split_samples, CLASSES, root)
+    assert every["FileName"].tolist() == listing["FileName"].tolist()
+    assert every["Split"].tolist() == listing["Split"].tolist()
+    with pytest.raises(ValueError, match="validation must be one of"):
+        training_rows("real", manifest, None, CLASSES, root, "test")
+    with pytest.raises(DataError, match="no synthetic TEST videos"):
+        heldout_rows("synthetic", manifest, data["samples"], CLASSES, root)
+
+
 # --- training ---
 
 
@@ -254,7 +344,7 @@ def test_training_learns_exports_and_selects_best_val(data, reference):
     assert np.mean(np.array(pred) == val.labels) == pytest.approx(info["selected"]["val_accuracy"])
 
     # Trained on real TRAIN, tested on real TEST: far above chance (0.5).
-    test = real_test_rows(data["manifest"], CLASSES, root=data["root"])
+    test = heldout_rows("real", data["manifest"], None, CLASSES, root=data["root"])
     predictions = predict_classes(out, test, batch_size=5, root=data["root"])
     accuracy = (predictions["pred"] == predictions["label"]).mean()
     assert accuracy >= 0.8, predictions
@@ -264,7 +354,7 @@ def test_training_learns_exports_and_selects_best_val(data, reference):
 
 
 def test_predict_classes_averages_softmax_over_all_clips(data, reference):
-    test = real_test_rows(data["manifest"], CLASSES, root=data["root"]).iloc[:3]
+    test = heldout_rows("real", data["manifest"], None, CLASSES, root=data["root"]).iloc[:3]
     predictions = predict_classes(reference["out"], test, batch_size=4, root=data["root"])
     assert list(predictions.columns) == ["FileName", "label", "pred", *prob_columns(2), "n_clips"]
     model, spec, _ = load_classifier(reference["out"])
@@ -292,6 +382,13 @@ def _bootstrap(labels, probs, fn, n_boot, seed) -> tuple[float, float]:
     return stats[round(0.025 * n_boot)], stats[min(round(0.975 * n_boot), n_boot - 1)]
 
 
+def classification_table(results, txt, json_path, n_bootstrap, seed=0, classes=None) -> dict:
+    """One task's report on the real TEST set, through the workflow's table writer."""
+    names = None if classes is None else {"one": classes}
+    record = classification_tables({"one": results}, txt, json_path, n_bootstrap, seed, None, names)
+    return record["tasks"]["one"]["real"]
+
+
 def test_classification_table_matches_sklearn(tmp_path):
     rng = np.random.default_rng(0)
     n = 40
@@ -310,7 +407,7 @@ def test_classification_table_matches_sklearn(tmp_path):
     report = classification_table(
         results, tmp_path / "t.txt", tmp_path / "t.json", n_boot, seed=4, classes=["A", "B", "C"]
     )
-    assert json.loads((tmp_path / "t.json").read_text()) == report
+    assert json.loads((tmp_path / "t.json").read_text())["tasks"]["one"]["real"] == report
     assert [r["source"] for r in report["rows"]] == ["real", "synthetic"]
     reference = {
         "accuracy": lambda y, p: accuracy_score(y, p.argmax(1)),
@@ -326,7 +423,7 @@ def test_classification_table_matches_sklearn(tmp_path):
             low, high = _bootstrap(y, p, fn, n_boot, seed=4)
             assert (row[name]["ci_low"], row[name]["ci_high"]) == pytest.approx((low, high))
             assert row[name]["ci_low"] <= row[name]["value"] <= row[name]["ci_high"]
-    text = (tmp_path / "t.txt").read_text().splitlines()
+    text = (tmp_path / "t.txt").read_text().splitlines()[3:]  # trunk line, blank, task line
     assert "40 real TEST videos" in text[0] and "A, B, C" in text[0]
     assert text[1].split()[:3] == ["training", "data", "N"]
     real = report["rows"][0]["accuracy"]
@@ -384,7 +481,8 @@ def test_classification_tables_one_section_per_task(tmp_path):
     assert json.loads((tmp_path / "t.json").read_text()) == record
     assert record["trunk"] is None and list(record["tasks"]) == ["asd", "pah"]
     for name, results in tasks.items():
-        assert record["tasks"][name] == score_sources(results, 50, seed=3)
+        expected = {"test_set": "real", **score_sources(results, 50, seed=3)}
+        assert record["tasks"][name] == {"real": expected}
     text = (tmp_path / "t.txt").read_text().splitlines()
     assert text[0] == "Video classifiers' trunk: random initialisation (no Kinetics-400 weights)"
     asd, pah = text.index("task asd"), text.index("task pah")
@@ -401,13 +499,89 @@ def test_classification_tables_one_section_per_task(tmp_path):
         plumbing=True,
     )
     assert named["trunk"] == "resources/weights/r3d.pth" and named["plumbing"] is True
-    assert named["tasks"]["pah"]["classes"] == ["Non-PAH", "PAH"]
+    assert named["tasks"]["pah"]["real"]["classes"] == ["Non-PAH", "PAH"]
     text = (tmp_path / "k.txt").read_text().splitlines()
     assert text[0].startswith("PLUMBING CHECK")
     assert text[1] == "Video classifiers' trunk: Kinetics-400 weights resources/weights/r3d.pth"
     assert "classes ASD, Non-ASD" in text[text.index("task asd") + 1]
     with pytest.raises(ValueError, match="tasks is empty"):
         classification_tables({}, tmp_path / "e.txt", tmp_path / "e.json")
+
+
+def test_folds_score_mean_and_population_std_per_test_set(tmp_path):
+    """EchoDream reports mean ± np.std (ddof 0) of the fold test accuracies; each TEST set
+    (the `test_set` column) is its own section."""
+    tasks = {"asd": {}}
+    for source, noise in (("real", 0.5), ("synthetic", 2.0)):
+        folds = []
+        for fold in range(3):
+            real = _binary_predictions(10 * fold + int(noise), 20, noise).assign(test_set="real")
+            synthetic = _binary_predictions(fold, 12, noise).assign(test_set="synthetic")
+            folds.append(pd.concat([synthetic, real], ignore_index=True))
+        tasks["asd"][source] = folds
+    record = classification_tables(tasks, tmp_path / "t.txt", tmp_path / "t.json", 50)
+    assert list(record["tasks"]["asd"]) == ["real", "synthetic"]
+    for test_set, n in (("real", 20), ("synthetic", 12)):
+        report = record["tasks"]["asd"][test_set]
+        assert report["folds"] == 3 and report["n"] == n and report["test_set"] == test_set
+        for row in report["rows"]:
+            per_fold = [f[f["test_set"] == test_set] for f in tasks["asd"][row["source"]]]
+            accuracy = [accuracy_score(f["label"], f["pred"]) for f in per_fold]
+            auc = [roc_auc_score(f["label"], f["prob_1"]) for f in per_fold]
+            assert row["accuracy"]["folds"] == pytest.approx(accuracy)
+            assert row["accuracy"]["value"] == pytest.approx(np.mean(accuracy))
+            assert row["accuracy"]["std"] == pytest.approx(np.std(accuracy))
+            assert row["roc_auc"]["value"] == pytest.approx(np.mean(auc))
+    text = (tmp_path / "t.txt").read_text()
+    assert "20 real TEST videos" in text and "12 synthetic TEST videos" in text
+    assert "mean ± population std over 3 cross-validation folds" in text
+    mean = record["tasks"]["asd"]["real"]["rows"][0]["accuracy"]
+    assert f"{mean['value']:.3f} ± {mean['std']:.3f}" in text
+    with pytest.raises(ValueError, match="same number of folds"):
+        score_folds({"real": tasks["asd"]["real"], "synthetic": tasks["asd"]["synthetic"][:2]})
+
+
+def test_from_config_trains_one_fold(data, tmp_path):
+    """The workflow's entry point: fold k of evaluation.classification.cv_folds trains on the
+    other folds' videos."""
+    root = data["root"]
+    classification = {
+        "preset": "tiny",
+        "overrides": micro(epochs=1),
+        "cv_folds": 3,
+        "validation": "source",
+    }
+    out = tmp_path / "out"
+    summary = train_classifier_from_config(
+        "real", str(data["manifest"]), None, str(out), str(tmp_path / "state"),
+        classification, CLASSES, SEED, root=str(root), fold=2,
+    )  # fmt: skip
+    rows = training_rows("real", data["manifest"], None, CLASSES, root, "source", Folds(3, 2, SEED))
+    info = json.loads((out / "train.json").read_text())
+    assert info["n_train"] == {"real": int((rows["Split"] == "TRAIN").sum())}
+    assert info["n_val"] == int((rows["Split"] == "VAL").sum())
+    assert summary["steps"] == int((rows["Split"] == "TRAIN").sum()) // 4
+    with pytest.raises(ValueError, match="cv_folds is not set"):
+        train_classifier_from_config(
+            "real", str(data["manifest"]), None, str(out), str(tmp_path / "s2"),
+            {"preset": "tiny"}, CLASSES, SEED, root=str(root), fold=1,
+        )  # fmt: skip
+
+
+def test_predict_test_sets_labels_each_set(data, reference, split_samples):
+    root = data["root"]
+    table = predict_test_sets(
+        reference["out"], data["manifest"], split_samples, ["real", "synthetic"], root=root
+    )
+    assert list(table.columns)[:2] == ["test_set", "FileName"]
+    real = heldout_rows("real", data["manifest"], None, CLASSES, root)
+    synthetic = heldout_rows("synthetic", data["manifest"], split_samples, CLASSES, root)
+    assert table["test_set"].tolist() == ["real"] * len(real) + ["synthetic"] * len(synthetic)
+    expected = predict_classes(reference["out"], real, root=root)
+    got = table[table["test_set"] == "real"].drop(columns="test_set")
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), expected)
+    with pytest.raises(ValueError, match="test_sets"):
+        predict_test_sets(reference["out"], data["manifest"], None, ["val"], root=root)
 
 
 def test_synthetic_source_trains_and_reports(data, tmp_path):

@@ -262,6 +262,28 @@ def test_all_clips_starts(videos):
     assert every.all_clips(1)[0].shape[0] == 11
 
 
+def test_uniform_sampling_spreads_one_clip_over_the_whole_video(videos):
+    """EchoDream's classifier clip: files[::period], then np.linspace(0, n-1, F, dtype=int);
+    the same clip in training and test, the only one of all_clips; short videos repeat."""
+    root, rows = videos
+    spec = ClipSpec(frames=4, period=2, size=16, channels=1, normalisation="unit")
+    uniform = ClipSpec(**{**spec.to_dict(), "sampling": "uniform"})
+    train = EFClipDataset(rows, uniform, train=True, seed=3, root=root)
+    test = EFClipDataset(rows, uniform, train=False, seed=3, root=root)
+    for i, n_frames in enumerate([20, 20, 5]):
+        kept = np.arange(n_frames)[::2]
+        echodream = kept[np.linspace(0, len(kept) - 1, 4, dtype=int)]
+        for epoch in range(3):
+            train.set_epoch(epoch)
+            np.testing.assert_array_equal(_frame_index(train[i][0]), echodream)
+        clips, _ = test.all_clips(i)
+        assert clips.shape == (1, 1, 4, 16, 16) and torch.equal(clips[0], test[i][0])
+    np.testing.assert_array_equal(_frame_index(test[0][0]), [0, 6, 12, 18])
+    np.testing.assert_array_equal(_frame_index(test[2][0]), [0, 0, 2, 4])  # 5 frames: repeats
+    with pytest.raises(ValueError, match="sampling"):
+        ClipSpec(sampling="random")
+
+
 def test_fps_resampling(videos):
     root, rows = videos
     spec = ClipSpec(frames=5, period=1, fps=25.0, size=16, channels=1, normalisation="unit")

@@ -106,9 +106,14 @@ def test_paper_dry_run_plans_every_data_rule(tmp_path):
     ]:
         assert rule in jobs, rule
     assert sum(jobs.values()) < 800  # 618 with the LVDM line (2026-11), 695 with the LIDMs
-    # EchoDream's two binary CardiacNet tasks x three training sources, from Kinetics weights.
-    assert jobs["train_classifier"] == 6
+    # EchoDream's two binary CardiacNet tasks x two training sources x 5 folds, from Kinetics
+    # weights, each fold's classifier scored on real and synthetic TEST videos of the
+    # 655-video synthetic set.
+    assert "train_classifier" not in jobs
+    assert jobs["train_classifier_fold"] == jobs["predict_classifier"] == 2 * 2 * 5
+    assert "results/models/classifier_cardiacnet_pah_synthetic_fold5" in result.stdout
     assert "resources/weights/kinetics_r3d.pt" in result.stdout
+    assert paper["lvdm"]["samples"]["cardiacnet_utility"]["n_samples"] == 655
 
 
 def test_paper_plan_is_sbatch_ready_with_the_slurm_profile(tmp_path):
