@@ -322,11 +322,19 @@ def training_rows(
         _labelled_part(table.assign(Role=role), path, classes, root)
         for (table, path), role in zip(parts, roles, strict=True)
     ]
-    rows = _finish(labelled, str(manifest))
+    # Errors about these rows (e.g. a fold without videos of a class) name the csvs and fold.
+    described = " + ".join(
+        str(path) for _, path in parts if path != real_path or source != "synthetic"
+    )
+    if folds is not None:
+        described += f" (cross-validation fold {folds.fold} of {folds.k})"
+    rows = _finish(labelled, described)
     for split in ("TRAIN", "VAL"):
         if not (rows["Split"] == split).any():
             raise DataError(
-                manifest, f"no {split} videos of classes {classes}", "check the split and classes"
+                described,
+                f"no {split} videos of classes {classes}",
+                "check the split and classes (or use fewer cross-validation folds)",
             )
     return rows
 

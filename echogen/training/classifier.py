@@ -551,7 +551,8 @@ def _class_list(train_rows: pd.DataFrame, n_classes: int, source: str) -> list[d
             raise DataError(
                 source,
                 f"no TRAIN videos of label {label}",
-                "add training videos of every class (or sample some)",
+                "add training videos of every class (sample more, or use fewer "
+                "cross-validation folds)",
             )
         first = of_label.iloc[0]
         classes.append(

@@ -337,6 +337,36 @@ def test_demo_privacy_ef_fidelity_classification(demo_all):
             assert f"\n{source} " in section, (task, source)
 
 
+def test_demo_classification_cross_validated(demo_all, tmp_path):
+    """EchoDream's protocol through the workflow: cv_folds 2 (one train_classifier_fold job
+    per task and fold), the table's mean ± std; then the demo's own table comes back."""
+    overlay = tmp_path / "cv.yaml"
+    classification = {"sources": ["real"], "cv_folds": 2, "validation": "source"}
+    overlay.write_text(yaml.safe_dump({"evaluation": {"classification": classification}}))
+    table = demo_all / "results/metrics/classification_cardiacnet.txt"
+
+    def run(*configs) -> str:
+        result = snakemake(
+            "--profile", REPO / "profiles" / "ci", "--configfile", *configs,
+            "--directory", demo_all, "--rerun-triggers", "mtime",
+            "--forcerun", "classification_table", "--", table.relative_to(demo_all),
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+        return result.stdout + result.stderr
+
+    ran = planned_jobs(run(DEMO_CONFIG, overlay))
+    assert ran["train_classifier_fold"] == ran["predict_classifier"] == 2 * 2
+    text = table.read_text()
+    assert text.count("mean ± population std over 2 cross-validation folds") == 2
+    for task in ["asd", "pah"]:
+        for fold in [1, 2]:
+            model = demo_all / f"results/models/classifier_cardiacnet_{task}_real_fold{fold}"
+            info = json.loads((model / "train.json").read_text())
+            assert info["n_val"] > 0 and sum(info["n_train"].values()) > 0
+    run(DEMO_CONFIG)
+    assert "\nreal+synthetic " in table.read_text() and "±" not in table.read_text()
+
+
 def test_demo_report(demo_all):
     for path in ["results/report/loss_curves.png", "results/report/lvdm_dynamic_strip.gif"]:
         assert (demo_all / path).stat().st_size > 0, path
