@@ -3,7 +3,9 @@
 - A plain ``pytest`` is the fast tier, the loop one edits in: lint, unit tests on tiny
   models, the trainer contract, config checks and dry runs. It never installs packages or
   starts daemons; it deselects the tiers below.
-- ``pytest -m e2e``: the demo end to end through Snakemake on CPU (tests/workflow/test_demo.py).
+- ``pytest -m e2e``: the demo end to end through Snakemake on CPU (tests/workflow/test_demo.py),
+  and the tests that launch several training processes (tests/unit/test_distributed.py, the
+  trainer contract's two-process case).
 - ``pytest -m slurm``: through the one-node SLURM test cluster (tests/slurm; root + apt).
 - ``pytest -m gpu``: needs CUDA (skipped without it).
 - ``pytest --all-tiers``: every tier this machine can run, lint first, then fast, e2e and

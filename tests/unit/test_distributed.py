@@ -32,6 +32,7 @@ def _model(steps: int) -> dict:
     }
 
 
+@pytest.mark.e2e  # launches processes: ~20 s, out of the edit loop, in CI
 def test_two_cpu_processes_train_the_same_model_as_one(tmp_path):
     """accelerate with 2 gloo processes splits each global batch; the weights match 1 process."""
     index = toy_latent_index(tmp_path, [12, 10, 9, 11])
@@ -65,6 +66,7 @@ def test_two_cpu_processes_train_the_same_model_as_one(tmp_path):
         torch.testing.assert_close(two[key], one[key], rtol=0, atol=3e-3)
 
 
+@pytest.mark.e2e  # launches processes: ~20 s, out of the edit loop, in CI
 def test_a_failing_process_fails_the_launch(tmp_path):
     kwargs = {
         "latent_indexes": [str(tmp_path / "missing.csv")],

@@ -163,6 +163,7 @@ def test_resume_refuses_other_settings_naming_them(case, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.e2e  # one 2-process launch of every case (~25 s): in CI, out of the edit loop
 def test_two_processes_train_the_budget(case, two_processes):
     """The rule's multi-GPU path (2 gloo processes, the global batch kept): the same step
     budget and log rows as one process, finite values, one export of the same tensors."""
