@@ -35,12 +35,19 @@ from pathlib import Path
 from types import ModuleType
 
 import torch
+import yaml
+
+from echogen.data.errors import DataError
 
 IMAGEN_VERSION = "1.21.6"
 T5_WIDTH = 768  # d_model of google/t5-v1_1-base, imagen-pytorch's default text encoder
 # ElucidatedImagen arguments of the reference configs that are not the model's: EchoDiffusion's
 # train.py pops ``elucidated`` (which class to build).
 NOT_MODEL_ARGS = ("elucidated",)
+# Which weights of a released merged.pt: the trainer's EMA copies (what EchoDiffusion samples
+# with: ImagenTrainer.sample uses the EMA unets) or the online weights.
+RELEASED_WEIGHTS = ("ema", "model")
+RELEASE_FILES = ("config.yaml", "merged.pt")
 
 
 def import_imagen(version: str | None = IMAGEN_VERSION) -> ModuleType:
@@ -140,3 +147,69 @@ def build_cascade(
 def state_dict_shapes(model: torch.nn.Module) -> dict[str, list[int]]:
     """``{key: shape}`` of a model's state dict (what a weights file must match)."""
     return {key: list(value.shape) for key, value in model.state_dict().items()}
+
+
+def released_state_dict(checkpoint: dict, n_stages: int, weights: str = "ema") -> dict:
+    """The cascade state dict held by a released ``merged.pt``.
+
+    EchoDiffusion's ``merge_models.py`` keeps, per stage ``i``, the online weights under
+    ``model`` (keys ``unets.<i>.<...>``, the cascade's own) and ``ImagenTrainer``'s EMA copy
+    under ``ema`` (keys ``<i>.ema_model.<...>``, beside its ``<i>.initted``/``<i>.step``).
+
+    Args:
+        checkpoint: the loaded ``merged.pt``.
+        n_stages: the cascade's stages.
+        weights: ``"ema"`` or ``"model"`` (:data:`RELEASED_WEIGHTS`).
+
+    Raises:
+        KeyError: the entry or a stage's EMA weights are missing (named).
+    """
+    if weights not in RELEASED_WEIGHTS:
+        raise ValueError(f"weights must be one of {RELEASED_WEIGHTS}, got {weights!r}")
+    if weights not in checkpoint:
+        raise KeyError(f"the checkpoint has no {weights!r} entry (it has {sorted(checkpoint)})")
+    if weights == "model":
+        return dict(checkpoint["model"])
+    state = {}
+    for stage in range(n_stages):
+        prefix = f"{stage}.ema_model."
+        found = {k[len(prefix) :]: v for k, v in checkpoint["ema"].items() if k.startswith(prefix)}
+        if not found:
+            raise KeyError(f"the checkpoint's 'ema' entry has no weights of stage {stage}")
+        state.update({f"unets.{stage}.{k}": v for k, v in found.items()})
+    return state
+
+
+def load_released_cascade(folder: str | Path, weights: str = "ema") -> torch.nn.Module:
+    """A released EchoDiffusion model (``EchoDiffusionWeights/<model>/``: the training
+    ``config.yaml`` and ``merged.pt``) as a cascade in eval mode.
+
+    Args:
+        folder: the model's folder.
+        weights: ``"ema"`` (default; what the reference samples with) or ``"model"``.
+
+    Raises:
+        DataError: a file is missing, the config has no ``unets``/``imagen`` sections, or the
+            weights do not fit the config's cascade (the file is named).
+    """
+    folder = Path(folder)
+    fix = "download the model folder (config.yaml + merged.pt) from EchoDiffusionWeights"
+    for name in RELEASE_FILES:
+        if not (folder / name).is_file():
+            raise DataError(folder / name, "file does not exist", fix)
+    config = yaml.safe_load((folder / "config.yaml").read_text()) or {}
+    sections = [s for s in ("unets", "imagen") if not isinstance(config.get(s), dict)]
+    if sections:
+        raise DataError(folder / "config.yaml", f"sections {sections} are missing", fix)
+    model = build_cascade(list(config["unets"].values()), config["imagen"])
+    checkpoint = torch.load(folder / "merged.pt", map_location="cpu", weights_only=True)
+    try:
+        state = released_state_dict(checkpoint, len(config["unets"]), weights)
+        model.load_state_dict(state, strict=True)
+    except (KeyError, RuntimeError) as error:
+        raise DataError(
+            folder / "merged.pt",
+            f"its {weights!r} weights do not fit config.yaml's cascade ({error})",
+            "use the merged.pt released with this config.yaml",
+        ) from error
+    return model.eval()

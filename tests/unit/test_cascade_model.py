@@ -15,10 +15,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from echogen.data.errors import DataError
 from echogen.models.cascade import (
     IMAGEN_VERSION,
     build_cascade,
     import_imagen,
+    load_released_cascade,
+    released_state_dict,
     state_dict_shapes,
 )
 
@@ -71,3 +74,97 @@ def test_stages_after_the_first_are_low_resolution_conditioned():
     assert list(model.image_sizes) == [56, 112]
     with pytest.raises(ValueError, match="at least one stage"):
         build_cascade([], fixture["imagen"])
+
+
+# A two-stage cascade small enough to build and save in a second on CPU: base 16 px, then a
+# super-resolution stage to 32 px at twice the frame rate.
+TINY_UNET = {
+    "dim": 8,
+    "dim_mults": [1, 2],
+    "num_resnet_blocks": 1,
+    "max_text_len": 1,
+    "layer_attns": False,
+    "layer_cross_attns": [False, True],
+    "cond_images_channels": 3,
+    "attend_at_middle": False,
+}
+TINY_IMAGEN = {
+    "elucidated": True,
+    "condition_on_text": True,
+    "text_embed_dim": 1,
+    "image_sizes": [16, 32],
+    "num_sample_steps": [2, 2],
+    "temporal_downsample_factor": [2, 1],
+    "sigma_min": 0.002,
+    "sigma_max": 80,
+    "sigma_data": 0.25,
+    "rho": 7,
+    "P_mean": -1.2,
+    "P_std": 1.2,
+    "S_noise": 1.003,
+}
+
+
+def released_folder(folder: Path) -> tuple[torch.nn.Module, dict]:
+    """A model folder in the released layout: the training config.yaml and a merged.pt as
+    EchoDiffusion's merge_models.py writes it (online weights, ImagenTrainer's EMA copies,
+    version, steps, time), the EMA weights made to differ from the online ones."""
+    import yaml
+    from ema_pytorch import EMA
+
+    torch.manual_seed(0)
+    model = build_cascade([TINY_UNET, TINY_UNET], TINY_IMAGEN)
+    emas = torch.nn.ModuleList([EMA(unet, beta=0.9) for unet in model.unets])
+    with torch.no_grad():
+        for ema in emas:
+            for parameter in ema.ema_model.parameters():
+                parameter.add_(0.5)
+    folder.mkdir()
+    config = {
+        "unets": {"unet1": TINY_UNET, "unet2": TINY_UNET},
+        "imagen": TINY_IMAGEN,
+        "trainer": {"lr": 5e-4},
+        "dataset": {"fps": 32, "duration": 2.0},
+    }
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    merged = {
+        "model": model.state_dict(),
+        "ema": emas.state_dict(),
+        "version": "1.22.2",
+        "steps": torch.tensor([10, 12]),
+        "time_elapsed": 3.0,
+    }
+    torch.save(merged, folder / "merged.pt")
+    return model, merged
+
+
+def test_released_folder_loads_ema_or_online_weights(tmp_path):
+    model, merged = released_folder(tmp_path / "2SCM_tiny")
+    assert any(k.startswith("0.ema_model.") for k in merged["ema"])
+    ema = load_released_cascade(tmp_path / "2SCM_tiny")
+    online = load_released_cascade(tmp_path / "2SCM_tiny", weights="model")
+    assert not ema.training
+    # ElucidatedImagen.state_dict moves every stage to one device: take each once.
+    loaded_ema, loaded_online = ema.state_dict(), online.state_dict()
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded_online[key], value), key
+        stage, rest = key.split(".", 2)[1:]
+        expected = merged["ema"][f"{stage}.ema_model.{rest}"]
+        assert torch.equal(loaded_ema[key], expected), key
+    assert not torch.equal(
+        ema.unets[1].init_conv.convs[0].weight, model.unets[1].init_conv.convs[0].weight
+    )
+
+
+def test_released_folder_errors_name_the_file(tmp_path):
+    _, merged = released_folder(tmp_path / "m")
+    (tmp_path / "m" / "merged.pt").rename(tmp_path / "m" / "other.pt")
+    with pytest.raises(DataError, match="merged.pt: file does not exist") as error:
+        load_released_cascade(tmp_path / "m")
+    assert "EchoDiffusionWeights" in error.value.fix
+    merged["ema"] = {k: v for k, v in merged["ema"].items() if not k.startswith("1.")}
+    torch.save(merged, tmp_path / "m" / "merged.pt")
+    with pytest.raises(DataError, match="no weights of stage 1"):
+        load_released_cascade(tmp_path / "m")
+    with pytest.raises(ValueError, match="weights must be one of"):
+        released_state_dict(merged, 2, "online")
