@@ -138,17 +138,40 @@ def predict_test_sets(
     return table[["test_set", *(c for c in table.columns if c != "test_set")]]
 
 
-def _scores(predictions: pd.DataFrame, source: str) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, probabilities [N, K]) of one source's predictions, checked."""
-    columns = sorted(
-        (c for c in predictions.columns if c.startswith(PROB_PREFIX)),
-        key=lambda c: int(c.removeprefix(PROB_PREFIX)),
-    )
-    if columns != prob_columns(len(columns)) or len(columns) < 2:
-        raise ValueError(f"predictions of {source!r} need columns prob_0..prob_<K-1>, K >= 2")
-    if "label" not in predictions or predictions["label"].isna().any():
-        raise ValueError(f"predictions of {source!r} need a true label for every video")
-    return predictions["label"].to_numpy(np.int64), predictions[columns].to_numpy(np.float64)
+class _SameTest:
+    """Reads predictions tables that must all be of one TEST set: the first fixes the videos
+    and the number of classes, every later one must agree."""
+
+    def __init__(self):
+        self.videos: list[str] | None = None
+        self.n_classes: int | None = None
+        self.first = ""
+
+    def __call__(self, predictions: pd.DataFrame, what: str) -> tuple[np.ndarray, np.ndarray]:
+        """(labels, probabilities [N, K]) of one table, rows in FileName order."""
+        order = predictions.sort_values("FileName", kind="stable").reset_index(drop=True)
+        names = order["FileName"].astype(str).tolist()
+        if self.videos is None:
+            self.videos, self.first = names, what
+        elif names != self.videos:
+            raise ValueError(
+                f"{what} are for other videos than {self.first}: every source (and fold) "
+                "must be tested on the same TEST videos"
+            )
+        columns = sorted(
+            (c for c in order.columns if c.startswith(PROB_PREFIX)),
+            key=lambda c: int(c.removeprefix(PROB_PREFIX)),
+        )
+        if columns != prob_columns(len(columns)) or len(columns) < 2:
+            raise ValueError(f"{what} need columns prob_0..prob_<K-1>, K >= 2")
+        if "label" not in order or order["label"].isna().any():
+            raise ValueError(f"{what} need a true label for every video")
+        labels, probs = order["label"].to_numpy(np.int64), order[columns].to_numpy(np.float64)
+        if self.n_classes is None:
+            self.n_classes = probs.shape[1]
+        elif probs.shape[1] != self.n_classes:
+            raise ValueError(f"{what} have {probs.shape[1]} classes, not {self.n_classes}")
+        return labels, probs
 
 
 def score_sources(
@@ -181,33 +204,17 @@ def score_sources(
     """
     if not results:
         raise ValueError("results is empty: pass {training source: predictions}")
-    videos = None
-    n_classes = None
+    same = _SameTest()
     rows = []
     for source, predictions in results.items():
-        order = predictions.sort_values("FileName", kind="stable").reset_index(drop=True)
-        names = order["FileName"].astype(str).tolist()
-        if videos is None:
-            videos = names
-        elif names != videos:
-            raise ValueError(
-                f"predictions of {source!r} are for other videos than those of "
-                f"{next(iter(results))!r}: every source must be tested on the same TEST videos"
-            )
-        labels, probs = _scores(order, source)
-        if n_classes is None:
-            n_classes = probs.shape[1]
-        elif probs.shape[1] != n_classes:
-            raise ValueError(
-                f"predictions of {source!r} have {probs.shape[1]} classes, not {n_classes}"
-            )
+        labels, probs = same(predictions, f"predictions of {source!r}")
         rows.append({"source": source, **_score_source(labels, probs, n_bootstrap, seed)})
     return {
         "n_bootstrap": n_bootstrap,
         "seed": seed,
         "alpha": ALPHA,
-        "classes": _class_names(classes, next(iter(results.values())), n_classes),
-        "n": len(videos),
+        "classes": _class_names(classes, next(iter(results.values())), same.n_classes),
+        "n": len(same.videos),
         "rows": rows,
     }
 
@@ -234,25 +241,14 @@ def score_folds(
     counts = {source: len(tables) for source, tables in results.items()}
     if len(set(counts.values())) != 1 or min(counts.values()) < 1:
         raise ValueError(f"every source needs the same number of folds (>= 1), got {counts}")
-    rows, videos, n_classes = [], None, None
+    same = _SameTest()
+    rows = []
     for source, tables in results.items():
         per_fold = []
         for fold, predictions in enumerate(tables, start=1):
-            order = predictions.sort_values("FileName", kind="stable").reset_index(drop=True)
-            names = order["FileName"].astype(str).tolist()
-            if videos is None:
-                videos = names
-            elif names != videos:
-                raise ValueError(
-                    f"fold {fold} of {source!r} is tested on other videos than the first "
-                    "table: every fold and source must be tested on the same TEST videos"
-                )
-            labels, probs = _scores(order, f"{source} fold {fold}")
-            n_classes = n_classes or probs.shape[1]
-            if probs.shape[1] != n_classes:
-                raise ValueError(f"fold {fold} of {source!r} has {probs.shape[1]} classes")
-            per_fold.append(classification_metrics(labels, probs, n_classes))
-        entry: dict = {"source": source, "n": len(videos)}
+            labels, probs = same(predictions, f"fold {fold} of {source!r}")
+            per_fold.append(classification_metrics(labels, probs, same.n_classes))
+        entry: dict = {"source": source, "n": len(same.videos)}
         for name in METRICS:
             values = [float(m[name]) for m in per_fold]
             entry[name] = {
@@ -263,8 +259,8 @@ def score_folds(
         rows.append(entry)
     return {
         "folds": len(next(iter(results.values()))),
-        "classes": _class_names(classes, next(iter(results.values()))[0], n_classes),
-        "n": len(videos),
+        "classes": _class_names(classes, next(iter(results.values()))[0], same.n_classes),
+        "n": len(same.videos),
         "rows": rows,
     }
 
