@@ -128,15 +128,16 @@ rule train_classifier:
 
 use rule train_classifier as train_classifier_fold with:
     """One fold's classifier of a cross-validation (evaluation.classification.cv_folds):
-    EchoDream's k-fold protocol over the source's TRAIN+VAL videos."""
+    EchoDream's k-fold protocol over the source's TRAIN+VAL videos (TRAIN alone when the real
+    VAL videos select: validation real)."""
     output:
         model=directory(
             "results/models/classifier_cardiacnet_{task}_{source}_fold{fold}"
         ),
     log:
-        "logs/train_classifier/{task}_{source}_fold{fold}.log",
+        "logs/train_classifier_fold/{task}_{source}_fold{fold}.log",
     benchmark:
-        "benchmarks/train_classifier/{task}_{source}_fold{fold}.tsv"
+        "benchmarks/train_classifier_fold/{task}_{source}_fold{fold}.tsv"
     wildcard_constraints:
         task=r"[a-z0-9]+",
         source=r"real|synthetic|real\+synthetic",
@@ -158,13 +159,13 @@ rule predict_classifier:
         run=r"[a-z0-9]+_(real|synthetic|real\+synthetic)(_fold[0-9]+)?",
     conda:
         "../envs/echogen.yaml"
+    params:
+        test_sets=classification_config().get("test_sets", ["real"]),
     threads: 2
     resources:
         gpu=1,
         mem_mb=tier_mem("gpu_infer"),
         runtime=tier_runtime("gpu_infer"),
-    params:
-        test_sets=classification_config().get("test_sets", ["real"]),
     script:
         "../workflow_scripts/predict_classifier.py"
 

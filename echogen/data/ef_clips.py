@@ -395,6 +395,8 @@ class EFClipDataset(torch.utils.data.Dataset):
 
         Training draws from ``(seed, epoch, i)``: the start (``spec.train_start``) and the
         pad-and-crop offsets. Otherwise the clip is :meth:`single_clip_index`'s window.
+        Under ``"uniform"`` sampling the clip is :meth:`uniform_indices`' frames, in training
+        (still padded and cropped) as at test.
         """
         video = self._video(i)
         rng = np.random.default_rng([self.seed, self.epoch, i])
@@ -436,7 +438,7 @@ class EFClipDataset(torch.utils.data.Dataset):
 
 
 class ClassClipDataset(EFClipDataset):
-    """Clips and class labels of labelled rows (:func:`training_rows`, :func:`real_test_rows`).
+    """Clips and class labels of labelled rows (:func:`training_rows`, :func:`heldout_rows`).
 
     The clips are exactly :class:`~echogen.data.ef_clips.EFClipDataset`'s (same loading,
     resampling, normalisation, random start and pad-and-crop from ``(seed, epoch, index)``);
@@ -459,7 +461,7 @@ class ClassClipDataset(EFClipDataset):
         root: str | Path = ".",
     ):
         if "label" not in rows.columns:
-            raise ValueError("rows need a 'label' column (use training_rows / real_test_rows)")
+            raise ValueError("rows need a 'label' column (use training_rows / heldout_rows)")
         # EFClipDataset insists on a numeric EF target; the classifier never reads it.
         super().__init__(rows.assign(EF=0.0), spec, train=train, seed=seed, root=root)
         self.labels = rows["label"].to_numpy(dtype=np.int64)

@@ -7,14 +7,17 @@ Why the pinned library and not a module of echogen's own (issue 15's deciding cr
   string says 1.22.2, HEAD ``69088d0`` read 2026-12-03). Its modules are those of PyPI's
   ``imagen-pytorch==1.21.6``: the two differ only in an unused ``image_embed_dim`` argument of
   ``Unet``/``Unet3D`` (removed in the fork) and, in training alone, an optional temporal
-  smoothness loss, a "part_det" noise option and the augmentation of ``cond_images`` with the
-  images. No module, parameter or buffer differs, so the released ``merged.pt`` state dicts
-  load into 1.21.6 models; ``tests/unit/test_cascade_model.py`` checks every key and shape of
-  the three released models against the fork's own (``tests/data/echodiffusion/``). PyPI
+  smoothness loss, a "part_det" noise option, the augmentation of ``cond_images`` with the
+  images, a Lion optimiser option in the trainer and a distillation helper
+  (``distiller.py``). No module, parameter or buffer of the models differs, so the released
+  ``merged.pt`` state dicts load into 1.21.6 models; ``tests/unit/test_cascade_model.py``
+  checks every key and shape of the three released models against the fork's own
+  (``tests/data/echodiffusion/``). PyPI
   1.22.x replaced the attention (query/key RMS-norm with learned ``q_scale``/``k_scale`` and a
   fixed scale 8): other keys, other outputs.
-- **Speed.** The same modules as the reference, so the same cost per step; echogen's gains
-  come from batching and sharding the sampling, not from another network.
+- **Speed.** The same modules as the reference, so the same cost per network call; any
+  speed-up has to come from how sampling is run (batching, sharding, steps), not from
+  another network.
 - **Code echogen keeps.** This adapter (a few hundred lines) instead of the ~2,800 lines of
   ``imagen_video.py`` and ``elucidated_imagen.py`` that a re-implementation with the same
   parameter names would repeat.
@@ -154,7 +157,8 @@ def released_state_dict(checkpoint: dict, n_stages: int, weights: str = "ema") -
 
     EchoDiffusion's ``merge_models.py`` keeps, per stage ``i``, the online weights under
     ``model`` (keys ``unets.<i>.<...>``, the cascade's own) and ``ImagenTrainer``'s EMA copy
-    under ``ema`` (keys ``<i>.ema_model.<...>``, beside its ``<i>.initted``/``<i>.step``).
+    under ``ema`` (keys ``<i>.ema_model.<...>``, beside ``<i>.initted``, ``<i>.step`` and,
+    with ema_pytorch's default ``include_online_model``, ``<i>.online_model.<...>``).
 
     Args:
         checkpoint: the loaded ``merged.pt``.

@@ -1,10 +1,13 @@
 """Class prediction with a trained video classifier, and the real/synthetic comparison table.
 
-EchoDream (``/work/shared/PAPERS.md`` §5) trains its CardiacNet classifiers on real,
-synthetic and real+synthetic videos and tests them on real TEST videos (its "synthetic
-only" runs on synthetic TEST videos), each setting 5 times (5-fold cross-validation).
+EchoDream (``/work/shared/PAPERS.md`` §5) trains its CardiacNet classifiers on real or on
+synthetic videos and tests them on real TEST videos (its "synthetic only" runs on synthetic
+TEST videos; its "real+synthetic" runs are synthetic-trained, real-tested), each setting 5
+times (5-fold cross-validation); echogen adds a source trained on real and synthetic videos
+together.
 :func:`predict_classes` gives every video the softmax probabilities averaged over all its
-clips (starts ``0, test_clip_stride, ...`` of the model's :class:`~echogen.data.ef_clips.ClipSpec`);
+clips (starts ``0, test_clip_stride, ...`` of the model's :class:`~echogen.data.ef_clips.ClipSpec`;
+its one clip under ``"uniform"`` sampling);
 :func:`predict_test_sets` does so for every TEST set asked for (a ``test_set`` column).
 :func:`score_sources` scores each training source of one task on one TEST set with accuracy,
 balanced accuracy and ROC AUC (:func:`echogen.metrics.scores.classification_metrics`) and
@@ -55,7 +58,7 @@ def predict_classes(
 
     Args:
         model_dir: export folder of :func:`~echogen.training.classifier.train_classifier`.
-        rows: FileName, Path and FPS (e.g. :func:`~echogen.training.classifier.real_test_rows`);
+        rows: FileName, Path and FPS (e.g. :func:`~echogen.data.class_rows.heldout_rows`);
             ``label`` (the true class, may be absent) is copied.
         device: torch device of the forward passes.
         batch_size: clips per forward pass (clips of consecutive videos share a batch).

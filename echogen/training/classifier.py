@@ -447,6 +447,9 @@ def train_classifier(
         "seed": seed,
         "num_processes": world,
         "train_rows": rows_digest(train_rows, {"FileName": str, "source": str, "label": int}),
+        # The VAL rows select the exported epoch: another VAL set (validation real|source,
+        # another fold) is another run even when the TRAIN rows are the same.
+        "val_rows": rows_digest(val_rows, {"FileName": str, "source": str, "label": int}),
         "pretrained": None if pretrained is None else str(pretrained),
     }
     task.records = {

@@ -568,6 +568,20 @@ def test_from_config_trains_one_fold(data, tmp_path):
         )  # fmt: skip
 
 
+def test_another_validation_set_is_another_run(data, split_samples, tmp_path):
+    """The same TRAIN rows selected on other VAL rows (validation real -> source) must not
+    resume the finished run and re-export its selection."""
+    root, manifest = data["root"], data["manifest"]
+    config = resolve_classifier_config("tiny", micro(epochs=1, batch_size=2))
+    for validation in ("real", "source"):
+        rows = training_rows("synthetic", manifest, split_samples, CLASSES, root, validation)
+        if validation == "real":
+            train_classifier(rows, tmp_path / "out", tmp_path / "state", config, 2, SEED, root=root)
+            continue
+        with pytest.raises(ValueError, match="val_rows"):
+            train_classifier(rows, tmp_path / "out", tmp_path / "state", config, 2, SEED, root=root)
+
+
 def test_predict_test_sets_labels_each_set(data, reference, split_samples):
     root = data["root"]
     table = predict_test_sets(
