@@ -159,13 +159,13 @@ rule predict_classifier:
         run=r"[a-z0-9]+_(real|synthetic|real\+synthetic)(_fold[0-9]+)?",
     conda:
         "../envs/echogen.yaml"
-    params:
-        test_sets=classification_config().get("test_sets", ["real"]),
     threads: 2
     resources:
         gpu=1,
         mem_mb=tier_mem("gpu_infer"),
         runtime=tier_runtime("gpu_infer"),
+    params:
+        test_sets=classification_config().get("test_sets", ["real"]),
     script:
         "../workflow_scripts/predict_classifier.py"
 
