@@ -505,7 +505,49 @@ LIDM = TrainerCase(
     make_kwargs=_lidm_kwargs,
 )
 
-CASES = [REGRESSOR, CLASSIFIER, PRIVACY, VAE, LVDM, LIDM]
+
+def _cascade_data(base: Path) -> dict:
+    return {"manifest": str(phantom_dynamic(base)), "root": str(base)}
+
+
+def _cascade_kwargs(data: dict, overrides: dict) -> dict:
+    # 2SCM's super-resolution stage (low-resolution conditioning, random crops) on 16-frame
+    # clips at 16 px; EMA from the first step, so the exported EMA weights move.
+    model = {
+        "structure": "2SCM",
+        "preset": "tiny",
+        "fps": 16,
+        "duration": 1.0,
+        "train": overrides["train"],
+    }
+    return {"manifest": data["manifest"], "model": model, "stage": 2, "root": data["root"]}
+
+
+CASCADE = TrainerCase(
+    name="cascade",
+    entry="echogen.training.cascade:train_cascade_stage_from_config",
+    model_class="echogen.models.cascade:CascadeStage",
+    weights="unet_ema.safetensors",
+    overrides={
+        "train": {
+            "max_steps": 6,
+            "ignore_time": 0.5,
+            "ema_update_after_step": 0,
+            "ema_update_every": 1,
+            "checkpoint_every": 2,
+            "checkpoints_total_limit": 2,
+            "log_every": 2,
+        }
+    },
+    steps_per_epoch=None,
+    cut=3,  # between log rows
+    changed={"lr": 1e-3},
+    two_process={},  # the batch is per process, as EchoDiffusion's
+    make_data=_cascade_data,
+    make_kwargs=_cascade_kwargs,
+)
+
+CASES = [REGRESSOR, CLASSIFIER, PRIVACY, VAE, LVDM, LIDM, CASCADE]
 
 
 def run_jobs(jobs: list[dict]) -> None:

@@ -31,16 +31,21 @@ never uses T5.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import importlib.util
+import json
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
 
 import torch
 import yaml
+from safetensors.torch import load_file
 
 from echogen.data.errors import DataError
+from echogen.data.io import write_json
 
 IMAGEN_VERSION = "1.21.6"
 T5_WIDTH = 768  # d_model of google/t5-v1_1-base, imagen-pytorch's default text encoder
@@ -216,4 +221,254 @@ def load_released_cascade(folder: str | Path, weights: str = "ema") -> torch.nn.
             f"its {weights!r} weights do not fit config.yaml's cascade ({error})",
             "use the merged.pt released with this config.yaml",
         ) from error
+    return model.eval()
+
+
+# --- published and tiny cascades -------------------------------------------------------------
+
+# EchoDiffusion's stage: Unet3D dim 64, mults 1/2/4, 2 ResNet blocks, cross-attention at the
+# deepest level only, image-conditioned (diffusion/configs/*.yaml of HReynaud/EchoDiffusion).
+_PAPER_UNET = {
+    "dim": 64,
+    "num_resnet_blocks": 2,
+    "dim_mults": [1, 2, 4],
+    "max_text_len": 1,
+    "layer_attns": False,
+    "layer_cross_attns": [False, False, True],
+    "cond_images_channels": 3,
+}
+# The EDM settings every published cascade shares.
+_PAPER_EDM = {
+    "condition_on_text": True,
+    "text_embed_dim": 1,
+    "sigma_min": 0.002,
+    "sigma_max": 80,
+    "sigma_data": 0.25,
+    "rho": 7,
+    "P_mean": -1.2,
+    "P_std": 1.2,
+    "S_tmin": 0.05,
+    "S_tmax": 50,
+    "S_noise": 1.003,
+}
+_SSR_UNET = {**_PAPER_UNET, "layer_cross_attns": False, "attend_at_middle": False}
+_TSR_UNET = {**_PAPER_UNET, "memory_efficient": True}
+
+# structure -> the reference config's unets, imagen, dataset fps and duration, and the
+# per-process batch of each stage's training job (diffusion/slurms/train_<model>_stage<i>.sh).
+# 1SCM = configs/1SCM.yaml (released 1SCM_v2), 2SCM = 2SCM.yaml (2SCM_v6), 4SCM = 4SCM_v2.yaml.
+CASCADE_PRESETS = {
+    "1SCM": {
+        "unets": [{**_PAPER_UNET, "attend_at_middle": False}],
+        "imagen": {
+            **_PAPER_EDM,
+            "image_sizes": [112],
+            "num_sample_steps": 64,
+            "temporal_downsample_factor": [1],
+            "S_churn": 160,
+        },
+        "fps": 8,
+        "duration": 2.0,
+        "batch_sizes": [4],
+    },
+    "2SCM": {
+        "unets": [_PAPER_UNET, _TSR_UNET],
+        "imagen": {
+            **_PAPER_EDM,
+            "image_sizes": [56, 112],
+            "num_sample_steps": [32, 64],
+            "random_crop_sizes": [None, 56],
+            "temporal_downsample_factor": [4, 1],
+            "S_churn": [80, 160],
+            "resize_mode": "trilinear",
+        },
+        "fps": 32,
+        "duration": 2.0,
+        "batch_sizes": [16, 10],
+    },
+    "4SCM": {
+        "unets": [_PAPER_UNET, _TSR_UNET, _TSR_UNET, _SSR_UNET],
+        "imagen": {
+            **_PAPER_EDM,
+            "image_sizes": [56, 56, 56, 112],
+            "num_sample_steps": [32, 32, 32, 64],
+            "random_crop_sizes": [None, None, None, 56],
+            "temporal_downsample_factor": [4, 2, 1, 1],
+            "S_churn": [40, 80, 160, 160],
+        },
+        "fps": 32,
+        "duration": 2.0,
+        "batch_sizes": [16, 20, 8, 5],
+    },
+}
+# The tiny preset: the same structure at width 8, two levels, one ResNet block, frames a
+# seventh of the paper's side (16 px output), 4 sampling steps a stage, 1-s clips; cross-
+# attention stays at the deepest level (none in 4SCM's spatial super-resolution stage).
+TINY_UNET = {"dim": 8, "dim_mults": [1, 2], "num_resnet_blocks": 1, "attend_at_middle": False}
+TINY_SCALE = 7
+TINY_STEPS = 4
+
+
+def cascade_preset(structure: str, preset: str = "paper") -> dict:
+    """A cascade's settings: ``unets`` (one dict per stage), ``imagen``, ``fps``, ``duration``
+    and ``batch_sizes`` (per stage, per process).
+
+    Args:
+        structure: ``1SCM``, ``2SCM`` or ``4SCM`` (:data:`CASCADE_PRESETS`).
+        preset: ``paper`` (the reference's) or ``tiny`` (the same stages, small).
+
+    Raises:
+        ValueError: an unknown structure or preset.
+    """
+    if structure not in CASCADE_PRESETS:
+        raise ValueError(f"unknown cascade {structure!r}; one of {sorted(CASCADE_PRESETS)}")
+    if preset not in ("paper", "tiny"):
+        raise ValueError(f"unknown cascade preset {preset!r}; 'paper' or 'tiny'")
+    paper = copy.deepcopy(CASCADE_PRESETS[structure])
+    if preset == "paper":
+        return paper
+    unets = []
+    for unet in paper["unets"]:
+        cross = unet["layer_cross_attns"]
+        unets.append({**unet, **TINY_UNET, "layer_cross_attns": [False, True] if cross else False})
+    imagen = dict(paper["imagen"])
+    imagen["image_sizes"] = [size // TINY_SCALE for size in imagen["image_sizes"]]
+    if "random_crop_sizes" in imagen:
+        imagen["random_crop_sizes"] = [
+            None if size is None else size // TINY_SCALE for size in imagen["random_crop_sizes"]
+        ]
+    steps = imagen["num_sample_steps"]
+    imagen["num_sample_steps"] = (
+        [TINY_STEPS] * len(steps) if isinstance(steps, list) else TINY_STEPS
+    )
+    return {
+        **paper,
+        "unets": unets,
+        "imagen": imagen,
+        "duration": 1.0,
+        "batch_sizes": [2] * len(unets),
+    }
+
+
+def resolve_cascade(entry: dict) -> dict:
+    """A ``cascade.models.<name>`` config entry as the cascade it trains: its preset
+    (:func:`cascade_preset` of ``structure`` and ``preset``) with ``unet`` merged into every
+    stage, ``imagen`` into the cascade's arguments, and ``fps``, ``duration`` and
+    ``batch_sizes`` replaced where the entry names them.
+
+    Raises:
+        ValueError: ``batch_sizes`` does not give one size per stage.
+    """
+    resolved = cascade_preset(entry["structure"], entry.get("preset", "paper"))
+    resolved["unets"] = [{**unet, **(entry.get("unet") or {})} for unet in resolved["unets"]]
+    resolved["imagen"] = {**resolved["imagen"], **(entry.get("imagen") or {})}
+    for key in ("fps", "duration", "batch_sizes"):
+        if entry.get(key) is not None:
+            resolved[key] = entry[key]
+    if len(resolved["batch_sizes"]) != len(resolved["unets"]):
+        raise ValueError(
+            f"batch_sizes {resolved['batch_sizes']} must give one batch size per stage "
+            f"({len(resolved['unets'])} stages in {entry['structure']})"
+        )
+    return resolved
+
+
+# --- exported stages and cascade folders -----------------------------------------------------
+
+STAGE_FILE = "stage.json"
+STAGE_WEIGHTS = {"ema": "unet_ema.safetensors", "model": "unet.safetensors"}
+CASCADE_FILE = "cascade.json"
+CASCADE_FORMAT = "echogen-cascade/1"
+
+
+class CascadeStage:
+    """One trained stage folder (``stage.json`` + ``unet.safetensors`` +
+    ``unet_ema.safetensors``, what :mod:`echogen.training.cascade` exports) as its ``Unet3D``."""
+
+    @staticmethod
+    def from_pretrained(folder: str | Path, weights: str = "ema") -> torch.nn.Module:
+        """The stage's ``Unet3D`` with its EMA (default, what the reference samples with) or
+        online weights, in eval mode.
+
+        Raises:
+            DataError: a file is missing or the weights do not fit ``stage.json``.
+        """
+        folder = Path(folder)
+        info = _read_stage(folder)
+        if weights not in STAGE_WEIGHTS:
+            raise ValueError(f"weights must be one of {sorted(STAGE_WEIGHTS)}, got {weights!r}")
+        # The cascade casts each stage's text width, channels and low-resolution input.
+        unet = build_cascade(info["unets"], info["imagen"]).unets[info["stage"] - 1]
+        _load_weights(unet, folder / STAGE_WEIGHTS[weights])
+        return unet.eval()
+
+
+def _read_stage(folder: Path) -> dict:
+    path = folder / STAGE_FILE
+    if not path.is_file():
+        raise DataError(path, "not a trained cascade stage", "re-run its train_cascade_stage job")
+    info = json.loads(path.read_text())
+    missing = [k for k in ("stage", "unets", "imagen") if k not in info]
+    if missing:
+        raise DataError(path, f"keys {missing} are missing", "re-run its train_cascade_stage job")
+    return info
+
+
+def _load_weights(module: torch.nn.Module, path: Path) -> None:
+    if not path.is_file():
+        raise DataError(path, "weights file does not exist", "re-run the stage's training job")
+    try:
+        module.load_state_dict(load_file(path), strict=True)
+    except RuntimeError as error:
+        raise DataError(path, f"the weights do not fit the stage's config ({error})",
+                        "re-run the stage's training job") from error  # fmt: skip
+
+
+def write_cascade_folder(folder: str | Path, stage_dirs: list[str | Path]) -> dict:
+    """Write ``<folder>/cascade.json``: the cascade that the stage folders make, referencing
+    them by path relative to ``folder`` (no weights are copied or merged).
+
+    Raises:
+        DataError: a stage folder is missing, stages are out of order, or their cascade
+            configurations differ (named).
+    """
+    folder = Path(folder)
+    infos = [_read_stage(Path(d)) for d in stage_dirs]
+    for position, (stage_dir, info) in enumerate(zip(stage_dirs, infos, strict=True), 1):
+        if info["stage"] != position:
+            raise DataError(stage_dir, f"holds stage {info['stage']}, listed as {position}",
+                            "list the stage folders in cascade order")  # fmt: skip
+        if (info["unets"], info["imagen"]) != (infos[0]["unets"], infos[0]["imagen"]):
+            raise DataError(stage_dir, "was trained for another cascade than stage 1",
+                            "re-run the stages with one config")  # fmt: skip
+    if len(infos) != len(infos[0]["unets"]):
+        raise DataError(folder, f"{len(infos)} stage folders for a cascade of "
+                        f"{len(infos[0]['unets'])} stages", "list every stage")  # fmt: skip
+    index = {
+        "format": CASCADE_FORMAT,
+        "stages": [os.path.relpath(Path(d).resolve(), folder.resolve()) for d in stage_dirs],
+        "unets": infos[0]["unets"],
+        "imagen": infos[0]["imagen"],
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / CASCADE_FILE, index)
+    return index
+
+
+def load_cascade(folder: str | Path, weights: str = "ema") -> torch.nn.Module:
+    """A cascade folder (``cascade.json`` and the stage folders it references) as an
+    ``ElucidatedImagen`` in eval mode, each stage with its EMA (default) or online weights.
+
+    Raises:
+        DataError: ``cascade.json`` or a stage is missing or does not fit.
+    """
+    folder = Path(folder)
+    path = folder / CASCADE_FILE
+    if not path.is_file():
+        raise DataError(path, "not a cascade folder", "run its assemble_cascade rule")
+    index = json.loads(path.read_text())
+    model = build_cascade(index["unets"], index["imagen"])
+    for unet, stage_dir in zip(model.unets, index["stages"], strict=True):
+        _read_stage(folder / stage_dir)
+        _load_weights(unet, folder / stage_dir / STAGE_WEIGHTS[weights])
     return model.eval()

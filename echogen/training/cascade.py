@@ -35,7 +35,8 @@ from safetensors.torch import save_file
 
 from echogen.data.cascade_clips import CascadeClipDataset, cascade_clip_spec
 from echogen.data.io import write_json
-from echogen.models.cascade import build_cascade
+from echogen.data.manifest import read_manifest
+from echogen.models.cascade import STAGE_FILE, STAGE_WEIGHTS, build_cascade, resolve_cascade
 from echogen.training.engine import Budget, RunResult, Task, accelerator_for
 from echogen.training.engine import train as engine_train
 from echogen.training.state import jsonable
@@ -47,7 +48,7 @@ LOG_COLUMNS = ["step", "loss", "lr"]
 # CascadeTrainSpec fields that only say how long or how often: a run may be resumed with other
 # values and follow the same trajectory.
 BUDGET_FIELDS = ("max_steps", "checkpoint_every", "checkpoints_total_limit", "log_every")
-WEIGHTS, EMA_WEIGHTS, STAGE_FILE = "unet.safetensors", "unet_ema.safetensors", "stage.json"
+WEIGHTS, EMA_WEIGHTS = STAGE_WEIGHTS["model"], STAGE_WEIGHTS["ema"]
 
 
 @dataclass(frozen=True)
@@ -291,3 +292,51 @@ def train_cascade_stage(
         "last_loss": result.last("loss"),
         "out_dir": str(out_dir),
     }
+
+
+def train_cascade_stage_from_config(
+    manifest: str | Path,
+    out_dir: str | Path,
+    state_dir: str | Path,
+    model: dict,
+    stage: int,
+    seed: int,
+    device: str = "cpu",
+    root: str | Path = ".",
+) -> dict:
+    """:func:`train_cascade_stage` from one ``cascade.models.<name>`` config entry (the
+    workflow's form, JSON-able for ``echogen.workflow.run_distributed``).
+
+    The entry's ``structure``, ``preset``, ``unet``, ``imagen``, ``fps``, ``duration`` and
+    ``batch_sizes`` give the cascade (:func:`~echogen.models.cascade.resolve_cascade`); the
+    stage's batch size is its entry of ``batch_sizes``; ``train`` holds the other
+    :class:`CascadeTrainSpec` fields.
+
+    Raises:
+        ValueError: ``train`` sets ``batch_size`` (per stage, ``batch_sizes`` says it), or
+            the stage is not one of the cascade's.
+    """
+    cascade = resolve_cascade(model)
+    train = dict(model.get("train") or {})
+    if "batch_size" in train:
+        raise ValueError(
+            "cascade train settings hold no batch_size: each stage has its own, set "
+            f"batch_sizes (one per stage, per process; now {cascade['batch_sizes']})"
+        )
+    if not 1 <= stage <= len(cascade["unets"]):
+        raise ValueError(f"stage must be in 1..{len(cascade['unets'])}, got {stage}")
+    train["batch_size"] = cascade["batch_sizes"][stage - 1]
+    return train_cascade_stage(
+        read_manifest(manifest),
+        out_dir,
+        state_dir,
+        cascade["unets"],
+        cascade["imagen"],
+        stage,
+        train,
+        seed,
+        fps=cascade["fps"],
+        duration=cascade["duration"],
+        device=device,
+        root=root,
+    )

@@ -17,11 +17,14 @@ import torch
 
 from echogen.data.errors import DataError
 from echogen.models.cascade import (
+    CASCADE_PRESETS,
     IMAGEN_VERSION,
     build_cascade,
+    cascade_preset,
     import_imagen,
     load_released_cascade,
     released_state_dict,
+    resolve_cascade,
     state_dict_shapes,
 )
 
@@ -168,3 +171,53 @@ def test_released_folder_errors_name_the_file(tmp_path):
         load_released_cascade(tmp_path / "m")
     with pytest.raises(ValueError, match="weights must be one of"):
         released_state_dict(merged, 2, "online")
+
+
+# Presets -> the reference config their paper preset must equal.
+PRESET_CONFIGS = {"1SCM": "1SCM", "2SCM": "2SCM", "4SCM": "4SCM_v2"}
+
+
+@pytest.mark.parametrize("structure", sorted(CASCADE_PRESETS))
+def test_paper_presets_are_the_published_configs(structure):
+    """The paper preset is the reference config (every unet and imagen key), the tiny one
+    keeps its structure: stages, frame rates, where cross-attention is, the crop ratio."""
+    fixture = reference(PRESET_CONFIGS[structure])
+    paper = cascade_preset(structure)
+    assert paper["unets"] == fixture["unets"]
+    assert paper["imagen"] == {k: v for k, v in fixture["imagen"].items() if k != "elucidated"}
+    assert paper["duration"] == 2.0 and paper["fps"] == (8 if structure == "1SCM" else 32)
+    tiny = cascade_preset(structure, "tiny")
+    assert len(tiny["unets"]) == len(paper["unets"]) == len(tiny["batch_sizes"])
+    for small, big in zip(tiny["unets"], paper["unets"], strict=True):
+        assert small["dim"] == 8 and bool(small["layer_cross_attns"]) == bool(
+            big["layer_cross_attns"]
+        )
+        assert small.get("memory_efficient") == big.get("memory_efficient")
+    for key in ("temporal_downsample_factor", "S_churn", "sigma_data"):
+        assert tiny["imagen"][key] == paper["imagen"][key]
+    assert [s * 7 for s in tiny["imagen"]["image_sizes"]] == paper["imagen"]["image_sizes"]
+    with torch.device("meta"):
+        model = build_cascade(tiny["unets"], tiny["imagen"])
+    assert len(model.unets) == len(paper["unets"])
+
+
+def test_a_config_entry_overrides_its_preset():
+    entry = {
+        "structure": "2SCM",
+        "preset": "tiny",
+        "unet": {"dim": 4},
+        "imagen": {"num_sample_steps": [3, 5]},
+        "fps": 16,
+        "batch_sizes": [3, 1],
+    }
+    cascade = resolve_cascade(entry)
+    assert [u["dim"] for u in cascade["unets"]] == [4, 4]
+    assert cascade["imagen"]["num_sample_steps"] == [3, 5]
+    assert cascade["imagen"]["image_sizes"] == [8, 16]
+    assert (cascade["fps"], cascade["duration"], cascade["batch_sizes"]) == (16, 1.0, [3, 1])
+    with pytest.raises(ValueError, match="one batch size per stage"):
+        resolve_cascade({**entry, "batch_sizes": [2]})
+    with pytest.raises(ValueError, match="unknown cascade '3SCM'"):
+        cascade_preset("3SCM")
+    with pytest.raises(ValueError, match="unknown cascade preset"):
+        cascade_preset("1SCM", "small")

@@ -11,12 +11,15 @@ from safetensors.torch import load_file
 from test_cascade_model import TINY_IMAGEN, TINY_UNET
 from trainer_cases import phantom_dynamic
 
+from echogen.data.errors import DataError
+from echogen.models.cascade import CASCADE_FILE, load_cascade, write_cascade_folder
 from echogen.training.cascade import (
     EMA_WEIGHTS,
     STAGE_FILE,
     WEIGHTS,
     CascadeTrainSpec,
     train_cascade_stage,
+    train_cascade_stage_from_config,
 )
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -74,9 +77,49 @@ def test_a_stage_trains_exports_and_resumes(manifest, tmp_path):
     assert all(load_file(tmp_path / "cut" / EMA_WEIGHTS)[k].equal(ema[k]) for k in ema)
 
 
-def test_base_stage_and_bad_settings(manifest, tmp_path):
-    summary = run(manifest, tmp_path / "base", tmp_path / "base_state", stage=1, max_steps=1)
-    assert summary["steps"] == 1
+def test_stages_make_a_cascade_folder_that_references_them(manifest, tmp_path):
+    """Each stage trains on its own; the cascade folder lists them (nothing merged or
+    copied) and loads every stage's EMA weights."""
+    stages = tmp_path / "cascade_tiny"
+    for stage in (1, 2):
+        out = stages / f"stage_{stage}"
+        summary = run(manifest, out, tmp_path / f"state_{stage}", stage=stage, max_steps=1)
+        assert summary["steps"] == 1
+    index = write_cascade_folder(stages, [stages / "stage_1", stages / "stage_2"])
+    assert index["stages"] == ["stage_1", "stage_2"]
+    assert {p.name for p in stages.iterdir()} == {CASCADE_FILE, "stage_1", "stage_2"}
+    model = load_cascade(stages)
+    assert not model.training and len(model.unets) == 2
+    for i, unet in enumerate(model.unets, 1):
+        ema = load_file(stages / f"stage_{i}" / EMA_WEIGHTS)
+        assert all(value.equal(ema[key]) for key, value in unet.state_dict().items())
+    with pytest.raises(DataError, match="holds stage 2, listed as 1"):
+        write_cascade_folder(tmp_path / "x", [stages / "stage_2", stages / "stage_1"])
+    with pytest.raises(DataError, match="1 stage folders for a cascade of 2"):
+        write_cascade_folder(tmp_path / "x", [stages / "stage_1"])
+    with pytest.raises(DataError, match="not a trained cascade stage"):
+        write_cascade_folder(tmp_path / "x", [tmp_path, stages / "stage_2"])
+
+
+def test_config_entries_give_each_stage_its_batch(manifest, tmp_path):
+    rows, root = manifest
+    path = tmp_path / "manifest.csv"
+    rows.to_csv(path, index=False)
+    entry = {"structure": "1SCM", "preset": "tiny", "duration": 1.0, "batch_sizes": [3]}
+    entry["train"] = {"max_steps": 1, "log_every": 1}
+    kwargs = {"out_dir": tmp_path / "o", "state_dir": tmp_path / "s", "seed": 1, "root": root}
+    summary = train_cascade_stage_from_config(path, model=entry, stage=1, **kwargs)
+    info = json.loads((tmp_path / "o" / "train.json").read_text())
+    assert summary["steps"] == 1 and info["train"]["batch_size"] == 3
+    assert info["fps"] == 8 and info["clips"]["frames"] == 8
+    with pytest.raises(ValueError, match="hold no batch_size"):
+        bad = {**entry, "train": {"batch_size": 2}}
+        train_cascade_stage_from_config(path, model=bad, stage=1, **kwargs)
+    with pytest.raises(ValueError, match="stage must be in 1..1"):
+        train_cascade_stage_from_config(path, model=entry, stage=2, **kwargs)
+
+
+def test_bad_settings(manifest, tmp_path):
     with pytest.raises(ValueError, match="stage must be in 1..2"):
         run(manifest, tmp_path / "x", tmp_path / "xs", stage=3)
     with pytest.raises(ValueError, match="ignore_time"):
