@@ -37,6 +37,11 @@ if system_on("lvdm"):
     include: "rules/lvdm.smk"
 
 
+if system_on("cascade"):
+
+    include: "rules/cascade.smk"
+
+
 include: "rules/synthetic.smk"
 include: "rules/metrics.smk"
 include: "rules/evaluation.smk"

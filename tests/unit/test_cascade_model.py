@@ -221,3 +221,14 @@ def test_a_config_entry_overrides_its_preset():
         cascade_preset("3SCM")
     with pytest.raises(ValueError, match="unknown cascade preset"):
         cascade_preset("1SCM", "small")
+
+
+def test_the_workflow_plans_each_presets_stages():
+    """rules/cascade_helpers.smk plans one job per stage without importing the library: its
+    stage counts are the presets'."""
+    import ast
+    import re
+
+    text = (Path(__file__).parents[2] / "rules" / "cascade_helpers.smk").read_text()
+    table = ast.literal_eval(re.search(r"^CASCADE_STAGES = (\{.*\})$", text, re.M).group(1))
+    assert table == {name: len(preset["unets"]) for name, preset in CASCADE_PRESETS.items()}

@@ -124,3 +124,16 @@ def test_bad_settings(manifest, tmp_path):
         run(manifest, tmp_path / "x", tmp_path / "xs", stage=3)
     with pytest.raises(ValueError, match="ignore_time"):
         CascadeTrainSpec(ignore_time=1.5)
+
+
+def test_the_config_schema_defaults_are_the_specs():
+    """cascade.models.<name>.train in the schema documents CascadeTrainSpec's fields with its
+    defaults (the batch size is per stage: batch_sizes)."""
+    from dataclasses import fields
+
+    from echogen.config import load_schema
+
+    models = load_schema()["properties"]["cascade"]["properties"]["models"]
+    train = models["additionalProperties"]["properties"]["train"]["properties"]
+    spec = {f.name: f.default for f in fields(CascadeTrainSpec) if f.name != "batch_size"}
+    assert {key: node["default"] for key, node in train.items()} == spec

@@ -282,6 +282,23 @@ def test_demo_lvdm_models_and_latents(demo_all):
     assert vae["scaling_factor"] > 0
 
 
+def test_demo_cascades_reference_their_stages(demo_all):
+    """Every demo cascade: one trained folder per stage, each its own job (log), and a
+    cascade.json that lists them and loads."""
+    from echogen.models.cascade import load_cascade
+
+    for name, entry in demo_config()["cascade"]["models"].items():
+        folder = demo_all / f"results/models/cascade_{name}"
+        index = json.loads((folder / "cascade.json").read_text())
+        stages = {"1SCM": 1, "2SCM": 2, "4SCM": 4}[entry["structure"]]
+        assert index["stages"] == [f"stage_{i}" for i in range(1, stages + 1)]
+        for i in range(1, stages + 1):
+            train = json.loads((folder / f"stage_{i}" / "train.json").read_text())
+            assert train["stage"] == i and train["steps"] == entry["train"]["max_steps"]
+            assert (demo_all / f"logs/train_cascade_stage/{name}_stage_{i}.log").is_file()
+        assert len(load_cascade(folder).unets) == stages
+
+
 def test_demo_lidm_image_sets(demo_all):
     """LIDM -> privacy filter -> LVDM: each image set has its images, latents and FID/IS
     table; the filter's kept list is what the LVDM videos animate, one image per video."""

@@ -136,7 +136,11 @@ def test_paper_plan_is_sbatch_ready_with_the_slurm_profile(tmp_path):
     assert jobs["sample_lidm"] == paper["lvdm"]["shards"] * lidms
     assert all(sample["lidm"] for sample in paper["lvdm"]["samples"].values())
     blocks = [job for job in planned_job_blocks(result.stdout) if not job.local]
-    whole_node = {"train_vae", "train_lvdm"}
+    # EchoDiffusion: one training job per stage (1SCM + 2SCM + 4SCM), each on a node.
+    assert jobs["train_cascade_stage"] == 1 + 2 + 4
+    assert jobs["assemble_cascade"] == len(paper["cascade"]["models"]) == 3
+    assert "results/models/cascade_4SCM/stage_4" in result.stdout
+    whole_node = {"train_vae", "train_lvdm", "train_cascade_stage"}
     for train in [job.resources for job in blocks if job.rule in whole_node]:
         assert (train["gpu"], train["gpu_model"], train["slurm_partition"]) == ("8", "a100", "gpu")
     for train in [job.resources for job in blocks if job.rule in ("train_lidm", "train_privacy")]:
