@@ -12,7 +12,7 @@ configfile: "config/config.yaml"
 
 
 wildcard_constraints:
-    dataset=r"[a-z0-9_]+",
+    dataset=r"[A-Za-z0-9_]+",
     chunk=r"\d{3}",
     view=r"a4c|psax",
     frames=r"\d+",

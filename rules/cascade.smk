@@ -1,8 +1,28 @@
 # Cascaded video diffusion (EchoDiffusion): every stage of a cascade trains as its own job, the
-# cascade folder references the trained stages.
+# cascade folder references the trained stages, sharded sampling makes its factual and
+# counterfactual videos of real VAL videos.
 
 
 include: "cascade_helpers.smk"
+
+
+# Sampling jobs per synthetic dataset (override: --set-scatter cascade_shard=N).
+scattergather:
+    cascade_shard=cascade_config()["shards"],
+
+
+# Each cascade's factual and counterfactual videos are synthetic datasets of the shared
+# evaluation (rules/evaluation.smk, rules/metrics.smk): generation metrics, a report strip,
+# EF fidelity where `evaluation.ef_fidelity.datasets` names them, the summary row.
+for _dataset, (_model, _mode) in cascade_datasets().items():
+    register_synthetic_dataset(
+        _dataset,
+        "cascade",
+        real=cascade_samples()["real"],
+        metrics=cascade_samples()["metrics"],
+        shards="cascade_shard",
+        tiny=cascade_models()[_model].get("preset") == "tiny",
+    )
 
 
 rule train_cascade_stage:
@@ -50,10 +70,39 @@ rule assemble_cascade:
         "../workflow_scripts/assemble_cascade.py"
 
 
+rule sample_cascade:
+    """Generate one shard of a cascade's factual or counterfactual videos of real videos."""
+    input:
+        cascade="results/models/cascade_{model}/cascade.json",
+        manifest=cascade_manifest,
+    output:
+        shard=directory("results/sample_shards/cascade_{model}_{mode}/{scatteritem}"),
+    log:
+        "logs/sample_cascade/{model}_{mode}_{scatteritem}.log",
+    benchmark:
+        "benchmarks/sample_cascade/{model}_{mode}_{scatteritem}.tsv"
+    wildcard_constraints:
+        model=names_pattern(cascade_models()),
+        mode="factual|counterfactual",
+    conda:
+        "../envs/echogen.yaml"
+    threads: 2
+    resources:
+        gpu=cascade_config()["gpus"]["infer"],
+        mem_mb=tier_mem("gpu_infer"),
+        runtime=tier_runtime("gpu_infer"),
+    params:
+        sampling=cascade_sampling,
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/sample_cascade.py"
+
+
 register_targets("cascade", cascade_targets())
 
 
-# Cascaded video diffusion: every configured cascade, its stages trained.
+# Cascaded video diffusion: every configured cascade, its stages trained, its evaluation
+# datasets and their tables.
 rule cascade:
     input:
         cascade_targets(),

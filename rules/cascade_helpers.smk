@@ -48,6 +48,33 @@ def cascade_stage_check(wildcards):
     return cascade_model(wildcards)
 
 
+def cascade_samples():
+    return cascade_config()["samples"]
+
+
+def cascade_sampling(wildcards):
+    """The sampling settings of the {mode} wildcard's datasets (the library's fields)."""
+    settings = {
+        k: v
+        for k, v in cascade_samples().items()
+        if k not in ("modes", "real", "metrics")
+    }
+    return {**settings, "mode": wildcards.mode}
+
+
+def cascade_datasets():
+    """id -> (model, mode) of every cascade evaluation dataset."""
+    return {
+        f"cascade_{model}_{mode}": (model, mode)
+        for model in cascade_models()
+        for mode in cascade_samples()["modes"]
+    }
+
+
 def cascade_targets():
-    """Every cascade artefact: each model's folder (its cascade.json and stages)."""
-    return expand("results/models/cascade_{model}/cascade.json", model=cascade_models())
+    """Every cascade artefact: each model's folder (its cascade.json and stages) and the
+    evaluations of its datasets."""
+    targets = expand(
+        "results/models/cascade_{model}/cascade.json", model=cascade_models()
+    )
+    return targets + evaluation_targets(system="cascade")

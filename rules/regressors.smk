@@ -40,7 +40,7 @@ rule predict_ef:
         "benchmarks/predict_ef/{name}_{videos}.tsv"
     wildcard_constraints:
         name=regressor_pattern(),
-        videos=r"[a-z0-9_]+",
+        videos=r"[A-Za-z0-9_]+",
     conda:
         "../envs/echogen.yaml"
     threads: 2

@@ -10,7 +10,8 @@ same way, whatever system made it (``docs/architecture.md``, "three contracts"):
     frames/<name>/<0000>.jpg     the same frames as JPEGs (StyleGAN-V layout)
     latents/<name>.npy           what the privacy filter compares (LVDM: the first frame's
                                  latent); the folder is empty for a system that keeps none
-    sampling.json                provenance: config, seed, inputs, shards, block, timing
+    sampling.json                provenance: config, seed, inputs, n_samples, shards, block,
+                                 timing
 
 A system supplies two things, and the driver does the rest (sharding, writing, timing,
 gathering, provenance checks):
@@ -351,7 +352,8 @@ def write_shard(
         fps: frame rate the videos are written at.
         quality: JPEG quality of the frame folders.
         record: provenance of the run (``echogen.workflow.provenance``: config, seed,
-            inputs); the driver adds ``block``, ``latents``, ``shards`` and ``timing``.
+            inputs); the driver adds ``n_samples`` (the run's, all shards), ``block``,
+            ``latents``, ``shards`` and ``timing``.
 
     Returns:
         The shard's FileList.
@@ -402,6 +404,7 @@ def write_shard(
             tmp / PROVENANCE,
             {
                 **record,
+                "n_samples": len(plan),
                 "block": block,
                 "latents": bool(has_latents),
                 "shards": [f"{shard}-of-{n_shards}"],
@@ -537,7 +540,7 @@ def _check_same_run(shard_dir: Path, record: dict, first_dir: Path, first: dict)
 
 
 def _check_complete(first: dict, owner: dict[str, Path], shards: list[str], where: Path) -> None:
-    n_samples = int(first["config"]["n_samples"])
+    n_samples = int(first["n_samples"])
     missing = sorted(set(range(n_samples)) - {int(NAME_RE.match(n).group(1)) for n in owner})
     if not missing:
         return

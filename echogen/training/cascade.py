@@ -36,7 +36,13 @@ from safetensors.torch import save_file
 from echogen.data.cascade_clips import CascadeClipDataset, cascade_clip_spec
 from echogen.data.io import write_json
 from echogen.data.manifest import read_manifest
-from echogen.models.cascade import STAGE_FILE, STAGE_WEIGHTS, build_cascade, resolve_cascade
+from echogen.models.cascade import (
+    STAGE_FILE,
+    STAGE_WEIGHTS,
+    build_cascade,
+    output_size,
+    resolve_cascade,
+)
 from echogen.training.engine import Budget, RunResult, Task, accelerator_for
 from echogen.training.engine import train as engine_train
 from echogen.training.state import jsonable
@@ -202,10 +208,13 @@ class CascadeStageTask(Task):
 
     def export(self, folder: Path, model: torch.nn.Module, result: RunResult) -> dict:
         """``unet.safetensors`` (online weights), ``unet_ema.safetensors`` (the EMA copy) and
-        ``stage.json`` (the stage number and the whole cascade's configuration)."""
+        ``stage.json`` (the stage number, the whole cascade's configuration and ``video``:
+        the frame rate, frame count and channels of the cascade's output clips)."""
         save_file(_contiguous(model.state_dict()), folder / WEIGHTS)
         save_file(_contiguous(self.ema.ema_model.state_dict()), folder / EMA_WEIGHTS)
-        stage = {"stage": self.stage, "unets": self.unets, "imagen": self.imagen}
+        clips = self.records["clips"]
+        video = {"fps": clips["fps"], "frames": clips["frames"], "channels": clips["channels"]}
+        stage = {"stage": self.stage, "unets": self.unets, "imagen": self.imagen, "video": video}
         write_json(folder / STAGE_FILE, jsonable(stage))
         return {**self.records, "train": self.spec.to_dict(), "stage": self.stage}
 
@@ -255,8 +264,7 @@ def train_cascade_stage(
     spec = train if isinstance(train, CascadeTrainSpec) else CascadeTrainSpec(**train)
     if not 1 <= stage <= len(unets):
         raise ValueError(f"stage must be in 1..{len(unets)}, got {stage}")
-    sizes = imagen["image_sizes"]
-    size = int(size or (sizes[-1] if isinstance(sizes, list | tuple) else sizes))
+    size = int(size or output_size(imagen))
     train_rows = rows[rows["Split"] == "TRAIN"].reset_index(drop=True)
     train_rows.attrs = rows.attrs
     if train_rows.empty:

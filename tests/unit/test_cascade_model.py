@@ -214,7 +214,7 @@ def test_a_config_entry_overrides_its_preset():
     assert [u["dim"] for u in cascade["unets"]] == [4, 4]
     assert cascade["imagen"]["num_sample_steps"] == [3, 5]
     assert cascade["imagen"]["image_sizes"] == [8, 16]
-    assert (cascade["fps"], cascade["duration"], cascade["batch_sizes"]) == (16, 1.0, [3, 1])
+    assert (cascade["fps"], cascade["duration"], cascade["batch_sizes"]) == (16, 2.0, [3, 1])
     with pytest.raises(ValueError, match="one batch size per stage"):
         resolve_cascade({**entry, "batch_sizes": [2]})
     with pytest.raises(ValueError, match="unknown cascade '3SCM'"):

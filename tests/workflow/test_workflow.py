@@ -105,7 +105,9 @@ def test_paper_dry_run_plans_every_data_rule(tmp_path):
         "gather_flow",
     ]:
         assert rule in jobs, rule
-    assert sum(jobs.values()) < 800  # 618 with the LVDM line (2026-11), 695 with the LIDMs
+    # 618 with the LVDM line (2026-11), 695 with the LIDMs, 860 with EchoDiffusion's cascades
+    # (7 stage trainings, 3 models x 2 modes x 8 sampling shards and their tables).
+    assert sum(jobs.values()) < 900
     # EchoDream's two binary CardiacNet tasks x two training sources x 5 folds, from Kinetics
     # weights, each fold's classifier scored on real and synthetic TEST videos of the
     # 655-video synthetic set.
@@ -140,6 +142,9 @@ def test_paper_plan_is_sbatch_ready_with_the_slurm_profile(tmp_path):
     assert jobs["train_cascade_stage"] == 1 + 2 + 4
     assert jobs["assemble_cascade"] == len(paper["cascade"]["models"]) == 3
     assert "results/models/cascade_4SCM/stage_4" in result.stdout
+    # Every VAL video, factual and counterfactual, in 8 single-GPU shards per dataset.
+    modes = paper["cascade"]["samples"]["modes"]
+    assert jobs["sample_cascade"] == 3 * len(modes) * paper["cascade"]["shards"] == 48
     whole_node = {"train_vae", "train_lvdm", "train_cascade_stage"}
     for train in [job.resources for job in blocks if job.rule in whole_node]:
         assert (train["gpu"], train["gpu_model"], train["slurm_partition"]) == ("8", "a100", "gpu")
@@ -150,6 +155,8 @@ def test_paper_plan_is_sbatch_ready_with_the_slurm_profile(tmp_path):
         "index.csv, resources/weights/resnet50_imagenet.pt\n    output: results/models/privacy_"
     )
     assert jobs["train_privacy"] == 4 and result.stdout.count(imagenet) == 4
+    shards = [job.resources for job in blocks if job.rule == "sample_cascade"]
+    assert len(shards) == 48 and all(shard["gpu"] == "1" for shard in shards)
     shards = [job.resources for job in blocks if job.rule == "sample_lvdm"]
     assert len(shards) == jobs["sample_lvdm"]
     assert all(shard["gpu"] == "1" and shard["gpu_model"] == "a100" for shard in shards)
@@ -257,11 +264,14 @@ def test_configfile_replaces_the_demo_config_whatever_the_profile(tmp_path):
 
 
 def test_an_inactive_system_adds_no_rules(tmp_path):
-    """`lvdm.activate: false`: rules/lvdm.smk is not included, so no LVDM job, no synthetic
-    dataset and no summary table are planned; the other stages plan as before."""
+    """`lvdm.activate: false` (and the cascade's): rules/lvdm.smk is not included, so no LVDM
+    job, no synthetic dataset and no summary table are planned; the other stages plan as
+    before."""
     config = demo_config()
     config["lvdm"]["activate"] = False
+    config["cascade"]["activate"] = False
     del config["regressors"]["runs"]["tiny_synthetic_dynamic"]  # trains on an LVDM set
+    config["evaluation"]["ef_fidelity"]["datasets"] = []
     path = tmp_path / "no_lvdm.yaml"
     path.write_text(yaml.safe_dump(config))
     result = snakemake("-n", "--configfile", path, "--directory", tmp_path, "all")
@@ -269,6 +279,7 @@ def test_an_inactive_system_adds_no_rules(tmp_path):
     jobs = planned_jobs(result.stdout)
     assert "train_regressor" in jobs and "ingest_dynamic" in jobs
     assert not {"train_vae", "train_lvdm", "sample_lvdm", "summarize_datasets"} & set(jobs)
+    assert not {"train_cascade_stage", "sample_cascade"} & set(jobs)
     listed = snakemake("--list-rules", "--configfile", path, "--directory", tmp_path)
     assert "train_lvdm" not in listed.stdout and "ingest_dynamic" in listed.stdout
 

@@ -1,0 +1,263 @@
+"""Factual and counterfactual videos of a cascade, through the shared sampling driver.
+
+EchoDiffusion evaluates a cascade on the VAL videos (``diffusion/evaluate/
+generate_score_file_chunk.py`` of HReynaud/EchoDiffusion, ``/work/shared/PAPERS.md`` §3): each
+video's clip (a random 2-s window at the cascade's frame rate) gives a conditioning frame (a
+random frame of the clip), and the cascade generates a video for an EF: the video's own
+(factual, a reconstruction) or one drawn from U(15, 85) % (counterfactual), with guidance 5.
+It repeats this with ``--num_noise`` noise draws (3 in the paper) and reports the mean over
+draws and the best of them: the draw whose regressed EF is closest to the requested one.
+
+Here the plan lists every (VAL video, draw) pair: sample ``v * resamples + r`` is draw ``r``
+of video ``v``. The clip and conditioning frame of a video come from ``(run seed, v)``, so
+every draw of a video starts from the same frame and is compared with the same real clip; a
+counterfactual EF is drawn once per video from ``(run seed, v)`` and kept for its draws (as
+the reference, which draws the targets once before its passes). The noise of a sample comes
+from its seed, :func:`~echogen.pipelines.synthetic.sample_seed` of ``(run seed, index)``.
+The dataset's FileList names the source video (``Source``, ``SourceEF``, ``Resample``), so
+the cascade's scoring can pair each sample with its real clip and group its draws.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from echogen.data.cascade_clips import CascadeClipDataset, cascade_clip_spec
+from echogen.data.errors import DataError
+from echogen.data.manifest import SPLITS, read_manifest
+from echogen.models.cascade import load_cascade, output_size, read_cascade_index
+from echogen.pipelines.synthetic import (
+    BASE_SCHEMA,
+    Sample,
+    sample_name,
+    sample_seed,
+    write_shard,
+)
+
+log = logging.getLogger(__name__)
+
+MODES = ("factual", "counterfactual")
+# The cascade's FileList: the base columns, then the real video each sample comes from.
+CASCADE_SCHEMA = {**BASE_SCHEMA, "Source": "str", "SourceEF": "float", "Resample": "int"}
+# Stream of the per-video draws (clip window, conditioning frame, counterfactual EF); the
+# noise of a sample uses its own seed.
+VIDEO_STREAM = 7
+
+
+@dataclass(frozen=True)
+class CascadeSampleConfig:
+    """How a cascade's evaluation videos are made.
+
+    Args:
+        mode (str, "counterfactual"): ``factual`` (each video's own EF) or ``counterfactual``
+            (an EF from ``ef_range``, drawn per video).
+        split (str, "VAL"): the real videos conditioned on (EchoDiffusion evaluates on VAL).
+        resamples (int, 3): noise draws per video (EchoDiffusion's ``--num_noise``).
+        ef_range (list, [15, 85]): counterfactual EFs are uniform in this range, in %.
+        cond_scale (float, 5.0): classifier-free guidance scale.
+        max_videos (int | None, None): the first this many videos of the split (by FileName);
+            None = all (EchoDiffusion: every VAL video, about 1,200).
+        block (int, 1): consecutive samples generated in one cascade call.
+        quality (int, 95): JPEG quality of the frame folders.
+    """
+
+    mode: str = "counterfactual"
+    split: str = "VAL"
+    resamples: int = 3
+    ef_range: list = field(default_factory=lambda: [15.0, 85.0])
+    cond_scale: float = 5.0
+    max_videos: int | None = None
+    block: int = 1
+    quality: int = 95
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
+        low, high = (float(v) for v in self.ef_range)
+        if not 0 <= low < high <= 100:
+            raise ValueError(f"ef_range must be [low, high] with 0 <= low < high <= 100, got "
+                             f"{self.ef_range}")  # fmt: skip
+        for name in ("resamples", "block"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_videos is not None and self.max_videos < 1:
+            raise ValueError(f"max_videos must be None or >= 1, got {self.max_videos}")
+        if self.cond_scale <= 0 or not 1 <= self.quality <= 100:
+            raise ValueError("cond_scale must be > 0 and quality in 1..100")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def source_rows(manifest: pd.DataFrame, config: CascadeSampleConfig) -> pd.DataFrame:
+    """The real videos a run conditions on: the split's rows by FileName, the first
+    ``max_videos``.
+
+    Raises:
+        DataError: the manifest has no video of the split.
+    """
+    rows = manifest[manifest["Split"] == config.split]
+    rows = rows.sort_values("FileName", kind="stable").reset_index(drop=True)
+    if rows.empty:
+        raise DataError(
+            manifest.attrs.get("source", "manifest"),
+            f"no {config.split} videos to condition the cascade on",
+            "ingest a dataset with that split, or set the sampling split",
+        )
+    if config.max_videos is not None:
+        rows = rows.head(config.max_videos).reset_index(drop=True)
+    rows.attrs = manifest.attrs
+    return rows
+
+
+def plan_cascade_samples(
+    sources: pd.DataFrame, config: CascadeSampleConfig, run_seed: int
+) -> pd.DataFrame:
+    """One row per (video, draw): ``index``, ``FileName``, ``Split``, ``EF`` (requested),
+    ``seed``, ``Source``, ``SourceEF``, ``Resample`` and ``video`` (the source's position).
+    """
+    low, high = (float(v) for v in config.ef_range)
+    records = []
+    for v, source in enumerate(sources.itertuples(index=False)):
+        requested = float(source.EF)
+        if config.mode == "counterfactual":
+            rng = np.random.default_rng([int(run_seed), VIDEO_STREAM, v])
+            requested = float(rng.uniform(low, high))
+        for r in range(config.resamples):
+            index = v * config.resamples + r
+            records.append(
+                {
+                    "index": index,
+                    "FileName": sample_name(index),
+                    "Split": source.Split,
+                    "EF": requested,
+                    "seed": sample_seed(run_seed, index),
+                    "Source": str(source.FileName),
+                    "SourceEF": float(source.EF),
+                    "Resample": r,
+                    "video": v,
+                }
+            )
+    return pd.DataFrame.from_records(records)
+
+
+def source_clips(
+    sources: pd.DataFrame, video: dict, run_seed: int, root: str | Path = "."
+) -> CascadeClipDataset:
+    """The real clips of the sources as the cascade trains on them (its frame rate, frame
+    count and size), item ``v`` drawn from ``(run seed, v)``: ``(clip, EF/100, frame)``."""
+    spec = cascade_clip_spec(video["fps"], video["frames"] / video["fps"], video["size"],
+                             video["channels"])  # fmt: skip
+    seed = int(np.random.SeedSequence([int(run_seed), VIDEO_STREAM]).generate_state(1)[0])
+    return CascadeClipDataset(sources, spec, seed=seed, root=root)
+
+
+class CascadeGenerator:
+    """Videos of a cascade for a block of plan rows: the source clips' conditioning frames and
+    the requested EFs, noise seeded by the block's first sample."""
+
+    def __init__(
+        self,
+        cascade: torch.nn.Module,
+        clips: CascadeClipDataset,
+        frames: int,
+        config: CascadeSampleConfig,
+        device: str = "cpu",
+    ):
+        self.cascade, self.clips, self.frames = cascade, clips, frames
+        self.config, self.device = config, torch.device(device)
+        self.block = config.block
+
+    def generate(self, rows: pd.DataFrame) -> list[Sample]:
+        conds = torch.stack([self.clips[int(v)][2] for v in rows["video"]])
+        ef = torch.tensor(rows["EF"].to_numpy() / 100.0, dtype=torch.float32).reshape(-1, 1, 1)
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            torch.manual_seed(int(rows["seed"].iloc[0]))
+            videos = self.cascade.sample(
+                text_embeds=ef.to(self.device),
+                cond_images=conds.to(self.device),
+                cond_scale=self.config.cond_scale,
+                video_frames=self.frames,
+                batch_size=len(rows),
+                use_tqdm=False,
+                device=self.device,
+            )
+        return [Sample(video=to_grey_uint8(video)) for video in videos.float().cpu()]
+
+
+def to_grey_uint8(video: torch.Tensor) -> np.ndarray:
+    """A cascade output ``(C, T, H, W)`` in [0, 1] as grey ``uint8 (T, H, W)`` (the channel
+    mean: the cascade learns grey videos repeated to RGB)."""
+    grey = video.clamp(0, 1).mean(dim=0) * 255.0
+    return grey.round().to(torch.uint8).numpy()
+
+
+def sample_cascade_shard(
+    cascade_dir: str | Path,
+    manifest: str | Path,
+    out_dir: str | Path,
+    config: CascadeSampleConfig | dict,
+    run_seed: int,
+    shard: int,
+    n_shards: int,
+    device: str = "cpu",
+    root: str | Path = ".",
+) -> pd.DataFrame:
+    """Plan the run, then generate and write the videos of one shard.
+
+    Args:
+        cascade_dir: the cascade folder (``cascade.json`` and its stages).
+        manifest: the real dataset's manifest (the split's videos are conditioned on).
+        out_dir: the shard's folder (written atomically).
+        config: a :class:`CascadeSampleConfig` or a dict of its fields.
+        run_seed: the run's seed.
+        shard: 1-based shard number.
+        n_shards: number of shards.
+        device: torch device of the cascade.
+        root: folder that the manifest's ``Path`` column is relative to.
+
+    Returns:
+        The shard's FileList (:data:`CASCADE_SCHEMA`).
+    """
+    from echogen.workflow import provenance
+
+    if not isinstance(config, CascadeSampleConfig):
+        config = CascadeSampleConfig(**config)
+    cascade_dir = Path(cascade_dir)
+    index = read_cascade_index(cascade_dir)
+    cascade = load_cascade(cascade_dir).to(device)
+    video = {**index["video"], "size": output_size(index["imagen"])}
+    sources = source_rows(read_manifest(manifest), config)
+    record = provenance(
+        config.to_dict(),
+        device=str(device),
+        cascade_dir=str(cascade_dir),
+        manifest=str(manifest),
+        seed=int(run_seed),
+        video=video,
+    )
+    if not math.isclose(config.cond_scale, 5.0):
+        log.info("guidance scale %s (EchoDiffusion samples with 5)", config.cond_scale)
+    return write_shard(
+        plan_cascade_samples(sources, config, run_seed),
+        CascadeGenerator(
+            cascade, source_clips(sources, video, run_seed, root), video["frames"], config, device
+        ),  # fmt: skip
+        out_dir,
+        shard=shard,
+        n_shards=n_shards,
+        schema=CASCADE_SCHEMA,
+        fps=video["fps"],
+        quality=config.quality,
+        record=record,
+    )

@@ -1,0 +1,96 @@
+"""A cascade's factual and counterfactual videos (echogen.pipelines.cascade_sampling): the
+plan, one video per (VAL video, draw), and the same bytes whatever the shard count."""
+
+from __future__ import annotations
+
+import pytest
+from trainer_cases import phantom_dynamic
+
+from echogen.data.errors import DataError
+from echogen.data.manifest import read_manifest
+from echogen.models.cascade import write_cascade_folder
+from echogen.pipelines.cascade_sampling import (
+    CASCADE_SCHEMA,
+    CascadeSampleConfig,
+    plan_cascade_samples,
+    sample_cascade_shard,
+    source_rows,
+)
+from echogen.pipelines.synthetic import gather_samples, read_filelist, sample_seed
+from echogen.training.cascade import train_cascade_stage_from_config
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+SEED = 5
+# 2SCM's two stage kinds at 16-frame clips, one training step each: weights, not quality.
+ENTRY = {
+    "structure": "2SCM",
+    "preset": "tiny",
+    "fps": 16,
+    "duration": 1.0,
+    "imagen": {"num_sample_steps": [2, 2]},
+    "train": {"max_steps": 1, "log_every": 1},
+}
+
+
+@pytest.fixture(scope="module")
+def cascade(tmp_path_factory):
+    base = tmp_path_factory.mktemp("cascade_sampling")
+    manifest = phantom_dynamic(base)
+    folder = base / "cascade_tiny"
+    for stage in (1, 2):
+        train_cascade_stage_from_config(
+            manifest, folder / f"stage_{stage}", base / f"state_{stage}", ENTRY, stage,
+            SEED, root=base,
+        )  # fmt: skip
+    write_cascade_folder(folder, [folder / "stage_1", folder / "stage_2"])
+    return {"folder": folder, "manifest": manifest, "root": base}
+
+
+def test_plans_draws_of_each_video(cascade):
+    manifest = read_manifest(cascade["manifest"])
+    sources = source_rows(manifest, CascadeSampleConfig(resamples=3))
+    assert list(sources["FileName"]) == sorted(manifest.loc[manifest.Split == "VAL", "FileName"])
+    factual = plan_cascade_samples(sources, CascadeSampleConfig(mode="factual"), SEED)
+    assert len(factual) == 3 * len(sources) and list(factual["index"]) == list(range(6))
+    assert (factual["EF"] == factual["SourceEF"]).all()
+    assert list(factual["Resample"]) == [0, 1, 2, 0, 1, 2]
+    assert list(factual["seed"]) == [sample_seed(SEED, i) for i in range(6)]
+    counter = plan_cascade_samples(sources, CascadeSampleConfig(), SEED)
+    targets = counter.groupby("video")["EF"]
+    assert (targets.nunique() == 1).all() and counter["EF"].between(15, 85).all()
+    assert counter.groupby("video")["EF"].first().nunique() == len(sources)
+    # A video's target does not depend on how many videos are planned.
+    one = plan_cascade_samples(sources.head(1), CascadeSampleConfig(), SEED)
+    assert one["EF"].iloc[0] == counter["EF"].iloc[0]
+    with pytest.raises(DataError, match="no TEST videos") as error:
+        source_rows(manifest[manifest.Split != "TEST"], CascadeSampleConfig(split="TEST"))
+    assert "split" in error.value.fix
+    with pytest.raises(ValueError, match="mode must be one of"):
+        CascadeSampleConfig(mode="both")
+    with pytest.raises(ValueError, match="ef_range"):
+        CascadeSampleConfig(ef_range=[50, 40])
+
+
+def test_shards_give_the_same_videos(cascade, tmp_path):
+    config = {"mode": "counterfactual", "resamples": 2}
+    args = (cascade["folder"], cascade["manifest"])
+    kwargs = {"run_seed": SEED, "root": cascade["root"]}
+    whole = sample_cascade_shard(*args, tmp_path / "1-of-1", config, shard=1, n_shards=1,
+                                 **kwargs)  # fmt: skip
+    assert len(whole) == 4 and list(whole.columns) == list(CASCADE_SCHEMA)
+    assert (whole["NumberOfFrames"] == 16).all() and (whole["FrameHeight"] == 16).all()
+    assert (whole["FPS"] == 16).all()
+    parts = [tmp_path / f"{i}-of-3" for i in (1, 2, 3)]
+    for i, part in enumerate(parts, 1):
+        sample_cascade_shard(*args, part, config, shard=i, n_shards=3, **kwargs)
+    gathered = tmp_path / "gathered"
+    gather_samples(parts, gathered)
+    assert read_filelist(gathered / "FileList.csv", CASCADE_SCHEMA).equals(whole)
+    for name in whole["FileName"]:
+        video = f"Videos/{name}.mp4"
+        assert (gathered / video).read_bytes() == (tmp_path / "1-of-1" / video).read_bytes()
+    # Two draws of one video differ (their noise), from the same conditioning frame.
+    first, second = (
+        (tmp_path / "1-of-1" / f"Videos/sample_0000{i}.mp4").read_bytes() for i in (0, 1)
+    )
+    assert first != second
