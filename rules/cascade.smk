@@ -98,6 +98,58 @@ rule sample_cascade:
         "../workflow_scripts/sample_cascade.py"
 
 
+rule score_cascade:
+    """Score every sample of a cascade dataset: regressed EF, SSIM and LPIPS to its real clip."""
+    input:
+        unpack(cascade_score_inputs),
+    output:
+        scores="results/metrics/cascade_{model}_{mode}_scores.csv",
+    log:
+        "logs/score_cascade/{model}_{mode}.log",
+    benchmark:
+        "benchmarks/score_cascade/{model}_{mode}.tsv"
+    wildcard_constraints:
+        model=names_pattern(cascade_models()),
+        mode="factual|counterfactual",
+    conda:
+        "../envs/echogen.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=tier_mem("gpu_infer"),
+        runtime=tier_runtime("gpu_infer"),
+    params:
+        lpips_net=config["metrics"]["lpips"]["net"],
+    script:
+        "../workflow_scripts/score_cascade.py"
+
+
+rule cascade_table:
+    """EchoDiffusion's table of a cascade: every task, mean and best of N, FID, FVD, s/video."""
+    input:
+        unpack(cascade_table_inputs),
+    output:
+        table=report(
+            "results/metrics/cascade_{model}.txt",
+            category="Metric tables",
+            caption="../docs/report/metric_table.rst",
+        ),
+        record="results/metrics/cascade_{model}.json",
+    log:
+        "logs/cascade_table/{model}.log",
+    wildcard_constraints:
+        model=names_pattern(cascade_models()),
+    localrule: True
+    conda:
+        "../envs/echogen.yaml"
+    params:
+        modes=cascade_samples()["modes"],
+        tiny=lambda wildcards: cascade_model(wildcards).get("preset") == "tiny",
+        regressor=cascade_regressor(),
+    script:
+        "../workflow_scripts/cascade_table.py"
+
+
 register_targets("cascade", cascade_targets())
 
 

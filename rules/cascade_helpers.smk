@@ -71,10 +71,52 @@ def cascade_datasets():
     }
 
 
+def cascade_regressor():
+    """The regressors.runs entry that scores every cascade dataset (`cascade.regressor`)."""
+    name = cascade_config().get("regressor")
+    if name and name not in config["regressors"]["runs"]:
+        raise WorkflowError(
+            f"cascade.regressor = {name!r} is not a key of regressors.runs "
+            f"({sorted(config['regressors']['runs'])}). Fix: name one (EchoDiffusion: a run "
+            f"with preset echodiffusion), or null for no EchoDiffusion table."
+        )
+    return name
+
+
+def cascade_score_inputs(wildcards):
+    """A dataset's samples, the real manifest, the regressor's predictions on both, and
+    LPIPS's trunk weights when metrics.lpips.weights names them."""
+    dataset = f"cascade_{wildcards.model}_{wildcards.mode}"
+    predictions = f"results/predictions/regressor_{cascade_regressor()}"
+    inputs = {
+        "filelist": f"results/samples/{dataset}/FileList.csv",
+        "videos": f"results/samples/{dataset}/Videos",
+        "manifest": cascade_manifest(wildcards),
+        "generated": f"{predictions}/{dataset}.csv",
+        "real": f"{predictions}/{cascade_config()['dataset']}.csv",
+    }
+    weights = config["metrics"]["lpips"]["weights"]
+    if weights:
+        inputs["lpips_weights"] = weights_file(weights)
+    return inputs
+
+
+def cascade_table_inputs(wildcards):
+    datasets = [f"cascade_{wildcards.model}_{m}" for m in cascade_samples()["modes"]]
+    return {
+        "scores": [f"results/metrics/{d}_scores.csv" for d in datasets],
+        "generation": [f"results/metrics/{d}.json" for d in datasets],
+        "filelists": [f"results/samples/{d}/FileList.csv" for d in datasets],
+    }
+
+
 def cascade_targets():
-    """Every cascade artefact: each model's folder (its cascade.json and stages) and the
-    evaluations of its datasets."""
+    """Every cascade artefact: each model's folder (its cascade.json and stages), the
+    evaluations of its datasets, and its EchoDiffusion table when a regressor scores it.
+    """
     targets = expand(
         "results/models/cascade_{model}/cascade.json", model=cascade_models()
     )
+    if cascade_regressor():
+        targets += expand("results/metrics/cascade_{model}.txt", model=cascade_models())
     return targets + evaluation_targets(system="cascade")

@@ -3,19 +3,25 @@ plan, one video per (VAL video, draw), and the same bytes whatever the shard cou
 
 from __future__ import annotations
 
+import json
+
+import pandas as pd
 import pytest
 from trainer_cases import phantom_dynamic
 
 from echogen.data.errors import DataError
 from echogen.data.manifest import read_manifest
+from echogen.data.video import write_video
 from echogen.models.cascade import write_cascade_folder
 from echogen.pipelines.cascade_sampling import (
     CASCADE_SCHEMA,
     CascadeSampleConfig,
     plan_cascade_samples,
     sample_cascade_shard,
+    source_clips,
     source_rows,
 )
+from echogen.pipelines.cascade_scoring import score_samples
 from echogen.pipelines.synthetic import gather_samples, read_filelist, sample_seed
 from echogen.training.cascade import train_cascade_stage_from_config
 
@@ -94,3 +100,39 @@ def test_shards_give_the_same_videos(cascade, tmp_path):
         (tmp_path / "1-of-1" / f"Videos/sample_0000{i}.mp4").read_bytes() for i in (0, 1)
     )
     assert first != second
+
+
+def test_scoring_pairs_each_sample_with_the_clip_it_was_conditioned_on(cascade, tmp_path):
+    """score_samples re-derives each sample's real clip from sampling.json: a dataset whose
+    videos are those very clips scores SSIM near 1 (the MP4 codec's loss only), the
+    cascade's own videos far less; EFs come from the prediction tables by name."""
+    config = {"mode": "factual", "resamples": 1}
+    kwargs = {"run_seed": SEED, "root": cascade["root"]}
+    folder = tmp_path / "samples"
+    sample_cascade_shard(cascade["folder"], cascade["manifest"], tmp_path / "1-of-1", config,
+                         shard=1, n_shards=1, **kwargs)  # fmt: skip
+    gather_samples([tmp_path / "1-of-1"], folder)
+    filelist = read_filelist(folder / "FileList.csv", CASCADE_SCHEMA)
+    generated, real = tmp_path / "generated.csv", tmp_path / "real.csv"
+    pd.DataFrame({"FileName": filelist["FileName"], "EF_pred_all": [30.0, 60.0]}).to_csv(
+        generated, index=False
+    )
+    pd.DataFrame({"FileName": filelist["Source"], "EF_pred_all": [41.0, 52.0]}).to_csv(
+        real, index=False
+    )
+    args = (folder, cascade["manifest"], generated, real)
+    scores = score_samples(*args, size=32, root=cascade["root"])
+    assert list(scores["EF_gen"]) == [30.0, 60.0] and list(scores["EF_ref"]) == [41.0, 52.0]
+    assert scores["lpips"].isna().all() and scores["ssim"].between(-1, 0.9).all()
+
+    record = json.loads((folder / "sampling.json").read_text())
+    sources = source_rows(read_manifest(cascade["manifest"]), CascadeSampleConfig(**config))
+    clips = source_clips(sources, {**record["video"], "size": 32}, SEED, cascade["root"])
+    for v, name in enumerate(filelist["FileName"]):
+        grey = (clips[v][0].mean(dim=0) * 255).round().byte().numpy()
+        write_video(folder / "Videos" / f"{name}.mp4", grey, record["video"]["fps"])
+    same = score_samples(*args, size=32, root=cascade["root"])
+    assert (same["ssim"] > 0.9).all() and (same["ssim"] > scores["ssim"] + 0.3).all()
+    with pytest.raises(DataError, match="no prediction"):
+        score_samples(folder, cascade["manifest"], generated, generated, size=32,
+                      root=cascade["root"])  # fmt: skip

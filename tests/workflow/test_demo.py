@@ -299,6 +299,26 @@ def test_demo_cascades_reference_their_stages(demo_all):
         assert len(load_cascade(folder).unets) == stages
 
 
+def test_demo_cascade_tables(demo_all):
+    """Every demo cascade's EchoDiffusion table: each task's mean over draws, best of N by EF
+    and by metric, the real videos' row; per-sample scores with one row per draw."""
+    samples = demo_config()["cascade"]["samples"]
+    for name in demo_config()["cascade"]["models"]:
+        table = (demo_all / f"results/metrics/cascade_{name}.txt").read_text()
+        assert table.startswith("PLUMBING CHECK")
+        record = json.loads((demo_all / f"results/metrics/cascade_{name}.json").read_text())
+        assert list(record["tasks"]) == samples["modes"]
+        for mode, task in record["tasks"].items():
+            n = samples["resamples"]
+            for label in (f"mean over {n}", f"best of {n} (EF)", f"best of {n} (per metric)"):
+                assert f"{mode:<15}{label}" in table
+            assert task["videos"] == samples["max_videos"] and task["draws"] == n
+            assert task["mean"]["n"] == n * samples["max_videos"]
+            assert 0 < task["seconds_per_video"] and task["fvd16"] is not None
+            scores = pd.read_csv(demo_all / f"results/metrics/cascade_{name}_{mode}_scores.csv")
+            assert len(scores) == n * samples["max_videos"] and scores["lpips"].notna().all()
+
+
 def test_demo_lidm_image_sets(demo_all):
     """LIDM -> privacy filter -> LVDM: each image set has its images, latents and FID/IS
     table; the filter's kept list is what the LVDM videos animate, one image per video."""
