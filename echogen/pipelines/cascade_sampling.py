@@ -245,6 +245,8 @@ def sample_cascade_shard(
         manifest=str(manifest),
         seed=int(run_seed),
         video=video,
+        # What the shared tables say of the conditioning frames: real videos, not private.
+        conditioning={"frames": "real", "private": False, "source": str(manifest)},
     )
     if not math.isclose(config.cond_scale, 5.0):
         log.info("guidance scale %s (EchoDiffusion samples with 5)", config.cond_scale)

@@ -124,6 +124,9 @@ def test_budget_cut_then_rerun_equals_uninterrupted(case, tmp_path):
     assert_same_export(out, case["out"])
 
 
+# A killed subprocess per case (each pays an interpreter and library start-up, 7-12 s): in CI's
+# e2e tier; the fast tier keeps the in-process cut-and-resume test below and above.
+@pytest.mark.e2e
 def test_sigkill_then_rerun_equals_uninterrupted(case, tmp_path):
     spec, data = case["spec"], case["data"]
     out, state = tmp_path / "out", tmp_path / "state"
