@@ -36,7 +36,7 @@ rule train_cascade_stage:
     benchmark:
         "benchmarks/train_cascade_stage/{model}_stage_{stage}.tsv"
     wildcard_constraints:
-        model=names_pattern(cascade_models()),
+        model=names_pattern(cascade_released(want=False)),
         stage=r"\d+",
     conda:
         "../envs/echogen.yaml"
@@ -62,12 +62,33 @@ rule assemble_cascade:
     log:
         "logs/assemble_cascade/{model}.log",
     wildcard_constraints:
-        model=names_pattern(cascade_models()),
+        model=names_pattern(cascade_released(want=False)),
     localrule: True
     conda:
         "../envs/echogen.yaml"
     script:
         "../workflow_scripts/assemble_cascade.py"
+
+
+rule import_cascade:
+    """A cascade folder from released EchoDiffusion weights (cascade.models.<m>.pretrained)."""
+    input:
+        config=lambda wildcards: f"{cascade_model(wildcards)['pretrained']}/config.yaml",
+        weights=lambda wildcards: f"{cascade_model(wildcards)['pretrained']}/merged.pt",
+    output:
+        index="results/models/cascade_{model}/cascade.json",
+        stages=directory("results/models/cascade_{model}/released"),
+    log:
+        "logs/import_cascade/{model}.log",
+    wildcard_constraints:
+        model=names_pattern(cascade_released()),
+    localrule: True
+    conda:
+        "../envs/echogen.yaml"
+    params:
+        stages=lambda wildcards: cascade_stage_count(wildcards.model),
+    script:
+        "../workflow_scripts/import_cascade.py"
 
 
 rule sample_cascade:

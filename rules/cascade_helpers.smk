@@ -28,6 +28,15 @@ def cascade_manifest(wildcards):
     return f"resources/manifests/{cascade_config()['dataset']}.csv"
 
 
+def cascade_released(want=True):
+    """The cascades that import released weights (`pretrained`), or the others."""
+    return [
+        name
+        for name, entry in cascade_models().items()
+        if bool(entry.get("pretrained")) == want
+    ]
+
+
 def cascade_stage_dirs(wildcards):
     """The stage folders of the {model} wildcard, in cascade order."""
     stages = range(1, cascade_stage_count(wildcards.model) + 1)

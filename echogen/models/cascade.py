@@ -42,10 +42,10 @@ from types import ModuleType
 
 import torch
 import yaml
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from echogen.data.errors import DataError
-from echogen.data.io import write_json
+from echogen.data.io import atomic_dir, write_json
 
 IMAGEN_VERSION = "1.21.6"
 T5_WIDTH = 768  # d_model of google/t5-v1_1-base, imagen-pytorch's default text encoder
@@ -202,6 +202,14 @@ def load_released_cascade(folder: str | Path, weights: str = "ema") -> torch.nn.
             weights do not fit the config's cascade (the file is named).
     """
     folder = Path(folder)
+    config, checkpoint = _read_release(folder)
+    model = build_cascade(list(config["unets"].values()), config["imagen"])
+    _load_released(model, checkpoint, folder, weights)
+    return model.eval()
+
+
+def _read_release(folder: Path) -> tuple[dict, dict]:
+    """A released folder's ``config.yaml`` (checked for its sections) and ``merged.pt``."""
     fix = "download the model folder (config.yaml + merged.pt) from EchoDiffusionWeights"
     for name in RELEASE_FILES:
         if not (folder / name).is_file():
@@ -210,10 +218,14 @@ def load_released_cascade(folder: str | Path, weights: str = "ema") -> torch.nn.
     sections = [s for s in ("unets", "imagen") if not isinstance(config.get(s), dict)]
     if sections:
         raise DataError(folder / "config.yaml", f"sections {sections} are missing", fix)
-    model = build_cascade(list(config["unets"].values()), config["imagen"])
     checkpoint = torch.load(folder / "merged.pt", map_location="cpu", weights_only=True)
+    return config, checkpoint
+
+
+def _load_released(model: torch.nn.Module, checkpoint: dict, folder: Path, weights: str) -> dict:
+    """Load a release's ``weights`` into its cascade (strict); the state dict loaded."""
     try:
-        state = released_state_dict(checkpoint, len(config["unets"]), weights)
+        state = released_state_dict(checkpoint, len(model.unets), weights)
         model.load_state_dict(state, strict=True)
     except (KeyError, RuntimeError) as error:
         raise DataError(
@@ -221,7 +233,7 @@ def load_released_cascade(folder: str | Path, weights: str = "ema") -> torch.nn.
             f"its {weights!r} weights do not fit config.yaml's cascade ({error})",
             "use the merged.pt released with this config.yaml",
         ) from error
-    return model.eval()
+    return state
 
 
 # --- published and tiny cascades -------------------------------------------------------------
@@ -498,3 +510,65 @@ def output_size(imagen: dict) -> int:
     """The frame size a cascade's last stage generates."""
     sizes = imagen["image_sizes"]
     return int(sizes[-1] if isinstance(sizes, list | tuple) else sizes)
+
+
+def import_released_cascade(
+    release: str | Path, folder: str | Path, stages: int | None = None, subdir: str = "released"
+) -> dict:
+    """A released EchoDiffusion model as a cascade folder: ``<folder>/<subdir>/stage_<i>/``
+    (``stage.json``, the EMA weights as ``unet_ema.safetensors``, the online ones as
+    ``unet.safetensors``, as a trained stage) and ``<folder>/cascade.json`` referencing them,
+    so sampling and scoring treat published and trained cascades alike.
+
+    The output clips' fps, frame count and channels come from the release's ``dataset``
+    section (``fps``, ``duration``, ``grayscale``), as EchoDiffusion's evaluation reads them.
+
+    Args:
+        release: the released folder (``config.yaml`` + ``merged.pt``).
+        folder: the cascade folder to write.
+        stages: the number of stages the workflow expects (its ``structure``), checked.
+        subdir: where the stage folders go inside ``folder``.
+
+    Raises:
+        DataError: a file is missing, the weights do not fit the config, or the release has
+            another number of stages than ``stages`` (named).
+    """
+    release, folder = Path(release), Path(folder)
+    config, checkpoint = _read_release(release)
+    unets = [dict(unet) for unet in config["unets"].values()]
+    if stages is not None and len(unets) != stages:
+        raise DataError(
+            release / "config.yaml",
+            f"has {len(unets)} stages, the config's structure {stages}",
+            "set the entry's structure to the release's",
+        )
+    imagen = {k: v for k, v in config["imagen"].items() if k not in NOT_MODEL_ARGS}
+    dataset = config.get("dataset") or {}
+    missing = [k for k in ("fps", "duration") if k not in dataset]
+    if missing:
+        raise DataError(
+            release / "config.yaml",
+            f"dataset keys {missing} are missing",
+            "use the config.yaml released with this merged.pt",
+        )
+    fps = float(dataset["fps"])
+    frames = int(fps * float(dataset["duration"]))
+    video = {"fps": fps, "frames": frames, "channels": 1 if dataset.get("grayscale") else 3}
+    model = build_cascade(unets, imagen)
+    states = {name: _load_released(model, checkpoint, release, name) for name in STAGE_WEIGHTS}
+    info = {"unets": unets, "imagen": imagen, "video": video, "released": str(release)}
+    with atomic_dir(folder / subdir) as tmp:
+        for index in range(len(unets)):
+            stage_dir = tmp / f"stage_{index + 1}"
+            stage_dir.mkdir()
+            prefix = f"unets.{index}."
+            for name, state in states.items():
+                tensors = {
+                    k[len(prefix) :]: v.contiguous()
+                    for k, v in state.items()
+                    if k.startswith(prefix)
+                }
+                save_file(tensors, stage_dir / STAGE_WEIGHTS[name])
+            write_json(stage_dir / STAGE_FILE, {"stage": index + 1, **info})
+    stage_dirs = [folder / subdir / f"stage_{i + 1}" for i in range(len(unets))]
+    return write_cascade_folder(folder, stage_dirs)

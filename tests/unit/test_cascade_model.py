@@ -22,6 +22,8 @@ from echogen.models.cascade import (
     build_cascade,
     cascade_preset,
     import_imagen,
+    import_released_cascade,
+    load_cascade,
     load_released_cascade,
     released_state_dict,
     resolve_cascade,
@@ -157,6 +159,27 @@ def test_released_folder_loads_ema_or_online_weights(tmp_path):
     assert not torch.equal(
         ema.unets[1].init_conv.convs[0].weight, model.unets[1].init_conv.convs[0].weight
     )
+
+
+def test_a_release_becomes_a_cascade_folder_like_a_trained_one(tmp_path):
+    """import_released_cascade writes stage folders and cascade.json: load_cascade gives the
+    release's EMA weights, each stage's online file its online weights."""
+    from safetensors.torch import load_file
+
+    model, merged = released_folder(tmp_path / "2SCM_tiny")
+    index = import_released_cascade(tmp_path / "2SCM_tiny", tmp_path / "cascade", stages=2)
+    assert index["stages"] == ["released/stage_1", "released/stage_2"]
+    assert index["video"] == {"fps": 32.0, "frames": 64, "channels": 3}
+    loaded = load_cascade(tmp_path / "cascade").state_dict()
+    expected = load_released_cascade(tmp_path / "2SCM_tiny").state_dict()
+    assert loaded.keys() == expected.keys()
+    assert all(torch.equal(loaded[k], expected[k]) for k in expected)
+    online = load_file(tmp_path / "cascade/released/stage_2/unet.safetensors")
+    for key, value in online.items():
+        assert torch.equal(value, merged["model"][f"unets.1.{key}"]), key
+    with pytest.raises(DataError, match="has 2 stages, the config's structure 4"):
+        import_released_cascade(tmp_path / "2SCM_tiny", tmp_path / "other", stages=4)
+    assert not (tmp_path / "other").exists()
 
 
 def test_released_folder_errors_name_the_file(tmp_path):

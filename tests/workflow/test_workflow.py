@@ -211,6 +211,28 @@ def test_released_lidm_lvdm_and_reidentification_weights_replace_training(tmp_pa
     )
 
 
+def test_released_cascade_is_imported_instead_of_trained(tmp_path):
+    """`cascade.models.<m>.pretrained` (an EchoDiffusionWeights folder) plans import_cascade
+    in place of its stage trainings; its videos are sampled and scored like a trained one's."""
+    config = demo_config()
+    release = tmp_path / "EchoDiffusionWeights" / "1SCM_v2"
+    release.mkdir(parents=True)
+    for name in ("config.yaml", "merged.pt"):
+        (release / name).write_bytes(b"")
+    config["cascade"]["models"]["1SCM"]["pretrained"] = str(release)
+    path = tmp_path / "released.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = snakemake("-n", "--configfile", path, "--directory", tmp_path, "cascade")
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = planned_jobs(result.stdout)
+    assert jobs["import_cascade"] == 1 and jobs["assemble_cascade"] == 1
+    assert jobs["train_cascade_stage"] == 4  # 4SCM's stages only
+    assert "output: results/models/cascade_1SCM/cascade.json, results/models/cascade_1SCM/" in (
+        result.stdout
+    )
+    assert jobs["sample_cascade"] == 4 and jobs["cascade_table"] == 2
+
+
 def test_synthetic_trained_regressor_plans_its_manifest_and_the_side_by_side_table(tmp_path):
     result = snakemake(
         "-n", "--configfile", DEMO_CONFIG, "--directory", tmp_path, "results/metrics/regressors.txt"
