@@ -136,7 +136,7 @@ rule score_cascade:
         "../envs/echogen.yaml"
     threads: 2
     resources:
-        gpu=1,
+        gpu=cascade_config()["gpus"]["infer"],
         mem_mb=tier_mem("gpu_infer"),
         runtime=tier_runtime("gpu_infer"),
     params:

@@ -43,7 +43,7 @@ def cascade_clip_spec(
     Raises:
         ValueError: a window shorter than 2 frames.
     """
-    frames = int(fps * duration)
+    frames = round(fps * duration)
     if frames < 2:
         raise ValueError(f"fps * duration must give at least 2 frames, got {fps} * {duration}")
     return ClipSpec(

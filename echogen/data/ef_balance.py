@@ -82,6 +82,8 @@ def balanced_rows(
     Returns:
         The kept rows in bin order, then their order in ``rows``; index reset.
     """
+    if per_bin is not None and per_bin < 1:
+        raise ValueError(f"per_bin must be None (no cap) or >= 1, got {per_bin}")
     ef = pd.to_numeric(rows["EF"], errors="coerce").to_numpy(dtype=float)
     keep = (ef >= low) & (ef <= high)
     kept = rows[keep].copy()

@@ -481,11 +481,18 @@ def load_cascade(folder: str | Path, weights: str = "ema") -> torch.nn.Module:
     Raises:
         DataError: ``cascade.json`` or a stage is missing or does not fit.
     """
+    if weights not in STAGE_WEIGHTS:
+        raise ValueError(f"weights must be one of {sorted(STAGE_WEIGHTS)}, got {weights!r}")
     folder = Path(folder)
     index = read_cascade_index(folder)
     model = build_cascade(index["unets"], index["imagen"])
-    for unet, stage_dir in zip(model.unets, index["stages"], strict=True):
-        _read_stage(folder / stage_dir)
+    for position, (unet, stage_dir) in enumerate(zip(model.unets, index["stages"], strict=True)):
+        info = _read_stage(folder / stage_dir)
+        cascade = ("unets", "imagen", "video")
+        if info["stage"] != position + 1 or any(info[k] != index[k] for k in cascade):
+            raise DataError(folder / stage_dir / STAGE_FILE, "does not match cascade.json "
+                            f"(stage {info['stage']} listed as {position + 1}, or another "
+                            "cascade's settings)", "re-run assemble_cascade")  # fmt: skip
         _load_weights(unet, folder / stage_dir / STAGE_WEIGHTS[weights])
     return model.eval()
 
@@ -520,8 +527,9 @@ def import_released_cascade(
     ``unet.safetensors``, as a trained stage) and ``<folder>/cascade.json`` referencing them,
     so sampling and scoring treat published and trained cascades alike.
 
-    The output clips' fps, frame count and channels come from the release's ``dataset``
-    section (``fps``, ``duration``, ``grayscale``), as EchoDiffusion's evaluation reads them.
+    The output clips' fps and frame count come from the release's ``dataset`` section
+    (``fps``, ``duration``), as EchoDiffusion's evaluation reads them; the channels are the
+    cascade's (3: its ``grayscale`` option also yields 3-channel clips).
 
     Args:
         release: the released folder (``config.yaml`` + ``merged.pt``).
@@ -552,8 +560,10 @@ def import_released_cascade(
             "use the config.yaml released with this merged.pt",
         )
     fps = float(dataset["fps"])
-    frames = int(fps * float(dataset["duration"]))
-    video = {"fps": fps, "frames": frames, "channels": 1 if dataset.get("grayscale") else 3}
+    frames = round(fps * float(dataset["duration"]))
+    # `grayscale: True` in EchoDiffusion still yields 3 channels (Grayscale(3)): the stages'
+    # conditioning and output channels are the cascade's.
+    video = {"fps": fps, "frames": frames, "channels": int(imagen.get("channels", 3))}
     model = build_cascade(unets, imagen)
     states = {name: _load_released(model, checkpoint, release, name) for name in STAGE_WEIGHTS}
     info = {"unets": unets, "imagen": imagen, "video": video, "released": str(release)}

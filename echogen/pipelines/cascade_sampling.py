@@ -9,11 +9,13 @@ It repeats this with ``--num_noise`` noise draws (3 in the paper) and reports th
 draws and the best of them: the draw whose regressed EF is closest to the requested one.
 
 Here the plan lists every (VAL video, draw) pair: sample ``v * resamples + r`` is draw ``r``
-of video ``v``. The clip and conditioning frame of a video come from ``(run seed, v)``, so
-every draw of a video starts from the same frame and is compared with the same real clip; a
+of video ``v``. Each draw has its own clip window and conditioning frame, drawn from
+``(run seed, r, v)`` (the reference's loader draws them anew on every pass); a
 counterfactual EF is drawn once per video from ``(run seed, v)`` and kept for its draws (as
 the reference, which draws the targets once before its passes). The noise of a sample comes
-from its seed, :func:`~echogen.pipelines.synthetic.sample_seed` of ``(run seed, index)``.
+from its seed, :func:`~echogen.pipelines.synthetic.sample_seed` of ``(run seed, index)``,
+when blocks hold one sample (``block=1``, the default); a block of several is seeded by its
+first sample's seed, so its videos depend on ``block`` (never on the shard count).
 The dataset's FileList names the source video (``Source``, ``SourceEF``, ``Resample``), so
 the cascade's scoring can pair each sample with its real clip and group its draws.
 """
@@ -154,11 +156,18 @@ def source_clips(
     sources: pd.DataFrame, video: dict, run_seed: int, root: str | Path = "."
 ) -> CascadeClipDataset:
     """The real clips of the sources as the cascade trains on them (its frame rate, frame
-    count and size), item ``v`` drawn from ``(run seed, v)``: ``(clip, EF/100, frame)``."""
+    count and size): :func:`source_clip` gives draw ``r`` of source ``v``."""
     spec = cascade_clip_spec(video["fps"], video["frames"] / video["fps"], video["size"],
                              video["channels"])  # fmt: skip
     seed = int(np.random.SeedSequence([int(run_seed), VIDEO_STREAM]).generate_state(1)[0])
     return CascadeClipDataset(sources, spec, seed=seed, root=root)
+
+
+def source_clip(clips: CascadeClipDataset, video: int, draw: int) -> tuple:
+    """Draw ``draw``'s ``(clip, EF/100, conditioning frame)`` of source ``video``: the
+    window and frame of ``(seed, draw, video)``."""
+    clips.set_epoch(int(draw))
+    return clips[int(video)]
 
 
 class CascadeGenerator:
@@ -178,7 +187,8 @@ class CascadeGenerator:
         self.block = config.block
 
     def generate(self, rows: pd.DataFrame) -> list[Sample]:
-        conds = torch.stack([self.clips[int(v)][2] for v in rows["video"]])
+        pairs = zip(rows["video"], rows["Resample"], strict=True)
+        conds = torch.stack([source_clip(self.clips, v, r)[2] for v, r in pairs])
         ef = torch.tensor(rows["EF"].to_numpy() / 100.0, dtype=torch.float32).reshape(-1, 1, 1)
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices), torch.no_grad():

@@ -17,11 +17,14 @@ echogen reports three rows per task, each labelled:
 - ``best of N (per metric)``: EchoDiffusion's ``compute_metrics.py``: the EF metrics of the
   EF-closest draw, the highest SSIM and the lowest LPIPS of any draw, each on its own.
 
-The real clip of a sample is re-derived exactly as the sampler drew it (the run seed and the
-settings in the dataset's ``sampling.json``), so nothing but the dataset folder, the manifest
-and the regressor's predictions is read. Unlike the reference, the generated video is read
-back from its MP4 (what every other metric reads), so SSIM/LPIPS include the codec's loss;
-both videos are compared at 112 px (:data:`SCORE_SIZE`), the reference's native size.
+The real clip of a sample (its draw's window, whose frame conditioned it) is re-derived
+exactly as the sampler drew it (the run seed and the settings in the dataset's
+``sampling.json``), so nothing but the dataset folder, the manifest and the regressor's
+predictions is read. ``EF_ref`` is the regressor's EF of the whole real video (its own clip
+settings, from ``predict_ef``), where the reference regresses the compared 2-s clip. Unlike
+the reference, the generated video is read back from its MP4 (what every other metric
+reads), so SSIM/LPIPS include the codec's loss; both videos are compared at 112 px
+(:data:`SCORE_SIZE`), the reference's native size.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from echogen.metrics.paired import LPIPS, paired_video_metrics
 from echogen.pipelines.cascade_sampling import (
     CASCADE_SCHEMA,
     CascadeSampleConfig,
+    source_clip,
     source_clips,
     source_rows,
 )
@@ -118,14 +122,12 @@ def score_samples(
         missing = sorted(set(names) - set(table.index))
         if missing:
             raise DataError(path, f"no prediction for {missing[:3]}", "re-run predict_ef")
-    rows, cache = [], {}
+    rows = []
     for sample in tqdm(filelist.itertuples(index=False), total=len(filelist), desc="score"):
-        v = position[sample.Source]
-        if v not in cache:
-            clip = clips[v][0].mean(dim=0).clamp(0, 1) * 255.0  # grey, as the samples
-            cache = {v: clip.round().byte().numpy()}
+        clip = source_clip(clips, position[sample.Source], sample.Resample)[0]
+        real_clip = (clip.mean(dim=0).clamp(0, 1) * 255.0).round().byte().numpy()  # grey
         fake = resize_frames(read_video(samples_dir / "Videos" / f"{sample.FileName}.mp4"), size)
-        paired = paired_video_metrics(cache[v], fake, lpips)
+        paired = paired_video_metrics(real_clip, fake, lpips)
         rows.append(
             {
                 "FileName": sample.FileName,
@@ -246,7 +248,7 @@ def write_cascade_table(
             cells += _cell(fid, 9, 2) + _cell(fvd, 9, 1) + _cell(seconds, 9, 2)
             lines.append(cells)
         real = report["real"]
-        lines.append(f"{mode:<15}{'real videos (regressor)':<26}{real['r2']:>8.3f}"
+        lines.append(f"{mode:<15}{'real videos (whole video)':<26}{real['r2']:>8.3f}"
                      f"{real['mae']:>8.2f}{real['rmse']:>8.2f}")  # fmt: skip
         record["tasks"][mode] = {
             **report,

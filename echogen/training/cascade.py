@@ -10,7 +10,9 @@ optimiser is Adam (lr 5e-4 from the configs; beta 0.9/0.99, eps 1e-8, no weight 
 clipping: ``ImagenTrainer``'s defaults) and an EMA copy of the stage is kept (``ema_pytorch``
 defaults: beta 0.9999, updates from step 100, every 10 steps), which is what the reference
 samples with. ``train.py --ignore_time p`` makes a step an image step (no temporal layers)
-with probability ``p`` (0.25 in the paper's runs).
+when ``step % (1 / p) == 0``: every 4th step, from step 0, at the paper's ``p = 0.25``
+(``ignore_time_schedule="periodic"``, the default); ``"random"`` makes each step one with
+probability ``p`` instead.
 
 :class:`CascadeStageTask` does the same on the engine: the batch of step ``s`` (which clips,
 their windows and conditioning frames, whether the step ignores time) is a function of
@@ -51,6 +53,7 @@ from echogen.training.supervised import rows_digest
 log = logging.getLogger(__name__)
 
 LOG_COLUMNS = ["step", "loss", "lr"]
+IGNORE_TIME_SCHEDULES = ("periodic", "random")
 # CascadeTrainSpec fields that only say how long or how often: a run may be resumed with other
 # values and follow the same trajectory.
 BUDGET_FIELDS = ("max_steps", "checkpoint_every", "checkpoints_total_limit", "log_every")
@@ -70,8 +73,10 @@ class CascadeTrainSpec:
             (ImagenTrainer's default).
         batch_size (int, 8): clips per process per step (EchoDiffusion's ``dataloader.
             batch_size``; its trainer does not split batches across processes).
-        ignore_time (float, 0.25): probability that a step trains the stage as an image model
+        ignore_time (float, 0.25): share of steps that train the stage as an image model
             (``ignore_time=True``: temporal layers skipped), EchoDiffusion's ``--ignore_time``.
+        ignore_time_schedule (str, "periodic"): ``periodic`` = the reference's steps with
+            ``step % (1 / ignore_time) == 0``; ``random`` = each step with that probability.
         ema_beta (float, 0.9999): EMA decay of the exported ``unet_ema`` weights.
         ema_update_after_step (int, 100): the EMA copies the weights until this step.
         ema_update_every (int, 10): the EMA updates every this many steps.
@@ -88,6 +93,7 @@ class CascadeTrainSpec:
     max_grad_norm: float | None = None
     batch_size: int = 8
     ignore_time: float = 0.25
+    ignore_time_schedule: str = "periodic"
     ema_beta: float = 0.9999
     ema_update_after_step: int = 100
     ema_update_every: int = 10
@@ -103,12 +109,23 @@ class CascadeTrainSpec:
             raise ValueError(f"max_grad_norm must be None or > 0, got {self.max_grad_norm}")
         if not 0 <= self.ignore_time <= 1 or not 0 <= self.ema_beta <= 1:
             raise ValueError("ignore_time and ema_beta must lie in [0, 1]")
+        if self.ignore_time_schedule not in IGNORE_TIME_SCHEDULES:
+            raise ValueError(f"ignore_time_schedule must be one of {IGNORE_TIME_SCHEDULES}, "
+                             f"got {self.ignore_time_schedule!r}")  # fmt: skip
         positive = ["batch_size", "ema_update_every", "checkpoint_every"]
         for name in [*positive, "checkpoints_total_limit", "log_every"]:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_steps < 0 or self.ema_update_after_step < 0:
             raise ValueError("max_steps and ema_update_after_step must be >= 0")
+
+    def image_step(self, step: int, rng: np.random.Generator) -> bool:
+        """Whether 0-based ``step`` ignores time (trains the stage on images)."""
+        if self.ignore_time <= 0:
+            return False
+        if self.ignore_time_schedule == "periodic":
+            return step % (1 / self.ignore_time) == 0  # the reference's test, floats and all
+        return bool(rng.random() < self.ignore_time)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -177,7 +194,7 @@ class CascadeStageTask(Task):
         for step in range(start, self.spec.max_steps):
             rng = np.random.default_rng([self.seed, step])
             chosen = rng.choice(n, size=per * world, replace=n < per * world)
-            ignore_time = bool(rng.random() < self.spec.ignore_time)
+            ignore_time = self.spec.image_step(step, rng)
             self.dataset.set_epoch(step)
             items = [self.dataset[int(i)] for i in chosen[rank * per : (rank + 1) * per]]
             videos, ef, cond = (torch.stack(parts) for parts in zip(*items, strict=True))

@@ -18,6 +18,7 @@ from echogen.pipelines.cascade_sampling import (
     CascadeSampleConfig,
     plan_cascade_samples,
     sample_cascade_shard,
+    source_clip,
     source_clips,
     source_rows,
 )
@@ -95,7 +96,7 @@ def test_shards_give_the_same_videos(cascade, tmp_path):
     for name in whole["FileName"]:
         video = f"Videos/{name}.mp4"
         assert (gathered / video).read_bytes() == (tmp_path / "1-of-1" / video).read_bytes()
-    # Two draws of one video differ (their noise), from the same conditioning frame.
+    # Two draws of one video differ (their noise, their clip and conditioning frame).
     first, second = (
         (tmp_path / "1-of-1" / f"Videos/sample_0000{i}.mp4").read_bytes() for i in (0, 1)
     )
@@ -129,7 +130,7 @@ def test_scoring_pairs_each_sample_with_the_clip_it_was_conditioned_on(cascade, 
     sources = source_rows(read_manifest(cascade["manifest"]), CascadeSampleConfig(**config))
     clips = source_clips(sources, {**record["video"], "size": 32}, SEED, cascade["root"])
     for v, name in enumerate(filelist["FileName"]):
-        grey = (clips[v][0].mean(dim=0) * 255).round().byte().numpy()
+        grey = (source_clip(clips, v, 0)[0].mean(dim=0) * 255).round().byte().numpy()
         write_video(folder / "Videos" / f"{name}.mp4", grey, record["video"]["fps"])
     same = score_samples(*args, size=32, root=cascade["root"])
     assert (same["ssim"] > 0.9).all() and (same["ssim"] > scores["ssim"] + 0.3).all()
