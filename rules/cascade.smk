@@ -82,9 +82,13 @@ rule import_cascade:
         "logs/import_cascade/{model}.log",
     wildcard_constraints:
         model=names_pattern(cascade_released()),
-    localrule: True
     conda:
         "../envs/echogen.yaml"
+    threads: 2
+    resources:
+        # merged.pt holds every stage's online and EMA weights and trainer state: GBs.
+        mem_mb=tier_mem("gpu_infer"),
+        runtime=tier_runtime("cpu_small"),
     params:
         stages=lambda wildcards: cascade_stage_count(wildcards.model),
     script:

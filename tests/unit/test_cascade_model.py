@@ -216,6 +216,7 @@ def test_paper_presets_are_the_published_configs(structure):
             big["layer_cross_attns"]
         )
         assert small.get("memory_efficient") == big.get("memory_efficient")
+        assert small["attend_at_middle"] is False  # the one structural cut (a CPU's time)
     for key in ("temporal_downsample_factor", "S_churn", "sigma_data"):
         assert tiny["imagen"][key] == paper["imagen"][key]
     assert [s * 7 for s in tiny["imagen"]["image_sizes"]] == paper["imagen"]["image_sizes"]
