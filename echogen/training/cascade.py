@@ -288,7 +288,9 @@ def train_cascade_stage(
         raise ValueError("no TRAIN rows: the cascade trains on the manifest's TRAIN videos")
     clip_spec = cascade_clip_spec(fps, duration, size, imagen.get("channels", 3))
     dataset = CascadeClipDataset(train_rows, clip_spec, seed, root)
-    accelerator = accelerator_for(device, state_dir)
+    # Image steps (ignore_time) leave the temporal layers without gradients: DDP must allow
+    # unused parameters, as ImagenTrainer sets it.
+    accelerator = accelerator_for(device, state_dir, find_unused_parameters=True)
     fingerprint = {
         "unets": unets,
         "imagen": imagen,

@@ -193,12 +193,30 @@ class _Best:
         self.weights = state["weights"]
 
 
-def accelerator_for(device: str, state_dir: str | Path, mixed_precision: str = "no") -> Accelerator:
-    """The run's accelerator (all visible GPUs under ``accelerate launch`` when ``cuda``)."""
+def accelerator_for(
+    device: str,
+    state_dir: str | Path,
+    mixed_precision: str = "no",
+    find_unused_parameters: bool = False,
+) -> Accelerator:
+    """The run's accelerator (all visible GPUs under ``accelerate launch`` when ``cuda``).
+
+    ``find_unused_parameters``: for a model whose steps leave some parameters without a
+    gradient (a cascade stage's image steps skip its temporal layers), so that
+    DistributedDataParallel on several processes does not stop on them.
+    """
     if device not in DEVICES:
         raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+    handlers = []
+    if find_unused_parameters:
+        from accelerate import DistributedDataParallelKwargs
+
+        handlers.append(DistributedDataParallelKwargs(find_unused_parameters=True))
     return Accelerator(
-        cpu=device == "cpu", mixed_precision=mixed_precision, project_dir=str(state_dir)
+        cpu=device == "cpu",
+        mixed_precision=mixed_precision,
+        project_dir=str(state_dir),
+        kwargs_handlers=handlers,
     )
 
 
