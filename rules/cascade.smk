@@ -1,6 +1,7 @@
 # Cascaded video diffusion (EchoDiffusion): every stage of a cascade trains as its own job, the
 # cascade folder references the trained stages, sharded sampling makes its factual and
-# counterfactual videos of real VAL videos.
+# counterfactual videos of real VAL videos, and the EF re-balancing set of TRAIN anatomies
+# (cascade.balancing) that EF regressors train on (regressors.runs.<name>.with_real).
 
 
 include: "cascade_helpers.smk"
@@ -108,7 +109,7 @@ rule sample_cascade:
         "benchmarks/sample_cascade/{model}_{mode}_{scatteritem}.tsv"
     wildcard_constraints:
         model=names_pattern(cascade_models()),
-        mode="factual|counterfactual",
+        mode="factual|counterfactual|balanced",
     conda:
         "../envs/echogen.yaml"
     threads: 2
@@ -124,7 +125,8 @@ rule sample_cascade:
 
 
 rule score_cascade:
-    """Score every sample of a cascade dataset: regressed EF, SSIM and LPIPS to its real clip."""
+    """Score every sample of a cascade dataset: regressed EF, SSIM and LPIPS to its real clip
+    (for the re-balancing set, its report: video, anatomy, target EF, regressed EF)."""
     input:
         unpack(cascade_score_inputs),
     output:
@@ -135,7 +137,7 @@ rule score_cascade:
         "benchmarks/score_cascade/{model}_{mode}.tsv"
     wildcard_constraints:
         model=names_pattern(cascade_models()),
-        mode="factual|counterfactual",
+        mode="factual|counterfactual|balanced",
     conda:
         "../envs/echogen.yaml"
     threads: 2
@@ -147,6 +149,42 @@ rule score_cascade:
         lpips_net=config["metrics"]["lpips"]["net"],
     script:
         "../workflow_scripts/score_cascade.py"
+
+
+rule cascade_paired_metrics:
+    """FID and FVD16 of each video's first draw against the real clip it was conditioned on,
+    at 112 px and padded (EchoDiffusion: 112 px centred on a black 128 square)."""
+    input:
+        unpack(cascade_paired_inputs),
+    output:
+        frames=directory("results/paired_frames/cascade_{model}_{mode}"),
+        table="results/metrics/cascade_{model}_{mode}_paired.txt",
+        record="results/metrics/cascade_{model}_{mode}_paired.json",
+        padded_table="results/metrics/cascade_{model}_{mode}_paired_padded.txt",
+        padded_record="results/metrics/cascade_{model}_{mode}_paired_padded.json",
+    log:
+        "logs/cascade_paired_metrics/{model}_{mode}.log",
+    benchmark:
+        "benchmarks/cascade_paired_metrics/{model}_{mode}.tsv"
+    wildcard_constraints:
+        model=names_pattern(cascade_models()),
+        mode="factual|counterfactual",
+    conda:
+        "../envs/echogen.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=tier_mem("gpu_infer"),
+        runtime=tier_runtime("gpu_infer"),
+    params:
+        metrics=cascade_samples()["metrics"],
+        pad_to=cascade_samples().get("pad_to", 128),
+        detectors=detector_params(),
+        batch_size=config["metrics"]["batch_size"],
+        cache_dir="resources/metric_cache" if config["metrics"]["cache"] else None,
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/cascade_paired_metrics.py"
 
 
 rule cascade_table:

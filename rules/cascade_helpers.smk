@@ -61,23 +61,55 @@ def cascade_samples():
     return cascade_config()["samples"]
 
 
+def cascade_balancing():
+    """`cascade.balancing` when it is switched on (checked), else None."""
+    balancing = cascade_config().get("balancing", {})
+    if not balancing.get("activate"):
+        return None
+    model = balancing.get("model")
+    if model not in cascade_models():
+        raise WorkflowError(
+            f"cascade.balancing.model = {model!r} is not a key of cascade.models "
+            f"({sorted(cascade_models())}). Fix: name the cascade that generates the "
+            f"re-balancing set, or set cascade.balancing.activate: false."
+        )
+    return balancing
+
+
 def cascade_sampling(wildcards):
-    """The sampling settings of the {mode} wildcard's datasets (the library's fields)."""
+    """The sampling settings of the {mode} wildcard's datasets (the library's fields): the
+    evaluation's (`cascade.samples`) or the re-balancing set's (`cascade.balancing`, one
+    video per target EF)."""
+    if wildcards.mode == "balanced":
+        settings = {
+            k: v
+            for k, v in cascade_balancing().items()
+            if k not in ("activate", "model")
+        }
+        return {**settings, "mode": "balanced", "resamples": 1}
     settings = {
         k: v
         for k, v in cascade_samples().items()
-        if k not in ("modes", "real", "metrics")
+        if k not in ("modes", "real", "metrics", "pad_to")
     }
     return {**settings, "mode": wildcards.mode}
 
 
 def cascade_datasets():
-    """id -> (model, mode) of every cascade evaluation dataset."""
-    return {
+    """id -> (model, mode) of every cascade dataset: the evaluation's, then the
+    re-balancing set."""
+    datasets = {
         f"cascade_{model}_{mode}": (model, mode)
         for model in cascade_models()
         for mode in cascade_samples()["modes"]
     }
+    balancing = cascade_balancing()
+    if balancing:
+        datasets[f"cascade_{balancing['model']}_balanced"] = (
+            balancing["model"],
+            "balanced",
+        )
+    return datasets
 
 
 def cascade_regressor():
@@ -110,11 +142,26 @@ def cascade_score_inputs(wildcards):
     return inputs
 
 
+def cascade_paired_inputs(wildcards):
+    """A dataset's samples, the real manifest (its clips are re-derived) and the detectors."""
+    dataset = f"cascade_{wildcards.model}_{wildcards.mode}"
+    inputs = {
+        "filelist": f"results/samples/{dataset}/FileList.csv",
+        "videos": f"results/samples/{dataset}/Videos",
+        "manifest": cascade_manifest(wildcards),
+    }
+    for metric in cascade_samples()["metrics"]:
+        name = "i3d" if metric.startswith("fvd") else "inception"
+        inputs[name] = weights_file(name)
+    return inputs
+
+
 def cascade_table_inputs(wildcards):
     datasets = [f"cascade_{wildcards.model}_{m}" for m in cascade_samples()["modes"]]
     return {
         "scores": [f"results/metrics/{d}_scores.csv" for d in datasets],
-        "generation": [f"results/metrics/{d}.json" for d in datasets],
+        "generation": [f"results/metrics/{d}_paired_padded.json" for d in datasets],
+        "native": [f"results/metrics/{d}_paired.json" for d in datasets],
         "filelists": [f"results/samples/{d}/FileList.csv" for d in datasets],
     }
 
@@ -128,4 +175,7 @@ def cascade_targets():
     )
     if cascade_regressor():
         targets += expand("results/metrics/cascade_{model}.txt", model=cascade_models())
+        if cascade_balancing():
+            model = cascade_balancing()["model"]
+            targets.append(f"results/metrics/cascade_{model}_balanced_scores.csv")
     return targets + evaluation_targets(system="cascade")

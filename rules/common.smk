@@ -388,11 +388,24 @@ def regressor_pattern():
     return "|".join(names) if names else "(?!)"
 
 
-def regressor_inputs(wildcards):
-    """The manifest a run trains on: its real dataset's, or a synthetic dataset's
-    (`synthetic`), and the published weights it starts from."""
+def regressor_composed(name):
+    """True when the run trains on composed rows (real and synthetic pooled, balanced per EF
+    bin, or a random subset): results/train_regressor/<name>/manifest.csv."""
+    run = config["regressors"]["runs"][name]
+    if run.get("with_real") and not run.get("synthetic"):
+        raise WorkflowError(
+            f"regressors.runs.{name}.with_real is set but `synthetic` is not. Fix: name the "
+            f"synthetic dataset to pool with the real videos (e.g. cascade_1SCM_balanced), or "
+            f"drop with_real."
+        )
+    return bool(run.get("with_real") or run.get("balance") or run.get("limit"))
+
+
+def regressor_sources(wildcards):
+    """The manifests a run's rows come from: the real dataset's, and the synthetic
+    dataset's (`synthetic`) checked to be registered."""
     run = regressor_run(wildcards)
-    inputs = {"manifest": f"resources/manifests/{run['dataset']}.csv"}
+    inputs = {"real": f"resources/manifests/{run['dataset']}.csv"}
     synthetic_id = run.get("synthetic")
     if synthetic_id:
         if synthetic_id not in SYNTHETIC_DATASETS:
@@ -401,7 +414,19 @@ def regressor_inputs(wildcards):
                 f"registered synthetic dataset ({sorted(SYNTHETIC_DATASETS)}). Fix: name one "
                 f"(<system>_<name>, e.g. lvdm_dynamic) of an active system."
             )
-        inputs["manifest"] = f"results/samples/{synthetic_id}/manifest.csv"
+        inputs["synthetic"] = f"results/samples/{synthetic_id}/manifest.csv"
+    return inputs
+
+
+def regressor_inputs(wildcards):
+    """The manifest a run trains on: its real dataset's, a synthetic dataset's
+    (`synthetic`), or its composed rows (`with_real`, `balance`, `limit`), and the published
+    weights it starts from."""
+    run = regressor_run(wildcards)
+    sources = regressor_sources(wildcards)
+    inputs = {"manifest": sources.get("synthetic", sources["real"])}
+    if regressor_composed(wildcards.name):
+        inputs["manifest"] = f"results/train_regressor/{wildcards.name}/manifest.csv"
     if run.get("pretrained"):
         inputs["weights"] = weights_file(run["pretrained"]["weights"])
     return inputs
@@ -420,7 +445,9 @@ def regressor_targets():
     targets = expand(
         "results/metrics/regressor_{name}.{ext}", name=list(runs), ext=["txt", "json"]
     )
-    if any(run.get("synthetic") for run in runs.values()):
+    if any(
+        run.get("synthetic") or regressor_composed(name) for name, run in runs.items()
+    ):
         targets.append("results/metrics/regressors.txt")
     return targets
 

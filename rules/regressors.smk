@@ -1,6 +1,26 @@
 # EF regressors: training, prediction on any set of videos, and the TEST table.
 
 
+rule regressor_manifest:
+    """The rows a run trains and validates on when it pools, balances or subsamples them."""
+    input:
+        unpack(regressor_sources),
+    output:
+        manifest="results/train_regressor/{name}/manifest.csv",
+    log:
+        "logs/regressor_manifest/{name}.log",
+    wildcard_constraints:
+        name=regressor_pattern(),
+    localrule: True
+    conda:
+        "../envs/echogen.yaml"
+    params:
+        run=regressor_run,
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/regressor_manifest.py"
+
+
 rule train_regressor:
     """Train (or load) an EF regressor; resumable state lives in results/train_regressor/<name>/."""
     input:

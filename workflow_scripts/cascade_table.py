@@ -18,6 +18,7 @@ def main(
     modes: list[str],
     scores: list[str],
     generation: list[str],
+    native: list[str],
     samples: list[str],
     txt: str,
     record: str,
@@ -25,12 +26,15 @@ def main(
     regressor: str,
 ) -> None:
     tasks, plumbing = {}, tiny
-    for mode, score, metrics, folder in zip(modes, scores, generation, samples, strict=True):
-        metrics = json.loads(Path(metrics).read_text())
+    for mode, score, padded, unpadded, folder in zip(
+        modes, scores, generation, native, samples, strict=True
+    ):
+        metrics = json.loads(Path(padded).read_text())
         plumbing = plumbing or not all(metrics.get("verified", {}).values())
         tasks[mode] = {
             "report": cascade_report(pd.read_csv(score, dtype={"FileName": str, "Source": str})),
             "generation": metrics,
+            "native": json.loads(Path(unpadded).read_text()),
             "sampling": json.loads((Path(folder) / "sampling.json").read_text()),
         }
     write_cascade_table(model, tasks, txt, record, plumbing, regressor)
@@ -43,6 +47,7 @@ if "snakemake" in globals():
         snakemake.params.modes,
         list(snakemake.input.scores),
         list(snakemake.input.generation),
+        list(snakemake.input.native),
         [str(Path(f).parent) for f in snakemake.input.filelists],
         snakemake.output.table,
         snakemake.output.record,

@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from echogen.data.ef_balance import describe_training
 from echogen.pipelines.ef_prediction import regressor_record, write_regressor_table
 from echogen.workflow import setup_logging
 
@@ -36,7 +37,7 @@ def main(
     )
     result["model"] = model_dir
     if run is not None:
-        result["trained_on"] = run.get("synthetic") or run["dataset"]
+        result["trained_on"] = describe_training(run)
         result["tested_on"] = run["dataset"]
     write_regressor_table(result, table, record)
 

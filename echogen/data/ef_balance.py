@@ -98,3 +98,92 @@ def balanced_rows(
     if not parts:
         return rows.iloc[0:0].copy()
     return pd.concat(parts).drop(columns="_bin").reset_index(drop=True)
+
+
+def regressor_training_manifest(
+    real: pd.DataFrame,
+    synthetic: pd.DataFrame | None = None,
+    with_real: bool = False,
+    balance: dict | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """The manifest an EF regressor run trains (TRAIN rows) and selects its epoch on (VAL rows).
+
+    EchoDiffusion's re-balancing runs (``ef_regression/`` of HReynaud/EchoDiffusion):
+    ``train_balanced.py`` pools the real TRAIN videos with generated ones and caps every 1-%
+    EF bin (:func:`balanced_rows`), ``train_reference.py`` with ``limit`` trains on that many
+    real TRAIN videos drawn at random; both select the epoch on the real VAL videos.
+
+    Args:
+        real: the real dataset's manifest.
+        synthetic: a synthetic dataset's manifest (its EF is the requested one), or None.
+        with_real: with ``synthetic``, pool its TRAIN rows with the real TRAIN rows and
+            validate on the real VAL rows; without it, train and validate on the synthetic
+            rows alone (EchoNet-Synthetic's synthetic-to-real experiment).
+        balance: ``{"per_bin": int | None, "ef_range": [low, high], "with_replacement":
+            bool}``: the pooled TRAIN rows balanced with :func:`balanced_rows`; a row drawn
+            twice (``with_replacement``) gets ``FileName`` ``<name>~<k>``.
+        limit: keep this many TRAIN rows drawn without replacement (all when there are fewer).
+        seed: seeds the draws.
+
+    Returns:
+        TRAIN rows then VAL rows, the manifest's columns.
+
+    Raises:
+        ValueError: ``limit < 1``, or a FileName in both the real and the synthetic rows.
+    """
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be None or >= 1, got {limit}")
+    pools = []
+    if synthetic is None or with_real:
+        pools.append(real)
+    if synthetic is not None:
+        pools.append(synthetic)
+    train = pd.concat([p[p["Split"] == "TRAIN"] for p in pools], ignore_index=True)
+    val_source = real if synthetic is None or with_real else synthetic
+    val = val_source[val_source["Split"] == "VAL"]
+    if synthetic is not None and with_real:
+        clash = sorted(set(real["FileName"]) & set(synthetic["FileName"]))
+        if clash:
+            raise ValueError(f"FileName(s) in both the real and the synthetic rows: {clash[:5]}")
+    rng = np.random.default_rng([int(seed), 11])
+    if limit is not None and limit < len(train):
+        picks = np.sort(rng.choice(len(train), size=limit, replace=False))
+        train = train.iloc[picks].reset_index(drop=True)
+    if balance is not None:
+        low, high = balance.get("ef_range", [0, 100])
+        train = balanced_rows(
+            train,
+            balance.get("per_bin"),
+            low=low,
+            high=high,
+            seed=int(rng.integers(2**31)),
+            with_replacement=bool(balance.get("with_replacement", False)),
+        )
+        repeat = train.groupby("FileName").cumcount()
+        train.loc[repeat > 0, "FileName"] = (
+            train["FileName"].astype(str) + "~" + repeat.astype(str)
+        )[repeat > 0]
+    return pd.concat([train, val], ignore_index=True)
+
+
+def describe_training(run: dict) -> str:
+    """What an EF regressor run (a ``regressors.runs`` entry) trains on, for its tables:
+    ``dynamic``, ``lvdm_dynamic``, ``dynamic + cascade_1SCM_balanced, <= 20 per 1-% EF bin
+    in [0, 100]``, ``dynamic, 790 TRAIN videos at random``."""
+    synthetic = run.get("synthetic")
+    text = synthetic or run["dataset"]
+    if synthetic and run.get("with_real"):
+        text = f"{run['dataset']} + {synthetic}"
+    if run.get("limit"):
+        text += f", {run['limit']} TRAIN videos at random"
+    balance = run.get("balance")
+    if balance is not None:
+        low, high = balance.get("ef_range", [0, 100])
+        cap = balance.get("per_bin")
+        cap_text = f"<= {cap} per 1-% EF bin" if cap else "every video"
+        text += f", {cap_text} in [{low:g}, {high:g}]"
+        if balance.get("with_replacement"):
+            text += " (drawn with replacement)"
+    return text

@@ -94,6 +94,7 @@ def compare_frame_folders(
     device: str = "cpu",
     lpips_net: str = "vgg",
     lpips_weights: str | None = None,
+    pad_to: int | None = None,
 ) -> dict:
     """Every requested metric of ``fake_dir`` against ``real_dir`` as one JSON-able record.
 
@@ -104,6 +105,8 @@ def compare_frame_folders(
             ``tiny`` marks a random tiny detector.
         lpips_net: LPIPS trunk, "vgg" (EchoDiffusion) or "alex".
         lpips_weights: local torchvision ImageNet state dict of that trunk; None = random.
+        pad_to: FID, IS and FVD see every frame centred on a black square of this side
+            (EchoDiffusion: 112 -> 128); SSIM and LPIPS compare the frames as they are.
 
     Returns:
         The record of :func:`evaluate_generation` (``metrics``, ``details``, ``detectors``,
@@ -114,20 +117,21 @@ def compare_frame_folders(
     with tf32_off():
         return _compare(
             real_dir, fake_dir, metrics, detectors, cache_dir, seed, batch_size, device,
-            lpips_net, lpips_weights,
+            lpips_net, lpips_weights, pad_to,
         )  # fmt: skip
 
 
 def _compare(
     real_dir, fake_dir, metrics, detectors, cache_dir, seed, batch_size, device, lpips_net,
-    lpips_weights,
+    lpips_weights, pad_to=None,
 ) -> dict:  # fmt: skip
     generation = [m for m in metrics if m not in PAIRED]
     paired = [m for m in metrics if m in PAIRED]
     if generation:
         record = evaluate_generation(
-            real_dir, fake_dir, generation, detectors, cache_dir, seed, batch_size, device
-        )
+            real_dir, fake_dir, generation, detectors, cache_dir, seed, batch_size, device,
+            pad_to,
+        )  # fmt: skip
     else:
         record = metric_record(real_dir, fake_dir, seed)
     record.setdefault("verified", {})

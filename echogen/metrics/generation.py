@@ -151,10 +151,35 @@ def _resolution(path: Path) -> list[int]:
     return [height, width]
 
 
-def _batches(items: list[list[Path]], per_batch: int, video: bool) -> Iterator[torch.Tensor]:
+def pad_frames(frames: np.ndarray, size: int, where: Path | str = "frames") -> np.ndarray:
+    """Frames ``(N, H, W, C)`` centred on a black ``size x size`` canvas, as EchoDiffusion's
+    ``convert -background black -gravity center -extent 128x128`` (8 pixels each side of a
+    112-px frame). An odd margin puts the extra pixel after the frame; a test checks this
+    against ImageMagick where it is installed (not on echogen's CI machine).
+
+    Raises:
+        DataError: a frame side larger than ``size``.
+    """
+    height, width = frames.shape[1:3]
+    if height > size or width > size:
+        raise DataError(
+            where,
+            f"frames of {height}x{width} do not fit a {size}x{size} canvas",
+            "set pad_to to at least the frame size, or null for no padding",
+        )
+    top, left = (size - height) // 2, (size - width) // 2
+    out = np.zeros((frames.shape[0], size, size, frames.shape[3]), dtype=frames.dtype)
+    out[:, top : top + height, left : left + width] = frames
+    return out
+
+
+def _batches(
+    items: list[list[Path]], per_batch: int, video: bool, pad_to: int | None = None
+) -> Iterator[torch.Tensor]:
     """uint8 detector inputs, channels first as StyleGAN-V feeds them: ``[B, 3, H, W]`` of
-    one-frame items, or ``[B, 3, F, H, W]`` clips when ``video``. Every batch must share the
-    first batch's frame size."""
+    one-frame items, or ``[B, 3, F, H, W]`` clips when ``video``; centred on a black
+    ``pad_to`` square when given (:func:`pad_frames`). Every batch must share the first
+    batch's frame size."""
     size = None
     for i in range(0, len(items), per_batch):
         chunk = items[i : i + per_batch]
@@ -166,6 +191,8 @@ def _batches(items: list[list[Path]], per_batch: int, video: bool) -> Iterator[t
                 f"frame size {frames.shape[1:3]} differs from {size} earlier in the set",
                 "resize every frame of the set to one resolution",
             )
+        if pad_to is not None:
+            frames = pad_frames(frames, pad_to, chunk[0][0])
         frames = torch.from_numpy(frames)
         if video:
             frames = rearrange(frames, "(b t) h w c -> b c t h w", b=len(chunk))
@@ -183,17 +210,19 @@ def _feature_stats(
     kwargs: dict,
     device: str,
     desc: str,
+    pad_to: int | None = None,
 ) -> FeatureStats:
     stats = FeatureStats()
     total = -(-len(items) // per_batch)
-    for batch in tqdm(_batches(items, per_batch, video), total=total, desc=desc, leave=False):
+    batches = _batches(items, per_batch, video, pad_to)
+    for batch in tqdm(batches, total=total, desc=desc, leave=False):
         stats.append(detector(batch.to(device), **kwargs))
     return stats
 
 
 @torch.no_grad()
 def _inception_score(
-    detector, paths: list[Path], batch_size: int, device: str, desc: str
+    detector, paths: list[Path], batch_size: int, device: str, desc: str, pad_to=None
 ) -> tuple[float, float]:
     """Mean and std over :data:`IS_SPLITS` contiguous splits, accumulated batch by batch.
 
@@ -205,7 +234,7 @@ def _inception_score(
     sum_plogp = np.zeros(IS_SPLITS)
     sum_p = None
     row = 0
-    batches = _batches([[path] for path in paths], batch_size, video=False)
+    batches = _batches([[path] for path in paths], batch_size, video=False, pad_to=pad_to)
     for batch in tqdm(batches, total=-(-n // batch_size), desc=desc, leave=False):
         probs = detector(batch.to(device), **DETECTOR_KWARGS["is"]).double().cpu().numpy()
         split = np.searchsorted(bounds, np.arange(row, row + len(probs)), side="right") - 1
@@ -285,6 +314,7 @@ def evaluate_generation(
     seed: int,
     batch_size: int = 32,
     device: str = "cpu",
+    pad_to: int | None = None,
 ) -> dict:
     """Compute generation metrics of ``fake_dir`` against ``real_dir``.
 
@@ -302,6 +332,9 @@ def evaluate_generation(
         seed: seeds the real FVD windows (non-negative).
         batch_size: frames per detector call; FVD calls take ``max(1, batch_size // F)`` clips.
         device: torch device for the detectors.
+        pad_to: centre every real and fake frame on a black square of this side before the
+            detectors (:func:`pad_frames`; EchoDiffusion pads its 112-px frames to 128);
+            None = the frames as they are.
 
     Returns:
         A JSON-able record with ``metrics`` (floats; IS as ``<name>_mean`` and
@@ -345,8 +378,9 @@ def evaluate_generation(
 
     with tf32_off():
         values, details = _evaluate(
-            specs, real_dir, fake_dir, loaded, detector_record, cache_dir, seed, batch_size, device
-        )
+            specs, real_dir, fake_dir, loaded, detector_record, cache_dir, seed, batch_size,
+            device, pad_to,
+        )  # fmt: skip
     record = metric_record(real_dir, fake_dir, seed, values, details, detector_record)
     record["warnings"] = [d["warning"] for d in details.values() if d.get("warning")]
     for warning in record["warnings"]:
@@ -368,8 +402,9 @@ def tf32_off() -> Iterator[None]:
 
 
 def _evaluate(
-    specs, real_dir, fake_dir, loaded, detector_record, cache_dir, seed, batch_size, device
-):
+    specs, real_dir, fake_dir, loaded, detector_record, cache_dir, seed, batch_size, device,
+    pad_to=None,
+):  # fmt: skip
     """The values and details of every metric (the body of :func:`evaluate_generation`)."""
     fake = _FrameSet.scan(fake_dir)
     real = _FrameSet.scan(real_dir) if any(s.family != "is" for s in specs) else None
@@ -384,7 +419,9 @@ def _evaluate(
                     f"only {len(fake_files)} frames, fewer than the {IS_SPLITS} IS splits",
                     "generate more frames",
                 )
-            mean, std = _inception_score(detector, fake_files, batch_size, device, spec.name)
+            mean, std = _inception_score(
+                detector, fake_files, batch_size, device, spec.name, pad_to
+            )
             values[f"{spec.name}_mean"], values[f"{spec.name}_std"] = mean, std
             details[spec.name] = {
                 "n_real": None,
@@ -410,10 +447,13 @@ def _evaluate(
             "detector_kwargs": kwargs,
             "detector_sha256": detector_record[DETECTOR_OF[spec.family]]["sha256"],
         }
+        if pad_to is not None:  # absent otherwise: earlier cache keys stay valid
+            options["pad_to"] = int(pad_to)
 
         stats_of = partial(
-            _feature_stats, detector, per_batch=per_batch, video=video, kwargs=kwargs, device=device
-        )
+            _feature_stats, detector, per_batch=per_batch, video=video, kwargs=kwargs,
+            device=device, pad_to=pad_to,
+        )  # fmt: skip
         compute_real = partial(stats_of, real_items, desc=f"{spec.name} real")
         real_stats = _cached_real_stats(compute_real, real_items, options, cache_dir, spec.name)
         fake_stats = stats_of(fake_items, desc=f"{spec.name} fake")
@@ -427,6 +467,9 @@ def _evaluate(
             len(real_items),
             len(fake_items),
         )
+    if pad_to is not None:
+        for detail in details.values():
+            detail["pad_to"] = int(pad_to)
     return values, details
 
 

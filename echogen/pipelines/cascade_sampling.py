@@ -18,6 +18,13 @@ when blocks hold one sample (``block=1``, the default); a block of several is se
 first sample's seed, so its videos depend on ``block`` (never on the shard count).
 The dataset's FileList names the source video (``Source``, ``SourceEF``, ``Resample``), so
 the cascade's scoring can pair each sample with its real clip and group its draws.
+
+The third mode, ``balanced``, makes EchoDiffusion's re-balancing set
+(``diffusion/generate_samples/generate_dataset.py``): one video per EF of
+:func:`~echogen.data.ef_balance.balanced_ef_targets` over the split's EFs (the bins of
+``ef_range`` filled up to ``per_bin`` videos), each conditioned on a frame of a real video of
+the split (TRAIN) taken in turn from seeded shuffles of them, as the reference's shuffled
+loader; ``Resample`` counts the earlier uses of that anatomy (its clip window is drawn anew).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import pandas as pd
 import torch
 
 from echogen.data.cascade_clips import CascadeClipDataset, cascade_clip_spec
+from echogen.data.ef_balance import balanced_ef_targets
 from echogen.data.errors import DataError
 from echogen.data.manifest import SPLITS, read_manifest
 from echogen.models.cascade import load_cascade, output_size, read_cascade_index
@@ -45,12 +53,19 @@ from echogen.pipelines.synthetic import (
 
 log = logging.getLogger(__name__)
 
-MODES = ("factual", "counterfactual")
+MODES = ("factual", "counterfactual", "balanced")
 # The cascade's FileList: the base columns, then the real video each sample comes from.
 CASCADE_SCHEMA = {**BASE_SCHEMA, "Source": "str", "SourceEF": "float", "Resample": "int"}
 # Stream of the per-video draws (clip window, conditioning frame, counterfactual EF); the
 # noise of a sample uses its own seed.
 VIDEO_STREAM = 7
+# Stream of the balanced mode's target EFs and anatomy order.
+BALANCE_STREAM = 8
+# The balanced mode's settings where they differ from the evaluation's (EchoDiffusion's
+# notebook and diffusion/generate_samples/slurms/generate_dataset.sh): TRAIN anatomies, bins
+# 10-90 filled up to 100 videos, guidance 1, one video per target EF.
+BALANCED_DEFAULTS = {"split": "TRAIN", "ef_range": [10.0, 90.0], "per_bin": 100,
+                     "cond_scale": 1.0, "resamples": 1}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -58,11 +73,16 @@ class CascadeSampleConfig:
     """How a cascade's evaluation videos are made.
 
     Args:
-        mode (str, "counterfactual"): ``factual`` (each video's own EF) or ``counterfactual``
-            (an EF from ``ef_range``, drawn per video).
+        mode (str, "counterfactual"): ``factual`` (each video's own EF), ``counterfactual``
+            (an EF from ``ef_range``, drawn per video) or ``balanced`` (one video per EF that
+            fills the split's EF histogram, see the module's doc).
         split (str, "VAL"): the real videos conditioned on (EchoDiffusion evaluates on VAL).
-        resamples (int, 3): noise draws per video (EchoDiffusion's ``--num_noise``).
-        ef_range (list, [15, 85]): counterfactual EFs are uniform in this range, in %.
+        resamples (int, 3): noise draws per video (EchoDiffusion's ``--num_noise``); the
+            balanced mode makes one video per target EF whatever it says.
+        ef_range (list, [15, 85]): counterfactual EFs are uniform in this range, in %; the
+            balanced mode fills the 1-% bins of this range (EchoDiffusion: [10, 90]).
+        per_bin (int, 100): the balanced mode fills every bin up to this many videos, real
+            ones included (EchoDiffusion: min(100, the fullest bin's count) = 100).
         cond_scale (float, 5.0): classifier-free guidance scale.
         max_videos (int | None, None): the first this many videos of the split (by FileName);
             None = all (EchoDiffusion: every VAL video, about 1,200).
@@ -78,6 +98,7 @@ class CascadeSampleConfig:
     max_videos: int | None = None
     block: int = 1
     quality: int = 95
+    per_bin: int = 100
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -88,7 +109,7 @@ class CascadeSampleConfig:
         if not 0 <= low < high <= 100:
             raise ValueError(f"ef_range must be [low, high] with 0 <= low < high <= 100, got "
                              f"{self.ef_range}")  # fmt: skip
-        for name in ("resamples", "block"):
+        for name in ("resamples", "block", "per_bin"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_videos is not None and self.max_videos < 1:
@@ -98,6 +119,14 @@ class CascadeSampleConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_settings(cls, settings: dict) -> CascadeSampleConfig:
+        """A config from a dict of its fields; the balanced mode's unset fields take
+        :data:`BALANCED_DEFAULTS`."""
+        if settings.get("mode") == "balanced":
+            settings = {**BALANCED_DEFAULTS, **settings}
+        return cls(**settings)
 
 
 def source_rows(manifest: pd.DataFrame, config: CascadeSampleConfig) -> pd.DataFrame:
@@ -128,6 +157,8 @@ def plan_cascade_samples(
     ``seed``, ``Source``, ``SourceEF``, ``Resample`` and ``video`` (the source's position).
     """
     low, high = (float(v) for v in config.ef_range)
+    if config.mode == "balanced":
+        return _plan_balanced(sources, config, run_seed)
     records = []
     for v, source in enumerate(sources.itertuples(index=False)):
         requested = float(source.EF)
@@ -149,6 +180,47 @@ def plan_cascade_samples(
                     "video": v,
                 }
             )
+    return pd.DataFrame.from_records(records)
+
+
+def _plan_balanced(
+    sources: pd.DataFrame, config: CascadeSampleConfig, run_seed: int
+) -> pd.DataFrame:
+    """The balanced mode's rows: sample ``i`` asks for target EF ``i`` (bins in increasing
+    order) with anatomy ``i`` of the seeded shuffles of the sources."""
+    low, high = (float(v) for v in config.ef_range)
+    rng = np.random.default_rng([int(run_seed), BALANCE_STREAM])
+    targets = balanced_ef_targets(
+        sources["EF"].to_numpy(dtype=float), config.per_bin, low, high,
+        seed=int(rng.integers(2**31)),
+    )  # fmt: skip
+    rounds = -(-len(targets) // len(sources))
+    order = np.concatenate([rng.permutation(len(sources)) for _ in range(rounds)] or [[]])
+    uses = np.zeros(len(sources), dtype=int)
+    records = []
+    for index, (target, v) in enumerate(zip(targets, order.astype(int), strict=False)):
+        source = sources.iloc[v]
+        records.append(
+            {
+                "index": index,
+                "FileName": sample_name(index),
+                "Split": source["Split"],
+                "EF": float(target),
+                "seed": sample_seed(run_seed, index),
+                "Source": str(source["FileName"]),
+                "SourceEF": float(source["EF"]),
+                "Resample": int(uses[v]),
+                "video": int(v),
+            }
+        )
+        uses[v] += 1
+    if not records:
+        raise DataError(
+            sources.attrs.get("source", "manifest"),
+            f"every 1-% EF bin of {config.ef_range} already holds {config.per_bin} "
+            f"{config.split} videos: nothing to generate",
+            "raise cascade.balancing.per_bin or widen its ef_range",
+        )
     return pd.DataFrame.from_records(records)
 
 
@@ -229,7 +301,8 @@ def sample_cascade_shard(
         cascade_dir: the cascade folder (``cascade.json`` and its stages).
         manifest: the real dataset's manifest (the split's videos are conditioned on).
         out_dir: the shard's folder (written atomically).
-        config: a :class:`CascadeSampleConfig` or a dict of its fields.
+        config: a :class:`CascadeSampleConfig` or a dict of its fields
+            (:meth:`CascadeSampleConfig.from_settings`).
         run_seed: the run's seed.
         shard: 1-based shard number.
         n_shards: number of shards.
@@ -242,7 +315,7 @@ def sample_cascade_shard(
     from echogen.workflow import provenance
 
     if not isinstance(config, CascadeSampleConfig):
-        config = CascadeSampleConfig(**config)
+        config = CascadeSampleConfig.from_settings(config)
     cascade_dir = Path(cascade_dir)
     index = read_cascade_index(cascade_dir)
     cascade = load_cascade(cascade_dir).to(device)

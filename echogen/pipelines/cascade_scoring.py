@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from echogen.data.errors import DataError
-from echogen.data.io import atomic_path, write_json
+from echogen.data.frames import write_frames
+from echogen.data.io import atomic_dir, atomic_path, write_json
 from echogen.data.manifest import read_manifest
 from echogen.data.video import read_video, resize_frames
 from echogen.metrics.paired import LPIPS, paired_video_metrics
@@ -104,17 +106,6 @@ def score_samples(
     """
     samples_dir = Path(samples_dir)
     filelist = read_filelist(samples_dir / "FileList.csv", CASCADE_SCHEMA)
-    record = json.loads((samples_dir / PROVENANCE).read_text())
-    config = CascadeSampleConfig(**record["config"])
-    sources = source_rows(read_manifest(manifest), config)
-    position = {name: v for v, name in enumerate(sources["FileName"])}
-    unknown = sorted(set(filelist["Source"]) - set(position))
-    if unknown:
-        raise DataError(samples_dir / "FileList.csv", f"sources {unknown[:3]} are not "
-                        f"{config.split} videos of {manifest}", "score with the manifest the "
-                        "samples were conditioned on")  # fmt: skip
-    # The window and frame draws do not depend on the size: the sampler's clip, at `size`.
-    clips = source_clips(sources, {**record["video"], "size": size}, record["seed"], root)
     generated = _predictions(generated_predictions)
     real = _predictions(real_predictions)
     for names, table, path in ((filelist["FileName"], generated, generated_predictions),
@@ -123,10 +114,7 @@ def score_samples(
         if missing:
             raise DataError(path, f"no prediction for {missing[:3]}", "re-run predict_ef")
     rows = []
-    for sample in tqdm(filelist.itertuples(index=False), total=len(filelist), desc="score"):
-        clip = source_clip(clips, position[sample.Source], sample.Resample)[0]
-        real_clip = (clip.mean(dim=0).clamp(0, 1) * 255.0).round().byte().numpy()  # grey
-        fake = resize_frames(read_video(samples_dir / "Videos" / f"{sample.FileName}.mp4"), size)
+    for sample, real_clip, fake in paired_clips(samples_dir, manifest, size, root, desc="score"):
         paired = paired_video_metrics(real_clip, fake, lpips)
         rows.append(
             {
@@ -142,6 +130,66 @@ def score_samples(
             }
         )
     return pd.DataFrame(rows, columns=SCORE_COLUMNS)
+
+
+def paired_clips(
+    samples_dir: str | Path,
+    manifest: str | Path,
+    size: int = SCORE_SIZE,
+    root: str | Path = ".",
+    first_draw: bool = False,
+    desc: str = "pairs",
+) -> Iterator[tuple]:
+    """``(FileList row, real clip, generated video)`` of every sample (or only each video's
+    first draw): the real clip the sample was conditioned on, re-derived as the sampler drew
+    it, and the sample read back from its MP4, both grey ``uint8 (T, size, size)``.
+
+    Raises:
+        DataError: a sample's source is not a video of the sampled split of ``manifest``.
+    """
+    samples_dir = Path(samples_dir)
+    filelist = read_filelist(samples_dir / "FileList.csv", CASCADE_SCHEMA)
+    if first_draw:
+        filelist = filelist[filelist["Resample"] == 0].reset_index(drop=True)
+    record = json.loads((samples_dir / PROVENANCE).read_text())
+    config = CascadeSampleConfig(**record["config"])
+    sources = source_rows(read_manifest(manifest), config)
+    position = {name: v for v, name in enumerate(sources["FileName"])}
+    unknown = sorted(set(filelist["Source"]) - set(position))
+    if unknown:
+        raise DataError(samples_dir / "FileList.csv", f"sources {unknown[:3]} are not "
+                        f"{config.split} videos of {manifest}", "score with the manifest the "
+                        "samples were conditioned on")  # fmt: skip
+    # The window and frame draws do not depend on the size: the sampler's clip, at `size`.
+    clips = source_clips(sources, {**record["video"], "size": size}, record["seed"], root)
+    for sample in tqdm(filelist.itertuples(index=False), total=len(filelist), desc=desc):
+        clip = source_clip(clips, position[sample.Source], sample.Resample)[0]
+        real_clip = (clip.mean(dim=0).clamp(0, 1) * 255.0).round().byte().numpy()  # grey
+        fake = resize_frames(read_video(samples_dir / "Videos" / f"{sample.FileName}.mp4"), size)
+        yield sample, real_clip, fake
+
+
+def write_paired_frames(
+    samples_dir: str | Path,
+    manifest: str | Path,
+    out_dir: str | Path,
+    size: int = SCORE_SIZE,
+    quality: int = 95,
+    root: str | Path = ".",
+) -> int:
+    """EchoDiffusion's FID/FVD frame folders (``split_videos_into_real_fake.sh``): each
+    video's first draw and the real clip it was conditioned on, at ``size`` px, as
+    ``out_dir/{real,fake}/<sample>/<frame>.jpg`` (zero-padded frame names, so the frame
+    order survives a string sort). Written atomically; returns the number of pairs."""
+    with atomic_dir(out_dir) as tmp:
+        n = 0
+        for sample, real_clip, fake in paired_clips(
+            samples_dir, manifest, size, root, first_draw=True, desc="paired frames"
+        ):
+            write_frames(real_clip, tmp / "real" / sample.FileName, quality)
+            write_frames(fake, tmp / "fake" / sample.FileName, quality)
+            n += 1
+    return n
 
 
 def ef_errors(requested: np.ndarray, regressed: np.ndarray) -> dict[str, float]:
@@ -214,9 +262,10 @@ def write_cascade_table(
 
     Args:
         model: the cascade's name.
-        tasks: mode -> {"report": :func:`cascade_report`, "generation": the dataset's
-            generation-metric record (its ``metrics``, ``warnings``, ``verified``),
-            "sampling": its ``sampling.json``}.
+        tasks: mode -> {"report": :func:`cascade_report`, "generation": the generation-metric
+            record (``metrics``, ``details``, ``warnings``, ``verified``) of the first draws
+            against their paired real clips, padded as the paper; "native": the same unpadded
+            (optional); "sampling": the dataset's ``sampling.json``}.
         plumbing: tiny models or unverified detectors: the table says so first.
         regressor: the EF regressor's run name.
     """
@@ -229,15 +278,15 @@ def write_cascade_table(
     lines.append(f"cascade {model}: EF regressed by regressor {regressor}; SSIM and LPIPS "
                  "against the real clip of the conditioning frame")  # fmt: skip
     header = f"{'task':<15}{'aggregate':<26}{'R2':>8}{'MAE':>8}{'RMSE':>8}{'SSIM':>8}"
-    header += f"{'LPIPS':>8}{'FID':>9}{'FVD16':>9}{'s/video':>9}"
+    header += f"{'LPIPS':>8}{'FID':>9}{'FVD16':>9}{'FID_112':>9}{'FVD_112':>9}{'s/video':>9}"
     lines.append(header)
     record = {"model": model, "regressor": regressor, "plumbing": plumbing, "tasks": {}}
     for mode, task in tasks.items():
         report, generation = task["report"], task["generation"]
-        metrics = generation.get("metrics", {})
-        fid = next((v for k, v in metrics.items() if k.startswith("fid")), None)
-        fvd = next((v for k, v in metrics.items() if k.startswith("fvd") and k.endswith("_16f")),
-                   None)  # fmt: skip
+        fid, fvd = _fid_fvd16(generation)
+        fid_native, fvd_native = _fid_fvd16(task.get("native", {}))
+        pad_to = next((d["pad_to"] for d in generation.get("details", {}).values()
+                       if d.get("pad_to")), None)  # fmt: skip
         timing = task["sampling"].get("timing", {})
         seconds = timing["seconds"] / timing["videos"] if timing.get("videos") else None
         for aggregate in AGGREGATES:
@@ -245,7 +294,8 @@ def write_cascade_table(
             label = AGGREGATE_LABELS[aggregate].format(n=report["draws"])
             cells = f"{mode:<15}{label:<26}{row['r2']:>8.3f}{row['mae']:>8.2f}{row['rmse']:>8.2f}"
             cells += f"{row['ssim']:>8.3f}" + _cell(row["lpips"], 8, 3)
-            cells += _cell(fid, 9, 2) + _cell(fvd, 9, 1) + _cell(seconds, 9, 2)
+            cells += _cell(fid, 9, 2) + _cell(fvd, 9, 1)
+            cells += _cell(fid_native, 9, 2) + _cell(fvd_native, 9, 1) + _cell(seconds, 9, 2)
             lines.append(cells)
         real = report["real"]
         lines.append(f"{mode:<15}{'real videos (whole video)':<26}{real['r2']:>8.3f}"
@@ -254,16 +304,31 @@ def write_cascade_table(
             **report,
             "fid": fid,
             "fvd16": fvd,
+            "pad_to": pad_to,
+            "fid_112": fid_native,
+            "fvd16_112": fvd_native,
             "seconds_per_video": seconds,
             "generation_warnings": generation.get("warnings", []),
         }
-    lines.append("FID and FVD16 are over every draw (the dataset's own table: "
-                 "results/metrics/cascade_<model>_<mode>.txt); s/video = sampling seconds per "
+    lines.append("FID and FVD16: each video's first draw against the real clip it was "
+                 "conditioned on, both at 112 px centred on a black square (EchoDiffusion: "
+                 "128; results/metrics/cascade_<model>_<mode>_paired_padded.txt); _112: the "
+                 "same unpadded (..._paired.txt); every draw against the reference set: "
+                 "results/metrics/cascade_<model>_<mode>.txt. s/video = sampling seconds per "
                  "video, model loading excluded")  # fmt: skip
     with atomic_path(txt_path) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     write_json(json_path, record)
     return record
+
+
+def _fid_fvd16(record: dict) -> tuple[float | None, float | None]:
+    """A generation-metric record's FID and 16-frame FVD (None where absent)."""
+    metrics = record.get("metrics", {})
+    fid = next((v for k, v in metrics.items() if k.startswith("fid")), None)
+    fvd = next((v for k, v in metrics.items() if k.startswith("fvd") and k.endswith("_16f")),
+               None)  # fmt: skip
+    return fid, fvd
 
 
 def _cell(value: float | None, width: int, digits: int) -> str:

@@ -305,8 +305,7 @@ def write_regressor_table(record: dict, txt_path: str | Path, json_path: str | P
     lines = []
     if record.get("trained_on") and record["trained_on"] != record.get("tested_on"):
         lines.append(
-            f"trained on {record['trained_on']} (synthetic videos), tested on "
-            f"{record['tested_on']} (real videos)"
+            f"trained on {record['trained_on']}, tested on {record['tested_on']} (real videos)"
         )
     for split in record["splits"]:
         report = record["reports"][split]
@@ -363,8 +362,9 @@ def write_regressor_comparison(
             "numbers are not comparable to papers"
         )
     lines += [
-        "EF regressors side by side: all-clip mean on the real splits; trained_on names a "
-        "synthetic dataset (<system>_<name>) for synthetic-trained runs",
+        "EF regressors side by side: all-clip mean on the real splits; trained_on names the "
+        "training videos: a real dataset, a synthetic one (<system>_<name>), both pooled "
+        "(+), balanced per 1-% EF bin, or a random subset",
         table.to_string(index=False, float_format=lambda v: f"{v:.3f}"),
     ]
     with atomic_path(txt_path) as tmp:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 from trainer_cases import phantom_dynamic
 
 from echogen.data.errors import DataError
@@ -22,7 +24,7 @@ from echogen.pipelines.cascade_sampling import (
     source_clips,
     source_rows,
 )
-from echogen.pipelines.cascade_scoring import score_samples
+from echogen.pipelines.cascade_scoring import score_samples, write_paired_frames
 from echogen.pipelines.synthetic import gather_samples, read_filelist, sample_seed
 from echogen.training.cascade import train_cascade_stage_from_config
 
@@ -76,6 +78,41 @@ def test_plans_draws_of_each_video(cascade):
         CascadeSampleConfig(mode="both")
     with pytest.raises(ValueError, match="ef_range"):
         CascadeSampleConfig(ef_range=[50, 40])
+
+
+def test_balanced_plan_fills_the_histogram_from_shuffled_anatomies():
+    efs = [22.5, 40.2, 40.7, 41.1, 43.9, 60.0, 61.5]
+    sources = pd.DataFrame({"FileName": [f"v{i}" for i in range(7)], "EF": efs,
+                            "Split": "TRAIN"})  # fmt: skip
+    config = CascadeSampleConfig(mode="balanced", split="TRAIN", ef_range=[40, 45], per_bin=2)
+    plan = plan_cascade_samples(sources, config, SEED)
+    # Bins 40..44 filled up to 2 videos: 40 has 2, 41 and 43 one, 42 and 44 none.
+    assert sorted(plan["EF"].astype(int)) == [41, 42, 42, 43, 44, 44]
+    assert plan["EF"].is_monotonic_increasing and plan["EF"].between(40, 45).all()
+    assert list(plan["index"]) == list(range(6)) and list(plan["FileName"]) == [
+        f"sample_{i:05d}" for i in range(6)
+    ]
+    # Anatomies in turn from one shuffle (7 sources > 6 targets): none used twice.
+    assert plan["Source"].is_unique and (plan["Resample"] == 0).all()
+    assert (plan["SourceEF"] == plan["video"].map(dict(enumerate(efs)))).all()
+    assert plan.equals(plan_cascade_samples(sources, config, SEED))
+    assert not plan["Source"].equals(plan_cascade_samples(sources, config, SEED + 1)["Source"])
+    # More targets than anatomies: a second shuffle, Resample counts the earlier uses.
+    wide = plan_cascade_samples(sources.head(2), CascadeSampleConfig(
+        mode="balanced", split="TRAIN", ef_range=[50, 55], per_bin=1), SEED)  # fmt: skip
+    assert len(wide) == 5 and sorted(wide["Resample"]) == [0, 0, 1, 1, 2]
+    for _, uses in wide.groupby("Source")["Resample"]:
+        assert list(uses) == list(range(len(uses)))
+    # The balanced mode's defaults are the reference's, not the evaluation's.
+    defaults = CascadeSampleConfig.from_settings({"mode": "balanced"})
+    assert (defaults.split, defaults.ef_range, defaults.per_bin, defaults.cond_scale) == (
+        "TRAIN", [10.0, 90.0], 100, 1.0)  # fmt: skip
+    assert CascadeSampleConfig.from_settings({"mode": "factual"}).split == "VAL"
+    assert CascadeSampleConfig.from_settings({"mode": "balanced", "split": "VAL"}).split == "VAL"
+    with pytest.raises(DataError, match="nothing to generate") as error:
+        plan_cascade_samples(sources, CascadeSampleConfig(
+            mode="balanced", split="TRAIN", ef_range=[40, 41], per_bin=2), SEED)  # fmt: skip
+    assert "per_bin" in error.value.fix
 
 
 def test_shards_give_the_same_videos(cascade, tmp_path):
@@ -134,6 +171,17 @@ def test_scoring_pairs_each_sample_with_the_clip_it_was_conditioned_on(cascade, 
         write_video(folder / "Videos" / f"{name}.mp4", grey, record["video"]["fps"])
     same = score_samples(*args, size=32, root=cascade["root"])
     assert (same["ssim"] > 0.9).all() and (same["ssim"] > scores["ssim"] + 0.3).all()
+    # FID/FVD frame folders: each first draw beside its real clip, frame names zero-padded.
+    paired = tmp_path / "paired"
+    assert write_paired_frames(folder, cascade["manifest"], paired, size=32,
+                               root=cascade["root"]) == 2  # fmt: skip
+    for v, name in enumerate(filelist["FileName"]):
+        real_frames = sorted((paired / "real" / name).iterdir())
+        assert [p.name for p in real_frames[:2]] == ["0000.jpg", "0001.jpg"]
+        assert len(real_frames) == len(list((paired / "fake" / name).iterdir())) == 16
+        clip = (source_clip(clips, v, 0)[0].mean(dim=0) * 255).round().byte().numpy()
+        first = np.asarray(Image.open(real_frames[0]))
+        assert first.shape == (32, 32) and np.abs(first.astype(int) - clip[0]).mean() < 3
     with pytest.raises(DataError, match="no prediction"):
         score_samples(folder, cascade["manifest"], generated, generated, size=32,
                       root=cascade["root"])  # fmt: skip

@@ -80,9 +80,12 @@ def test_report_mean_best_by_ef_and_the_references_per_metric_best():
 
 def test_table_rows_are_labelled(tmp_path):
     report = cascade_report(scores_table())
-    generation = {"metrics": {"fid50k_full": 12.3, "fvd2048_16f": 60.5}, "warnings": ["few"]}
+    padded = {"fid50k_full": {"pad_to": 128}, "fvd2048_16f": {"pad_to": 128}}
+    generation = {"metrics": {"fid50k_full": 12.3, "fvd2048_16f": 60.5}, "warnings": ["few"],
+                  "details": padded}  # fmt: skip
+    native = {"metrics": {"fid50k_full": 14.25, "fvd2048_16f": 71.5}}
     sampling = {"timing": {"seconds": 12.0, "videos": 4}}
-    task = {"report": report, "generation": generation, "sampling": sampling}
+    task = {"report": report, "generation": generation, "native": native, "sampling": sampling}
     record = write_cascade_table("1SCM", {"counterfactual": task}, tmp_path / "t.txt",
                                  tmp_path / "t.json", plumbing=True, regressor="tiny")  # fmt: skip
     text = (tmp_path / "t.txt").read_text()
@@ -90,6 +93,11 @@ def test_table_rows_are_labelled(tmp_path):
     for label in ("mean over 3", "best of 3 (EF)", "best of 3 (per metric)", "real videos"):
         assert label in text
     assert "12.30" in text and "60.5" in text and "3.00" in text  # FID, FVD16, s/video
+    assert "14.25" in text and "71.5" in text and "FID_112" in text  # unpadded
+    assert "centred on a black square" in text
     saved = json.loads((tmp_path / "t.json").read_text())
     assert saved == json.loads(json.dumps(record))
     assert saved["tasks"]["counterfactual"]["seconds_per_video"] == 3.0
+    task_record = saved["tasks"]["counterfactual"]
+    assert (task_record["fid"], task_record["fvd16"], task_record["pad_to"]) == (12.3, 60.5, 128)
+    assert (task_record["fid_112"], task_record["fvd16_112"]) == (14.25, 71.5)

@@ -7,7 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from echogen.data.ef_balance import balanced_ef_targets, balanced_rows, ef_bins
+from echogen.data.ef_balance import (
+    balanced_ef_targets,
+    balanced_rows,
+    describe_training,
+    ef_bins,
+    regressor_training_manifest,
+)
 
 
 def test_targets_flatten_the_histogram():
@@ -42,3 +48,66 @@ def test_balanced_rows_cap_each_bin():
         for s in range(20)
     ]
     assert not all(repeats)
+
+
+def _manifest(prefix, splits, efs):
+    return pd.DataFrame({"FileName": [f"{prefix}{i}" for i in range(len(efs))],
+                         "EF": efs, "Split": splits})  # fmt: skip
+
+
+def test_regressor_training_manifest_pools_balances_and_limits():
+    real = _manifest("r", ["TRAIN"] * 4 + ["VAL", "TEST"], [20.5, 20.7, 35.0, 60.2, 50.0, 44.0])
+    synthetic = _manifest("s", ["TRAIN"] * 3 + ["VAL"], [20.1, 41.0, 42.0, 30.0])
+    # Real only: TRAIN then VAL, TEST dropped.
+    only = regressor_training_manifest(real)
+    assert list(only["FileName"]) == ["r0", "r1", "r2", "r3", "r4"]
+    # Synthetic only (EchoNet-Synthetic): its own TRAIN and VAL rows.
+    synth = regressor_training_manifest(real, synthetic)
+    assert list(synth["FileName"]) == ["s0", "s1", "s2", "s3"]
+    # Pooled (EchoDiffusion): real and synthetic TRAIN, real VAL.
+    pooled = regressor_training_manifest(real, synthetic, with_real=True)
+    assert list(pooled.loc[pooled.Split == "TRAIN", "FileName"]) == [
+        "r0", "r1", "r2", "r3", "s0", "s1", "s2"]  # fmt: skip
+    assert list(pooled.loc[pooled.Split == "VAL", "FileName"]) == ["r4"]
+    # Balanced: bin 20 holds three rows, capped at 2; every other bin kept whole.
+    capped = regressor_training_manifest(real, synthetic, with_real=True,
+                                         balance={"per_bin": 2}, seed=3)  # fmt: skip
+    train = capped[capped.Split == "TRAIN"]
+    assert list(ef_bins(train["EF"])) == [20, 20, 35, 41, 42, 60]
+    assert train["FileName"].is_unique
+    ranged = regressor_training_manifest(
+        real, synthetic, with_real=True, balance={"per_bin": None, "ef_range": [30, 50]}
+    )
+    assert list(ranged.loc[ranged.Split == "TRAIN", "FileName"]) == ["r2", "s1", "s2"]
+    # With replacement, a row drawn twice gets a distinct name.
+    names = set()
+    for seed in range(20):
+        drawn = regressor_training_manifest(
+            real, synthetic, with_real=True, seed=seed,
+            balance={"per_bin": 2, "with_replacement": True})  # fmt: skip
+        assert drawn["FileName"].is_unique
+        names |= set(drawn["FileName"])
+    assert any("~1" in name for name in names)
+    # Limit: that many TRAIN rows at random, without replacement; seeded.
+    limited = regressor_training_manifest(real, limit=2, seed=1)
+    train = limited[limited.Split == "TRAIN"]
+    assert len(train) == 2 and set(train["FileName"]) < {"r0", "r1", "r2", "r3"}
+    assert limited.equals(regressor_training_manifest(real, limit=2, seed=1))
+    assert len(regressor_training_manifest(real, limit=99)) == 5
+    with pytest.raises(ValueError, match="limit"):
+        regressor_training_manifest(real, limit=0)
+    with pytest.raises(ValueError, match="both the real and the synthetic"):
+        regressor_training_manifest(real, real, with_real=True)
+
+
+def test_describe_training_names_the_pool():
+    assert describe_training({"dataset": "dynamic"}) == "dynamic"
+    assert describe_training({"dataset": "dynamic", "synthetic": "lvdm_dynamic"}) == "lvdm_dynamic"
+    run = {"dataset": "dynamic", "synthetic": "cascade_1SCM_balanced", "with_real": True,
+           "balance": {"per_bin": 20, "ef_range": [0, 100]}}  # fmt: skip
+    assert describe_training(run) == (
+        "dynamic + cascade_1SCM_balanced, <= 20 per 1-% EF bin in [0, 100]"
+    )
+    assert describe_training({"dataset": "dynamic", "limit": 790}) == (
+        "dynamic, 790 TRAIN videos at random"
+    )

@@ -36,6 +36,7 @@ from echogen.metrics.frechet import FeatureStats, frechet_distance
 from echogen.metrics.generation import (
     METRICS,
     evaluate_generation,
+    pad_frames,
     parse_metric,
     tf32_off,
     write_metric_table,
@@ -453,6 +454,65 @@ def test_fid_matches_an_independent_computation(tmp_path, detector_files, nets):
     }
     assert record["verified"] == {"inception": False}  # a tiny stand-in, pinned or not
     assert detail["warning"] is None and record["warnings"] == []  # 1000 fake frames: fid1k
+
+
+def _imagemagick() -> bool:
+    if shutil.which("convert") is None:
+        return False
+    result = subprocess.run(["convert", "-version"], capture_output=True, text=True)
+    return "ImageMagick" in result.stdout and result.returncode == 0
+
+
+@pytest.mark.skipif(not _imagemagick(), reason="ImageMagick's convert is absent")
+@pytest.mark.parametrize(("height", "width", "size"), [(112, 112, 128), (5, 8, 10)])
+def test_padding_matches_imagemagick_centre_extent(tmp_path, height, width, size):
+    """EchoDiffusion pads its frames with `convert -background black -gravity center -extent`."""
+    frame = np.random.default_rng(0).integers(1, 256, (height, width, 3), dtype=np.uint8)
+    Image.fromarray(frame).save(tmp_path / "in.png")
+    subprocess.run(
+        ["convert", tmp_path / "in.png", "-background", "black", "-gravity", "center",
+         "-extent", f"{size}x{size}", "+repage", tmp_path / "out.png"],
+        check=True,
+    )  # fmt: skip
+    expected = np.asarray(Image.open(tmp_path / "out.png").convert("RGB"))
+    assert np.array_equal(pad_frames(frame[None], size)[0], expected)
+    with pytest.raises(DataError, match=f"do not fit a {height - 1}x{height - 1} canvas"):
+        pad_frames(frame[None], height - 1)
+
+
+def test_padded_fid_and_fvd_match_an_independent_computation(tmp_path, detector_files, nets):
+    rng = np.random.default_rng(4)
+    real = moving_videos(rng, [8] * 6)
+    fake = perturbed(rng, moving_videos(rng, [8] * 5), 20)
+    write_set(tmp_path / "real", real)
+    write_set(tmp_path / "fake", fake)
+    metrics = ["fid1k_full", "fvd10_8f"]
+    record = evaluate_generation(
+        tmp_path / "real", tmp_path / "fake", metrics, detector_files, tmp_path / "cache",
+        seed=0, pad_to=SIZE + 8,
+    )  # fmt: skip
+
+    def padded(frames):  # (N, H, W) grey, 4 black pixels on every side
+        return np.pad(frames, ((0, 0), (4, 4), (4, 4)))
+
+    expected_fid = reference_fd(
+        inception_features(nets["inception"], padded(np.concatenate(real))),
+        inception_features(nets["inception"], padded(np.concatenate(fake))),
+    )
+    assert record["metrics"]["fid1k_full"] == pytest.approx(expected_fid, rel=1e-5)
+    expected_fvd = reference_fd(
+        i3d_features(nets["i3d"], [padded(v) for v in real]),
+        i3d_features(nets["i3d"], [padded(v) for v in fake]),
+    )
+    assert record["metrics"]["fvd10_8f"] == pytest.approx(expected_fvd, rel=1e-5)
+    assert all(record["details"][m]["pad_to"] == SIZE + 8 for m in metrics)
+    plain = evaluate_generation(
+        tmp_path / "real", tmp_path / "fake", metrics, detector_files, tmp_path / "cache", seed=0
+    )
+    assert "pad_to" not in plain["details"]["fid1k_full"]
+    assert plain["metrics"]["fid1k_full"] != pytest.approx(expected_fid, rel=1e-3)
+    # Padded and plain statistics are cached apart: two entries per metric.
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 4
 
 
 def test_inception_score_matches_an_independent_computation(tmp_path, detector_files, nets):

@@ -348,7 +348,7 @@ def test_report_matches_sklearn(data, reference, tmp_path):
     synthetic = {**record, "trained_on": "lvdm_dynamic", "tested_on": "dynamic"}
     write_regressor_table(synthetic, tmp_path / "s.txt", tmp_path / "s.json")
     first = (tmp_path / "s.txt").read_text().splitlines()[0]
-    assert first == "trained on lvdm_dynamic (synthetic videos), tested on dynamic (real videos)"
+    assert first == "trained on lvdm_dynamic, tested on dynamic (real videos)"
     real = {**record, "trained_on": "dynamic", "tested_on": "dynamic"}
     both = write_regressor_comparison({"real": real, "synth": synthetic}, tmp_path / "all.txt")
     assert both["run"].tolist() == ["real", "real", "synth", "synth"]

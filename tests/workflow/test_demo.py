@@ -4,6 +4,7 @@ the report, and re-runs that resume from training state."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -182,8 +183,9 @@ def test_demo_synthetic_trained_regressor_beside_the_real_one(demo_all):
     real = read_manifest(demo_all / "resources/manifests/dynamic.csv")
     assert record["reports"]["TEST"]["n"] == int((real["Split"] == "TEST").sum())
     table = (demo_all / "results/metrics/regressors.txt").read_text()
-    assert "tiny_synthetic_dynamic lvdm_dynamic" in table and "tiny_dynamic" in table
-    assert table.startswith("PLUMBING CHECK: tiny_dynamic, tiny_synthetic_dynamic use tiny")
+    assert re.search(r"tiny_synthetic_dynamic +lvdm_dynamic +dynamic", table)
+    assert "tiny_dynamic" in table
+    assert table.startswith("PLUMBING CHECK: tiny_dynamic, tiny_synthetic_dynamic, tiny_balanced")
 
 
 def test_demo_regressor_rerun_resumes_from_state(demo_all):
@@ -232,6 +234,7 @@ def test_demo_summary_has_a_row_per_lvdm_dataset(demo_all):
     everything = {row["dataset"]: row for row in record["rows"]}
     cascade = [f"cascade_{m}_{mode}" for m in demo_config()["cascade"]["models"]
                for mode in demo_config()["cascade"]["samples"]["modes"]]  # fmt: skip
+    cascade.append(f"cascade_{demo_config()['cascade']['balancing']['model']}_balanced")
     assert [d for d, row in everything.items() if row["system"] == "cascade"] == cascade
     rows = {d: row for d, row in everything.items() if row["system"] != "cascade"}
     lvdm = demo_config()["lvdm"]
@@ -319,8 +322,45 @@ def test_demo_cascade_tables(demo_all):
             assert task["videos"] == samples["max_videos"] and task["draws"] == n
             assert task["mean"]["n"] == n * samples["max_videos"]
             assert 0 < task["seconds_per_video"] and task["fvd16"] is not None
+            # FID/FVD as the paper: first draws against their paired real clips, padded.
+            assert task["pad_to"] == samples.get("pad_to", 128)
+            assert task["fid_112"] is not None and task["fvd16_112"] is not None
+            paired = demo_all / f"results/paired_frames/cascade_{name}_{mode}"
+            for side in ("real", "fake"):
+                assert len(list((paired / side).iterdir())) == samples["max_videos"]
             scores = pd.read_csv(demo_all / f"results/metrics/cascade_{name}_{mode}_scores.csv")
             assert len(scores) == n * samples["max_videos"] and scores["lpips"].notna().all()
+
+
+def test_demo_ef_rebalancing(demo_all):
+    """EchoDiffusion's re-balancing in miniature: one video per target EF that fills the
+    TRAIN histogram, conditioned on TRAIN anatomies; its report; a regressor on real +
+    balanced synthetic and one on a random subset, beside the real one on real TEST."""
+    from echogen.data.ef_balance import ef_bins
+
+    balancing = demo_config()["cascade"]["balancing"]
+    model = balancing["model"]
+    real = read_manifest(demo_all / "resources/manifests/dynamic.csv")
+    train = real[real["Split"] == "TRAIN"]
+    report = pd.read_csv(demo_all / f"results/metrics/cascade_{model}_balanced_scores.csv")
+    low, high = balancing["ef_range"]
+    counts = pd.Series(ef_bins(train["EF"])).value_counts()
+    missing = sum(max(0, balancing["per_bin"] - counts.get(b, 0)) for b in range(low, high))
+    assert len(report) == missing > 0
+    assert report["EF"].between(low, high).all() and report["EF_gen"].notna().all()
+    assert set(report["Source"]) <= set(train["FileName"])
+    filled = pd.Series(ef_bins(pd.concat([train["EF"], report["EF"]]))).value_counts()
+    assert all(filled.get(b, 0) >= balancing["per_bin"] for b in range(low, high))
+    rows = read_manifest(demo_all / "results/train_regressor/tiny_balanced_dynamic/manifest.csv")
+    pooled = rows[rows["Split"] == "TRAIN"]
+    assert set(pooled["Dataset"]) == {"dynamic", f"cascade_{model}_balanced"}
+    assert pooled.groupby(ef_bins(pooled["EF"])).size().max() <= 2
+    assert (rows.loc[rows["Split"] == "VAL", "Dataset"] == "dynamic").all()
+    subset = read_manifest(demo_all / "results/train_regressor/tiny_resampled_dynamic/manifest.csv")
+    assert (subset["Split"] == "TRAIN").sum() == 8
+    table = (demo_all / "results/metrics/regressors.txt").read_text()
+    assert f"dynamic + cascade_{model}_balanced, <= 2 per 1-% EF bin in [0, 100]" in table
+    assert "dynamic, 8 TRAIN videos at random" in table
 
 
 def test_demo_lidm_image_sets(demo_all):

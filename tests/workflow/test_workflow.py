@@ -106,8 +106,10 @@ def test_paper_dry_run_plans_every_data_rule(tmp_path):
     ]:
         assert rule in jobs, rule
     # 618 with the LVDM line (2026-11), 695 with the LIDMs, 860 with EchoDiffusion's cascades
-    # (7 stage trainings, 3 models x 2 modes x 8 sampling shards and their tables).
-    assert sum(jobs.values()) < 900
+    # (7 stage trainings, 3 models x 2 modes x 8 sampling shards and their tables), 934 with
+    # its EF re-balancing (8 more shards, 11 regressors on composed rows), 940 with the
+    # paired FID/FVD tables.
+    assert sum(jobs.values()) < 1000
     # EchoDream's two binary CardiacNet tasks x two training sources x 5 folds, from Kinetics
     # weights, each fold's classifier scored on real and synthetic TEST videos of the
     # 655-video synthetic set.
@@ -142,9 +144,14 @@ def test_paper_plan_is_sbatch_ready_with_the_slurm_profile(tmp_path):
     assert jobs["train_cascade_stage"] == 1 + 2 + 4
     assert jobs["assemble_cascade"] == len(paper["cascade"]["models"]) == 3
     assert "results/models/cascade_4SCM/stage_4" in result.stdout
-    # Every VAL video, factual and counterfactual, in 8 single-GPU shards per dataset.
+    # Every VAL video, factual and counterfactual, in 8 single-GPU shards per dataset, and
+    # the 4SCM re-balancing set in 8 more.
     modes = paper["cascade"]["samples"]["modes"]
-    assert jobs["sample_cascade"] == 3 * len(modes) * paper["cascade"]["shards"] == 48
+    assert jobs["sample_cascade"] == (3 * len(modes) + 1) * paper["cascade"]["shards"] == 56
+    assert "results/sample_shards/cascade_4SCM_balanced/8-of-8" in result.stdout
+    # EchoDiffusion's regressors on composed rows: real + the set capped at 5 ... 100 per
+    # bin or whole, and 5 random subsets of the real TRAIN videos.
+    assert jobs["regressor_manifest"] == 6 + 5
     whole_node = {"train_vae", "train_lvdm", "train_cascade_stage"}
     for train in [job.resources for job in blocks if job.rule in whole_node]:
         assert (train["gpu"], train["gpu_model"], train["slurm_partition"]) == ("8", "a100", "gpu")
@@ -156,7 +163,7 @@ def test_paper_plan_is_sbatch_ready_with_the_slurm_profile(tmp_path):
     )
     assert jobs["train_privacy"] == 4 and result.stdout.count(imagenet) == 4
     shards = [job.resources for job in blocks if job.rule == "sample_cascade"]
-    assert len(shards) == 48 and all(shard["gpu"] == "1" for shard in shards)
+    assert len(shards) == 56 and all(shard["gpu"] == "1" for shard in shards)
     shards = [job.resources for job in blocks if job.rule == "sample_lvdm"]
     assert len(shards) == jobs["sample_lvdm"]
     assert all(shard["gpu"] == "1" and shard["gpu_model"] == "a100" for shard in shards)
@@ -230,7 +237,8 @@ def test_released_cascade_is_imported_instead_of_trained(tmp_path):
     assert "output: results/models/cascade_1SCM/cascade.json, results/models/cascade_1SCM/" in (
         result.stdout
     )
-    assert jobs["sample_cascade"] == 4 and jobs["cascade_table"] == 2
+    # Factual and counterfactual of both cascades, and the 1SCM's re-balancing set.
+    assert jobs["sample_cascade"] == 4 + 1 and jobs["cascade_table"] == 2
 
 
 def test_synthetic_trained_regressor_plans_its_manifest_and_the_side_by_side_table(tmp_path):
@@ -239,9 +247,26 @@ def test_synthetic_trained_regressor_plans_its_manifest_and_the_side_by_side_tab
     )
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = planned_jobs(result.stdout)
-    assert jobs["synthetic_manifest"] == 1 and jobs["compare_regressors"] == 1
-    assert jobs["train_regressor"] == 2 and jobs["evaluate_regressor"] == 2
+    assert jobs["synthetic_manifest"] == 2 and jobs["compare_regressors"] == 1
+    assert jobs["train_regressor"] == 4 and jobs["evaluate_regressor"] == 4
     assert "input: results/samples/lvdm_dynamic/manifest.csv\n" in result.stdout
+    # EchoDiffusion's runs train on composed rows: real + the re-balancing set, and a subset.
+    assert jobs["regressor_manifest"] == 2
+    composed = (
+        "input: resources/manifests/dynamic.csv, results/samples/cascade_1SCM_balanced/"
+        "manifest.csv\n    output: results/train_regressor/tiny_balanced_dynamic/manifest.csv"
+    )
+    assert composed in result.stdout
+    assert "input: results/train_regressor/tiny_resampled_dynamic/manifest.csv" in result.stdout
+    config = demo_config()
+    config["regressors"]["runs"]["tiny_resampled_dynamic"]["with_real"] = True
+    path = tmp_path / "alone.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = snakemake("-n", "--configfile", path, "--directory", tmp_path, "train_regressors")
+    assert result.returncode != 0
+    assert "tiny_resampled_dynamic.with_real is set but `synthetic` is not" in (
+        result.stdout + result.stderr
+    )
     config = demo_config()
     config["regressors"]["runs"]["tiny_synthetic_dynamic"]["synthetic"] = "lvdm_nowhere"
     path = tmp_path / "bad.yaml"
@@ -293,6 +318,7 @@ def test_an_inactive_system_adds_no_rules(tmp_path):
     config["lvdm"]["activate"] = False
     config["cascade"]["activate"] = False
     del config["regressors"]["runs"]["tiny_synthetic_dynamic"]  # trains on an LVDM set
+    del config["regressors"]["runs"]["tiny_balanced_dynamic"]  # and on a cascade set
     config["evaluation"]["ef_fidelity"]["datasets"] = []
     path = tmp_path / "no_lvdm.yaml"
     path.write_text(yaml.safe_dump(config))
