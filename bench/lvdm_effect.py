@@ -27,16 +27,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lvdm_demo_fidelity import distance_rows  # noqa: E402
+from overlay_run import fvd_ordering, metric_value, run_workflow  # noqa: E402
 
 from echogen.data.class_rows import sample_rows  # noqa: E402
 from echogen.pipelines.classification import predict_classes  # noqa: E402
@@ -58,31 +56,6 @@ EF_TARGET_R2 = 0.5
 CLASS_TARGET = 0.8
 
 
-def run_workflow(out: Path, parts: list[str]) -> float:
-    """Build the parts' targets in ``out``; returns the wall time (s)."""
-    env = dict(os.environ)
-    env["PATH"] = f"{REPO}/tests/workflow/no_slurm:{REPO}/.venv/bin:{env['PATH']}"
-    env["PYTHONPATH"] = str(REPO)
-    targets = [t for part in parts for t in TARGETS[part]]
-    command = [
-        str(REPO / ".venv/bin/snakemake"),
-        "--snakefile", str(REPO / "Snakefile"),
-        "--profile", str(REPO / "profiles/ci"),
-        "--max-threads", "2",
-        "--configfile", str(REPO / "config/config.yaml"), str(OVERLAY),
-        "--directory", str(out),
-        *targets,
-    ]  # fmt: skip
-    print("$", " ".join(command), flush=True)
-    start = time.perf_counter()
-    subprocess.run(command, env=env, check=True)
-    return time.perf_counter() - start
-
-
-def _value(record: dict, metric: str) -> float:
-    return float(record[metric]["value"])
-
-
 def ef_report(out: Path) -> bool:
     regressor = json.loads((out / "results/metrics/regressor_tiny_dynamic.json").read_text())
     test = regressor["reports"]["TEST"]["all_clips"]
@@ -98,16 +71,16 @@ def ef_report(out: Path) -> bool:
     )
     r_requested = np.corrcoef(joined["EF_predicted"], joined["EF_requested"])[0, 1]
     r_cond = np.corrcoef(joined["EF_predicted"], joined["EF_cond"])[0, 1]
-    r2 = _value(fidelity["metrics"], "r2")
+    r2 = metric_value(fidelity["metrics"], "r2")
     print("\n## EF control (lvdm_dynamic; all-clip mean of the regressor trained on real videos)")
     print(f"{'':44s} {'n':>4s} {'MAE':>7s} {'R2':>7s}")
     print(
         f"{'regressor on real TEST videos (ceiling)':44s} {test['n']:4d} "
-        f"{_value(test, 'mae'):7.2f} {_value(test, 'r2'):7.3f}"
+        f"{metric_value(test, 'mae'):7.2f} {metric_value(test, 'r2'):7.3f}"
     )
     print(
         f"{'generated: regressed vs requested EF':44s} {fidelity['n']:4d} "
-        f"{_value(fidelity['metrics'], 'mae'):7.2f} {r2:7.3f}"
+        f"{metric_value(fidelity['metrics'], 'mae'):7.2f} {r2:7.3f}"
     )
     print(f"Pearson r of regressed EF with requested EF {r_requested:.3f}, "
           f"with the conditioning video's EF {r_cond:.3f}")  # fmt: skip
@@ -135,7 +108,7 @@ def class_report(out: Path) -> bool:
         real = next(row for row in report["real"]["rows"] if row["source"] == "real")
         print(
             f"task {task} (classes {classes}): classifier trained on real videos, accuracy on "
-            f"real TEST {_value(real, 'accuracy'):.3f} ({real['n']} videos, the ceiling); "
+            f"real TEST {metric_value(real, 'accuracy'):.3f} ({real['n']} videos, the ceiling); "
             f"generated videos classified as requested {right}/{len(predictions)}"
         )
         confusion = pd.crosstab(
@@ -153,15 +126,8 @@ def class_report(out: Path) -> bool:
 
 
 def fvd_report(out: Path, seed: int) -> bool:
-    rows = distance_rows(out, out / "resources/reference_frames/dynamic_32f", "lvdm_dynamic", seed)
-    print("\n## FID / FVD16 against real TRAIN (tiny random detectors: a plumbing-level check)")
-    print(f"{'comparison':26s} {'FID':>10s} {'FVD16':>10s}")
-    for name, values in rows.items():
-        print(f"{name:26s} {values['fid50k_full']:10.3f} {values['fvd2048_16f']:10.3f}")
-    fvd = [v["fvd2048_16f"] for v in rows.values()]
-    met = fvd[0] < fvd[1] < fvd[2]
-    print(f"target FVD16 real half < generated < noise: {'met' if met else 'MISSED'}")
-    return met
+    real = out / "resources/reference_frames/dynamic_32f"
+    return fvd_ordering(out, real, "lvdm_dynamic", seed)
 
 
 def main() -> None:
@@ -174,7 +140,7 @@ def main() -> None:
     out = args.out.resolve()
     if not args.report_only:
         out.mkdir(parents=True, exist_ok=True)
-        wall = run_workflow(out, args.parts)
+        wall = run_workflow(out, OVERLAY, [t for part in args.parts for t in TARGETS[part]])
         print(f"workflow wall time {wall / 60:.1f} min on {os.cpu_count()} CPUs")
     reports = {"ef": ef_report, "class": class_report, "fvd": lambda o: fvd_report(o, args.seed)}
     results = {part: reports[part](out) for part in args.parts}
