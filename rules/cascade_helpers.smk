@@ -145,15 +145,12 @@ def cascade_score_inputs(wildcards):
 def cascade_paired_inputs(wildcards):
     """A dataset's samples, the real manifest (its clips are re-derived) and the detectors."""
     dataset = f"cascade_{wildcards.model}_{wildcards.mode}"
-    inputs = {
+    return {
         "filelist": f"results/samples/{dataset}/FileList.csv",
         "videos": f"results/samples/{dataset}/Videos",
         "manifest": cascade_manifest(wildcards),
+        **detector_inputs(cascade_samples()["metrics"]),
     }
-    for metric in cascade_samples()["metrics"]:
-        name = "i3d" if metric.startswith("fvd") else "inception"
-        inputs[name] = weights_file(name)
-    return inputs
 
 
 def cascade_table_inputs(wildcards):

@@ -348,17 +348,24 @@ def comparison(wildcards):
     return comparisons()[wildcards.run]
 
 
-def comparison_inputs(wildcards):
-    run = comparison(wildcards)
-    inputs = {"real": run["real"], "fake": run["fake"]}
+def detector_inputs(metrics):
+    """The detector weight files `metrics` need: inception for FID and IS, i3d for FVD."""
     wanted = set()
-    for metric in run["metrics"]:
+    for metric in metrics:
         if metric.startswith(("fid", "is")):
             wanted.add("inception")
         elif metric.startswith("fvd"):
             wanted.add("i3d")
-    for name in sorted(wanted):
-        inputs[name] = weights_file(name)
+    return {name: weights_file(name) for name in sorted(wanted)}
+
+
+def comparison_inputs(wildcards):
+    run = comparison(wildcards)
+    inputs = {
+        "real": run["real"],
+        "fake": run["fake"],
+        **detector_inputs(run["metrics"]),
+    }
     lpips_weights = config["metrics"]["lpips"]["weights"]
     if "lpips" in run["metrics"] and lpips_weights:
         inputs["lpips_weights"] = weights_file(lpips_weights)

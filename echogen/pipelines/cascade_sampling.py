@@ -156,9 +156,9 @@ def plan_cascade_samples(
     """One row per (video, draw): ``index``, ``FileName``, ``Split``, ``EF`` (requested),
     ``seed``, ``Source``, ``SourceEF``, ``Resample`` and ``video`` (the source's position).
     """
-    low, high = (float(v) for v in config.ef_range)
     if config.mode == "balanced":
         return _plan_balanced(sources, config, run_seed)
+    low, high = (float(v) for v in config.ef_range)
     records = []
     for v, source in enumerate(sources.itertuples(index=False)):
         requested = float(source.EF)
@@ -167,20 +167,25 @@ def plan_cascade_samples(
             requested = float(rng.uniform(low, high))
         for r in range(config.resamples):
             index = v * config.resamples + r
-            records.append(
-                {
-                    "index": index,
-                    "FileName": sample_name(index),
-                    "Split": source.Split,
-                    "EF": requested,
-                    "seed": sample_seed(run_seed, index),
-                    "Source": str(source.FileName),
-                    "SourceEF": float(source.EF),
-                    "Resample": r,
-                    "video": v,
-                }
-            )
+            records.append(_plan_row(index, source, requested, r, v, run_seed))
     return pd.DataFrame.from_records(records)
+
+
+def _plan_row(index: int, source, requested: float, resample: int, video: int,
+              run_seed: int) -> dict:  # fmt: skip
+    """Plan row ``index``: draw ``resample`` of source ``video`` (a manifest row) at EF
+    ``requested``."""
+    return {
+        "index": index,
+        "FileName": sample_name(index),
+        "Split": source.Split,
+        "EF": float(requested),
+        "seed": sample_seed(run_seed, index),
+        "Source": str(source.FileName),
+        "SourceEF": float(source.EF),
+        "Resample": int(resample),
+        "video": int(video),
+    }
 
 
 def _plan_balanced(
@@ -196,23 +201,11 @@ def _plan_balanced(
     )  # fmt: skip
     rounds = -(-len(targets) // len(sources))
     order = np.concatenate([rng.permutation(len(sources)) for _ in range(rounds)] or [[]])
+    rows = list(sources.itertuples(index=False))
     uses = np.zeros(len(sources), dtype=int)
     records = []
     for index, (target, v) in enumerate(zip(targets, order.astype(int), strict=False)):
-        source = sources.iloc[v]
-        records.append(
-            {
-                "index": index,
-                "FileName": sample_name(index),
-                "Split": source["Split"],
-                "EF": float(target),
-                "seed": sample_seed(run_seed, index),
-                "Source": str(source["FileName"]),
-                "SourceEF": float(source["EF"]),
-                "Resample": int(uses[v]),
-                "video": int(v),
-            }
-        )
+        records.append(_plan_row(index, rows[v], target, uses[v], v, run_seed))
         uses[v] += 1
     if not records:
         raise DataError(
