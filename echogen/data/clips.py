@@ -163,3 +163,71 @@ def gather_dartagnan(
 ) -> pd.DataFrame:
     """Concatenate the parts' metainfo rows into ``metainfo_out`` (see :func:`gather_parts`)."""
     return gather_parts(part_dirs, metainfo_out, quarantine_out)
+
+
+def read_metainfo(metainfo_csv: str | Path, split: str) -> pd.DataFrame:
+    """The ``split`` rows of a D'ARTAGNAN ``metainfo.csv``, by FileName, checked: every
+    column of :data:`METAINFO_COLUMNS` present and every EF a number in 0..100.
+
+    Raises:
+        DataError: a missing column, a bad EF (the row is named) or no row of the split.
+    """
+    metainfo_csv = Path(metainfo_csv)
+    rows = pd.read_csv(metainfo_csv)
+    missing = [c for c in METAINFO_COLUMNS if c not in rows.columns]
+    if missing:
+        raise DataError(metainfo_csv, f"missing columns {missing}",
+                        "re-run rule gather_dartagnan_clips")  # fmt: skip
+    ef = pd.to_numeric(rows["EF"], errors="coerce")
+    bad = rows.index[ef.isna() | (ef < 0) | (ef > 100)]
+    if len(bad):
+        first = bad[0]
+        raise DataError(metainfo_csv, f"EF {rows.loc[first, 'EF']} is not a number in 0..100",
+                        "fix the video's EF in the manifest or drop the video", row=first + 2,
+                        item=str(rows.loc[first, "FileName"]))  # fmt: skip
+    rows = rows[rows["Split"] == split].sort_values("FileName", kind="stable")
+    if rows.empty:
+        raise DataError(metainfo_csv, f"no {split} clips",
+                        "ingest a dataset with TRAIN/VAL/TEST splits")  # fmt: skip
+    return rows.reset_index(drop=True)
+
+
+def load_clip(path: str | Path, frames: int, size: int, item: str = "") -> np.ndarray:
+    """One D'ARTAGNAN clip as float32 ``(1, frames, size, size)`` in [0, 1] (bilinear,
+    antialiased resize when its frames are another size).
+
+    Raises:
+        DataError: the file cannot be read or is not a ``(frames, H, W)`` clip.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    try:
+        clip = np.load(path)
+    except (OSError, ValueError) as error:
+        raise DataError(path, f"unreadable clip ({error})", "re-run rule extract_dartagnan_clips",
+                        item=item or None) from error  # fmt: skip
+    if clip.ndim != 3 or len(clip) != frames:
+        raise DataError(path, f"clip of shape {clip.shape}, expected ({frames}, H, W)",
+                        "extract the clips with derived.dartagnan_clips.frames equal to the "
+                        "model's frames", item=item or None)  # fmt: skip
+    x = torch.from_numpy(clip.astype(np.float32))[:, None]
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
+                          align_corners=False)  # fmt: skip
+    return x[:, 0][None].clamp(0, 1).numpy()
+
+
+class DartagnanClipSet:
+    """The clips of metainfo rows as ``(clip (1, T, S, S) float32, EF)`` items."""
+
+    def __init__(self, rows: pd.DataFrame, frames: int, size: int, root: str | Path = "."):
+        self.rows, self.frames, self.size, self.root = rows, frames, size, Path(root)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.float32]:
+        row = self.rows.iloc[int(index)]
+        clip = load_clip(self.root / row["Path"], self.frames, self.size, row["FileName"])
+        return clip, np.float32(row["EF"])

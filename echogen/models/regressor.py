@@ -56,16 +56,18 @@ MODEL_PRESETS: dict[str, dict] = {
         "layers": DEFAULT_LAYERS,
         "fc_bias_init": 55.6,
     },
-    # D'ARTAGNAN's expert: R(2+1)D-18-like, 1 grey channel, "width 32-128" (PAPERS.md §6). Its
-    # code doubles a CLI width nf per stage and never records the expert's nf, so the paper's
-    # range is taken literally: 32, 64, 128 and a 4th stage kept at 128. Same family, not
-    # weight-compatible with D'ARTAGNAN's (unreleased) expert.
+    # D'ARTAGNAN's expert (models/video_expert.py of HReynaud/dartagnan): R(2+1)D-18 on 1 grey
+    # channel, widths nf * 2^i with the README's --internal_dim 32 and a stem through nf // 2
+    # channels: 7,827,621 parameters, as the reference's EFExpert (checked in
+    # tests/unit/test_dartagnan_model.py). Its fc keeps PyTorch's init in the reference; the
+    # 55.6 bias (EchoNet's) only starts it near the mean EF.
     "dartagnan_expert": {
         "arch": "r2plus1d_18",
         "in_channels": 1,
-        "widths": (32, 64, 128, 128),
+        "widths": (32, 64, 128, 256),
         "layers": DEFAULT_LAYERS,
         "fc_bias_init": 55.6,
+        "stem_mid": 16,
     },
     # CPU-sized plumbing model for tests and the phantom runs.
     "tiny": {
@@ -78,10 +80,11 @@ MODEL_PRESETS: dict[str, dict] = {
 }
 
 
-def _stem(arch: str, in_channels: int, width: int) -> nn.Sequential:
-    """torchvision's ``R2Plus1dStem`` / ``BasicStem`` with ``in_channels`` in, ``width`` out."""
+def _stem(arch: str, in_channels: int, width: int, mid: int | None = None) -> nn.Sequential:
+    """torchvision's ``R2Plus1dStem`` / ``BasicStem`` with ``in_channels`` in, ``width`` out
+    (the R(2+1)D stem through ``mid`` channels; None: 45/64 of ``width``)."""
     if arch == "r2plus1d_18":
-        mid = max(1, R2PLUS1D_STEM_MID * width // 64)
+        mid = max(1, R2PLUS1D_STEM_MID * width // 64) if mid is None else mid
         return nn.Sequential(
             nn.Conv3d(in_channels, mid, (1, 7, 7), stride=(1, 2, 2), padding=(0, 3, 3), bias=False),
             nn.BatchNorm3d(mid),
@@ -144,6 +147,8 @@ class EFRegressor(ModelMixin, ConfigMixin):
         out_features (int, 1): outputs of ``fc``; 1 regresses EF (output ``[B]``), K > 1 gives
             the logits ``[B, K]`` of a K-class video classifier (EchoDream's CardiacNet
             classifiers, :mod:`echogen.training.classifier`).
+        stem_mid (int | None, None): the R(2+1)D stem's middle width; None: 45/64 of
+            ``widths[0]`` (torchvision); D'ARTAGNAN's expert uses ``widths[0] // 2``.
 
     Paper: Ouyang et al., "Video-based AI for beat-to-beat assessment of cardiac function",
     Nature 2020; Tran et al., "A Closer Look at Spatiotemporal Convolutions", CVPR 2018.
@@ -158,6 +163,7 @@ class EFRegressor(ModelMixin, ConfigMixin):
         layers: tuple = DEFAULT_LAYERS,
         fc_bias_init: float = 55.6,
         out_features: int = 1,
+        stem_mid: int | None = None,
     ):
         super().__init__()
         if arch not in ARCHS:
@@ -172,7 +178,7 @@ class EFRegressor(ModelMixin, ConfigMixin):
             )
         conv_builder = Conv2Plus1D if arch == "r2plus1d_18" else Conv3DSimple
 
-        self.stem = _stem(arch, in_channels, widths[0])
+        self.stem = _stem(arch, in_channels, widths[0], stem_mid)
         self.layer1 = _stage(conv_builder, widths[0], widths[0], layers[0], stride=1)
         self.layer2 = _stage(conv_builder, widths[0], widths[1], layers[1], stride=2)
         self.layer3 = _stage(conv_builder, widths[1], widths[2], layers[2], stride=2)

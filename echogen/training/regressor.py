@@ -230,8 +230,12 @@ REGRESSOR_PRESETS: dict[str, dict] = {
             "precision": "fp16",
         },
     },
-    # D'ARTAGNAN's expert: grey 64-frame clips at 32 fps, /255, Adam 1e-4, lr x0.1 after 25
-    # of 50 epochs (PAPERS.md §6); its batch size is not recorded, 16 as EchoDiffusion.
+    # D'ARTAGNAN's expert (pl_modules/models/expert_trainer.py, README command): grey 64-frame
+    # clips at 32 fps, /255, MSE on EF 0-100, Adam 1e-4, batch 4, 50 epochs. Its
+    # ExponentialLR(0.95) is returned under the key "scheduler", which Lightning ignores
+    # (it reads "lr_scheduler"), so the lr it trains with is constant: lr_step_epochs None.
+    # The reference reads the processed 64-frame clips (one fixed window between ES and ED);
+    # echogen's regressor draws a random 64-frame window of the whole video each epoch.
     "dartagnan_expert": {
         "model": MODEL_PRESETS["dartagnan_expert"],
         "clips": {
@@ -248,10 +252,9 @@ REGRESSOR_PRESETS: dict[str, dict] = {
             "optimizer": "adam",
             "lr": 1e-4,
             "weight_decay": 0.0,
-            "lr_step_epochs": 25,
-            "lr_gamma": 0.1,
+            "lr_step_epochs": None,
             "epochs": 50,
-            "batch_size": 16,
+            "batch_size": 4,
             # Which checkpoint D'ARTAGNAN's expert is tested with is not recorded.
             "select": "last",
         },

@@ -72,7 +72,7 @@ def test_save_pretrained_round_trip(tmp_path):
     model = EFRegressor(**MODEL_PRESETS["dartagnan_expert"]).eval()
     model.save_pretrained(tmp_path / "model")
     loaded = EFRegressor.from_pretrained(tmp_path / "model").eval()
-    assert tuple(loaded.config.widths) == (32, 64, 128, 128)
+    assert tuple(loaded.config.widths) == (32, 64, 128, 256)
     assert loaded.config.in_channels == 1
     video = torch.randn(2, 1, 8, 32, 32, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
