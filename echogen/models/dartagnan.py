@@ -36,11 +36,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from einops import rearrange
 from torch import nn
 from torchvision.models.video.resnet import BasicBlock, Conv2Plus1D
+
+from echogen.data.ef_clips import ClipSpec
+from echogen.data.errors import DataError
+from echogen.models.regressor import load_regressor
 
 NOISE_MODES = ("mult", "concat")
 PADDING = "reflect"
@@ -322,7 +327,38 @@ def load_generator(model_dir: str | Path, device: torch.device | str = "cpu"):
     """The trained generator of a D'ARTAGNAN model folder, in eval mode."""
     path = Path(model_dir) / GENERATOR_DIR
     if not (path / "config.json").is_file():
-        from echogen.data.errors import DataError
-
         raise DataError(path, "no D'ARTAGNAN generator here", "run rule train_dartagnan first")
     return DartagnanGenerator.from_pretrained(path).to(device).eval()
+
+
+def expert_input(video: torch.Tensor, spec: ClipSpec) -> torch.Tensor:
+    """A generated clip ``(B, C, T, H, W)`` in [0, 1] as the expert reads its clips: its
+    size, channels (grey repeated) and normalisation."""
+    if video.shape[-1] != spec.size or video.shape[-2] != spec.size:
+        b = video.shape[0]
+        flat = video.transpose(1, 2).flatten(0, 1)
+        flat = F.interpolate(flat, size=(spec.size, spec.size), mode="bilinear",
+                             align_corners=False)  # fmt: skip
+        video = flat.unflatten(0, (b, -1)).transpose(1, 2)
+    if spec.channels != video.shape[1]:
+        video = video.mean(dim=1, keepdim=True).expand(-1, spec.channels, -1, -1, -1)
+    if spec.normalisation == "zscore":
+        mean = torch.as_tensor(spec.mean, dtype=video.dtype, device=video.device)
+        std = torch.as_tensor(spec.std, dtype=video.dtype, device=video.device)
+        shape = (1, -1, 1, 1, 1)
+        video = (video * 255.0 - mean.reshape(shape)) / std.reshape(shape)
+    return video
+
+
+def load_expert(expert_dir: str | Path, device) -> tuple[torch.nn.Module, ClipSpec]:
+    """The frozen EF expert (an exported regressor) in eval mode, and its clip settings.
+
+    Raises:
+        DataError: the folder is not an EF regressor (a classifier, or not exported).
+    """
+    model, spec = load_regressor(expert_dir)
+    if model.config.out_features != 1:
+        raise DataError(expert_dir, "the expert is a classifier, not an EF regressor",
+                        "point dartagnan.expert at a regressors.runs entry")  # fmt: skip
+    model.requires_grad_(False)
+    return model.to(device).eval(), spec

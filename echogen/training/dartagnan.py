@@ -41,16 +41,15 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
 from echogen.data.clips import DartagnanClipSet, read_metainfo
-from echogen.data.ef_clips import ClipSpec
-from echogen.data.errors import DataError
 from echogen.models.dartagnan import (
     DISCRIMINATOR_DIR,
     GENERATOR_DIR,
     build_discriminator,
     build_generator,
     counterfactual_efs,
+    expert_input,
+    load_expert,
 )
-from echogen.models.regressor import load_regressor
 from echogen.training import gan
 from echogen.training.engine import (
     SELECTIONS,
@@ -178,39 +177,6 @@ class DartagnanTrainConfig:
             "expert": ramp(self.expert_weight, self.expert_offset),
             "disc": ramp(self.disc_weight, self.disc_offset),
         }
-
-
-def expert_input(video: torch.Tensor, spec: ClipSpec) -> torch.Tensor:
-    """A generated clip ``(B, C, T, H, W)`` in [0, 1] as the expert reads its clips: its
-    size, channels (grey repeated) and normalisation."""
-    if video.shape[-1] != spec.size or video.shape[-2] != spec.size:
-        b = video.shape[0]
-        flat = video.transpose(1, 2).flatten(0, 1)
-        flat = F.interpolate(flat, size=(spec.size, spec.size), mode="bilinear",
-                             align_corners=False)  # fmt: skip
-        video = flat.unflatten(0, (b, -1)).transpose(1, 2)
-    if spec.channels != video.shape[1]:
-        video = video.mean(dim=1, keepdim=True).expand(-1, spec.channels, -1, -1, -1)
-    if spec.normalisation == "zscore":
-        mean = torch.as_tensor(spec.mean, dtype=video.dtype, device=video.device)
-        std = torch.as_tensor(spec.std, dtype=video.dtype, device=video.device)
-        shape = (1, -1, 1, 1, 1)
-        video = (video * 255.0 - mean.reshape(shape)) / std.reshape(shape)
-    return video
-
-
-def load_expert(expert_dir: str | Path, device) -> tuple[torch.nn.Module, ClipSpec]:
-    """The frozen EF expert (an exported regressor) in eval mode, and its clip settings.
-
-    Raises:
-        DataError: the folder is not an EF regressor (a classifier, or not exported).
-    """
-    model, spec = load_regressor(expert_dir)
-    if model.config.out_features != 1:
-        raise DataError(expert_dir, "the expert is a classifier, not an EF regressor",
-                        "point dartagnan.expert at a regressors.runs entry")  # fmt: skip
-    model.requires_grad_(False)
-    return model.to(device).eval(), spec
 
 
 def _generator_seed(seed: int, stream: int, *keys: int) -> tuple[np.random.Generator, int]:

@@ -20,10 +20,11 @@ from echogen.models.dartagnan import (
     build_discriminator,
     build_generator,
     counterfactual_efs,
+    expert_input,
     shared_noise,
 )
 from echogen.models.regressor import MODEL_PRESETS, EFRegressor
-from echogen.training.dartagnan import DartagnanTrainConfig, expert_input
+from echogen.training.dartagnan import DartagnanTrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
