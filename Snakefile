@@ -42,6 +42,11 @@ if system_on("cascade"):
     include: "rules/cascade.smk"
 
 
+if system_on("dartagnan"):
+
+    include: "rules/dartagnan.smk"
+
+
 include: "rules/synthetic.smk"
 include: "rules/metrics.smk"
 include: "rules/evaluation.smk"

@@ -34,8 +34,10 @@ def test_every_key_has_description_type_and_default(schema):
         # which published weights a regressor starts from, a video folder's path, what an
         # LVDM is conditioned on and trained with, what a synthetic dataset samples from, the
         # path of a dataset's released re-identification weights, the classes of a
-        # classification task, a dataset's prompt template.
+        # classification task, a dataset's prompt template, D'ARTAGNAN's expert and
+        # independent regressor and what an inference item names.
         no_default = (".root", ".real", ".fake", ".metrics", ".kind", ".weights", ".preset")
+        no_default += ("dartagnan.expert", "dartagnan.regressor")
         no_default += (".conditioning", ".datasets", ".model", ".dataset", ".n_samples")
         if (
             is_leaf
@@ -47,6 +49,7 @@ def test_every_key_has_description_type_and_default(schema):
                     "evaluation.classification.tasks.",
                     "lvdm.models.<name>.prompt.",
                     "lvdm.models.<name>.prompt_names.",
+                    "dartagnan.inference.items.",
                 )
             )
         ):

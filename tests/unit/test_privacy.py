@@ -338,7 +338,8 @@ def test_filter_drops_exact_copy_of_a_train_frame(trained, tmp_path):
     emb = embed(model, first, batch_size=5, device="cpu")
     train, held = emb[:8], emb[8:]
     corr = np.corrcoef(np.vstack([train, held]))[:8, 8:]
-    assert summary["tau"] == pytest.approx(np.percentile(corr.max(axis=1), 95), abs=1e-9)
+    # float32 embeddings: the two correlation routes agree to ~1e-9, BLAS-dependent.
+    assert summary["tau"] == pytest.approx(np.percentile(corr.max(axis=1), 95), abs=1e-7)
     scores = pd.read_csv(tmp_path / "out" / "scores.csv")
     assert scores["kept"].tolist() == [False, True, True, True]
     assert (scores["max_corr"].iloc[1:] < summary["tau"]).all()
@@ -349,7 +350,7 @@ def test_filter_drops_exact_copy_of_a_train_frame(trained, tmp_path):
     )
     assert test_only["n_heldout"] == 3 and test_only["heldout"] == ["TEST"]
     expected = np.percentile(np.corrcoef(np.vstack([train, emb[11:]]))[:8, 8:].max(axis=1), 95)
-    assert test_only["tau"] == pytest.approx(expected, abs=1e-9)
+    assert test_only["tau"] == pytest.approx(expected, abs=1e-7)
     with pytest.raises(ValueError, match="heldout"):
         filter_samples(root / "trained", index, tmp_path / "samples", tmp_path / "u", heldout=())
 

@@ -236,7 +236,9 @@ def test_demo_summary_has_a_row_per_lvdm_dataset(demo_all):
                for mode in demo_config()["cascade"]["samples"]["modes"]]  # fmt: skip
     cascade.append(f"cascade_{demo_config()['cascade']['balancing']['model']}_balanced")
     assert [d for d, row in everything.items() if row["system"] == "cascade"] == cascade
-    rows = {d: row for d, row in everything.items() if row["system"] != "cascade"}
+    dartagnan = [f"dartagnan_{m}_counterfactual" for m in demo_config()["dartagnan"]["models"]]
+    assert [d for d, row in everything.items() if row["system"] == "dartagnan"] == dartagnan
+    rows = {d: row for d, row in everything.items() if row["system"] == "lvdm"}
     lvdm = demo_config()["lvdm"]
     assert list(rows) == [f"lidm_{name}" for name in lvdm["lidms"]] + [
         f"lvdm_{name}" for name in lvdm["samples"]
@@ -361,6 +363,38 @@ def test_demo_ef_rebalancing(demo_all):
     table = (demo_all / "results/metrics/regressors.txt").read_text()
     assert f"dynamic + cascade_{model}_balanced, <= 2 per 1-% EF bin in [0, 100]" in table
     assert "dynamic, 8 TRAIN videos at random" in table
+
+
+def test_demo_dartagnan(demo_all):
+    """D'ARTAGNAN's table (both regressors, SSIM, LPIPS, FID, FVD16), its per-sample scores,
+    and the counterfactuals of the inference items, one a dataset video, one a plain file."""
+    section = demo_config()["dartagnan"]
+    record = json.loads((demo_all / "results/metrics/dartagnan.json").read_text())
+    assert (record["regressor"], record["expert"]) == (section["regressor"], section["expert"])
+    table = (demo_all / "results/metrics/dartagnan.txt").read_text()
+    assert "plumbing check" in table and "SSIM 0.79, R2 0.51" in table
+    for name in section["models"]:
+        model = record["models"][name]
+        assert model["plumbing"] and set(model) >= {"all", "VAL", "TEST", "fid", "fvd16"}
+        assert model["all"]["n"] == 8 and 0 < model["all"]["ssim"] <= 1  # 4 VAL + 4 TEST
+        scores = pd.read_csv(
+            demo_all / f"results/metrics/dartagnan_{name}_counterfactual_scores.csv"
+        )
+        assert ((scores["EF"] - scores["SourceEF"]).abs() >= 10).all()
+        folder = demo_all / f"results/models/dartagnan_{name}"
+        assert (folder / "generator/config.json").is_file() and (folder / "log.csv").is_file()
+    inference = section["inference"]
+    out = demo_all / f"results/counterfactuals/dartagnan_{inference['model']}"
+    listing = pd.read_csv(out / "FileList.csv")
+    items = inference["items"]
+    assert listing["Input"].tolist() == [
+        f"{item['dataset']}:{item['video']}" if "dataset" in item else item["path"]
+        for item in items
+    ]
+    assert listing["EF"].tolist() == [item["ef"] for item in items]
+    assert any("path" in item for item in items) and listing["EF_expert"].notna().all()
+    for name in listing["FileName"]:
+        assert (out / "Videos" / f"{name}.mp4").is_file() and (out / "frames" / name).is_dir()
 
 
 def test_demo_lidm_image_sets(demo_all):

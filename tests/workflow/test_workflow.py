@@ -152,7 +152,16 @@ def test_paper_plan_is_sbatch_ready_with_the_slurm_profile(tmp_path):
     # EchoDiffusion's regressors on composed rows: real + the set capped at 5 ... 100 per
     # bin or whole, and 5 random subsets of the real TRAIN videos.
     assert jobs["regressor_manifest"] == 6 + 5
-    whole_node = {"train_vae", "train_lvdm", "train_cascade_stage"}
+    # D'ARTAGNAN: its expert (a regressor run), the generator on a node of 8 GPUs, and the
+    # counterfactuals of every VAL and TEST clip in 8 single-GPU shards.
+    assert "output: results/models/regressor_dartagnan_expert" in result.stdout
+    assert jobs["train_dartagnan"] == len(paper["dartagnan"]["models"]) == 1
+    assert jobs["sample_dartagnan"] == paper["dartagnan"]["shards"] == 8
+    assert "results/sample_shards/dartagnan_reference_counterfactual/8-of-8" in result.stdout
+    assert jobs["dartagnan_table"] == 1
+    shards = [job.resources for job in blocks if job.rule == "sample_dartagnan"]
+    assert len(shards) == 8 and all(shard["gpu"] == "1" for shard in shards)
+    whole_node = {"train_vae", "train_lvdm", "train_cascade_stage", "train_dartagnan"}
     for train in [job.resources for job in blocks if job.rule in whole_node]:
         assert (train["gpu"], train["gpu_model"], train["slurm_partition"]) == ("8", "a100", "gpu")
     for train in [job.resources for job in blocks if job.rule in ("train_lidm", "train_privacy")]:
@@ -248,7 +257,7 @@ def test_synthetic_trained_regressor_plans_its_manifest_and_the_side_by_side_tab
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = planned_jobs(result.stdout)
     assert jobs["synthetic_manifest"] == 2 and jobs["compare_regressors"] == 1
-    assert jobs["train_regressor"] == 4 and jobs["evaluate_regressor"] == 4
+    assert jobs["train_regressor"] == 5 and jobs["evaluate_regressor"] == 5  # + the expert
     assert "input: results/samples/lvdm_dynamic/manifest.csv\n" in result.stdout
     # EchoDiffusion's runs train on composed rows: real + the re-balancing set, and a subset.
     assert jobs["regressor_manifest"] == 2
@@ -311,12 +320,13 @@ def test_configfile_replaces_the_demo_config_whatever_the_profile(tmp_path):
 
 
 def test_an_inactive_system_adds_no_rules(tmp_path):
-    """`lvdm.activate: false` (and the cascade's): rules/lvdm.smk is not included, so no LVDM
-    job, no synthetic dataset and no summary table are planned; the other stages plan as
-    before."""
+    """`lvdm.activate: false` (and the cascade's, D'ARTAGNAN's): rules/lvdm.smk is not
+    included, so no LVDM job, no synthetic dataset and no summary table are planned; the
+    other stages plan as before."""
     config = demo_config()
     config["lvdm"]["activate"] = False
     config["cascade"]["activate"] = False
+    config["dartagnan"]["activate"] = False
     del config["regressors"]["runs"]["tiny_synthetic_dynamic"]  # trains on an LVDM set
     del config["regressors"]["runs"]["tiny_balanced_dynamic"]  # and on a cascade set
     config["evaluation"]["ef_fidelity"]["datasets"] = []
@@ -327,7 +337,7 @@ def test_an_inactive_system_adds_no_rules(tmp_path):
     jobs = planned_jobs(result.stdout)
     assert "train_regressor" in jobs and "ingest_dynamic" in jobs
     assert not {"train_vae", "train_lvdm", "sample_lvdm", "summarize_datasets"} & set(jobs)
-    assert not {"train_cascade_stage", "sample_cascade"} & set(jobs)
+    assert not {"train_cascade_stage", "sample_cascade", "train_dartagnan"} & set(jobs)
     listed = snakemake("--list-rules", "--configfile", path, "--directory", tmp_path)
     assert "train_lvdm" not in listed.stdout and "ingest_dynamic" in listed.stdout
 

@@ -1,0 +1,40 @@
+"""Rule dartagnan_table: D'ARTAGNAN's table over every model's counterfactuals."""
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from echogen.pipelines.dartagnan import write_dartagnan_table
+from echogen.workflow import setup_logging
+
+if TYPE_CHECKING:
+    from snakemake.script import snakemake
+
+
+def main(models: list[str], plumbing: list[bool], scores: list[str], generation: list[str],
+         txt: str, record: str, regressor: str, expert: str) -> None:  # fmt: skip
+    entries = {}
+    for name, tiny, score, metrics in zip(models, plumbing, scores, generation, strict=True):
+        metrics = json.loads(Path(metrics).read_text())
+        entries[name] = {
+            "scores": pd.read_csv(score, dtype={"FileName": str, "Source": str}),
+            "generation": metrics,
+            "plumbing": tiny or not all(metrics.get("verified", {}).values()),
+        }
+    write_dartagnan_table(entries, txt, record, regressor, expert)
+
+
+if "snakemake" in globals():
+    setup_logging(snakemake.log[0])
+    main(
+        list(snakemake.params.models),
+        list(snakemake.params.plumbing),
+        list(snakemake.input.scores),
+        list(snakemake.input.generation),
+        snakemake.output.table,
+        snakemake.output.record,
+        snakemake.params.regressor,
+        snakemake.params.expert,
+    )
