@@ -68,7 +68,12 @@ AGGREGATE_LABELS = {
 }
 
 
-def _predictions(path: str | Path, column: str = "EF_pred_all") -> pd.Series:
+def read_predictions(path: str | Path, names=None, column: str = "EF_pred_all") -> pd.Series:
+    """A ``predict_ef`` table's ``column`` by FileName, every name of ``names`` in it.
+
+    Raises:
+        DataError: the file is missing, is not a prediction table, or lacks a name (named).
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "EF predictions are missing", "run the predict_ef rule for them")
@@ -76,7 +81,11 @@ def _predictions(path: str | Path, column: str = "EF_pred_all") -> pd.Series:
     if column not in table.columns or "FileName" not in table.columns:
         raise DataError(path, f"not an EF prediction table (no FileName or {column})",
                         "re-run predict_ef")  # fmt: skip
-    return table.set_index("FileName")[column].astype(float)
+    predictions = table.set_index("FileName")[column].astype(float)
+    missing = sorted(set(names if names is not None else []) - set(predictions.index))
+    if missing:
+        raise DataError(path, f"no prediction for {missing[:3]}", "re-run predict_ef")
+    return predictions
 
 
 def score_samples(
@@ -106,13 +115,8 @@ def score_samples(
     """
     samples_dir = Path(samples_dir)
     filelist = read_filelist(samples_dir / "FileList.csv", CASCADE_SCHEMA)
-    generated = _predictions(generated_predictions)
-    real = _predictions(real_predictions)
-    for names, table, path in ((filelist["FileName"], generated, generated_predictions),
-                               (filelist["Source"], real, real_predictions)):  # fmt: skip
-        missing = sorted(set(names) - set(table.index))
-        if missing:
-            raise DataError(path, f"no prediction for {missing[:3]}", "re-run predict_ef")
+    generated = read_predictions(generated_predictions, filelist["FileName"])
+    real = read_predictions(real_predictions, filelist["Source"])
     rows = []
     for sample, real_clip, fake in paired_clips(samples_dir, manifest, size, root, desc="score"):
         paired = paired_video_metrics(real_clip, fake, lpips)

@@ -37,7 +37,7 @@ from echogen.data.manifest import SPLITS
 from echogen.data.video import probe_video, read_video, resample_frames, resize_frames, write_video
 from echogen.metrics.paired import LPIPS, paired_video_metrics
 from echogen.models.dartagnan import counterfactual_efs, expert_input, load_expert, load_generator
-from echogen.pipelines.cascade_scoring import SCORE_SIZE, ef_errors
+from echogen.pipelines.cascade_scoring import SCORE_SIZE, ef_errors, read_predictions
 from echogen.pipelines.synthetic import (
     BASE_SCHEMA,
     PROVENANCE,
@@ -185,17 +185,6 @@ def sample_dartagnan_shard(
                        record=record)  # fmt: skip
 
 
-def _predictions(path: str | Path, names: pd.Series) -> pd.Series:
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "EF predictions are missing", "run the predict_ef rule for them")
-    table = pd.read_csv(path, dtype={"FileName": str}).set_index("FileName")
-    missing = sorted(set(names) - set(table.index))
-    if "EF_pred_all" not in table.columns or missing:
-        raise DataError(path, f"no EF_pred_all prediction for {missing[:3]}", "re-run predict_ef")
-    return table["EF_pred_all"].astype(float)
-
-
 def score_counterfactuals(
     samples_dir: str | Path,
     metainfo: str | Path,
@@ -210,8 +199,8 @@ def score_counterfactuals(
     sample read back from its MP4, the factual clip from its ``.npy``)."""
     samples_dir = Path(samples_dir)
     filelist = read_filelist(samples_dir / "FileList.csv", DARTAGNAN_SCHEMA)
-    regressed = _predictions(regressor_predictions, filelist["FileName"])
-    expert = _predictions(expert_predictions, filelist["FileName"])
+    regressed = read_predictions(regressor_predictions, filelist["FileName"])
+    expert = read_predictions(expert_predictions, filelist["FileName"])
     clips = pd.concat([read_metainfo(metainfo, s) for s in filelist["Split"].unique()])
     paths = dict(zip(clips["FileName"], clips["Path"], strict=True))
     unknown = sorted(set(filelist["Source"]) - set(paths))

@@ -102,7 +102,7 @@ def test_sharded_dataset_equals_one_job_and_scores_against_factual_clips(trained
     assert json.loads((tmp_path / "dartagnan.json").read_text())["expert"] == "expert_run"
 
     (tmp_path / "short.csv").write_text("FileName,EF_pred_all\nsample_00000,50\n")
-    with pytest.raises(DataError, match="no EF_pred_all prediction for"):
+    with pytest.raises(DataError, match="no prediction for"):
         score_counterfactuals(tmp_path / "ds_one", trained["metainfo"], tmp_path / "short.csv",
                               tmp_path / "expert.csv", size=16, root=trained["root"])  # fmt: skip
 
