@@ -148,10 +148,12 @@ class CounterfactualGenerator:
 
 
 def _model_clip(model_dir: Path) -> dict:
-    """The clip settings the generator was trained on (``train.json``)."""
+    """The clip settings the generator was trained on (``train.json``: frames, size, and the
+    clips' frame rate, 32 fps where an older export does not record it)."""
     record = json.loads((Path(model_dir) / "train.json").read_text())
     train = record["train"]
-    return {"frames": int(train["frames"]), "size": int(train["size"]), "fps": 32.0}
+    return {"frames": int(train["frames"]), "size": int(train["size"]),
+            "fps": float(record.get("fps", 32.0))}  # fmt: skip
 
 
 def sample_dartagnan_shard(

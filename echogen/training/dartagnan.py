@@ -372,7 +372,8 @@ def train_dartagnan(
         DartagnanClipSet(val_rows, config.frames, config.size, root),
         Path(expert_dir), budget.steps_per_epoch, seed,
         records={"metainfo": str(metainfo), "expert": str(expert_dir),
-                 "n_train": len(train_rows), "n_val": len(val_rows)},
+                 "n_train": len(train_rows), "n_val": len(val_rows),
+                 "fps": float(train_rows["FPS"].iloc[0])},
     )  # fmt: skip
     result = engine_train(task, accelerator, state_dir=state_dir, out_dir=out_dir, budget=budget,
                           seed=seed, fingerprint=fingerprint,

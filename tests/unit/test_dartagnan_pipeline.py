@@ -129,6 +129,9 @@ def test_inference_on_a_dataset_video_and_a_plain_file(trained, tmp_path):
     assert read_video(out / "Videos" / "sample_00001.mp4").shape == (8, 16, 16)
     assert len(list((out / "frames" / "sample_00000").glob("*.jpg"))) == 8
     assert pd.read_csv(out / "FileList.csv")["NumberOfFrames"].tolist() == [8, 8]
+    # Plain files are resampled to the clips' frame rate, recorded at training.
+    assert json.loads((Path(trained["model"]) / "train.json").read_text())["fps"] == 32.0
+    assert table["FPS"].tolist() == [32.0, 32.0]
 
 
 @pytest.mark.parametrize(
