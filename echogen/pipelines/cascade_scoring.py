@@ -287,8 +287,8 @@ def write_cascade_table(
     record = {"model": model, "regressor": regressor, "plumbing": plumbing, "tasks": {}}
     for mode, task in tasks.items():
         report, generation = task["report"], task["generation"]
-        fid, fvd = _fid_fvd16(generation)
-        fid_native, fvd_native = _fid_fvd16(task.get("native", {}))
+        fid, fvd = fid_fvd16(generation)
+        fid_native, fvd_native = fid_fvd16(task.get("native", {}))
         pad_to = next((d["pad_to"] for d in generation.get("details", {}).values()
                        if d.get("pad_to")), None)  # fmt: skip
         timing = task["sampling"].get("timing", {})
@@ -326,9 +326,9 @@ def write_cascade_table(
     return record
 
 
-def _fid_fvd16(record: dict) -> tuple[float | None, float | None]:
+def fid_fvd16(record: dict | None) -> tuple[float | None, float | None]:
     """A generation-metric record's FID and 16-frame FVD (None where absent)."""
-    metrics = record.get("metrics", {})
+    metrics = (record or {}).get("metrics", {})
     fid = next((v for k, v in metrics.items() if k.startswith("fid")), None)
     fvd = next((v for k, v in metrics.items() if k.startswith("fvd") and k.endswith("_16f")),
                None)  # fmt: skip

@@ -37,7 +37,7 @@ from echogen.data.manifest import SPLITS
 from echogen.data.video import probe_video, read_video, resample_frames, resize_frames, write_video
 from echogen.metrics.paired import LPIPS, paired_video_metrics
 from echogen.models.dartagnan import counterfactual_efs, expert_input, load_expert, load_generator
-from echogen.pipelines.cascade_scoring import SCORE_SIZE, ef_errors, read_predictions
+from echogen.pipelines.cascade_scoring import SCORE_SIZE, ef_errors, fid_fvd16, read_predictions
 from echogen.pipelines.synthetic import (
     BASE_SCHEMA,
     PROVENANCE,
@@ -248,18 +248,6 @@ def write_scores(scores: pd.DataFrame, path: str | Path) -> None:
         scores.to_csv(tmp, index=False, float_format="%.6g")
 
 
-def _fid_fvd(generation: dict | None) -> tuple[float | None, float | None]:
-    metrics = (generation or {}).get("metrics", {})
-
-    def value(prefix: str) -> float | None:
-        for key, entry in metrics.items():
-            if key.startswith(prefix):
-                return float(entry["value"]) if isinstance(entry, dict) else float(entry)
-        return None
-
-    return value("fid"), value("fvd")
-
-
 def write_dartagnan_table(
     models: dict[str, dict],
     txt_path: str | Path,
@@ -297,7 +285,7 @@ def write_dartagnan_table(
 
     for name, entry in models.items():
         report = dartagnan_report(entry["scores"])
-        fid, fvd = _fid_fvd(entry.get("generation"))
+        fid, fvd = fid_fvd16(entry.get("generation"))
         record["models"][name] = {**report, "fid": fid, "fvd16": fvd,
                                   "plumbing": bool(entry.get("plumbing"))}  # fmt: skip
         label = name + (" *" if entry.get("plumbing") else "")

@@ -91,7 +91,9 @@ def test_sharded_dataset_equals_one_job_and_scores_against_factual_clips(trained
     )
     assert set(report) == {"all", "TEST", "VAL"} and report["VAL"]["n"] == 2
 
-    generation = {"metrics": {"fid50k_full": {"value": 12.5}, "fvd2048_16f": {"value": 80.0}}}
+    generation = {
+        "metrics": {"fid50k_full": 12.5, "fvd2048_16f": 80.0}
+    }  # as compute_generation_metrics
     record = write_dartagnan_table(
         {"tiny": {"scores": scores, "generation": generation, "plumbing": True}},
         tmp_path / "dartagnan.txt", tmp_path / "dartagnan.json", "indep", "expert_run",
