@@ -20,6 +20,7 @@ from echogen.data.errors import DataError, Quarantine
 from echogen.data.io import atomic_dir
 
 HDF5_NAME = "camus05_256.hdf5"
+STRUCTURES = {1: "lv_cavity", 2: "myocardium", 3: "left_atrium"}
 SPLIT_GROUPS = ("train", "valid", "test")
 N_LABELS = 4
 INDEX_COLUMNS = ["patient", "split", "image", "label", "height", "width"]
@@ -114,3 +115,77 @@ def prepare_camus(root: str | Path, out_dir: str | Path, on_error: str = "raise"
         index.to_csv(tmp / "index.csv", index=False)
         quarantine.write(tmp / "quarantine.csv")
     return index
+
+
+def read_camus_index(index_csv: str | Path, split: str) -> pd.DataFrame:
+    """The rows of ``split`` (``train``, ``valid``, ``test``) of a CAMUS ``index.csv``.
+
+    Raises:
+        DataError: the file, a column or the split is missing (naming them and the fix).
+    """
+    index_csv = Path(index_csv)
+    if not index_csv.is_file():
+        raise DataError(index_csv, "CAMUS index not found", "run the prepare_camus rule")
+    rows = pd.read_csv(index_csv, dtype={"patient": str, "split": str})
+    missing = [c for c in INDEX_COLUMNS if c not in rows.columns]
+    if missing:
+        raise DataError(index_csv, f"missing column {missing[0]!r}", "re-run prepare_camus")
+    unknown = sorted(set(rows["split"]) - set(SPLIT_GROUPS))
+    if unknown:
+        raise DataError(index_csv, f"unknown split {unknown[0]!r}; expected {list(SPLIT_GROUPS)}",
+                        "re-run prepare_camus")  # fmt: skip
+    rows = rows[rows["split"] == split].reset_index(drop=True)
+    if rows.empty:
+        raise DataError(index_csv, f"no patient in split {split!r}", "check the CAMUS download")
+    return rows
+
+
+def load_pair(row: pd.Series, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """A patient's grey image (float32 in [0, 1]) and label map (uint8 0-3), ``size x size``
+    (image: area interpolation; labels: nearest).
+
+    Raises:
+        DataError: a file missing or unreadable, sizes differing, or a label outside 0-3,
+            naming the patient and the fix.
+    """
+    arrays = {}
+    for kind in ("image", "label"):
+        array = cv2.imread(str(row[kind]), cv2.IMREAD_GRAYSCALE)
+        if array is None:
+            raise DataError(row[kind], f"{kind} of patient {row['patient']} missing or unreadable",
+                            "re-run prepare_camus", item=row["patient"])  # fmt: skip
+        arrays[kind] = array
+    image, label = arrays["image"], arrays["label"]
+    if image.shape != label.shape:
+        raise DataError(row["label"], f"label {label.shape} and image {image.shape} of patient "
+                        f"{row['patient']} differ in size", "re-run prepare_camus",
+                        item=row["patient"])  # fmt: skip
+    bad = np.setdiff1d(np.unique(label), np.arange(N_LABELS))
+    if bad.size:
+        raise DataError(row["label"], f"label values {bad.tolist()} of patient {row['patient']} "
+                        f"outside 0..{N_LABELS - 1}", "re-create the labels (0 background, 1 LV, "
+                        "2 myocardium, 3 atrium)", item=row["patient"])  # fmt: skip
+    if image.shape != (size, size):
+        image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+        label = cv2.resize(label, (size, size), interpolation=cv2.INTER_NEAREST)
+    return image.astype(np.float32) / 255.0, label
+
+
+class CamusPairSet:
+    """``(image, label)`` pairs of an index's rows: images ``(C, size, size)`` float32 in
+    ``[-1, 1]`` (grey repeated to ``channels``), labels ``(size, size)`` int64; loaded once."""
+
+    def __init__(self, rows: pd.DataFrame, size: int, channels: int = 1):
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {channels}")
+        self.rows = rows.reset_index(drop=True)
+        self.patients = self.rows["patient"].tolist()
+        pairs = [load_pair(row, size) for _, row in self.rows.iterrows()]
+        self.images = np.stack([np.repeat(p[0][None], channels, 0) * 2 - 1 for p in pairs])
+        self.labels = np.stack([p[1] for p in pairs]).astype(np.int64)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int):
+        return self.images[index], self.labels[index]
