@@ -677,7 +677,37 @@ SPADE = TrainerCase(
     make_kwargs=_spade_kwargs,
 )
 
-CASES = [REGRESSOR, CLASSIFIER, PRIVACY, VAE, LVDM, LIDM, CASCADE, DARTAGNAN, SPADE]
+
+def _segmenter_kwargs(data: dict, overrides: dict) -> dict:
+    return {"sources": [data["index"]], "val_index": data["index"], "model": {"preset": "tiny"},
+            "train": overrides["train"]}  # fmt: skip
+
+
+SEGMENTER = TrainerCase(
+    name="segmenter",
+    entry="echogen.training.segmenter:train_segmenter",
+    model_class="echogen.models.segmenter:Segmenter",
+    weights=f"segmenter/{WEIGHTS}",
+    overrides={
+        "train": {
+            "batch_size": 2,
+            "epochs": 3,
+            "size": 32,
+            "flip": True,  # flips drawn per step: a resume must draw the same
+            "checkpoint_every": 2,
+            "checkpoints_total_limit": 2,
+            "select": "best_val",
+        }
+    },
+    steps_per_epoch=2,  # 4 train pairs / batch 2
+    cut=3,  # mid-epoch 1
+    changed={"lr": 1e-2},
+    two_process={"batch_size": 1},
+    make_data=camus_pairs,
+    make_kwargs=_segmenter_kwargs,
+)
+
+CASES = [REGRESSOR, CLASSIFIER, PRIVACY, VAE, LVDM, LIDM, CASCADE, DARTAGNAN, SPADE, SEGMENTER]
 
 
 def run_jobs(jobs: list[dict]) -> None:

@@ -189,3 +189,35 @@ class CamusPairSet:
 
     def __getitem__(self, index: int):
         return self.images[index], self.labels[index]
+
+
+# The CAMUS groups' names for the synthetic-dataset contract's splits.
+CONTRACT_SPLITS = {"train": "TRAIN", "valid": "VAL", "test": "TEST"}
+
+
+def pair_rows(source: str | Path, split: str) -> pd.DataFrame:
+    """Image/label rows (``patient``, ``image``, ``label``) of one split of ``source``: a
+    CAMUS ``index.csv``, or a synthetic image dataset folder (``FileList.csv`` whose ``Mask``
+    column holds each sample's input mask; the image is ``frames/<FileName>/0000.jpg``).
+
+    Raises:
+        DataError: a missing file or column, or no row in ``split`` (naming them).
+    """
+    source = Path(source)
+    if not source.is_dir():
+        return read_camus_index(source, split)
+    filelist = source / "FileList.csv"
+    if not filelist.is_file():
+        raise DataError(filelist, "synthetic dataset has no FileList.csv", "re-run its sampling")
+    rows = pd.read_csv(filelist, dtype={"FileName": str, "Split": str, "Mask": str})
+    for column in ("FileName", "Split", "Mask"):
+        if column not in rows.columns:
+            raise DataError(filelist, f"missing column {column!r}", "re-run its sampling")
+    rows = rows[rows["Split"] == CONTRACT_SPLITS.get(split, split)]
+    if rows.empty:
+        raise DataError(filelist, f"no sample in split {split!r}", "sample that split")
+    return pd.DataFrame({
+        "patient": rows["FileName"].to_numpy(),
+        "image": [str(source / "frames" / name / "0000.jpg") for name in rows["FileName"]],
+        "label": rows["Mask"].to_numpy(),
+    })  # fmt: skip
