@@ -47,6 +47,11 @@ if system_on("dartagnan"):
     include: "rules/dartagnan.smk"
 
 
+if system_on("cardigan"):
+
+    include: "rules/cardigan.smk"
+
+
 include: "rules/synthetic.smk"
 include: "rules/metrics.smk"
 include: "rules/evaluation.smk"

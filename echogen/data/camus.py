@@ -142,7 +142,8 @@ def read_camus_index(index_csv: str | Path, split: str) -> pd.DataFrame:
 
 def load_pair(row: pd.Series, size: int) -> tuple[np.ndarray, np.ndarray]:
     """A patient's grey image (float32 in [0, 1]) and label map (uint8 0-3), ``size x size``
-    (image: area interpolation; labels: nearest).
+    (image: area interpolation; labels: nearest). A row with ``resized_mask`` (a generated
+    image of a full-size mask) first resizes the mask to the image.
 
     Raises:
         DataError: a file missing or unreadable, sizes differing, or a label outside 0-3,
@@ -156,6 +157,9 @@ def load_pair(row: pd.Series, size: int) -> tuple[np.ndarray, np.ndarray]:
                             "re-run prepare_camus", item=row["patient"])  # fmt: skip
         arrays[kind] = array
     image, label = arrays["image"], arrays["label"]
+    if row.get("resized_mask", False) and image.shape != label.shape:
+        # a generated image (the generator's size) of a full-size mask
+        label = cv2.resize(label, image.shape[::-1], interpolation=cv2.INTER_NEAREST)
     if image.shape != label.shape:
         raise DataError(row["label"], f"label {label.shape} and image {image.shape} of patient "
                         f"{row['patient']} differ in size", "re-run prepare_camus",
@@ -220,4 +224,5 @@ def pair_rows(source: str | Path, split: str) -> pd.DataFrame:
         "patient": rows["FileName"].to_numpy(),
         "image": [str(source / "frames" / name / "0000.jpg") for name in rows["FileName"]],
         "label": rows["Mask"].to_numpy(),
+        "resized_mask": True,
     })  # fmt: skip

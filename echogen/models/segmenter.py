@@ -17,8 +17,6 @@ import numpy as np
 import torch
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
-from monai.metrics import DiceMetric
-from monai.networks.nets import UNet
 
 from echogen.data.camus import N_LABELS, STRUCTURES
 
@@ -38,6 +36,8 @@ class Segmenter(ModelMixin, ConfigMixin):
                  channels: tuple[int, ...] = (16, 32, 64, 128, 256),
                  strides: tuple[int, ...] = (2, 2, 2, 2), num_res_units: int = 2,
                  dropout: float = 0.0):  # fmt: skip
+        from monai.networks.nets import UNet  # monai's import costs seconds: only when used
+
         super().__init__()
         if len(strides) != len(channels) - 1:
             raise ValueError(
@@ -75,6 +75,8 @@ def dice_per_structure(pred: np.ndarray | torch.Tensor, truth: np.ndarray | torc
     """Dice of each structure (:data:`STRUCTURES`) per image: ``(N, 3)`` float64, MONAI's
     ``DiceMetric`` on one-hot maps without the background; NaN where a structure is absent
     from the truth (MONAI's ``ignore_empty``)."""
+    from monai.metrics import DiceMetric
+
     pred, truth = (
         torch.as_tensor(np.asarray(pred)).long(),
         torch.as_tensor(np.asarray(truth)).long(),

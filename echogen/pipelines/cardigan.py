@@ -22,6 +22,7 @@ and the segmentation experiment.
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -43,6 +44,7 @@ from echogen.pipelines.cascade_scoring import fid_fvd16
 from echogen.pipelines.synthetic import (
     BASE_SCHEMA,
     Sample,
+    gather_samples,
     read_filelist,
     sample_name,
     sample_seed,
@@ -155,25 +157,68 @@ def sample_cardigan_shard(
     record = provenance(config.to_dict(), device=str(device), model_dir=str(model_dir),
                         index=str(index_csv), split=split, seed=int(run_seed),
                         video={"frames": 1, "size": generator.size},
-                        conditioning={"frames": "none", "masks": split,
-                                      "private": False, "source": str(index_csv)})  # fmt: skip
+                        # no conditioning frames: the images are made from masks alone
+                        masks={"split": split, "source": str(index_csv)})  # fmt: skip
     return write_shard(plan, generator, out_dir, shard=shard, n_shards=n_shards,
                        schema=CARDIGAN_SCHEMA, fps=FPS, quality=config.quality,
                        record=record)  # fmt: skip
 
 
+def sample_cardigan_dataset(model_dir: str | Path, index_csv: str | Path, out_dir: str | Path,
+                            split: str, config: CardiganSamplingConfig | dict, run_seed: int,
+                            device: str = "cpu") -> pd.DataFrame:  # fmt: skip
+    """A split's whole image dataset in one job: one shard, gathered into ``out_dir`` (the
+    same files as any number of shards gathered by the shared rule)."""
+    out_dir = Path(out_dir)
+    shard_dir = out_dir.parent / f".{out_dir.name}.shard"
+    sample_cardigan_shard(model_dir, index_csv, shard_dir, split, config, run_seed, 1, 1, device)
+    try:
+        return gather_samples([shard_dir], out_dir)
+    finally:
+        shutil.rmtree(shard_dir, ignore_errors=True)
+
+
 def write_reference_frames(index_csv: str | Path, split: str, size: int, out_dir: str | Path,
-                           quality: int = 95) -> int:  # fmt: skip
+                           quality: int = 95) -> pd.DataFrame:  # fmt: skip
     """The real images of a split as a frame folder ``<out_dir>/<patient>/0000.jpg`` at
-    ``size`` px (the generated images' size and JPEG quality): the generation metrics'
-    reference. Returns the number of images."""
+    ``size`` px (the generated images' size and JPEG quality), the generation metrics'
+    reference, with its index ``<out_dir>.csv`` (``FileName``, ``frames``, ``policy``)."""
     rows = pair_rows(index_csv, split)
+    out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
         for row in tqdm(list(rows.itertuples(index=False)), desc=f"camus {split} frames"):
             image, _ = load_pair(pd.Series(row._asdict()), size)
             frame = (image * 255.0).round().astype(np.uint8)[None]
             write_frames(frame, tmp / str(row.patient), quality)
-    return len(rows)
+    index = pd.DataFrame({"FileName": rows["patient"], "frames": 1,
+                          "policy": f"camus_{split}_images"})  # fmt: skip
+    with atomic_path(Path(f"{out_dir}.csv")) as tmp_csv:
+        index.to_csv(tmp_csv, index=False)
+    return index
+
+
+# Label colours of the report strips (BGR): background black, LV cavity red, myocardium
+# green, left atrium blue.
+LABEL_COLOURS = np.array([[0, 0, 0], [60, 60, 230], [60, 200, 60], [230, 120, 40]], np.uint8)
+
+
+def write_strips(samples_dir: str | Path, path: str | Path, n: int = 4) -> None:
+    """``mask | real | generated`` rows of the first ``n`` samples as one PNG."""
+    samples_dir = Path(samples_dir)
+    filelist = read_filelist(samples_dir / "FileList.csv", CARDIGAN_SCHEMA).head(n)
+    rows = []
+    for sample in filelist.itertuples(index=False):
+        fake = _read_grey(samples_dir / "frames" / sample.FileName / "0000.jpg", sample.FileName)
+        real, mask = load_pair(pd.Series({"patient": sample.Source, "image": sample.Image,
+                                          "label": sample.Mask}), fake.shape[0])  # fmt: skip
+        grey = [np.repeat(x[..., None], 3, axis=2) for x in ((real * 255).round().astype(np.uint8),
+                                                             fake)]  # fmt: skip
+        rows.append(np.concatenate([LABEL_COLOURS[mask], *grey], axis=1))
+    if not rows:
+        raise ValueError(f"{samples_dir} has no sample to show")
+    with atomic_path(Path(path)) as tmp:
+        if not cv2.imwrite(str(tmp), np.concatenate(rows, axis=0)):
+            raise RuntimeError(f"OpenCV cannot write {path}")
 
 
 def _read_grey(path: Path, item: str) -> np.ndarray:

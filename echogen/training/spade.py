@@ -382,13 +382,15 @@ def train_spade(
         out_dir: the model folder.
         state_dir: the training state (not a workflow output).
         generator, discriminator, encoder: ``preset`` and overrides (:mod:`echogen.models.
-            spade`); the encoder is used when the generator has ``use_vae``.
+            spade`); the encoder is used when the generator has ``use_vae``; the
+            generator's ``crop_size`` is ``train.size`` unless given.
         train: :class:`SpadeTrainConfig` or its fields.
         seed: the run's seed.
         device: ``"cpu"`` or ``"cuda"`` (all visible GPUs under ``accelerate launch``).
     """
     config = train if isinstance(train, SpadeTrainConfig) else SpadeTrainConfig.from_dict(train)
-    models = resolve_models(generator, discriminator, encoder)
+    # the generator's size follows train.size unless it is given
+    models = resolve_models({"crop_size": config.size, **(generator or {})}, discriminator, encoder)
     gen = build_generator(**models["generator"]).config
     if gen.crop_size != config.size:
         raise ValueError(f"generator crop_size {gen.crop_size} differs from train.size "
