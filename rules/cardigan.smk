@@ -45,7 +45,7 @@ rule camus_reference_frames:
 rule train_cardigan:
     """Train SPADE (generator, multi-scale discriminator) on CAMUS train; resumable."""
     input:
-        camus=cardigan_camus,
+        unpack(cardigan_train_inputs),
     output:
         model=directory("results/models/cardigan_{model}"),
     log:

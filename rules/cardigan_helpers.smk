@@ -42,8 +42,16 @@ def cardigan_tiny(model):
     return (
         entry.get("generator", {}).get("preset", "reference") == "tiny"
         or segmentation["model"].get("preset", "reference") == "tiny"
-        or not entry.get("train", {}).get("vgg_weights")
+        or not cardigan_config()["vgg"]
     )
+
+
+def cardigan_train_inputs(wildcards):
+    """CAMUS, and the perceptual loss's VGG19 when cardigan.vgg names it."""
+    inputs = {"camus": cardigan_camus()}
+    if cardigan_config()["vgg"]:
+        inputs["vgg"] = weights_file(cardigan_config()["vgg"])
+    return inputs
 
 
 def cardigan_generator():

@@ -11,10 +11,11 @@ if TYPE_CHECKING:
     from snakemake.script import snakemake
 
 
-def main(camus: str, model_dir: str, state_dir: str, model: dict, seed: int, gpus: int = 0,
-         threads: int = 1) -> None:  # fmt: skip
+def main(camus: str, vgg: str | None, model_dir: str, state_dir: str, model: dict, seed: int,
+         gpus: int = 0, threads: int = 1) -> None:  # fmt: skip
     torch.set_num_threads(threads)
     device = pick_device(gpus)
+    model = {**model, "train": {**model.get("train", {}), "vgg_weights": vgg}}
     kwargs = {"index_csv": f"{camus}/index.csv", "out_dir": model_dir, "state_dir": state_dir,
               "generator": model.get("generator"), "discriminator": model.get("discriminator"),
               "encoder": model.get("encoder"), "train": model.get("train"), "seed": seed,
@@ -27,6 +28,7 @@ if "snakemake" in globals():
     setup_logging(snakemake.log[0])
     main(
         snakemake.input.camus,
+        snakemake.input.get("vgg"),
         snakemake.output.model,
         snakemake.params.state_dir,
         dict(snakemake.params.model),

@@ -238,6 +238,8 @@ def test_demo_summary_has_a_row_per_lvdm_dataset(demo_all):
     assert [d for d, row in everything.items() if row["system"] == "cascade"] == cascade
     dartagnan = [f"dartagnan_{m}_counterfactual" for m in demo_config()["dartagnan"]["models"]]
     assert [d for d, row in everything.items() if row["system"] == "dartagnan"] == dartagnan
+    cardigan = [f"cardigan_{m}_test" for m in demo_config()["cardigan"]["models"]]
+    assert [d for d, row in everything.items() if row["system"] == "cardigan"] == cardigan
     rows = {d: row for d, row in everything.items() if row["system"] == "lvdm"}
     lvdm = demo_config()["lvdm"]
     assert list(rows) == [f"lidm_{name}" for name in lvdm["lidms"]] + [
@@ -535,3 +537,30 @@ def test_demo_samples_identical_for_any_shard_count(demo_all):
     assert [str(k) for k in before if after[k] != before[k]] == []
     provenance = json.loads((root / "sampling.json").read_text())
     assert provenance["shards"] == ["1-of-3", "2-of-3", "3-of-3"]
+
+
+def test_demo_cardigan(demo_all):
+    """cardiGAN: SPADE's table (SSIM, LPIPS, FID, mask fidelity beside the real-image
+    ceiling), the segmentation experiment's table (three training sets, bootstrap CIs), the
+    report strips, and the TRAIN-mask dataset the synthetic segmenters trained on."""
+    section = demo_config()["cardigan"]
+    record = json.loads((demo_all / "results/metrics/cardigan.json").read_text())
+    table = (demo_all / "results/metrics/cardigan.txt").read_text()
+    assert "plumbing check" in table and "mask fidelity" in table
+    for name in section["models"]:
+        model = record["models"][name]
+        assert model["plumbing"] and model["n"] == 2  # the phantom's 2 TEST masks
+        assert 0 < model["ssim"] <= 1 and model["fid"] is not None
+        assert set(model["dice"]) == {"lv_cavity", "myocardium", "left_atrium"}
+        strips = demo_all / f"results/report/cardigan_{name}_strips.png"
+        assert strips.stat().st_size > 0
+        train = pd.read_csv(demo_all / f"results/samples/cardigan_{name}_train/FileList.csv")
+        assert len(train) == 8 and (train["Split"] == "TRAIN").all()
+    experiment = json.loads((demo_all / "results/metrics/cardigan_segmentation.json").read_text())
+    assert list(experiment["runs"]) == ["real", "synthetic", "mixed"]
+    for run in experiment["runs"].values():
+        assert run["n"] == 2
+        for structure in experiment["structures"]:
+            cell = run[structure]
+            assert cell["low"] <= cell["mean"] <= cell["high"]
+    assert "plumbing check" in (demo_all / "results/metrics/cardigan_segmentation.txt").read_text()

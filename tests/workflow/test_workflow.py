@@ -161,6 +161,16 @@ def test_paper_plan_is_sbatch_ready_with_the_slurm_profile(tmp_path):
     assert jobs["dartagnan_table"] == 1
     shards = [job.resources for job in blocks if job.rule == "sample_dartagnan"]
     assert len(shards) == 8 and all(shard["gpu"] == "1" for shard in shards)
+    # cardiGAN: SPADE on cardiGAN's 2 GPUs with the downloaded VGG19, its TEST-mask images and
+    # their metrics, its TRAIN-mask images, and the three segmenters of the experiment.
+    assert jobs["train_cardigan"] == len(paper["cardigan"]["models"]) == 1
+    spade = [job.resources for job in blocks if job.rule == "train_cardigan"]
+    assert spade[0]["gpu"] == "2" and "resources/weights/vgg19_imagenet.pt" in result.stdout
+    assert (jobs["sample_cardigan"], jobs["sample_cardigan_train"], jobs["score_cardigan"]) == (
+        1, 1, 1
+    )  # fmt: skip
+    assert jobs["train_cardigan_segmenter"] == 3 and jobs["cardigan_segmentation_table"] == 1
+    assert "output: results/metrics/cardigan_reference_test.txt" in result.stdout
     whole_node = {"train_vae", "train_lvdm", "train_cascade_stage", "train_dartagnan"}
     for train in [job.resources for job in blocks if job.rule in whole_node]:
         assert (train["gpu"], train["gpu_model"], train["slurm_partition"]) == ("8", "a100", "gpu")
@@ -320,13 +330,14 @@ def test_configfile_replaces_the_demo_config_whatever_the_profile(tmp_path):
 
 
 def test_an_inactive_system_adds_no_rules(tmp_path):
-    """`lvdm.activate: false` (and the cascade's, D'ARTAGNAN's): rules/lvdm.smk is not
+    """`lvdm.activate: false` (and the cascade's, D'ARTAGNAN's, cardiGAN's): rules/lvdm.smk is not
     included, so no LVDM job, no synthetic dataset and no summary table are planned; the
     other stages plan as before."""
     config = demo_config()
     config["lvdm"]["activate"] = False
     config["cascade"]["activate"] = False
     config["dartagnan"]["activate"] = False
+    config["cardigan"]["activate"] = False
     del config["regressors"]["runs"]["tiny_synthetic_dynamic"]  # trains on an LVDM set
     del config["regressors"]["runs"]["tiny_balanced_dynamic"]  # and on a cascade set
     config["evaluation"]["ef_fidelity"]["datasets"] = []
@@ -337,7 +348,9 @@ def test_an_inactive_system_adds_no_rules(tmp_path):
     jobs = planned_jobs(result.stdout)
     assert "train_regressor" in jobs and "ingest_dynamic" in jobs
     assert not {"train_vae", "train_lvdm", "sample_lvdm", "summarize_datasets"} & set(jobs)
-    assert not {"train_cascade_stage", "sample_cascade", "train_dartagnan"} & set(jobs)
+    assert not {"train_cascade_stage", "sample_cascade", "train_dartagnan", "train_cardigan"} & set(
+        jobs
+    )
     listed = snakemake("--list-rules", "--configfile", path, "--directory", tmp_path)
     assert "train_lvdm" not in listed.stdout and "ingest_dynamic" in listed.stdout
 
