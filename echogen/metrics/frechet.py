@@ -1,4 +1,5 @@
-"""Feature statistics and the Fréchet distance between two Gaussians (FID, FVD).
+"""Feature statistics, the Fréchet distance between two Gaussians (FID, FVD) and the kernel
+distance (KID).
 
 The definitions follow StyleGAN-V's ``metric_utils.FeatureStats`` and
 ``frechet_video_distance.py``: features are summed in float64, the covariance is the biased
@@ -23,13 +24,16 @@ class FeatureStats:
 
     Args:
         num_features: feature dimension, or None to take it from the first batch.
+        keep_features: also keep the features themselves (float64; KID needs them).
     """
 
-    def __init__(self, num_features: int | None = None):
+    def __init__(self, num_features: int | None = None, keep_features: bool = False):
         self.num_features = num_features
         self.num_items = 0
         self.sum: np.ndarray | None = None
         self.sum_outer: np.ndarray | None = None
+        self.keep_features = keep_features
+        self._kept: list[np.ndarray] = []
         if num_features is not None:
             self._allocate(num_features)
 
@@ -52,6 +56,19 @@ class FeatureStats:
         self.num_items += x.shape[0]
         self.sum += x.sum(axis=0)
         self.sum_outer += x.T @ x
+        if self.keep_features:
+            self._kept.append(x)
+
+    @property
+    def features(self) -> np.ndarray:
+        """The kept features ``[N, D]`` (``keep_features`` only)."""
+        if not self.keep_features:
+            raise ValueError("these statistics were collected without keep_features")
+        if not self._kept:
+            return np.zeros((0, self.num_features or 0))
+        if len(self._kept) > 1:
+            self._kept = [np.concatenate(self._kept)]
+        return self._kept[0]
 
     def mean_cov(self) -> tuple[np.ndarray, np.ndarray]:
         """Mean ``[D]`` and biased covariance ``[D, D]``, both float64."""
@@ -67,13 +84,18 @@ class FeatureStats:
             raise ValueError("no features were appended")
         with atomic_path(path) as tmp:
             # np.savez appends ".npz" to names without it; write through a file object instead.
+            extra = {"features": self.features} if self.keep_features else {}
             with open(tmp, "wb") as f:
-                np.savez(f, num_items=self.num_items, sum=self.sum, sum_outer=self.sum_outer)
+                np.savez(f, num_items=self.num_items, sum=self.sum, sum_outer=self.sum_outer,
+                         **extra)  # fmt: skip
 
     @classmethod
     def from_npz(cls, path: str | Path) -> FeatureStats:
         with np.load(path) as data:
-            stats = cls(num_features=int(data["sum"].shape[0]))
+            stats = cls(num_features=int(data["sum"].shape[0]),
+                        keep_features="features" in data.files)  # fmt: skip
+            if stats.keep_features:
+                stats._kept = [data["features"].astype(np.float64)]
             stats.num_items = int(data["num_items"])
             stats.sum = data["sum"].astype(np.float64)
             stats.sum_outer = data["sum_outer"].astype(np.float64)
@@ -98,3 +120,34 @@ def frechet_distance(
     mean_term = np.square(mu1 - mu2).sum()
     covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
     return float(np.real(mean_term + np.trace(sigma1 + sigma2 - 2 * covmean)))
+
+
+def kernel_inception_distance(
+    real: np.ndarray,
+    fake: np.ndarray,
+    num_subsets: int = 100,
+    max_subset_size: int = 1000,
+    seed: int = 0,
+) -> float:
+    """KID as StyleGAN2-ADA's ``kernel_inception_distance.py``: the unbiased MMD² with the
+    cubic polynomial kernel ``(x·y / D + 1)³``, averaged over ``num_subsets`` random subsets
+    of ``m = min(n_real, n_fake, max_subset_size)`` items of each set (drawn without
+    replacement from ``numpy.random.default_rng(seed)``; the reference uses the global
+    ``np.random``). With ``m`` equal to both set sizes every subset is the whole set.
+    """
+    real, fake = np.asarray(real, dtype=np.float64), np.asarray(fake, dtype=np.float64)
+    if real.ndim != 2 or fake.ndim != 2 or real.shape[1] != fake.shape[1]:
+        raise ValueError(f"features must be [N, D] of equal D, got {real.shape}, {fake.shape}")
+    m = min(len(real), len(fake), max_subset_size)
+    if m < 2:
+        raise ValueError(f"KID needs at least 2 items in each set, got {len(real)}, {len(fake)}")
+    n = real.shape[1]
+    rng = np.random.default_rng(seed)
+    total = 0.0
+    for _ in range(num_subsets):
+        x = fake[rng.choice(len(fake), m, replace=False)]
+        y = real[rng.choice(len(real), m, replace=False)]
+        a = (x @ x.T / n + 1) ** 3 + (y @ y.T / n + 1) ** 3
+        b = (x @ y.T / n + 1) ** 3
+        total += (a.sum() - np.diag(a).sum()) / (m - 1) - b.sum() * 2 / m
+    return float(total / num_subsets / m)

@@ -7,6 +7,8 @@ numbered frames. Metric names follow StyleGAN-V (``calc_metrics_for_dataset.py``
   first ``K*1000`` frames (videos sorted, frames in numeric order).
 - ``is<K>k``: Inception class probabilities (no output bias) of the first ``K*1000`` fake
   frames in 10 contiguous splits; mean and std of ``exp(KL(p(y|x) || p(y)))`` over splits.
+- ``kid<K>k_full``: StyleGAN2-ADA's kernel inception distance on the same items as
+  ``fid<K>k_full`` (100 subsets of at most 1000 items, seeded by the metric seed).
 - ``fvd<N>_<F>f``: I3D logits of ``F``-frame clips; real = the first ``N`` videos with at
   least ``F`` frames, one random window each (seeded by the metric seed and the video's index
   in the sorted folder); fake = the first ``N`` such videos, their first ``F`` frames. Shorter
@@ -48,22 +50,24 @@ from echogen.data.errors import DataError
 from echogen.data.io import atomic_path, write_json
 from echogen.metrics.detectors import PUBLISHED_SHA256, load_detector, sha256_file
 from echogen.metrics.frame_folders import content_hash, list_frames, list_videos, load_frames
-from echogen.metrics.frechet import FeatureStats, frechet_distance
+from echogen.metrics.frechet import FeatureStats, frechet_distance, kernel_inception_distance
 
 log = logging.getLogger(__name__)
 
 METRICS = ("fid50k_full", "is50k", "fvd2048_16f", "fvd2048_128f")
-METRIC_FORMS = "fid<K>k_full, is<K>k, fvd<N>_<F>f (e.g. " + ", ".join(METRICS) + ")"
+METRIC_FORMS = "fid<K>k_full, kid<K>k_full, is<K>k, fvd<N>_<F>f (e.g. " + ", ".join(METRICS) + ")"
 IS_SPLITS = 10
-DETECTOR_OF = {"fid": "inception", "is": "inception", "fvd": "i3d"}
+DETECTOR_OF = {"fid": "inception", "kid": "inception", "is": "inception", "fvd": "i3d"}
 # Keyword arguments StyleGAN-V passes to the published detectors for each metric family.
 DETECTOR_KWARGS = {
     "fid": {"return_features": True},
+    "kid": {"return_features": True},
     "is": {"no_output_bias": True},
     "fvd": {"rescale": True, "resize": True, "return_features": True},
 }
 _PATTERNS = {
     "fid": re.compile(r"fid([1-9]\d*)k_full"),
+    "kid": re.compile(r"kid([1-9]\d*)k_full"),
     "is": re.compile(r"is([1-9]\d*)k"),
     "fvd": re.compile(r"fvd([1-9]\d*)_([1-9]\d*)f"),
 }
@@ -75,8 +79,8 @@ class MetricSpec:
 
     Args:
         name: the name as given, e.g. ``fvd2048_16f``.
-        family: ``"fid"``, ``"is"`` or ``"fvd"``.
-        max_items: frames (fid, is) or videos (fvd) taken at most from the generated set.
+        family: ``"fid"``, ``"kid"``, ``"is"`` or ``"fvd"``.
+        max_items: frames (fid, kid, is) or videos (fvd) taken at most from the generated set.
         frames: clip length in frames (fvd only).
     """
 
@@ -211,8 +215,9 @@ def _feature_stats(
     device: str,
     desc: str,
     pad_to: int | None = None,
+    keep_features: bool = False,
 ) -> FeatureStats:
-    stats = FeatureStats()
+    stats = FeatureStats(keep_features=keep_features)
     total = -(-len(items) // per_batch)
     batches = _batches(items, per_batch, video, pad_to)
     for batch in tqdm(batches, total=total, desc=desc, leave=False):
@@ -254,7 +259,7 @@ def _select_items(
     spec: MetricSpec, real: _FrameSet, fake: _FrameSet, seed: int
 ) -> tuple[list[list[Path]], list[list[Path]], dict]:
     """The real and fake items (one-frame lists for FID, clips for FVD) and their details."""
-    if spec.family == "fid":
+    if spec.family in ("fid", "kid"):
         real_items = [[path] for frames in real.frames for path in frames]
         fake_items = [[path] for path in fake.first_frames(spec.max_items)]
         dropped_real = dropped_fake = 0
@@ -450,14 +455,20 @@ def _evaluate(
         if pad_to is not None:  # absent otherwise: earlier cache keys stay valid
             options["pad_to"] = int(pad_to)
 
+        kid = spec.family == "kid"
         stats_of = partial(
             _feature_stats, detector, per_batch=per_batch, video=video, kwargs=kwargs,
-            device=device, pad_to=pad_to,
+            device=device, pad_to=pad_to, keep_features=kid,
         )  # fmt: skip
         compute_real = partial(stats_of, real_items, desc=f"{spec.name} real")
         real_stats = _cached_real_stats(compute_real, real_items, options, cache_dir, spec.name)
         fake_stats = stats_of(fake_items, desc=f"{spec.name} fake")
-        values[spec.name] = frechet_distance(*real_stats.mean_cov(), *fake_stats.mean_cov())
+        if kid:
+            values[spec.name] = kernel_inception_distance(
+                real_stats.features, fake_stats.features, seed=seed
+            )
+        else:
+            values[spec.name] = frechet_distance(*real_stats.mean_cov(), *fake_stats.mean_cov())
         n_real = len(real_items) if spec.family == "fvd" else None
         details[spec.name]["warning"] = _short_warning(spec, len(fake_items), n_real)
         log.info(

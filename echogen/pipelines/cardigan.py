@@ -275,7 +275,7 @@ def _cell(value, width: int = 6, digits: int = 3) -> str:
 def write_cardigan_table(models: dict[str, dict], txt_path: str | Path,
                          json_path: str | Path) -> dict:  # fmt: skip
     """``results/metrics/cardigan.txt`` and ``.json``: per SPADE model, the mean SSIM and
-    LPIPS to the real image of the same mask, FID of the TEST images, and the mask fidelity
+    LPIPS to the real image of the same mask, FID and KID of the TEST images, the mask fidelity
     (the real-trained segmenter's Dice per structure on generated images, and on the real
     images of the same masks in brackets).
 
@@ -285,11 +285,11 @@ def write_cardigan_table(models: dict[str, dict], txt_path: str | Path,
     """
     names = list(STRUCTURES.values())
     record = {"structures": names, "models": {}}
-    head = (f"{'model':<12} {'n':>4}  {'SSIM':>6} {'LPIPS':>6} {'FID':>8}  "
+    head = (f"{'model':<12} {'n':>4}  {'SSIM':>6} {'LPIPS':>6} {'FID':>8} {'KID':>8}  "
             + "  ".join(f"{name:>17}" for name in names))  # fmt: skip
     lines = [
         "cardiGAN: SPADE images of the CAMUS TEST masks.",
-        "SSIM/LPIPS: to the real image of the same mask. FID: generated vs real TEST images. "
+        "SSIM/LPIPS: to the real image of the same mask. FID, KID: generated vs real TEST images. "
         "Dice (mask fidelity): a segmenter trained on real images, applied to the generated "
         "image, against the input mask; in brackets the same segmenter on the real image.",
         "",
@@ -300,12 +300,15 @@ def write_cardigan_table(models: dict[str, dict], txt_path: str | Path,
         if scores.empty:
             raise ValueError(f"model {name!r} has no scores")
         fid, _ = fid_fvd16(entry.get("generation"))
+        generated = (entry.get("generation") or {}).get("metrics", {})
+        kid = next((v for k, v in generated.items() if k.startswith("kid")), None)
         lpips = scores["lpips"].astype(float)
         row = {
             "n": int(len(scores)),
             "ssim": float(scores["ssim"].mean()),
             "lpips": None if lpips.isna().any() else float(lpips.mean()),
             "fid": fid,
+            "kid": kid,
             "dice": {n: float(np.nanmean(scores[f"dice_{n}"])) for n in names},
             "dice_real": {n: float(np.nanmean(scores[f"real_dice_{n}"])) for n in names},
             "plumbing": bool(entry.get("plumbing")),
@@ -316,7 +319,7 @@ def write_cardigan_table(models: dict[str, dict], txt_path: str | Path,
         )
         label = name + (" *" if row["plumbing"] else "")
         lines.append(f"{label:<12} {row['n']:>4}  {_cell(row['ssim'])} {_cell(row['lpips'])} "
-                     f"{_cell(fid, 8, 2)}  {dice}".rstrip())  # fmt: skip
+                     f"{_cell(fid, 8, 2)} {_cell(kid, 8, 4)}  {dice}".rstrip())  # fmt: skip
     if any(r["plumbing"] for r in record["models"].values()):
         lines += ["", "* tiny model, random detector or random perceptual network: a plumbing "
                   "check, not a paper number."]  # fmt: skip

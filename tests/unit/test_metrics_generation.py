@@ -206,8 +206,9 @@ def test_parse_metric_handles_the_families_with_any_numbers():
     fvd = parse_metric("fvd2048_128f")
     assert (fvd.max_items, fvd.frames) == (2048, 128)
     assert (parse_metric("fvd8_4f").max_items, parse_metric("fvd8_4f").frames) == (8, 4)
-    for bad in ["fid50k", "fvd16f", "kid50k_full", "fid0k_full", "is50k_full", "FID50K_FULL"]:
-        with pytest.raises(ValueError, match=r"fid<K>k_full, is<K>k, fvd<N>_<F>f"):
+    assert parse_metric("kid50k_full").family == "kid"
+    for bad in ["fid50k", "fvd16f", "kid50k", "fid0k_full", "is50k_full", "FID50K_FULL"]:
+        with pytest.raises(ValueError, match=r"fid<K>k_full, kid<K>k_full, is<K>k, fvd<N>_<F>f"):
             parse_metric(bad)
 
 
@@ -454,6 +455,43 @@ def test_fid_matches_an_independent_computation(tmp_path, detector_files, nets):
     }
     assert record["verified"] == {"inception": False}  # a tiny stand-in, pinned or not
     assert detail["warning"] is None and record["warnings"] == []  # 1000 fake frames: fid1k
+
+
+def test_kid_matches_torchmetrics_on_whole_sets():
+    """With one subset as large as both sets, KID is the unbiased MMD² of the whole sets:
+    torchmetrics' KernelInceptionDistance with the same kernel must agree."""
+    from torchmetrics.image.kid import poly_mmd
+
+    from echogen.metrics.frechet import kernel_inception_distance
+
+    rng = np.random.default_rng(0)
+    real, fake = rng.normal(size=(40, 16)), rng.normal(0.3, 1.2, size=(40, 16))
+    ours = kernel_inception_distance(real, fake, num_subsets=1, max_subset_size=40)
+    theirs = poly_mmd(torch.from_numpy(real), torch.from_numpy(fake), degree=3, coef=1.0)
+    assert ours == pytest.approx(float(theirs), rel=1e-9)
+    close = real + rng.normal(0, 0.1, size=real.shape)
+    assert kernel_inception_distance(real, close, num_subsets=3, max_subset_size=20) < ours
+    with pytest.raises(ValueError, match="at least 2 items"):
+        kernel_inception_distance(real[:1], fake)
+
+
+def test_kid_in_a_metric_record_matches_an_independent_computation(tmp_path, detector_files, nets):
+    from echogen.metrics.frechet import kernel_inception_distance
+
+    rng = np.random.default_rng(2)
+    real, fake = moving_videos(rng, [3] * 6), perturbed(rng, moving_videos(rng, [2] * 7), 20)
+    write_set(tmp_path / "real", real)
+    write_set(tmp_path / "fake", fake)
+    record = evaluate_generation(tmp_path / "real", tmp_path / "fake", ["kid1k_full"],
+                                 detector_files, str(tmp_path / "cache"), seed=5)  # fmt: skip
+    expected = kernel_inception_distance(
+        inception_features(nets["inception"], np.concatenate(real)),
+        inception_features(nets["inception"], np.concatenate(fake)), seed=5,
+    )  # fmt: skip
+    assert record["metrics"]["kid1k_full"] == pytest.approx(expected, rel=1e-6)
+    again = evaluate_generation(tmp_path / "real", tmp_path / "fake", ["kid1k_full"],
+                                detector_files, str(tmp_path / "cache"), seed=5)  # fmt: skip
+    assert again["metrics"] == record["metrics"]  # the cached real features give the same KID
 
 
 def _imagemagick() -> bool:

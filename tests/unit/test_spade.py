@@ -3,6 +3,7 @@ hand computations, the training schedule, and the CAMUS pair reader's errors."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import cv2
@@ -212,3 +213,32 @@ def test_bad_pairs_name_the_patient(camus, tmp_path):
         load_pair(row.copy().replace({row["label"]: str(tmp_path / "small.png")}), 32)
     with pytest.raises(DataError, match=f"image of patient {row['patient']} missing"):
         load_pair(row.copy().replace({row["image"]: str(tmp_path / "absent.png")}), 32)
+
+
+def test_encoder_mode_trains_and_exports_the_encoder(camus, tmp_path):
+    from echogen.models.spade import ConvEncoder, SPADEGenerator
+    from echogen.training.spade import train_spade
+
+    result = train_spade(
+        camus, tmp_path / "out", tmp_path / "state",
+        generator={"preset": "tiny", "use_vae": True, "z_dim": 8},
+        discriminator={"preset": "tiny"}, encoder={"encoder_size": 32},
+        train={"batch_size": 2, "epochs": 1, "size": 32},
+    )  # fmt: skip
+    assert result["steps"] == 2
+    log = pd.read_csv(tmp_path / "out" / "log.csv")
+    assert log["g_kld"].iloc[-1] > 0 and np.isfinite(log["val_loss"]).all()
+    encoder = ConvEncoder.from_pretrained(tmp_path / "out" / "encoder")
+    assert encoder.config.z_dim == 8 and encoder.config.in_channels == 1
+    generator = SPADEGenerator.from_pretrained(tmp_path / "out" / "generator")
+    assert generator.config.crop_size == 32  # follows train.size
+    record = json.loads((tmp_path / "out" / "train.json").read_text())
+    assert record["vgg"].startswith("random")
+
+
+def test_generator_size_must_match_train_size(camus, tmp_path):
+    from echogen.training.spade import train_spade
+
+    with pytest.raises(ValueError, match="crop_size 64 differs from train.size 32"):
+        train_spade(camus, tmp_path / "o", tmp_path / "s", generator={"preset": "tiny",
+                    "crop_size": 64}, train={"size": 32})  # fmt: skip

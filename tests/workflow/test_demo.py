@@ -550,7 +550,7 @@ def test_demo_cardigan(demo_all):
     for name in section["models"]:
         model = record["models"][name]
         assert model["plumbing"] and model["n"] == 2  # the phantom's 2 TEST masks
-        assert 0 < model["ssim"] <= 1 and model["fid"] is not None
+        assert 0 < model["ssim"] <= 1 and model["fid"] is not None and model["kid"] is not None
         assert set(model["dice"]) == {"lv_cavity", "myocardium", "left_atrium"}
         strips = demo_all / f"results/report/cardigan_{name}_strips.png"
         assert strips.stat().st_size > 0
