@@ -153,7 +153,8 @@ rule train_cardigan_segmenter:
 
 
 rule score_cardigan:
-    """Score every TEST-mask image: SSIM, LPIPS to the real image, the segmenter's Dice."""
+    """Score every TEST-mask image (SSIM, LPIPS to the real image, the segmenter's Dice); the
+    strips and the real-vs-generated embedding plot."""
     input:
         unpack(cardigan_score_inputs),
     output:
@@ -162,6 +163,11 @@ rule score_cardigan:
             "results/report/cardigan_{model}_strips.png",
             category="cardiGAN",
             caption="../docs/report/cardigan_strips.rst",
+        ),
+        embedding=report(
+            "results/report/cardigan_{model}_embedding.png",
+            category="cardiGAN",
+            caption="../docs/report/cardigan_embedding.rst",
         ),
     log:
         "logs/score_cardigan/{model}.log",
@@ -178,6 +184,7 @@ rule score_cardigan:
         runtime=tier_runtime("gpu_infer"),
     params:
         lpips_net=config["metrics"]["lpips"]["net"],
+        seed=config["seed"],
     script:
         "../workflow_scripts/score_cardigan.py"
 

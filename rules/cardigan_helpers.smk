@@ -86,6 +86,8 @@ def cardigan_score_inputs(wildcards):
         "filelist": f"{dataset}/FileList.csv",
         "frames": f"{dataset}/frames",
         "segmenter": "results/models/cardigan_segmenter_real",
+        "real": f"resources/reference_frames/camus_test_{cardigan_size(wildcards.model)}px",
+        "inception": weights_file("inception"),
     }
     weights = config["metrics"]["lpips"]["weights"]
     if weights:

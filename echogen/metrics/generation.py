@@ -226,6 +226,22 @@ def _feature_stats(
 
 
 @torch.no_grad()
+def frame_features(
+    frame_dir: str | Path, detector, batch_size: int = 32, device: str = "cpu"
+) -> tuple[np.ndarray, list[str]]:
+    """Inception pool features ``[N, D]`` (float64) of every frame of a frame set, in the
+    FID order (sorted videos, frames in numeric order), with each frame's video name."""
+    frames = _FrameSet.scan(frame_dir)
+    items = [[path] for video in frames.frames for path in video]
+    names = [path.parent.name for [path] in items]
+    features = [
+        detector(batch.to(device), **DETECTOR_KWARGS["fid"]).double().cpu().numpy()
+        for batch in _batches(items, batch_size, video=False)
+    ]
+    return np.concatenate(features), names
+
+
+@torch.no_grad()
 def _inception_score(
     detector, paths: list[Path], batch_size: int, device: str, desc: str, pad_to=None
 ) -> tuple[float, float]:

@@ -148,3 +148,28 @@ def test_segmentation_table_intervals_hold_the_mean(tmp_path):
             assert cell["mean"] == pytest.approx(scores[f"dice_{structure}"].mean())
     assert record["runs"]["real"]["mean"] > record["runs"]["synthetic"]["mean"]
     assert "real" in (tmp_path / "s.txt").read_text()
+
+
+def test_nearest_neighbour_accuracy_separates_and_mixes():
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(20, 4))
+    assert cg.nearest_neighbour_accuracy(real, real + 10) == 1.0
+    mixed = cg.nearest_neighbour_accuracy(real, rng.normal(size=(20, 4)))
+    assert 0.2 < mixed < 0.8
+
+
+def test_embedding_plot_of_real_and_generated_frames(tmp_path):
+    from echogen.data.frames import write_frames
+    from echogen.metrics.detectors import write_tiny_detector
+
+    rng = np.random.default_rng(0)
+    for name, shift in (("real", 0), ("fake", 120)):
+        for i in range(6):
+            frame = np.clip(rng.normal(60 + shift, 20, (1, 32, 32)), 0, 255).astype(np.uint8)
+            write_frames(frame, tmp_path / name / f"item{i}")
+    detector = tmp_path / "inception.pt"
+    write_tiny_detector("inception", detector, seed=0)
+    record = cg.write_embedding_plot(tmp_path / "real", tmp_path / "fake", detector,
+                                     tmp_path / "e.png", seed=0)  # fmt: skip
+    assert record["n_real"] == record["n_fake"] == 6 and record["nn_accuracy"] == 1.0
+    assert (tmp_path / "e.png").read_bytes()[:4] == b"\x89PNG"

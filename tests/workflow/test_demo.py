@@ -552,8 +552,8 @@ def test_demo_cardigan(demo_all):
         assert model["plumbing"] and model["n"] == 2  # the phantom's 2 TEST masks
         assert 0 < model["ssim"] <= 1 and model["fid"] is not None and model["kid"] is not None
         assert set(model["dice"]) == {"lv_cavity", "myocardium", "left_atrium"}
-        strips = demo_all / f"results/report/cardigan_{name}_strips.png"
-        assert strips.stat().st_size > 0
+        for figure in ("strips", "embedding"):
+            assert (demo_all / f"results/report/cardigan_{name}_{figure}.png").stat().st_size
         train = pd.read_csv(demo_all / f"results/samples/cardigan_{name}_train/FileList.csv")
         assert len(train) == 8 and (train["Split"] == "TRAIN").all()
     experiment = json.loads((demo_all / "results/metrics/cardigan_segmentation.json").read_text())
