@@ -214,3 +214,17 @@ def test_camus_unknown_split(tmp_path):
     with pytest.raises(DataError, match=r"hdf5:/validation: unknown split group 'validation'"):
         prepare_camus(root, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_camus_missing_group_or_sizes_name_the_patient(tmp_path):
+    root = make_camus(tmp_path / "camus")
+    with h5py.File(root / "camus05_256.hdf5", "a") as f:
+        del f["valid/patient0002/4CH/gt"]
+    with pytest.raises(DataError, match=r"hdf5:/valid/patient0002/4CH/gt: dataset is missing"):
+        prepare_camus(root, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    with h5py.File(root / "camus05_256.hdf5", "a") as f:
+        f["valid/patient0002/4CH/gt"] = np.zeros((2, 16, 16), np.uint8)
+    with pytest.raises(DataError, match=r"patient0002/4CH/gt: label shape \(16, 16\) differs"):
+        prepare_camus(root, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
