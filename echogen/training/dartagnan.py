@@ -31,8 +31,9 @@ import json
 import logging
 import math
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -52,7 +53,6 @@ from echogen.models.dartagnan import (
 )
 from echogen.training import gan
 from echogen.training.engine import (
-    SELECTIONS,
     Budget,
     RunResult,
     Task,
@@ -60,7 +60,8 @@ from echogen.training.engine import (
     steps_per_epoch,
 )
 from echogen.training.engine import train as engine_train
-from echogen.training.regressor import PRECISIONS, mixed_precision
+from echogen.training.regressor import mixed_precision
+from echogen.training.settings import TrainSettings
 from echogen.training.supervised import epoch_order, rows_digest
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ STEP_STREAM, VAL_STREAM = 11, 12
 
 
 @dataclass(frozen=True)
-class DartagnanTrainConfig:
+class DartagnanTrainConfig(TrainSettings):
     """D'ARTAGNAN's optimisation (the reference's defaults; ``utils/arguments.py``).
 
     Args:
@@ -128,11 +129,12 @@ class DartagnanTrainConfig:
     log_every: int = 10
     num_workers: int = 0
 
+    label: ClassVar[str] = "D'ARTAGNAN"
+    positive: ClassVar[tuple[str, ...]] = (*TrainSettings.positive, "decay_epochs", "size",
+                                           "frames")  # fmt: skip
+
     def __post_init__(self):
-        for name in ("batch_size", "epochs", "decay_epochs", "size", "frames",
-                     "checkpoint_every", "checkpoints_total_limit", "log_every"):  # fmt: skip
-            if getattr(self, name) < 1:
-                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        self.check_engine_fields()
         if self.size % 2 or self.frames % 2:
             raise ValueError(f"train.size and train.frames must be even, got {self.size}, "
                              f"{self.frames}")  # fmt: skip
@@ -140,26 +142,8 @@ class DartagnanTrainConfig:
             raise ValueError("learning rates must be > 0 and lr_decay >= 1")
         if not 0 < self.margin < 50:
             raise ValueError(f"train.margin must be in (0, 50), got {self.margin}")
-        if self.select not in SELECTIONS:
-            raise ValueError(f"train.select must be one of {SELECTIONS}, got {self.select!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"train.precision must be one of {PRECISIONS}")
-        for name in ("max_steps", "decay_until"):
-            if getattr(self, name) is not None and getattr(self, name) < 0:
-                raise ValueError(f"train.{name} must be None or >= 0")
-        if self.num_workers < 0:
-            raise ValueError("train.num_workers must be >= 0")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict | None) -> DartagnanTrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data or {}) - known)
-        if unknown:
-            raise ValueError(f"unknown D'ARTAGNAN train settings {unknown}; known: {sorted(known)}")
-        return cls(**(data or {}))
+        if self.decay_until is not None and self.decay_until < 0:
+            raise ValueError("train.decay_until must be None or >= 0")
 
     def lr_factor(self, epoch: int) -> float:
         """The learning rates' factor in ``epoch`` (0-based)."""

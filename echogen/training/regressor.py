@@ -46,13 +46,13 @@ from echogen.training.engine import (
     steps_per_epoch,
 )
 from echogen.training.engine import train as engine_train
+from echogen.training.settings import PRECISIONS
 from echogen.training.state import jsonable
 from echogen.training.supervised import OPTIMIZERS, ClipTask, rows_digest
 
 log = logging.getLogger(__name__)
 
 PRETRAINED_KINDS = ("published", "kinetics")
-PRECISIONS = ("fp32", "fp16")
 LOG_COLUMNS = ["epoch", "step", "train_loss", "val_loss", "val_mae"]
 # TrainSpec fields that only say how long, how often or how fast: a run may be resumed with
 # other values (e.g. a larger budget) and still follow the same trajectory.

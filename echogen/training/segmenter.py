@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -27,7 +28,6 @@ from torch.utils.data import DataLoader
 from echogen.data.camus import STRUCTURES, CamusPairSet, pair_rows
 from echogen.models.segmenter import SEGMENTER_PRESETS, build_segmenter, dice_per_structure
 from echogen.training.engine import (
-    SELECTIONS,
     Budget,
     RunResult,
     Task,
@@ -35,7 +35,8 @@ from echogen.training.engine import (
     steps_per_epoch,
 )
 from echogen.training.engine import train as engine_train
-from echogen.training.regressor import PRECISIONS, mixed_precision
+from echogen.training.regressor import mixed_precision
+from echogen.training.settings import TrainSettings
 from echogen.training.supervised import epoch_order, rows_digest
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ STEP_STREAM = 31
 
 
 @dataclass(frozen=True)
-class SegmenterTrainConfig:
+class SegmenterTrainConfig(TrainSettings):
     """The segmenter's optimisation.
 
     Args:
@@ -79,32 +80,13 @@ class SegmenterTrainConfig:
     log_every: int = 10
     num_workers: int = 0
 
+    label: ClassVar[str] = "segmenter"
+    positive: ClassVar[tuple[str, ...]] = (*TrainSettings.positive, "size")
+
     def __post_init__(self):
-        for name in ("batch_size", "epochs", "size", "checkpoint_every",
-                     "checkpoints_total_limit", "log_every"):  # fmt: skip
-            if getattr(self, name) < 1:
-                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        self.check_engine_fields()
         if self.lr <= 0 or self.weight_decay < 0:
             raise ValueError("train.lr must be > 0 and train.weight_decay >= 0")
-        if self.select not in SELECTIONS:
-            raise ValueError(f"train.select must be one of {SELECTIONS}, got {self.select!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"train.precision must be one of {PRECISIONS}")
-        if self.max_steps is not None and self.max_steps < 0:
-            raise ValueError("train.max_steps must be None or >= 0")
-        if self.num_workers < 0:
-            raise ValueError("train.num_workers must be >= 0")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict | None) -> SegmenterTrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data or {}) - known)
-        if unknown:
-            raise ValueError(f"unknown segmenter train settings {unknown}; known: {sorted(known)}")
-        return cls(**(data or {}))
 
 
 class SegmenterTask(Task):

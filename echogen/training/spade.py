@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -58,7 +59,6 @@ from echogen.models.spade import (
 )
 from echogen.training import gan
 from echogen.training.engine import (
-    SELECTIONS,
     Budget,
     RunResult,
     Task,
@@ -66,7 +66,8 @@ from echogen.training.engine import (
     steps_per_epoch,
 )
 from echogen.training.engine import train as engine_train
-from echogen.training.regressor import PRECISIONS, mixed_precision
+from echogen.training.regressor import mixed_precision
+from echogen.training.settings import TrainSettings
 from echogen.training.supervised import epoch_order, rows_digest
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ STEP_STREAM, VAL_STREAM = 21, 22
 
 
 @dataclass(frozen=True)
-class SpadeTrainConfig:
+class SpadeTrainConfig(TrainSettings):
     """SPADE's optimisation with cardiGAN's command-line settings.
 
     Args:
@@ -105,7 +106,7 @@ class SpadeTrainConfig:
             perceptual loss (the ImageNet weights the reference downloads); None: a seeded
             random VGG19, a plumbing setting named in ``train.json``.
         select (str, "last"): export the last weights or those of the lowest ``val_loss``.
-        precision (str, "fp32"): ``"fp16"``/``"bf16"`` autocast on a GPU.
+        precision (str, "fp32"): ``"fp16"`` autocast on a GPU.
         checkpoint_every (int, 500), checkpoints_total_limit (int, 2), log_every (int, 10),
         num_workers (int, 0): the engine's cadences and the loader's workers.
     """
@@ -131,36 +132,17 @@ class SpadeTrainConfig:
     log_every: int = 10
     num_workers: int = 0
 
+    label: ClassVar[str] = "SPADE"
+    positive: ClassVar[tuple[str, ...]] = (*TrainSettings.positive, "size")
+
     def __post_init__(self):
-        for name in ("batch_size", "epochs", "size", "checkpoint_every",
-                     "checkpoints_total_limit", "log_every"):  # fmt: skip
-            if getattr(self, name) < 1:
-                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        self.check_engine_fields()
         if not 0 <= self.decay_epochs <= self.epochs:
             raise ValueError(f"train.decay_epochs must be in 0..epochs, got {self.decay_epochs}")
         if self.lr <= 0 or not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
             raise ValueError("train.lr must be > 0 and beta1, beta2 in [0, 1)")
         if min(self.lambda_feat, self.lambda_vgg, self.lambda_kld) < 0:
             raise ValueError("loss weights must be >= 0")
-        if self.select not in SELECTIONS:
-            raise ValueError(f"train.select must be one of {SELECTIONS}, got {self.select!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"train.precision must be one of {PRECISIONS}")
-        if self.max_steps is not None and self.max_steps < 0:
-            raise ValueError("train.max_steps must be None or >= 0")
-        if self.num_workers < 0:
-            raise ValueError("train.num_workers must be >= 0")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict | None) -> SpadeTrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data or {}) - known)
-        if unknown:
-            raise ValueError(f"unknown SPADE train settings {unknown}; known: {sorted(known)}")
-        return cls(**(data or {}))
 
     def lr_factor(self, epoch: int) -> float:
         """The rate's factor in 0-based ``epoch`` (see the module's docstring)."""

@@ -223,7 +223,7 @@ def test_encoder_mode_trains_and_exports_the_encoder(camus, tmp_path):
         camus, tmp_path / "out", tmp_path / "state",
         generator={"preset": "tiny", "use_vae": True, "z_dim": 8},
         discriminator={"preset": "tiny"}, encoder={"encoder_size": 32},
-        train={"batch_size": 2, "epochs": 1, "size": 32},
+        train={"batch_size": 2, "epochs": 1, "decay_epochs": 0, "size": 32},
     )  # fmt: skip
     assert result["steps"] == 2
     log = pd.read_csv(tmp_path / "out" / "log.csv")
