@@ -39,7 +39,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from torch.utils.data import DataLoader
 
 from echogen.data.clips import DartagnanClipSet, read_metainfo
 from echogen.models.dartagnan import (
@@ -62,7 +61,7 @@ from echogen.training.engine import (
 from echogen.training.engine import train as engine_train
 from echogen.training.regressor import mixed_precision
 from echogen.training.settings import TrainSettings
-from echogen.training.supervised import epoch_order, rows_digest
+from echogen.training.supervised import epoch_loader, rows_digest
 
 log = logging.getLogger(__name__)
 
@@ -163,11 +162,6 @@ class DartagnanTrainConfig(TrainSettings):
         }
 
 
-def _generator_seed(seed: int, stream: int, *keys: int) -> tuple[np.random.Generator, int]:
-    rng = np.random.default_rng([int(seed), stream, *(int(k) for k in keys)])
-    return rng, int(rng.integers(2**62))
-
-
 class DartagnanTask(Task):
     """The generator and discriminator of D'ARTAGNAN for the trainer engine (epoch task)."""
 
@@ -210,18 +204,15 @@ class DartagnanTask(Task):
                         (self.opt_d, self.config.lr_discriminator)):  # fmt: skip
             for group in opt.param_groups:
                 group["lr"] = lr * factor
-        batch = self.config.batch_size
-        order = epoch_order(len(self.train_set), self.steps_per_epoch, batch, accelerator,
-                            self.seed, epoch)  # fmt: skip
-        return DataLoader(self.train_set, batch_size=batch, sampler=order[start * batch:],
-                          num_workers=self.config.num_workers,
-                          generator=torch.Generator().manual_seed(self.seed))  # fmt: skip
+        return epoch_loader(self.train_set, self.steps_per_epoch, self.config.batch_size,
+                            accelerator, self.seed, epoch, start,
+                            self.config.num_workers)  # fmt: skip
 
     def train_step(self, accelerator: Accelerator, batch, step: int) -> dict[str, float]:
         device = accelerator.device
         clips, ef = batch
         clips = clips.to(device)
-        rng, noise_seed = _generator_seed(self.seed, STEP_STREAM, step, accelerator.process_index)
+        rng, noise_seed = gan.seeded(self.seed, STEP_STREAM, step, accelerator.process_index)
         ef_star = torch.tensor(counterfactual_efs(ef.numpy(), self.config.margin, rng) / 100.0,
                                dtype=torch.float32, device=device)  # fmt: skip
         ef = (ef / 100.0).to(device)
@@ -263,7 +254,7 @@ class DartagnanTask(Task):
         rec, ef_err = [], []
         for index in range(len(self.val_set)):
             clip, ef = self.val_set[index]
-            rng, noise_seed = _generator_seed(self.seed, VAL_STREAM, index)
+            rng, noise_seed = gan.seeded(self.seed, VAL_STREAM, index)
             target = counterfactual_efs(np.array([ef]), self.config.margin, rng) / 100.0
             device = accelerator.device
             noise = torch.Generator(device=device).manual_seed(noise_seed)

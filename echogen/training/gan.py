@@ -10,7 +10,9 @@ easy to get subtly wrong live here once:
 - gradient accumulation skips the all-reduce of every micro-batch but the last:
   :func:`accumulating`;
 - the discriminator's optimiser steps only once the discriminator has joined
-  (``disc_start``): :func:`step` takes each optimiser with whether it is active.
+  (``disc_start``): :func:`step` takes each optimiser with whether it is active;
+- every random draw of a step is a function of ``(seed, stream, step, process)``, never of
+  a generator's state, so a resumed run draws the same: :func:`seeded`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from torch import nn
@@ -49,3 +52,9 @@ def step(*optimizers: tuple[torch.optim.Optimizer, bool]) -> None:
         if active:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+
+
+def seeded(seed: int, stream: int, *keys: int) -> tuple[np.random.Generator, int]:
+    """A numpy generator of ``(seed, stream, *keys)`` and a torch seed drawn from it."""
+    rng = np.random.default_rng([int(seed), stream, *(int(k) for k in keys)])
+    return rng, int(rng.integers(2**62))

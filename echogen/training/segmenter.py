@@ -23,7 +23,6 @@ import pandas as pd
 import torch
 from accelerate import Accelerator
 from monai.losses import DiceCELoss
-from torch.utils.data import DataLoader
 
 from echogen.data.camus import STRUCTURES, CamusPairSet, pair_rows
 from echogen.models.segmenter import SEGMENTER_PRESETS, build_segmenter, dice_per_structure
@@ -37,7 +36,7 @@ from echogen.training.engine import (
 from echogen.training.engine import train as engine_train
 from echogen.training.regressor import mixed_precision
 from echogen.training.settings import TrainSettings
-from echogen.training.supervised import epoch_order, rows_digest
+from echogen.training.supervised import epoch_loader, rows_digest
 
 log = logging.getLogger(__name__)
 
@@ -114,12 +113,9 @@ class SegmenterTask(Task):
         return self.net
 
     def batches(self, accelerator: Accelerator, epoch: int, start: int) -> Iterable:
-        batch = self.config.batch_size
-        order = epoch_order(len(self.train_set), self.steps_per_epoch, batch, accelerator,
-                            self.seed, epoch)  # fmt: skip
-        return DataLoader(self.train_set, batch_size=batch, sampler=order[start * batch:],
-                          num_workers=self.config.num_workers,
-                          generator=torch.Generator().manual_seed(self.seed))  # fmt: skip
+        return epoch_loader(self.train_set, self.steps_per_epoch, self.config.batch_size,
+                            accelerator, self.seed, epoch, start,
+                            self.config.num_workers)  # fmt: skip
 
     def train_step(self, accelerator: Accelerator, batch, step: int) -> dict[str, float]:
         images, labels = batch

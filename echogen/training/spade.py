@@ -40,7 +40,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from torch.utils.data import DataLoader
 
 from echogen.data.camus import CamusPairSet, read_camus_index
 from echogen.models.spade import (
@@ -68,7 +67,7 @@ from echogen.training.engine import (
 from echogen.training.engine import train as engine_train
 from echogen.training.regressor import mixed_precision
 from echogen.training.settings import TrainSettings
-from echogen.training.supervised import epoch_order, rows_digest
+from echogen.training.supervised import epoch_loader, rows_digest
 
 log = logging.getLogger(__name__)
 
@@ -156,11 +155,6 @@ class SpadeTrainConfig(TrainSettings):
         return (lr / 2, lr * 2) if self.ttur else (lr, lr)
 
 
-def _seeded(seed: int, stream: int, *keys: int) -> tuple[np.random.Generator, int]:
-    rng = np.random.default_rng([int(seed), stream, *(int(k) for k in keys)])
-    return rng, int(rng.integers(2**62))
-
-
 class SpadeTask(Task):
     """SPADE's generator (and encoder) and multi-scale discriminator (epoch task)."""
 
@@ -214,12 +208,9 @@ class SpadeTask(Task):
         for opt, lr in ((self.opt_g, lr_g), (self.opt_d, lr_d)):
             for group in opt.param_groups:
                 group["lr"] = lr
-        batch = self.config.batch_size
-        order = epoch_order(len(self.train_set), self.steps_per_epoch, batch, accelerator,
-                            self.seed, epoch)  # fmt: skip
-        return DataLoader(self.train_set, batch_size=batch, sampler=order[start * batch:],
-                          num_workers=self.config.num_workers,
-                          generator=torch.Generator().manual_seed(self.seed))  # fmt: skip
+        return epoch_loader(self.train_set, self.steps_per_epoch, self.config.batch_size,
+                            accelerator, self.seed, epoch, start,
+                            self.config.num_workers)  # fmt: skip
 
     def _fake(self, seg: torch.Tensor, real: torch.Tensor, noise: torch.Generator):
         """The generator's images (and the KL term in encoder mode)."""
@@ -238,7 +229,7 @@ class SpadeTask(Task):
     def train_step(self, accelerator: Accelerator, batch, step: int) -> dict[str, float]:
         device = accelerator.device
         images, labels = batch
-        rng, noise_seed = _seeded(self.seed, STEP_STREAM, step, accelerator.process_index)
+        rng, noise_seed = gan.seeded(self.seed, STEP_STREAM, step, accelerator.process_index)
         if self.config.flip:
             flip = torch.from_numpy(rng.random(len(images)) < 0.5)
             images = torch.where(flip[:, None, None, None], images.flip(-1), images)

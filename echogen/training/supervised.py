@@ -54,6 +54,20 @@ def epoch_order(
     return batches[:, accelerator.process_index].reshape(-1).tolist()
 
 
+def epoch_loader(dataset, steps_per_epoch: int, batch_size: int, accelerator: Accelerator,
+                 seed: int, epoch: int, start: int,
+                 num_workers: int = 0) -> DataLoader:  # fmt: skip
+    """This process's loader for ``epoch`` from batch ``start`` on, in :func:`epoch_order`.
+
+    The loader has its own generator: creating it must not draw from the global RNG (which
+    dropout uses), or a mid-epoch resume would shift every later draw.
+    """
+    order = epoch_order(len(dataset), steps_per_epoch, batch_size, accelerator, seed, epoch)
+    return DataLoader(dataset, batch_size=batch_size, sampler=order[start * batch_size:],
+                      num_workers=num_workers,
+                      generator=torch.Generator().manual_seed(seed))  # fmt: skip
+
+
 def rows_digest(rows: pd.DataFrame, columns: dict[str, type]) -> str:
     """sha256 of the rows' ``columns`` (each cast by its type: ``str``, ``float``, ``int``), in
     order: the training set a checkpoint belongs to."""
@@ -125,18 +139,9 @@ class ClipTask(Task):
     def batches(self, accelerator: Accelerator, epoch: int, start: int) -> Iterable:
         self.train_set.set_epoch(epoch)
         self.start_epoch(epoch)
-        n, batch = len(self.train_set), self.batch_size
-        order = epoch_order(n, self.steps_per_epoch, batch, accelerator, self.seed, epoch)
         self.model.train()
-        return DataLoader(
-            self.train_set,
-            batch_size=self.batch_size,
-            sampler=order[start * batch :],
-            num_workers=self.num_workers,
-            # Its own generator: creating a loader must not draw from the global RNG (which
-            # dropout uses), or a mid-epoch resume would shift every later draw.
-            generator=torch.Generator().manual_seed(self.seed),
-        )
+        return epoch_loader(self.train_set, self.steps_per_epoch, self.batch_size, accelerator,
+                            self.seed, epoch, start, self.num_workers)  # fmt: skip
 
     def train_step(self, accelerator: Accelerator, batch, step: int) -> dict[str, float]:
         clips, target = batch
