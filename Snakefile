@@ -52,6 +52,11 @@ if system_on("cardigan"):
     include: "rules/cardigan.smk"
 
 
+if system_on("rvfailure"):
+
+    include: "rules/rvfailure.smk"
+
+
 include: "rules/synthetic.smk"
 include: "rules/metrics.smk"
 include: "rules/evaluation.smk"

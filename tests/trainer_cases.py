@@ -707,7 +707,82 @@ SEGMENTER = TrainerCase(
     make_kwargs=_segmenter_kwargs,
 )
 
-CASES = [REGRESSOR, CLASSIFIER, PRIVACY, VAE, LVDM, LIDM, CASCADE, DARTAGNAN, SPADE, SEGMENTER]
+RV_SIZE, RV_FRAMES = 24, 10
+
+
+def rv_clip(rng: np.random.Generator, label: int, frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """A grey clip ``(T, S, S)`` in [0, 1] and its flow ``(T-1, S, S, 2)``: a square drifting
+    right, fast (and dark) for label 1, slow for label 0, on speckle."""
+    size = RV_SIZE
+    speed = 1.5 if label else 0.3
+    grey = rng.uniform(0.1, 0.3, size=(frames, size, size))
+    flow = rng.normal(0, 0.1, size=(frames - 1, size, size, 2))
+    y0 = int(rng.integers(4, size - 10))
+    for t in range(frames):
+        x0 = int(2 + speed * t) % (size - 6)
+        grey[t, y0 : y0 + 6, x0 : x0 + 6] = 0.4 if label else 0.9
+        if t < frames - 1:
+            flow[t, y0 : y0 + 6, x0 : x0 + 6, 0] += speed
+    return grey / grey.max(), flow
+
+
+def rv_clips(base: Path, counts=(("TRAIN", 8), ("VAL", 4), ("TEST", 4))) -> dict:
+    """Split csvs (the ingest_rvfailure columns) of :func:`rv_clip` clips, labels alternating,
+    two videos per patient; returns ``{"TRAIN": csv, "VAL": csv, "TEST": csv}``."""
+    rng = np.random.default_rng(3)
+    base.mkdir(parents=True, exist_ok=True)
+    splits = {}
+    for split, n in counts:
+        records = []
+        for i in range(n):
+            label, name = i % 2, f"{split.lower()}_{i:02d}"
+            grey, flow = rv_clip(rng, label, RV_FRAMES + i % 3)
+            paths = {"Path": base / f"{name}.npy", "FlowPath": base / f"{name}_flow.npy"}
+            np.save(paths["Path"], grey.astype(np.float16))
+            np.save(paths["FlowPath"], flow.astype(np.float16))
+            records.append({"FileName": name, **{k: str(v) for k, v in paths.items()},
+                            "patient_id": f"{split}{i // 4}{label}", "label": label,
+                            "class_name": "severe" if label else "normal"})  # fmt: skip
+        splits[split] = str(base / f"{split.lower()}.csv")
+        pd.DataFrame(records).to_csv(splits[split], index=False)
+    return splits
+
+
+def _rv_kwargs(data: dict, overrides: dict) -> dict:
+    # stem stride 1: the last stage keeps 2x2 positions, so batch norm sees more than one
+    # value per channel with one clip per process
+    network = {"depth": 10, "widths": [4, 4, 8, 8], "stem_stride": 1}
+    return {"objective": "rvfailure", "network": network,
+            "streams": ["grey", "flow"], "clips": {"frames": 8, "size": RV_SIZE},
+            "train": overrides["train"],
+            "splits": {"TRAIN": data["TRAIN"], "VAL": data["VAL"]}}  # fmt: skip
+
+
+RVFAILURE = TrainerCase(
+    name="rvfailure",
+    entry="echogen.training.rvfailure:train_rvfailure_from_config",
+    model_class="echogen.models.rvfailure:TwoStreamNet",
+    weights=WEIGHTS,
+    overrides={
+        "train": {
+            "batch_size": 2,
+            "epochs": 2,
+            "lr": 1e-3,  # the cosine schedule changes the rate every step
+            "checkpoint_every": 2,
+            "checkpoints_total_limit": 2,
+            "select": "best_val",
+        }
+    },
+    steps_per_epoch=4,  # 8 TRAIN clips / batch 2
+    cut=3,  # mid-epoch 0
+    changed={"class_weights": [0.5, 1.5]},
+    two_process={"batch_size": 1},
+    make_data=rv_clips,
+    make_kwargs=_rv_kwargs,
+)
+
+CASES = [REGRESSOR, CLASSIFIER, PRIVACY, VAE, LVDM, LIDM, CASCADE, DARTAGNAN, SPADE, SEGMENTER,
+         RVFAILURE]  # fmt: skip
 
 
 def run_jobs(jobs: list[dict]) -> None:

@@ -137,3 +137,52 @@ def ingest_rvfailure(
         n_quarantined,
     )
     return manifest
+
+
+def read_split_rows(splits: dict[str, str | Path]) -> pd.DataFrame:
+    """The rows of the split csvs (``{"VAL": path, "TEST": path}``) with a ``Split`` column."""
+    parts = []
+    for split, path in splits.items():
+        rows = pd.read_csv(path, dtype={"FileName": str, "patient_id": str})
+        rows.attrs["source"] = str(path)
+        missing = [c for c in ("FileName", "patient_id", "label") if c not in rows.columns]
+        if missing:
+            raise DataError(path, f"columns {missing} are missing",
+                            "use the split csvs of the ingest_rvfailure rule")  # fmt: skip
+        parts.append(rows.assign(Split=split))
+    rows = pd.concat(parts, ignore_index=True)
+    rows.attrs["source"] = ", ".join(str(p) for p in splits.values())
+    return rows
+
+
+def ef_stream_rows(manifest_csv: str | Path, flow_index_csv: str | Path) -> pd.DataFrame:
+    """EF-labelled videos with their flow, for the streams' EF pretraining: the manifest's
+    FileName, Split, EF and Path (the video) joined with the flow index's Path (FlowPath).
+
+    Videos without a numeric EF or without flow are left out (logged); none left is an error.
+    """
+    manifest = pd.read_csv(manifest_csv, dtype={"FileName": str})
+    flow = pd.read_csv(flow_index_csv, dtype={"FileName": str})
+    for table, path, columns in ((manifest, manifest_csv, ("FileName", "Split", "EF", "Path")),
+                                 (flow, flow_index_csv, ("FileName", "Path"))):  # fmt: skip
+        missing = [c for c in columns if c not in table.columns]
+        if missing:
+            raise DataError(path, f"columns {missing} are missing",
+                            "use the workflow's manifest and flow index")  # fmt: skip
+    rows = manifest[["FileName", "Split", "EF", "Path"]].merge(
+        flow[["FileName", "Path"]].rename(columns={"Path": "FlowPath"}), on="FileName"
+    )
+    rows["EF"] = pd.to_numeric(rows["EF"], errors="coerce")
+    kept = rows.dropna(subset=["EF"]).reset_index(drop=True)
+    dropped = len(manifest) - len(kept)
+    if dropped:
+        log.info("EF pretraining: %d of %d videos lack EF or flow and are left out", dropped,
+                 len(manifest))  # fmt: skip
+    if kept.empty:
+        raise DataError(
+            manifest_csv,
+            "no video has both an EF and flow",
+            f"compute flow for it (derived.flow.datasets) into {flow_index_csv}",
+        )
+    kept.attrs["source"] = str(manifest_csv)
+    return kept

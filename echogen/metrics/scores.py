@@ -169,6 +169,54 @@ def _binary_auc(positive: np.ndarray, scores: np.ndarray) -> float:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def roc_auc(y_true, scores) -> float:
+    """Binary ROC AUC of scores for labels 0/1 (Mann-Whitney, ties counted 1/2); NaN when
+    one class is absent."""
+    positive = _as_vector("y_true", y_true).astype(bool)
+    scores = _as_vector("scores", scores)
+    if positive.all() or not positive.any():
+        return float("nan")
+    return _binary_auc(positive, scores)
+
+
+def threshold_at_sensitivity(y_true, scores, sensitivity: float = 0.8) -> float:
+    """The highest threshold ``t`` at which calling ``score >= t`` positive finds at least
+    ``sensitivity`` of the positives (the operating point of "specificity at 80 %
+    sensitivity"); NaN without positives."""
+    positive = _as_vector("y_true", y_true).astype(bool)
+    scores = _as_vector("scores", scores)
+    if not 0 < sensitivity <= 1:
+        raise ValueError(f"sensitivity must be in (0, 1], got {sensitivity}")
+    ranked = np.sort(scores[positive])[::-1]
+    if len(ranked) == 0:
+        return float("nan")
+    return float(ranked[int(np.ceil(sensitivity * len(ranked) - 1e-9)) - 1])
+
+
+def confusion_at(y_true, scores, threshold: float) -> dict[str, float | int]:
+    """Counts (tp, fp, tn, fn), sensitivity and specificity of ``score >= threshold``."""
+    positive = _as_vector("y_true", y_true).astype(bool)
+    called = _as_vector("scores", scores) >= threshold
+    counts = {
+        "tp": int((called & positive).sum()),
+        "fp": int((called & ~positive).sum()),
+        "tn": int((~called & ~positive).sum()),
+        "fn": int((~called & positive).sum()),
+    }
+    n_pos, n_neg = counts["tp"] + counts["fn"], counts["tn"] + counts["fp"]
+    counts["sensitivity"] = counts["tp"] / n_pos if n_pos else float("nan")
+    counts["specificity"] = counts["tn"] / n_neg if n_neg else float("nan")
+    return counts
+
+
+def specificity_at_sensitivity(y_true, scores, sensitivity: float = 0.8) -> float:
+    """Specificity at :func:`threshold_at_sensitivity` (the best one reaching it)."""
+    threshold = threshold_at_sensitivity(y_true, scores, sensitivity)
+    if np.isnan(threshold):
+        return float("nan")
+    return float(confusion_at(y_true, scores, threshold)["specificity"])
+
+
 def classification_metrics(y_true, scores, n_classes: int | None = None) -> dict[str, float | int]:
     """Accuracy, balanced accuracy and ROC AUC of class probabilities.
 

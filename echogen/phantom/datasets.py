@@ -298,6 +298,21 @@ def write_camus(root: Path, params: dict, seed: int) -> None:
                 group.create_dataset("gt", data=CAMUS_LABELS[labels])
 
 
+def _stratified_splits(labels: list[str], rng: np.random.Generator) -> list[str]:
+    """~60/20/20 train/valid/test by patient, stratified by class: the patients, the
+    severest class first (shuffled within a class), follow train, held out, held out, train,
+    train, ..., the held-out ones going alternately to TEST and VALID; so the severe class is
+    in TRAIN, then in TEST, then in VALID as it has 1, 2, 3 patients."""
+    order = [i for name in reversed(RV_CLASSES)
+             for i in rng.permutation([j for j, x in enumerate(labels) if x == name])]  # fmt: skip
+    splits = ["train"] * len(labels)
+    held = 0
+    for position, index in enumerate(order):
+        if position % 5 in (1, 2):
+            splits[index], held = ("test", "valid")[held % 2], held + 1
+    return splits
+
+
 def write_rvfailure(root: Path, params: dict, seed: int) -> None:
     """RV failure: multi-frame US DICOMs under ``dicoms/<study>/<series>/<uid>.dcm``.
 
@@ -311,10 +326,7 @@ def write_rvfailure(root: Path, params: dict, seed: int) -> None:
     ids = [f"RV{i + 1:04d}" for i in range(n)]
     classes = list(RV_CLASSES)
     labels = [classes[c] for c in rng.permutation(np.arange(n) % len(classes))]
-    n_valid = n_test = round(0.2 * n)
-    splits = rng.permutation(
-        ["valid"] * n_valid + ["test"] * n_test + ["train"] * (n - 2 * n_valid)
-    )
+    splits = _stratified_splits(labels, rng)
     height, width = params["height"], params["width"]
     for i, (pid, label) in enumerate(
         tqdm(list(zip(ids, labels, strict=True)), desc="phantom rvfailure")

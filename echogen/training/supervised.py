@@ -24,19 +24,22 @@ from torch.utils.data import DataLoader, Dataset
 
 from echogen.training.engine import Task
 
-OPTIMIZERS = ("sgd", "adam")
+OPTIMIZERS = ("sgd", "adam", "adamw")
 
 
 def make_optimizer(
     model: torch.nn.Module, optimizer: str, lr: float, momentum: float, weight_decay: float
 ) -> torch.optim.Optimizer:
-    """``"sgd"`` (with ``momentum``) or ``"adam"`` over every parameter of ``model``."""
+    """``"sgd"`` (with ``momentum``), ``"adam"`` or ``"adamw"`` (decoupled weight decay) over
+    every parameter of ``model``."""
     if optimizer == "sgd":
         return torch.optim.SGD(
             model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
         )
     if optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    if optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
 
 
@@ -77,6 +80,13 @@ def rows_digest(rows: pd.DataFrame, columns: dict[str, type]) -> str:
     return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
 
 
+def on_device(clips, device) -> list[torch.Tensor]:
+    """A batch's model inputs on ``device``: one clip tensor, or one per stream (a list)."""
+    if isinstance(clips, torch.Tensor):
+        return [clips.to(device)]
+    return [c.to(device) for c in clips]
+
+
 class ClipTask(Task):
     """A supervised task over two clip datasets (TRAIN with augmentation, VAL without).
 
@@ -85,7 +95,8 @@ class ClipTask(Task):
     (an epoch-wise learning rate) and :meth:`after_step` (a step-wise scheduler).
 
     Args:
-        train_set: yields ``(clip, target)``; has ``set_epoch(epoch)``.
+        train_set: yields ``(clip, target)`` (``clip`` a tensor, or a tuple of tensors that
+            the model takes as separate inputs); has ``set_epoch(epoch)``.
         val_set: yields ``(clip, target)`` without augmentation.
         train: the task's training settings: ``batch_size`` (clips per process per step),
             ``num_workers`` and the :func:`make_optimizer` fields (``optimizer``, ``lr``,
@@ -103,7 +114,7 @@ class ClipTask(Task):
         self.optimizer_kwargs = {
             "optimizer": train.optimizer,
             "lr": train.lr,
-            "momentum": train.momentum,
+            "momentum": getattr(train, "momentum", 0.0),
             "weight_decay": train.weight_decay,
         }
         self.model = self.optimizer = None
@@ -145,7 +156,7 @@ class ClipTask(Task):
 
     def train_step(self, accelerator: Accelerator, batch, step: int) -> dict[str, float]:
         clips, target = batch
-        output = self.model(clips.to(accelerator.device))
+        output = self.model(*on_device(clips, accelerator.device))
         loss = self.loss(output.float(), target.to(accelerator.device))
         accelerator.backward(loss)
         self.optimizer.step()
@@ -169,6 +180,6 @@ class ClipTask(Task):
         )
         pairs = []
         for clips, target in loader:
-            output = net(clips.to(accelerator.device)).float().cpu()
+            output = net(*on_device(clips, accelerator.device)).float().cpu()
             pairs += list(zip(output.tolist(), target.tolist(), strict=True))
         return gather_object(pairs)

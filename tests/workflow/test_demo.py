@@ -564,3 +564,44 @@ def test_demo_cardigan(demo_all):
             cell = run[structure]
             assert cell["low"] <= cell["mean"] <= cell["high"]
     assert "plumbing check" in (demo_all / "results/metrics/cardigan_segmentation.txt").read_text()
+
+
+def test_demo_rvfailure(demo_all):
+    """RV failure: the streams pretrained on the dynamic phantom's EF, the fusion chosen on
+    VAL, every VAL and TEST video's probability over 5 clips, and the table per patient."""
+    section = demo_config()["rvfailure"]
+    for stream in ("grey", "flow"):
+        record = json.loads(
+            (demo_all / f"results/models/rvfailure_pretrain_{stream}/train.json").read_text()
+        )
+        assert record["objective"] == "ef" and record["streams"] == [stream]
+    for name, streams in section["models"].items():
+        model = demo_all / f"results/models/rvfailure_{name}"
+        record = json.loads((model / "train.json").read_text())
+        assert record["streams"] == streams and record["selected"]["select"] == "best_val"
+        assert set(record["init"]) == set(streams)  # each trunk from its EF pretraining
+        predictions = pd.read_csv(demo_all / f"results/metrics/rvfailure_{name}_predictions.csv")
+        assert set(predictions["Split"]) == {"VAL", "TEST"}
+        assert predictions["clip_probs"].str.count(";").eq(4).all()
+        assert predictions["prob"].between(0, 1).all()
+    table = (demo_all / "results/metrics/rvfailure.txt").read_text()
+    assert "PLUMBING CHECK" in table and "AUC 0.729" in table
+    # No identifying DICOM value reaches any RV-failure output or log.
+    import pydicom
+
+    identifying = set()
+    for path in (demo_all / "resources/phantom/rvfailure/dicoms").rglob("*.dcm"):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        identifying |= {str(ds.PatientName), ds.PatientBirthDate, ds.InstitutionName}
+    written = [p for pattern in ("results/**/*rvfailure*", "logs/**/*rvfailure*")
+               for p in demo_all.glob(pattern)]  # fmt: skip
+    files = [f for p in written for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file()]
+    assert len(files) > 10
+    for path in files:
+        text = path.read_bytes().decode("latin-1")
+        assert not [value for value in identifying if value in text], path
+    report = json.loads((demo_all / "results/metrics/rvfailure.json").read_text())
+    for row in report["models"].values():
+        # the phantom's stratified split: 3 TEST patients, 1 with severe RV failure
+        assert (row["n_patients"], row["n_positive"]) == (3, 1)
+        assert 0 <= row["auc"]["value"] <= 1 and row["confusion"] is not None

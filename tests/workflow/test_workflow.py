@@ -171,6 +171,13 @@ def test_paper_plan_is_sbatch_ready_with_the_slurm_profile(tmp_path):
     )  # fmt: skip
     assert jobs["train_cardigan_segmenter"] == 3 and jobs["cardigan_segmentation_table"] == 1
     assert "output: results/metrics/cardigan_reference_test.txt" in result.stdout
+    # RV failure: both streams pretrained on EchoNet-Dynamic's EF and flow, the fusion, its
+    # predictions and the table, each on one GPU.
+    assert jobs["pretrain_rvfailure_stream"] == 2 and jobs["train_rvfailure"] == 1
+    assert jobs["predict_rvfailure"] == 1 and jobs["rvfailure_table"] == 1
+    assert "output: results/models/rvfailure_pretrain_flow" in result.stdout
+    rv = [job.resources for job in blocks if job.rule.endswith("rvfailure_stream")]
+    assert len(rv) == 2 and all((r["gpu"], r["gpu_model"]) == ("1", "a100") for r in rv)
     whole_node = {"train_vae", "train_lvdm", "train_cascade_stage", "train_dartagnan"}
     for train in [job.resources for job in blocks if job.rule in whole_node]:
         assert (train["gpu"], train["gpu_model"], train["slurm_partition"]) == ("8", "a100", "gpu")
@@ -338,6 +345,7 @@ def test_an_inactive_system_adds_no_rules(tmp_path):
     config["cascade"]["activate"] = False
     config["dartagnan"]["activate"] = False
     config["cardigan"]["activate"] = False
+    config["rvfailure"]["activate"] = False
     del config["regressors"]["runs"]["tiny_synthetic_dynamic"]  # trains on an LVDM set
     del config["regressors"]["runs"]["tiny_balanced_dynamic"]  # and on a cascade set
     config["evaluation"]["ef_fidelity"]["datasets"] = []
@@ -351,6 +359,7 @@ def test_an_inactive_system_adds_no_rules(tmp_path):
     assert not {"train_cascade_stage", "sample_cascade", "train_dartagnan", "train_cardigan"} & set(
         jobs
     )
+    assert not {"pretrain_rvfailure_stream", "train_rvfailure"} & set(jobs)
     listed = snakemake("--list-rules", "--configfile", path, "--directory", tmp_path)
     assert "train_lvdm" not in listed.stdout and "ingest_dynamic" in listed.stdout
 

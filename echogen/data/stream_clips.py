@@ -1,0 +1,330 @@
+"""Grey and optical-flow clips of the same frames, for the RV-failure streams.
+
+rohanshad/postop_rv_failure_echo (``/work/shared/PAPERS.md`` §7) feeds its two streams the
+same 32-frame window of a video's grey frames (divided by the clip maximum, then z-scored
+with the dataset's mean and std) and of its Farneback flow (z-scored likewise), from a random
+start; training clips are augmented with vidaug (each with probability 0.5: rotation up to
+30°, translation up to 10 px, a resize by up to ±20 % then a crop back to 112 px), one
+transform for the grey and both flow channels; prediction averages 5 random clips.
+
+A row has ``FileName``, the target column, ``Path`` (grey: the ``.npy`` clip of the DICOM
+conversion, ``(T, H, W)`` already divided by its maximum, or a video file divided by its
+maximum here) and ``FlowPath`` (``.npy`` ``(T-1, H, W, 2)``). Grey frame ``t`` is paired
+with the flow from ``t`` to ``t+1``. Differences from the reference, deliberately: a window
+may start at any of the ``T - frames + 1`` grey positions (the reference draws the same, but
+its flow window is then one frame short at the last start and it crashes); that missing last
+flow frame is zero (no motion measured). Augmentation is one affine warp on the raw values
+(before z-scoring), zero outside the frame; a shrink is centred instead of failing.
+
+Every random draw comes from a NumPy generator seeded by ``(seed, epoch, index)`` (training)
+or ``(seed, index)`` (evaluation: the VAL clip and the prediction clips), so a clip does not
+depend on the workers or on where a run was resumed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from echogen.data.errors import DataError
+from echogen.data.video import read_video
+
+log = logging.getLogger(__name__)
+
+STREAMS = ("grey", "flow")
+PATH_COLUMNS = {"grey": "Path", "flow": "FlowPath"}
+CSV_LINE_OFFSET = 2  # csv line of a row = its index + header + 1
+
+
+@dataclass(frozen=True)
+class StreamClipSpec:
+    """How a video becomes the streams' input clips.
+
+    Args:
+        frames (int, 32): frames per clip (the reference's NFRAMES).
+        size (int, 112): frame side in pixels (clips of another size are resized; flow
+            vectors are scaled with them).
+        test_clips (int, 5): random clips averaged per video at prediction.
+        augment (bool, True): augment training clips.
+        p (float, 0.5): probability of each augmentation.
+        rotate (float, 30.0): largest rotation in degrees.
+        translate (float, 10.0): largest shift in pixels (at 112 px; scaled with ``size``).
+        resize (float, 0.2): largest relative resize before the crop back to ``size``.
+        grey_mean, grey_std, flow_mean, flow_std (float | None, None): z-score statistics;
+            None = estimated on the TRAIN rows (:func:`with_stream_statistics`).
+        stat_videos (int, 64): TRAIN videos sampled to estimate them.
+    """
+
+    frames: int = 32
+    size: int = 112
+    test_clips: int = 5
+    augment: bool = True
+    p: float = 0.5
+    rotate: float = 30.0
+    translate: float = 10.0
+    resize: float = 0.2
+    grey_mean: float | None = None
+    grey_std: float | None = None
+    flow_mean: float | None = None
+    flow_std: float | None = None
+    stat_videos: int = 64
+
+    def __post_init__(self):
+        for name in ("frames", "size", "test_clips", "stat_videos"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"clips.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.p <= 1 or not 0 <= self.resize < 1:
+            raise ValueError(f"clips.p must be in [0, 1] and clips.resize in [0, 1); got "
+                             f"{self.p}, {self.resize}")  # fmt: skip
+        for stream in STREAMS:
+            std = getattr(self, f"{stream}_std")
+            if std is not None and not std > 0:
+                raise ValueError(f"clips.{stream}_std must be > 0, got {std}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> StreamClipSpec:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown clip settings {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+    def statistics(self, stream: str) -> tuple[float, float]:
+        mean, std = getattr(self, f"{stream}_mean"), getattr(self, f"{stream}_std")
+        if mean is None or std is None:
+            raise ValueError(f"the {stream} stream's mean/std are not set; estimate them first")
+        return mean, std
+
+
+# ---------------------------------------------------------------- reading
+
+
+def read_grey(path: str | Path) -> np.ndarray:
+    """Grey frames ``float32 (T, H, W)`` in [0, 1], divided by the clip's maximum."""
+    path = Path(path)
+    if path.suffix == ".npy":
+        return _load_npy(path).astype(np.float32)
+    frames = read_video(path)
+    peak = max(int(frames.max()), 1)
+    return frames.astype(np.float32) / np.float32(peak)
+
+
+def read_flow(path: str | Path) -> np.ndarray:
+    """Flow ``(T-1, H, W, 2)`` as stored (memory-mapped: only a window is read)."""
+    flow = _load_npy(Path(path), mmap=True)
+    if flow.ndim != 4 or flow.shape[-1] != 2:
+        raise DataError(path, f"flow has shape {flow.shape}, not (T-1, H, W, 2)",
+                        "recompute it with the compute_flow or convert_dicoms rule")  # fmt: skip
+    return flow
+
+
+def _load_npy(path: Path, mmap: bool = False) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None)
+    except (OSError, ValueError) as err:
+        raise DataError(path, f"cannot read the clip ({err})",
+                        "re-run the rule that wrote it") from err  # fmt: skip
+
+
+def _resize(frames: np.ndarray, size: int) -> np.ndarray:
+    """``(T, H, W[, C])`` float frames to ``size²`` (flow vectors scaled with the frame)."""
+    height, width = frames.shape[1:3]
+    if (height, width) == (size, size):
+        return np.asarray(frames, dtype=np.float32)
+    interp = cv2.INTER_AREA if height > size or width > size else cv2.INTER_LINEAR
+    out = np.stack([cv2.resize(np.asarray(f, np.float32), (size, size), interpolation=interp)
+                    for f in frames])  # fmt: skip
+    if out.ndim == 4:  # flow: x scales with the width, y with the height
+        out *= np.array([size / width, size / height], dtype=np.float32)
+    return out
+
+
+# ---------------------------------------------------------------- augmentation
+
+
+def augmentation(rng: np.random.Generator, spec: StreamClipSpec) -> np.ndarray | None:
+    """One training clip's affine warp ``(2, 3)`` (output pixel → input pixel), or None.
+
+    Each part is drawn with probability ``p``, always in this order so the draws do not
+    depend on the outcomes: rotation ``U(-rotate, rotate)`` degrees, shift ``U(-t, t)`` px per
+    axis, resize by ``U(1 - resize, 1 + resize)`` with a random crop offset.
+    """
+    size = spec.size
+    use = rng.random(3) < spec.p
+    angle = rng.uniform(-spec.rotate, spec.rotate)
+    reach = spec.translate * size / 112
+    shift = rng.uniform(-reach, reach, size=2)
+    scale = rng.uniform(1 - spec.resize, 1 + spec.resize)
+    crop = rng.uniform(-0.5, 0.5, size=2) * max(scale - 1, 0) * size
+    if not use.any():
+        return None
+    scale = scale if use[2] else 1.0
+    centre = ((size - 1) / 2, (size - 1) / 2)
+    forward = cv2.getRotationMatrix2D(centre, angle if use[0] else 0.0, scale)
+    forward[:, 2] += (shift if use[1] else 0.0) + (crop if use[2] else 0.0)
+    return cv2.invertAffineTransform(forward)
+
+
+def warp(frames: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Apply an output→input affine to every frame of ``(T, H, W, C)`` (zero outside)."""
+    size = (frames.shape[2], frames.shape[1])
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    out = [cv2.warpAffine(f, matrix, size, flags=flags, borderValue=0) for f in frames]
+    return np.stack(out).reshape(frames.shape)
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def stream_statistics(rows: pd.DataFrame, streams, spec: StreamClipSpec, seed: int,
+                      root: str | Path = ".") -> dict[str, float]:  # fmt: skip
+    """Mean and std of every value of each stream over a seeded sample of ``spec.stat_videos``
+    rows (the reference's dataset-wide z-score), as ``{"grey_mean": ..., ...}``."""
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(len(rows), size=min(spec.stat_videos, len(rows)), replace=False))
+    sums = {s: np.zeros(3) for s in streams}
+    for position in tqdm(chosen, desc="stream mean/std", leave=False):
+        row = rows.iloc[position]
+        for stream in streams:
+            path = Path(root) / str(row[PATH_COLUMNS[stream]])
+            x = read_grey(path) if stream == "grey" else read_flow(path)
+            x = np.asarray(x, dtype=np.float64)
+            sums[stream] += [x.sum(), np.square(x).sum(), x.size]
+    stats = {}
+    for stream, (total, total_sq, count) in sums.items():
+        mean = total / count
+        stats[f"{stream}_mean"] = float(mean)
+        stats[f"{stream}_std"] = float(np.sqrt(max(total_sq / count - mean**2, 1e-12)))
+    log.info("stream statistics from %d videos: %s", len(chosen), stats)
+    return stats
+
+
+def with_stream_statistics(spec: StreamClipSpec, rows: pd.DataFrame, streams, seed: int,
+                           root: str | Path = ".") -> StreamClipSpec:  # fmt: skip
+    """``spec`` with the unset statistics of ``streams`` estimated on ``rows`` (TRAIN)."""
+    missing = [s for s in streams if None in (getattr(spec, f"{s}_{k}") for k in ("mean", "std"))]
+    if not missing:
+        return spec
+    return StreamClipSpec.from_dict(
+        {**spec.to_dict(), **stream_statistics(rows, missing, spec, seed, root)}
+    )
+
+
+# ---------------------------------------------------------------- the dataset
+
+
+def check_rows(rows: pd.DataFrame, streams, target: str) -> None:
+    """DataError naming the column, or the video and csv line, of the first bad row."""
+    source = str(rows.attrs.get("source", "rows"))
+    needed = ["FileName", target, *(PATH_COLUMNS[s] for s in streams)]
+    for column in needed:
+        if column not in rows.columns:
+            raise DataError(source, f"column {column!r} is missing (need {needed})",
+                            "use the split csv or manifest written by the workflow")  # fmt: skip
+    values = pd.to_numeric(rows[target], errors="coerce")
+    for position, (index, row) in enumerate(rows.iterrows()):
+        line = index + CSV_LINE_OFFSET if isinstance(index, (int, np.integer)) else index
+        if pd.isna(values.iloc[position]):
+            raise DataError(source, f"video {row['FileName']} has no numeric {target} "
+                            f"({row[target]!r})", f"fill in {target} or leave the video out",
+                            row=line, item=str(row["FileName"]))  # fmt: skip
+
+
+class StreamClipSet(torch.utils.data.Dataset):
+    """``((clip per stream), target)`` of rows: grey ``(1, F, S, S)``, flow ``(2, F, S, S)``
+    float32 z-scored, target float32.
+
+    Args:
+        rows: FileName, ``target``, Path (grey) and/or FlowPath (flow); checked up front.
+        spec: clip settings with the streams' statistics set.
+        streams: the streams to return, in order.
+        target: the target column (``label`` for RV failure, ``EF`` for pretraining).
+        train: draw augmented training clips from ``(seed, epoch, index)``; else the first
+            evaluation clip of ``(seed, index)``.
+        seed: seed of the draws.
+        root: folder the paths are relative to.
+    """
+
+    def __init__(self, rows: pd.DataFrame, spec: StreamClipSpec, streams, target: str,
+                 train: bool = False, seed: int = 0, root: str | Path = "."):  # fmt: skip
+        check_rows(rows, streams, target)
+        for stream in streams:
+            spec.statistics(stream)  # raises when unset
+        self.rows = rows.reset_index(drop=True)
+        self.spec, self.streams, self.train, self.seed = spec, tuple(streams), train, seed
+        self.root = Path(root)
+        self.targets = pd.to_numeric(rows[target]).to_numpy(np.float32)
+        self.labels = self.targets.astype(np.int64)  # class counts, for a binary target
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _read(self, index: int) -> dict[str, np.ndarray]:
+        row = self.rows.iloc[index]
+        data = {}
+        for stream in self.streams:
+            path = self.root / str(row[PATH_COLUMNS[stream]])
+            data[stream] = read_grey(path) if stream == "grey" else read_flow(path)
+        grey_frames = len(data["grey"]) if "grey" in data else len(data["flow"]) + 1
+        if grey_frames < self.spec.frames:
+            raise DataError(path, f"video {row['FileName']} has {grey_frames} frames, fewer "
+                            f"than a clip's {self.spec.frames}", "lower clips.frames or leave "
+                            "the video out (datasets.rvfailure.min_frames)",
+                            item=str(row["FileName"]))  # fmt: skip
+        data["_frames"] = grey_frames
+        return data
+
+    def _clip(self, data: dict, start: int, matrix: np.ndarray | None) -> tuple:
+        frames, size = self.spec.frames, self.spec.size
+        parts = {}
+        for stream in self.streams:
+            window = np.asarray(data[stream][start : start + frames], dtype=np.float32)
+            if stream == "flow" and len(window) < frames:  # the last grey frame has no flow
+                pad = np.zeros((frames - len(window), *window.shape[1:]), np.float32)
+                window = np.concatenate([window, pad])
+            window = _resize(window, size)
+            parts[stream] = window if window.ndim == 4 else window[..., None]
+        if matrix is not None:
+            stacked = warp(np.concatenate([parts[s] for s in self.streams], axis=-1), matrix)
+            offsets = np.cumsum([0] + [parts[s].shape[-1] for s in self.streams])
+            parts = {
+                s: stacked[..., offsets[i] : offsets[i + 1]] for i, s in enumerate(self.streams)
+            }
+        out = []
+        for stream in self.streams:
+            mean, std = self.spec.statistics(stream)
+            x = (parts[stream] - np.float32(mean)) / np.float32(std)
+            out.append(torch.from_numpy(np.ascontiguousarray(x.transpose(3, 0, 1, 2))))
+        return tuple(out)
+
+    def evaluation_clips(self, index: int, count: int | None = None) -> list[tuple]:
+        """``count`` (default ``spec.test_clips``) clips of random starts drawn from
+        ``(seed, index)``, unaugmented; the first is the VAL clip of training."""
+        data = self._read(index)
+        rng = np.random.default_rng([self.seed, index])
+        starts = rng.integers(0, data["_frames"] - self.spec.frames + 1,
+                              size=count or self.spec.test_clips)  # fmt: skip
+        return [self._clip(data, int(s), None) for s in starts]
+
+    def __getitem__(self, index: int):
+        if not self.train:
+            return self.evaluation_clips(index, 1)[0], self.targets[index]
+        data = self._read(index)
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        start = int(rng.integers(0, data["_frames"] - self.spec.frames + 1))
+        matrix = augmentation(rng, self.spec) if self.spec.augment else None
+        return self._clip(data, start, matrix), self.targets[index]

@@ -1,0 +1,207 @@
+"""RV-failure prediction and its table: video probabilities, patients, AUC, operating point.
+
+rohanshad/postop_rv_failure_echo's ``predict.py`` (``/work/shared/PAPERS.md`` §7) scores a
+video by the mean sigmoid output over 5 random 32-frame clips; the paper reports the AUC of
+severe RV failure (0.729) and the specificity at 80 % sensitivity (52 %).
+:func:`predict_rvfailure` writes every VAL and TEST video's probability (clips drawn from
+``(seed, video)``, so the csv is reproducible); :func:`write_rvfailure_table` aggregates
+videos per patient (the mean of a patient's videos) and reports, per model, the TEST AUC with
+a stratified bootstrap interval, the specificity at 80 % sensitivity, and the confusion
+matrix at the threshold chosen on VAL (the highest reaching 80 % VAL sensitivity), so TEST
+never chooses anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from echogen.data.errors import DataError
+from echogen.data.io import atomic_path, write_json
+from echogen.data.stream_clips import StreamClipSet
+from echogen.metrics.scores import (
+    confusion_at,
+    interval_label,
+    roc_auc,
+    specificity_at_sensitivity,
+    threshold_at_sensitivity,
+)
+from echogen.models.rvfailure import load_rvfailure_model
+
+log = logging.getLogger(__name__)
+
+PREDICTION_COLUMNS = ["FileName", "patient_id", "Split", "class_name", "label", "prob",
+                      "clip_probs"]  # fmt: skip
+ALPHA = 0.05
+
+
+@torch.no_grad()
+def predict_rvfailure(model_dir: str | Path, rows: pd.DataFrame, out_csv: str | Path,
+                      seed: int, device: str = "cpu", root: str | Path = ".",
+                      n_clips: int | None = None) -> pd.DataFrame:  # fmt: skip
+    """Probability of the positive class per video: the mean sigmoid output over
+    ``n_clips`` (default: the model's ``clips.test_clips``) random clips.
+
+    Args:
+        model_dir: an exported fusion (or single-stream) network.
+        rows: FileName, patient_id, Split, label, Path/FlowPath
+            (:func:`echogen.data.rvfailure.read_split_rows`).
+        out_csv: written atomically with :data:`PREDICTION_COLUMNS` (``clip_probs`` joined
+            by ``;``).
+        seed: seeds the clip starts (video ``i`` draws from ``(seed, i)``).
+        device: torch device.
+        root: folder the clip paths are relative to.
+        n_clips: clips per video.
+    """
+    net, spec = load_rvfailure_model(model_dir)
+    net = net.to(device)
+    streams = tuple(net.config.streams)
+    dataset = StreamClipSet(rows, spec, streams, "label", train=False, seed=seed, root=root)
+    records = []
+    for index in tqdm(range(len(dataset)), desc="RV-failure prediction", unit="video"):
+        clips = dataset.evaluation_clips(index, n_clips)
+        inputs = [torch.stack([c[k] for c in clips]).to(device) for k in range(len(streams))]
+        probs = torch.sigmoid(net(*inputs).float()).cpu().numpy().astype(np.float64)
+        row = dataset.rows.iloc[index]
+        records.append({
+            "FileName": row["FileName"], "patient_id": row["patient_id"], "Split": row["Split"],
+            "class_name": row.get("class_name", ""), "label": int(row["label"]),
+            "prob": float(probs.mean()), "clip_probs": ";".join(f"{p:.6g}" for p in probs),
+        })  # fmt: skip
+    table = pd.DataFrame(records, columns=PREDICTION_COLUMNS)
+    with atomic_path(out_csv) as tmp:
+        table.to_csv(tmp, index=False)
+    return table
+
+
+def patient_scores(predictions: pd.DataFrame) -> pd.DataFrame:
+    """One row per (Split, patient): the mean probability of its videos and its label
+    (a patient whose videos disagree on the label is an error)."""
+    grouped = predictions.groupby(["Split", "patient_id"], sort=True)
+    labels = grouped["label"].nunique()
+    if (labels > 1).any():
+        bad = labels[labels > 1].index[0]
+        raise DataError("predictions", f"patient {bad[1]} has videos of both labels",
+                        "fix the class csv: one class per patient")  # fmt: skip
+    return grouped.agg(prob=("prob", "mean"), label=("label", "first"),
+                       videos=("FileName", "size")).reset_index()  # fmt: skip
+
+
+def stratified_auc_ci(labels, scores, n_boot: int, seed: int, alpha: float = ALPHA):
+    """Percentile interval of the AUC over resamples drawn within each class (so every
+    resample has both classes, as pROC's stratified bootstrap); (nan, nan) when a class is
+    absent."""
+    labels, scores = np.asarray(labels).astype(bool), np.asarray(scores, np.float64)
+    positives, negatives = np.flatnonzero(labels), np.flatnonzero(~labels)
+    if len(positives) == 0 or len(negatives) == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    stats = np.empty(n_boot)
+    for b in range(n_boot):
+        index = np.concatenate([rng.choice(positives, len(positives)),
+                                rng.choice(negatives, len(negatives))])  # fmt: skip
+        stats[b] = roc_auc(labels[index], scores[index])
+    stats.sort()
+    low = stats[int(round(alpha / 2 * n_boot))]
+    high = stats[min(int(round((1 - alpha / 2) * n_boot)), n_boot - 1)]
+    return float(low), float(high)
+
+
+def score_model(predictions: pd.DataFrame, sensitivity: float, n_boot: int, seed: int) -> dict:
+    """One model's TEST report from its VAL + TEST video predictions (see the module)."""
+    patients = patient_scores(predictions)
+    val, test = (patients[patients["Split"] == s] for s in ("VAL", "TEST"))
+    if test.empty:
+        raise DataError("predictions", "no TEST patient", "put patients in the test split")
+    threshold = threshold_at_sensitivity(val["label"], val["prob"], sensitivity)
+    low, high = stratified_auc_ci(test["label"], test["prob"], n_boot, seed)
+    videos = predictions[predictions["Split"] == "TEST"]
+    report = {
+        "n_patients": len(test),
+        "n_positive": int(test["label"].sum()),
+        "n_videos": len(videos),
+        "auc": {"value": roc_auc(test["label"], test["prob"]), "ci_low": low, "ci_high": high},
+        "auc_videos": roc_auc(videos["label"], videos["prob"]),
+        "specificity_at_sensitivity": specificity_at_sensitivity(
+            test["label"], test["prob"], sensitivity
+        ),
+        "val_threshold": threshold,
+        "confusion": None,
+    }
+    if not math.isnan(threshold):
+        report["confusion"] = confusion_at(test["label"], test["prob"], threshold)
+    return report
+
+
+def _undefined(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _fmt(value) -> str:
+    return "n/a" if _undefined(value) else f"{value:.3f}"
+
+
+def _json_safe(obj):
+    """NaN (an undefined AUC or threshold) as null, so the json is standard."""
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    return None if isinstance(obj, float) and math.isnan(obj) else obj
+
+
+def write_rvfailure_table(predictions: dict[str, str | Path], txt: str | Path,
+                          json_path: str | Path, sensitivity: float = 0.8,
+                          n_bootstrap: int = 1000, seed: int = 0,
+                          plumbing: bool = False) -> dict:  # fmt: skip
+    """``results/metrics/rvfailure.txt`` and ``.json``: one row per model.
+
+    Args:
+        predictions: model name → its predictions csv (:func:`predict_rvfailure`).
+        txt, json_path: the table and its machine-readable twin (written atomically).
+        sensitivity: the operating point's sensitivity (the paper: 80 %).
+        n_bootstrap, seed: the AUC interval's stratified resamples.
+        plumbing: say in the table that the models are demo-sized (not the paper's numbers).
+    """
+    rows = {}
+    for name, path in predictions.items():
+        table = pd.read_csv(path, dtype={"FileName": str, "patient_id": str})
+        rows[name] = score_model(table, sensitivity, n_bootstrap, seed)
+    pct = f"{100 * sensitivity:g} %"
+    header = ["model", "patients (pos)", "AUC [CI]", "video AUC", f"spec @ {pct} sens",
+              "VAL threshold", "TEST TP FP TN FN", "sens", "spec"]  # fmt: skip
+    body = []
+    for name, r in rows.items():
+        auc = r["auc"]
+        interval = f"[{_fmt(auc['ci_low'])}, {_fmt(auc['ci_high'])}]"
+        c = r["confusion"] or {}
+        counts = " ".join(str(c[k]) for k in ("tp", "fp", "tn", "fn")) if c else "n/a"
+        body.append([name, f"{r['n_patients']} ({r['n_positive']})",
+                     f"{_fmt(auc['value'])} {interval}", _fmt(r["auc_videos"]),
+                     _fmt(r["specificity_at_sensitivity"]), _fmt(r["val_threshold"]), counts,
+                     _fmt(c.get("sensitivity")), _fmt(c.get("specificity"))])  # fmt: skip
+    widths = [max(len(x[i]) for x in [header, *body]) for i in range(len(header))]
+    lines = [
+        "RV failure after LVAD (severe vs rest), TEST patients (a patient's probability is the "
+        "mean of its videos', a video's the mean over its random clips)",
+        f"AUC interval: stratified {interval_label(n_bootstrap, seed, ALPHA)}; the threshold is "
+        f"the highest reaching {pct} sensitivity on VAL",
+        "Published (paper config, 3-D ResNet-152 streams): AUC 0.729, specificity 52 % at "
+        "80 % sensitivity",
+    ]
+    if plumbing:
+        lines.append("PLUMBING CHECK: demo-sized networks on the phantom, not the paper's numbers")
+    lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in body]
+    text = "\n".join(line.rstrip() for line in lines) + "\n"
+    with atomic_path(txt) as tmp:
+        Path(tmp).write_text(text)
+    report = {"models": rows, "sensitivity": sensitivity, "n_bootstrap": n_bootstrap,
+              "seed": seed, "alpha": ALPHA, "plumbing": plumbing}  # fmt: skip
+    write_json(json_path, _json_safe(report))
+    log.info("\n%s", text)
+    return report

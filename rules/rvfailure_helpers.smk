@@ -1,0 +1,100 @@
+# Helpers of the RV-failure line (rules/rvfailure.smk includes this file; snakemake --lint
+# wants functions and rules in separate files). Read only when rvfailure is active.
+
+# Snakemake fills schema defaults only outside $ref'd fragments: validate the section against
+# its own fragment so that its defaults (gpus, network, pretrain ...) are filled in too.
+validate(config["rvfailure"], "../config/schemas/rvfailure.schema.yaml")
+
+RV_SPLITS = "resources/rvfailure/splits"
+
+
+def rv_config():
+    return config["rvfailure"]
+
+
+def rv_models():
+    return rv_config()["models"]
+
+
+def rv_pretrain_dataset():
+    """The EF dataset the streams pretrain on, or None (checked to have flow)."""
+    dataset = rv_config()["pretrain"]["dataset"]
+    if dataset is None:
+        return None
+    flow = config["derived"]["flow"]
+    if not (is_activated("derived/flow") and dataset in flow["datasets"]):
+        raise WorkflowError(
+            f"rvfailure.pretrain.dataset = {dataset!r} has no optical flow. Fix: add it to "
+            "derived.flow.datasets (and activate derived.flow), or set "
+            "rvfailure.pretrain.dataset: null."
+        )
+    return dataset
+
+
+def rv_streams():
+    """Every stream some model uses, in the order grey, flow."""
+    used = {s for streams in rv_models().values() for s in streams}
+    return [s for s in ("grey", "flow") if s in used]
+
+
+def rv_kinetics(stream):
+    """The weights key of a stream's Kinetics checkpoint, or None."""
+    return rv_config()["kinetics"][stream]
+
+
+def rv_require_data():
+    if not is_activated("datasets/rvfailure"):
+        raise WorkflowError(
+            "rvfailure trains on the LVAD DICOMs. Fix: activate datasets.rvfailure (the "
+            "phantom's or your REDCap export)."
+        )
+
+
+def rv_pretrain_inputs(wildcards):
+    dataset = rv_pretrain_dataset()
+    inputs = {
+        "manifest": f"resources/manifests/{dataset}.csv",
+        "flow": f"resources/flow/{dataset}/index.csv",
+    }
+    if rv_kinetics(wildcards.stream):
+        inputs["kinetics"] = weights_file(rv_kinetics(wildcards.stream))
+    return inputs
+
+
+def rv_train_inputs(wildcards):
+    """The TRAIN and VAL split csvs and where each stream starts: its EF pretraining, else a
+    Kinetics checkpoint when one is named."""
+    rv_require_data()
+    inputs = {"train": f"{RV_SPLITS}/train.csv", "val": f"{RV_SPLITS}/val.csv"}
+    for stream in rv_models()[wildcards.model]:
+        if rv_pretrain_dataset():
+            inputs[f"pretrained_{stream}"] = (
+                f"results/models/rvfailure_pretrain_{stream}"
+            )
+        elif rv_kinetics(stream):
+            inputs[f"kinetics_{stream}"] = weights_file(rv_kinetics(stream))
+    return inputs
+
+
+def rv_init(inputs):
+    """{stream: [kind, path]} from a job's named inputs (see rv_train_inputs)."""
+    init = {}
+    for name, path in inputs.items():
+        for kind in ("pretrained", "kinetics"):
+            if name.startswith(f"{kind}_"):
+                init[name.removeprefix(f"{kind}_")] = [kind, path]
+    return init
+
+
+def rv_plumbing():
+    """Demo-sized networks (or no pretraining data of the paper): the table says so."""
+    return rv_config()["network"]["depth"] < 152
+
+
+def rv_targets():
+    """Every RV-failure artefact: the networks, their predictions and the table."""
+    targets = expand("results/models/rvfailure_{model}", model=rv_models())
+    targets += expand(
+        "results/metrics/rvfailure_{model}_predictions.csv", model=rv_models()
+    )
+    return targets + ["results/metrics/rvfailure.txt"]

@@ -1,0 +1,301 @@
+"""The RV-failure line: the two-stream network, its clips, its training, prediction and table.
+
+Independent references: MONAI's own ``resnet152`` factory for the paper-size stream,
+scikit-learn's ROC for the AUC and the operating point, hand-built clips whose values say
+which frame they came from.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score, roc_curve
+from trainer_cases import rv_clips
+
+from echogen.data.errors import DataError
+from echogen.data.rvfailure import read_split_rows
+from echogen.data.stream_clips import StreamClipSet, StreamClipSpec, augmentation, warp
+from echogen.metrics.scores import (
+    confusion_at,
+    roc_auc,
+    specificity_at_sensitivity,
+    threshold_at_sensitivity,
+)
+from echogen.models.rvfailure import (
+    TwoStreamNet,
+    load_kinetics_trunk,
+    load_pretrained_stream,
+    load_rvfailure_model,
+)
+from echogen.pipelines.rvfailure import (
+    patient_scores,
+    predict_rvfailure,
+    stratified_auc_ci,
+    write_rvfailure_table,
+)
+from echogen.training.rvfailure import RVConfig, RVTrainSettings, train_rvfailure
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+TINY = {"depth": 10, "widths": (4, 4, 8, 8)}
+
+
+# ---------------------------------------------------------------- network
+
+
+def test_paper_stream_is_monai_resnet152():
+    from monai.networks.nets import resnet152
+
+    net = TwoStreamNet(streams=("grey",), depth=152)
+    reference = resnet152(spatial_dims=3, n_input_channels=1, feed_forward=False,
+                          conv1_t_size=7, conv1_t_stride=2)  # fmt: skip
+    ours = sum(p.numel() for p in net.trunks["grey"].parameters())
+    assert ours == sum(p.numel() for p in reference.parameters()) == 117_363_776
+    assert net.fc.in_features == 2048
+
+
+def test_two_streams_fuse_features_into_one_unit():
+    net = TwoStreamNet(streams=("grey", "flow"), **TINY).eval()
+    grey, flow = torch.randn(3, 1, 8, 24, 24), torch.randn(3, 2, 8, 24, 24)
+    out = net(grey, flow)
+    assert out.shape == (3,)
+    features = net.features(grey, flow)
+    assert features.shape == (3, 16)  # 8 + 8 (basic blocks)
+    torch.testing.assert_close(out, net.fc(features).squeeze(1))
+    # late fusion: the grey half of the features does not depend on the flow clip
+    other = net.features(grey, torch.randn_like(flow))
+    torch.testing.assert_close(features[:, :8], other[:, :8])
+    assert not torch.allclose(features[:, 8:], other[:, 8:])
+    with pytest.raises(ValueError, match="one clip per stream"):
+        net(grey)
+    with pytest.raises(ValueError, match="streams must be distinct"):
+        TwoStreamNet(streams=("grey", "grey"), **TINY)
+
+
+def test_pretrained_stream_trunk_is_copied_and_checked(tmp_path):
+    stream = TwoStreamNet(streams=("flow",), **TINY)
+    stream.save_pretrained(tmp_path / "flow")
+    net = TwoStreamNet(**TINY)
+    load_pretrained_stream(net, "flow", tmp_path / "flow")
+    for key, value in stream.trunks["flow"].state_dict().items():
+        torch.testing.assert_close(net.trunks["flow"].state_dict()[key], value)
+    with pytest.raises(DataError, match="not the 'grey' pretraining"):
+        load_pretrained_stream(net, "grey", tmp_path / "flow")
+    wide = TwoStreamNet(streams=("flow",), depth=10, widths=(4, 4, 8, 16))
+    wide.save_pretrained(tmp_path / "wide")
+    with pytest.raises(DataError, match="widths"):
+        load_pretrained_stream(net, "flow", tmp_path / "wide")
+
+
+def test_kinetics_trunk_loads_a_hara_style_checkpoint(tmp_path):
+    from monai.networks.nets import ResNet
+
+    rgb = ResNet("basic", [1, 1, 1, 1], [4, 4, 8, 8], spatial_dims=3, n_input_channels=3,
+                 conv1_t_size=7, conv1_t_stride=2, num_classes=700)  # fmt: skip
+    state = {f"module.{k}": v for k, v in rgb.state_dict().items()}
+    torch.save({"arch": "resnet-10", "state_dict": state}, tmp_path / "k.pth")
+    net = TwoStreamNet(**TINY)
+    load_kinetics_trunk(net, "grey", tmp_path / "k.pth")
+    load_kinetics_trunk(net, "flow", tmp_path / "k.pth")
+    stem = rgb.conv1.weight.detach()
+    torch.testing.assert_close(net.trunks["grey"].conv1.weight, stem.sum(1, keepdim=True))
+    torch.testing.assert_close(net.trunks["flow"].conv1.weight[:, 1], stem.mean(1))
+    torch.testing.assert_close(net.trunks["grey"].layer4[0].conv1.weight,
+                               rgb.layer4[0].conv1.weight)  # fmt: skip
+    deeper = TwoStreamNet(streams=("grey",), depth=18, widths=(4, 4, 8, 8))
+    with pytest.raises(DataError, match="does not fit"):
+        load_kinetics_trunk(deeper, "grey", tmp_path / "k.pth")
+
+
+# ---------------------------------------------------------------- clips
+
+
+def _ramp_rows(tmp_path, frames=12, size=16):
+    """One video whose grey frame t is t/100 everywhere and whose flow t is (t, -t)."""
+    grey = np.broadcast_to(np.arange(frames)[:, None, None] / 100, (frames, size, size))
+    flow = np.zeros((frames - 1, size, size, 2))
+    flow[..., 0] = np.arange(frames - 1)[:, None, None]
+    flow[..., 1] = -flow[..., 0]
+    np.save(tmp_path / "v.npy", grey.astype(np.float32))
+    np.save(tmp_path / "v_flow.npy", flow.astype(np.float32))
+    return pd.DataFrame({"FileName": ["v"], "Path": [str(tmp_path / "v.npy")],
+                         "FlowPath": [str(tmp_path / "v_flow.npy")], "label": [1]})  # fmt: skip
+
+
+PLAIN = {"grey_mean": 0.0, "grey_std": 1.0, "flow_mean": 0.0, "flow_std": 1.0}
+
+
+def test_grey_and_flow_windows_are_the_same_frames(tmp_path):
+    rows = _ramp_rows(tmp_path)
+    spec = StreamClipSpec(frames=4, size=16, test_clips=60, **PLAIN)
+    data = StreamClipSet(rows, spec, ("grey", "flow"), "label", seed=3)
+    clips = data.evaluation_clips(0)
+    starts = set()
+    for grey, flow in clips:
+        assert grey.shape == (1, 4, 16, 16) and flow.shape == (2, 4, 16, 16)
+        start = round(float(grey[0, 0, 0, 0]) * 100)
+        starts.add(start)
+        np.testing.assert_allclose(grey[0, :, 5, 5], (start + np.arange(4)) / 100, atol=1e-6)
+        expected = start + np.arange(4.0)
+        expected[expected > 10] = 0  # the last grey frame has no flow: zero
+        np.testing.assert_allclose(flow[0, :, 5, 5], expected)
+        np.testing.assert_allclose(flow[1, :, 5, 5], -expected)
+    assert starts <= set(range(9)) and len(starts) > 3 and 8 in starts
+    # the VAL clip is the first prediction clip; draws are reproducible
+    first, _ = data[0]
+    torch.testing.assert_close(first[0], clips[0][0])
+    again = StreamClipSet(rows, spec, ("grey", "flow"), "label", seed=3).evaluation_clips(0)
+    torch.testing.assert_close(again[5][1], clips[5][1])
+
+
+def test_resize_scales_flow_vectors(tmp_path):
+    rows = _ramp_rows(tmp_path, size=16)
+    spec = StreamClipSpec(frames=4, size=8, **PLAIN)
+    (grey, flow), _ = StreamClipSet(rows, spec, ("grey", "flow"), "label")[0]
+    start = round(float(grey[0, 0, 0, 0]) * 100)
+    np.testing.assert_allclose(flow[0, 1, 3, 3], (start + 1) * 0.5, rtol=1e-5)
+
+
+def test_augmentation_moves_grey_and_flow_together():
+    spec = StreamClipSpec(size=32, p=1.0, rotate=30, translate=10, resize=0.2)
+    matrix = augmentation(np.random.default_rng(0), spec)
+    frames = np.zeros((2, 32, 32, 3), np.float32)
+    frames[:, 10:14, 20:24, :] = [1.0, 2.0, 3.0]
+    moved = warp(frames, matrix)
+    assert moved.shape == frames.shape
+    mask = moved[..., 0] > 0.5
+    assert mask.any() and not np.array_equal(mask, frames[..., 0] > 0.5)
+    np.testing.assert_allclose(moved[..., 1][mask], 2 * moved[..., 0][mask], rtol=1e-5)
+    assert augmentation(np.random.default_rng(0), StreamClipSpec(p=0.0)) is None
+
+
+def test_training_clips_follow_seed_epoch_and_index(tmp_path):
+    rows = _ramp_rows(tmp_path, frames=30)
+    spec = StreamClipSpec(frames=4, size=16, p=0.5, **PLAIN)
+    data = StreamClipSet(rows, spec, ("grey", "flow"), "label", train=True, seed=1)
+    a, _ = data[0]
+    b, _ = data[0]
+    data.set_epoch(1)
+    c, _ = data[0]
+    torch.testing.assert_close(a[1], b[1])
+    assert not torch.equal(a[0], c[0])
+
+
+def test_bad_clips_name_the_file_and_the_fix(tmp_path):
+    rows = _ramp_rows(tmp_path, frames=6)
+    spec = StreamClipSpec(frames=8, size=16, **PLAIN)
+    with pytest.raises(DataError, match="v has 6 frames, fewer than a clip's 8"):
+        StreamClipSet(rows, spec, ("grey", "flow"), "label")[0]
+    with pytest.raises(DataError, match="column 'FlowPath' is missing"):
+        StreamClipSet(rows.drop(columns="FlowPath"), spec, ("grey", "flow"), "label")
+    nan = rows.assign(label=[float("nan")])
+    with pytest.raises(DataError, match="v has no numeric label"):
+        StreamClipSet(nan, spec, ("grey",), "label")
+    with pytest.raises(ValueError, match="mean/std are not set"):
+        StreamClipSet(rows, StreamClipSpec(frames=4), ("grey",), "label")
+    (tmp_path / "v_flow.npy").write_bytes(b"not an array")
+    with pytest.raises(DataError, match="cannot read the clip"):
+        StreamClipSet(rows, StreamClipSpec(frames=4, size=16, **PLAIN), ("flow",), "label")[0]
+
+
+# ---------------------------------------------------------------- scores
+
+
+def test_binary_scores_match_scikit_learn():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        labels = rng.integers(0, 2, size=30)
+        labels[:2] = [0, 1]
+        scores = np.round(rng.random(30) + 0.4 * labels, 1)  # ties
+        assert roc_auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores))
+        fpr, tpr, _ = roc_curve(labels, scores)
+        best = (1 - fpr[tpr >= 0.8 - 1e-12]).max()
+        assert specificity_at_sensitivity(labels, scores, 0.8) == pytest.approx(best)
+        threshold = threshold_at_sensitivity(labels, scores, 0.8)
+        counts = confusion_at(labels, scores, threshold)
+        assert counts["sensitivity"] >= 0.8
+        assert counts["tp"] + counts["fn"] == labels.sum()
+    assert np.isnan(roc_auc([1, 1], [0.1, 0.2]))
+    low, high = stratified_auc_ci([0, 0, 1, 1, 0, 1], [0.1, 0.4, 0.35, 0.8, 0.2, 0.9], 200, 0)
+    assert 0 <= low <= roc_auc([0, 0, 1, 1, 0, 1], [0.1, 0.4, 0.35, 0.8, 0.2, 0.9]) <= high <= 1
+
+
+def test_patients_average_their_videos():
+    predictions = pd.DataFrame({"Split": ["TEST"] * 3, "patient_id": ["a", "a", "b"],
+                                "label": [1, 1, 0], "prob": [0.2, 0.6, 0.3],
+                                "FileName": ["x", "y", "z"]})  # fmt: skip
+    patients = patient_scores(predictions)
+    assert patients.set_index("patient_id")["prob"].to_dict() == pytest.approx({"a": 0.4, "b": 0.3})
+    with pytest.raises(DataError, match="patient a has videos of both labels"):
+        patient_scores(predictions.assign(label=[1, 0, 0]))
+
+
+# ---------------------------------------------------------------- training and prediction
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    base = tmp_path_factory.mktemp("rv")
+    splits = rv_clips(base / "data")
+    rows = read_split_rows({"TRAIN": splits["TRAIN"], "VAL": splits["VAL"]})
+    config = RVConfig.from_dict({"model": {**TINY, "streams": ["grey", "flow"]},
+                                 "clips": {"frames": 8, "size": 24},
+                                 "train": {"batch_size": 2, "epochs": 3, "lr": 1e-3,
+                                           "checkpoint_every": 4}})  # fmt: skip
+    summary = train_rvfailure(rows, base / "model", base / "state", config, "rvfailure", seed=0)
+    return {"base": base, "splits": splits, "summary": summary}
+
+
+def test_fusion_trains_and_selects_on_val(trained):
+    summary, model = trained["summary"], trained["base"] / "model"
+    assert summary["steps"] == 12 and summary["selected"]["select"] == "best_val"
+    assert "val_auc" in summary["selected"]
+    record = json.loads((model / "train.json").read_text())
+    assert record["streams"] == ["grey", "flow"] and record["n_train_positive"] == 4
+    net, spec = load_rvfailure_model(model)
+    assert spec.grey_std > 0 and spec.flow_std > 0
+    log = pd.read_csv(model / "log.csv")
+    assert list(log.columns) == ["epoch", "step", "train_loss", "val_loss", "val_auc"]
+
+
+def test_prediction_and_table(trained, tmp_path):
+    rows = read_split_rows({"VAL": trained["splits"]["VAL"], "TEST": trained["splits"]["TEST"]})
+    out = tmp_path / "pred.csv"
+    table = predict_rvfailure(trained["base"] / "model", rows, out, seed=0)
+    assert list(table["Split"]) == ["VAL"] * 4 + ["TEST"] * 4
+    clip_probs = table["clip_probs"].str.split(";").map(lambda x: np.mean(list(map(float, x))))
+    np.testing.assert_allclose(table["prob"], clip_probs, rtol=1e-5)
+    assert table["clip_probs"].str.count(";").eq(4).all()  # 5 clips per video
+    again = predict_rvfailure(trained["base"] / "model", rows, tmp_path / "again.csv", seed=0)
+    pd.testing.assert_frame_equal(table, again)
+    report = write_rvfailure_table({"tiny": out}, tmp_path / "t.txt", tmp_path / "t.json",
+                                   n_bootstrap=50, plumbing=True)  # fmt: skip
+    row = report["models"]["tiny"]
+    patients = patient_scores(table)
+    test = patients[patients["Split"] == "TEST"]
+    assert row["auc"]["value"] == pytest.approx(roc_auc_score(test["label"], test["prob"]))
+    assert row["n_patients"] == len(test) == 2 and row["n_positive"] == 1 and row["n_videos"] == 4
+    val = patients[patients["Split"] == "VAL"]
+    assert row["val_threshold"] == threshold_at_sensitivity(val["label"], val["prob"], 0.8)
+    text = (tmp_path / "t.txt").read_text()
+    assert "PLUMBING CHECK" in text and "AUC 0.729" in text and "tiny" in text
+    json.loads((tmp_path / "t.json").read_text())
+
+
+def test_training_refuses_one_class_and_wrong_objective(tmp_path):
+    splits = rv_clips(tmp_path / "data", counts=(("TRAIN", 4), ("VAL", 2)))
+    rows = read_split_rows({"TRAIN": splits["TRAIN"], "VAL": splits["VAL"]})
+    config = RVConfig.from_dict({"model": {**TINY}, "clips": {"frames": 8, "size": 24}})
+    only_negatives = rows[rows["label"] == 0]
+    only_negatives.attrs["source"] = "rows.csv"
+    with pytest.raises(DataError, match="both present"):
+        train_rvfailure(only_negatives, tmp_path / "m", tmp_path / "s", config, "rvfailure", 0)
+    with pytest.raises(ValueError, match="one stream"):
+        train_rvfailure(rows, tmp_path / "m", tmp_path / "s", config, "ef", 0)
+    with pytest.raises(ValueError, match="class_weights must be two positive"):
+        RVTrainSettings(class_weights=(0.2,))
+    with pytest.raises(ValueError, match="unknown RV-failure train settings"):
+        RVTrainSettings.from_dict({"lr_decay": 1})
