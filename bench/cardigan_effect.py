@@ -18,16 +18,14 @@ Usage: .venv/bin/python bench/cardigan_effect.py --out /tmp/cardigan_effect [--r
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from overlay_run import run_workflow  # noqa: E402
+from overlay_run import bench_main  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 OVERLAY = REPO / "bench/configs/cardigan_effect.yaml"
@@ -71,19 +69,5 @@ def report(out: Path) -> dict[str, bool]:
     return {"mask_fidelity": met}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--report-only", action="store_true", help="read an existing run")
-    args = parser.parse_args()
-    out = args.out.resolve()
-    if not args.report_only:
-        out.mkdir(parents=True, exist_ok=True)
-        wall = run_workflow(out, OVERLAY, TARGETS)
-        print(f"workflow wall time {wall / 60:.1f} min on {os.cpu_count()} CPUs")
-    results = report(out)
-    print("\n" + ", ".join(f"{p}: {'met' if ok else 'MISSED'}" for p, ok in results.items()))
-
-
 if __name__ == "__main__":
-    main()
+    bench_main(__doc__, OVERLAY, TARGETS, report)

@@ -52,3 +52,22 @@ def fvd_ordering(out: Path, real: Path, dataset: str, seed: int) -> bool:
     met = fvd[0] < fvd[1] < fvd[2]
     print(f"target FVD16 real half < generated < noise: {'met' if met else 'MISSED'}")
     return met
+
+
+def bench_main(doc: str, overlay: Path, targets: list[str], report) -> None:
+    """The command line of an effect bench: ``--out DIR`` runs the workflow with ``overlay``
+    into DIR (``--report-only`` reads an existing run), then prints ``report(out)``'s
+    targets as met or MISSED."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--report-only", action="store_true", help="read an existing run")
+    args = parser.parse_args()
+    out = args.out.resolve()
+    if not args.report_only:
+        out.mkdir(parents=True, exist_ok=True)
+        wall = run_workflow(out, overlay, targets)
+        print(f"workflow wall time {wall / 60:.1f} min on {os.cpu_count()} CPUs")
+    results = report(out)
+    print("\n" + ", ".join(f"{p}: {'met' if ok else 'MISSED'}" for p, ok in results.items()))

@@ -415,3 +415,57 @@ def metric_summary_html(
     lines += ["</ul>", "</body></html>"]
     with atomic_path(out_html) as tmp:
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _overlay(base: np.ndarray, saliency: np.ndarray) -> np.ndarray:
+    """RGB ``(T, H, W, 3)`` uint8: grey ``base`` in [0, 1] with ``saliency`` in [-1, 1] laid
+    over it, positive red and negative blue, opacity growing with the magnitude."""
+    grey = np.repeat(np.clip(base, 0, 1)[..., None], 3, axis=-1)
+    colour = np.where(saliency[..., None] >= 0, [1.0, 0.0, 0.0], [0.0, 0.3, 1.0])
+    alpha = np.clip(np.abs(saliency), 0, 1)[..., None]
+    return (255 * ((1 - alpha) * grey + alpha * colour)).round().astype(np.uint8)
+
+
+def saliency_strip_gif(rows: list[dict], out_gif: str | Path, size: int = 112,
+                       fps: float = 12.0) -> int:  # fmt: skip
+    """An animated GIF of guided-backpropagation maps, one row per video: the grey clip, its
+    grey-stream map over it, and the flow-stream map (the magnitude over both flow channels)
+    over it. Each map is scaled by its clip's largest magnitude.
+
+    Args:
+        rows: per video ``{"grey": (T, H, W) in [0, 1], "grey_map": (T, H, W) or None,
+            "flow_map": (2, T, H, W) or None}`` (a stream the model lacks is None: a black
+            tile).
+        out_gif: the GIF, written atomically.
+        size: tile side in pixels.
+        fps: playback rate.
+
+    Returns:
+        The number of frames written.
+    """
+    if not rows:
+        raise ValueError("no video to show")
+    n = min(len(row["grey"]) for row in rows)
+    canvas = np.zeros((n, len(rows) * size, 3 * size, 3), dtype=np.uint8)
+    for r, row in enumerate(rows):
+        base = resize_frames(row["grey"][:n].astype(np.float32), size)
+        tiles = [_overlay(base, np.zeros_like(base))]
+        for key in ("grey_map", "flow_map"):
+            saliency = row.get(key)
+            if saliency is None:
+                tiles.append(np.zeros((n, size, size, 3), np.uint8))
+                continue
+            saliency = np.asarray(saliency, np.float32)
+            if saliency.ndim == 4:  # flow: magnitude over the two channels
+                saliency = np.sqrt(np.square(saliency).sum(axis=0))
+            saliency = resize_frames(saliency[:n], size)
+            saliency = saliency / max(float(np.abs(saliency).max()), 1e-12)
+            tiles.append(_overlay(base, saliency))
+        for c, tile in enumerate(tiles):
+            canvas[:, r * size : (r + 1) * size, c * size : (c + 1) * size] = tile
+    images = [Image.fromarray(frame, mode="RGB") for frame in canvas]
+    with atomic_path(out_gif) as tmp:
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
+                       duration=max(20, round(1000 / fps / 10) * 10), loop=0)  # fmt: skip
+    log.info("saliency strip %s: %d frames, %d videos", out_gif, n, len(rows))
+    return n

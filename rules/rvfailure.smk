@@ -90,6 +90,39 @@ rule predict_rvfailure:
         "../workflow_scripts/predict_rvfailure.py"
 
 
+rule explain_rvfailure:
+    """Guided backpropagation (captum) of TEST clips: their maps, the inputs they explain
+    (for the TF1 innvestigate step) and a report GIF."""
+    input:
+        model="results/models/rvfailure_{model}",
+        test=f"{RV_SPLITS}/test.csv",
+    output:
+        saliency=directory("results/saliency/rvfailure_{model}"),
+        gif=report(
+            "results/report/rvfailure_{model}_saliency.gif",
+            category="RV failure",
+            caption="../docs/report/rvfailure_saliency.rst",
+        ),
+    log:
+        "logs/explain_rvfailure/{model}.log",
+    benchmark:
+        "benchmarks/explain_rvfailure/{model}.tsv"
+    wildcard_constraints:
+        model=names_pattern(rv_models()),
+    conda:
+        "../envs/echogen.yaml"
+    threads: 2
+    resources:
+        gpu=rv_config()["gpus"]["infer"],
+        mem_mb=tier_mem("gpu_infer"),
+        runtime=tier_runtime("gpu_infer"),
+    params:
+        videos=rv_config()["explain"]["videos"],
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/explain_rvfailure.py"
+
+
 rule rvfailure_table:
     """The table: per model, TEST AUC (per patient) with its interval, specificity at the
     configured sensitivity, the confusion matrix at the VAL-chosen threshold."""

@@ -92,9 +92,13 @@ def rv_plumbing():
 
 
 def rv_targets():
-    """Every RV-failure artefact: the networks, their predictions and the table."""
+    """Every RV-failure artefact: the networks, their predictions, their guided
+    backpropagation and the table."""
     targets = expand("results/models/rvfailure_{model}", model=rv_models())
     targets += expand(
         "results/metrics/rvfailure_{model}_predictions.csv", model=rv_models()
+    )
+    targets += expand(
+        "results/report/rvfailure_{model}_saliency.gif", model=rv_models()
     )
     return targets + ["results/metrics/rvfailure.txt"]

@@ -1,11 +1,8 @@
 """Rule cardigan_table: cardiGAN's table over every SPADE model's TEST-mask images."""
 
-import json
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pandas as pd
-
+from echogen.metrics.generation import model_table_entries
 from echogen.pipelines.cardigan import write_cardigan_table
 from echogen.workflow import setup_logging
 
@@ -15,14 +12,7 @@ if TYPE_CHECKING:
 
 def main(models: list[str], plumbing: list[bool], scores: list[str], generation: list[str],
          txt: str, record: str) -> None:  # fmt: skip
-    entries = {}
-    for name, tiny, score, metrics in zip(models, plumbing, scores, generation, strict=True):
-        metrics = json.loads(Path(metrics).read_text())
-        entries[name] = {
-            "scores": pd.read_csv(score, dtype={"FileName": str, "Source": str}),
-            "generation": metrics,
-            "plumbing": tiny or not all(metrics.get("verified", {}).values()),
-        }
+    entries = model_table_entries(models, plumbing, scores, generation)
     write_cardigan_table(entries, txt, record)
 
 

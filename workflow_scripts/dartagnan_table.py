@@ -1,11 +1,8 @@
 """Rule dartagnan_table: D'ARTAGNAN's table over every model's counterfactuals."""
 
-import json
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pandas as pd
-
+from echogen.metrics.generation import model_table_entries
 from echogen.pipelines.dartagnan import write_dartagnan_table
 from echogen.workflow import setup_logging
 
@@ -15,14 +12,7 @@ if TYPE_CHECKING:
 
 def main(models: list[str], plumbing: list[bool], scores: list[str], generation: list[str],
          txt: str, record: str, regressor: str, expert: str) -> None:  # fmt: skip
-    entries = {}
-    for name, tiny, score, metrics in zip(models, plumbing, scores, generation, strict=True):
-        metrics = json.loads(Path(metrics).read_text())
-        entries[name] = {
-            "scores": pd.read_csv(score, dtype={"FileName": str, "Source": str}),
-            "generation": metrics,
-            "plumbing": tiny or not all(metrics.get("verified", {}).values()),
-        }
+    entries = model_table_entries(models, plumbing, scores, generation)
     write_dartagnan_table(entries, txt, record, regressor, expert)
 
 

@@ -275,16 +275,19 @@ class StreamClipSet(torch.utils.data.Dataset):
 
     def _read(self, index: int) -> dict[str, np.ndarray]:
         row = self.rows.iloc[index]
-        data = {}
+        data, paths = {}, {}
         for stream in self.streams:
-            path = self.root / str(row[PATH_COLUMNS[stream]])
-            data[stream] = read_grey(path) if stream == "grey" else read_flow(path)
+            paths[stream] = self.root / str(row[PATH_COLUMNS[stream]])
+            data[stream] = (read_grey if stream == "grey" else read_flow)(paths[stream])
         grey_frames = len(data["grey"]) if "grey" in data else len(data["flow"]) + 1
         if grey_frames < self.spec.frames:
-            raise DataError(path, f"video {row['FileName']} has {grey_frames} frames, fewer "
-                            f"than a clip's {self.spec.frames}", "lower clips.frames or leave "
-                            "the video out (datasets.rvfailure.min_frames)",
-                            item=str(row["FileName"]))  # fmt: skip
+            raise DataError(
+                paths[self.streams[0]],
+                f"video {row['FileName']} has {grey_frames} frames, fewer than a clip's "
+                f"{self.spec.frames}",
+                "lower clips.frames or leave the video out (datasets.rvfailure.min_frames)",
+                item=str(row["FileName"]),
+            )
         data["_frames"] = grey_frames
         return data
 

@@ -651,3 +651,19 @@ def write_metric_table(record: dict, txt_path: str | Path, json_path: str | Path
     write_json(json_path, record)
     with atomic_path(txt_path) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
+
+
+def model_table_entries(models: list[str], plumbing: list[bool], scores: list[str | Path],
+                        generation: list[str | Path]) -> dict[str, dict]:  # fmt: skip
+    """What a system's table reads per model: its per-sample ``scores`` csv, its dataset's
+    generation-metric record, and whether the row is a plumbing check (a tiny model, or a
+    detector whose hash is not verified). The lists are parallel, one item per model."""
+    entries = {}
+    for name, tiny, score, record in zip(models, plumbing, scores, generation, strict=True):
+        metrics = json.loads(Path(record).read_text())
+        entries[name] = {
+            "scores": pd.read_csv(score, dtype={"FileName": str, "Source": str}),
+            "generation": metrics,
+            "plumbing": tiny or not all(metrics.get("verified", {}).values()),
+        }
+    return entries

@@ -9,6 +9,12 @@ videos per patient (the mean of a patient's videos) and reports, per model, the 
 a stratified bootstrap interval, the specificity at 80 % sensitivity, and the confusion
 matrix at the threshold chosen on VAL (the highest reaching 80 % VAL sensitivity), so TEST
 never chooses anything.
+
+:func:`explain_rvfailure` writes guided-backpropagation maps (captum) of TEST clips with the
+inputs they explain, so another implementation (the reference's TF1 innvestigate step) can
+be fed the same clips. Difference from ``visualize_GBP.py``: the maps explain the trained
+output unit; the reference adds a new, untrained 2-way softmax head on the fused features and
+explains its larger logit.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from echogen.data.errors import DataError
-from echogen.data.io import atomic_path, write_json
+from echogen.data.io import atomic_dir, atomic_path, write_json
 from echogen.data.stream_clips import StreamClipSet
 from echogen.metrics.scores import (
     confusion_at,
@@ -205,3 +211,89 @@ def write_rvfailure_table(predictions: dict[str, str | Path], txt: str | Path,
     write_json(json_path, _json_safe(report))
     log.info("\n%s", text)
     return report
+
+
+# ---------------------------------------------------------------- guided backpropagation
+
+
+def guided_backprop(net: torch.nn.Module, clips: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Guided-backpropagation maps (Springenberg et al.; captum's ``GuidedBackprop``) of the
+    network's single output with respect to each input clip: gradients passed back through
+    every ReLU only where both its input and the incoming gradient are positive. ``net``
+    must be in eval mode (batch norm as a fixed affine map)."""
+    import warnings
+
+    from captum.attr import GuidedBackprop
+
+    inputs = tuple(c.detach().clone().requires_grad_(True) for c in clips)
+    with warnings.catch_warnings():  # captum says it hooks the ReLUs for the call: known
+        warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
+        maps = GuidedBackprop(net).attribute(inputs)
+    return [m.detach() for m in maps]
+
+
+def _explained_rows(rows: pd.DataFrame, n_videos: int) -> list[int]:
+    """Up to ``n_videos`` row positions, positives and negatives alternating in file order."""
+    labels = pd.to_numeric(rows["label"]).to_numpy()
+    positives, negatives = list(np.flatnonzero(labels == 1)), list(np.flatnonzero(labels != 1))
+    chosen = []
+    while len(chosen) < n_videos and (positives or negatives):
+        for queue in (positives, negatives):
+            if queue and len(chosen) < n_videos:
+                chosen.append(int(queue.pop(0)))
+    return chosen
+
+
+def explain_rvfailure(model_dir: str | Path, rows: pd.DataFrame, out_dir: str | Path,
+                      out_gif: str | Path, n_videos: int, seed: int,
+                      device: str = "cpu") -> pd.DataFrame:  # fmt: skip
+    """Guided-backpropagation maps of ``n_videos`` videos' first evaluation clip (the VAL
+    clip of training; positives and negatives alternating), with the inputs they explain.
+
+    ``out_dir`` (written atomically) holds ``inputs/<FileName>_<stream>.npy`` (the z-scored
+    clip, ``(C, T, H, W)`` float32: what any other implementation must be fed),
+    ``captum/<FileName>_<stream>.npy`` (its map, same shape) and ``index.csv`` (FileName,
+    patient_id, label, prob of that clip); ``out_gif`` shows each clip with its maps
+    (:func:`echogen.report.saliency_strip_gif`).
+    """
+    from echogen.report import saliency_strip_gif
+
+    net, spec = load_rvfailure_model(model_dir)
+    net = net.to(device)
+    streams = tuple(net.config.streams)
+    dataset = StreamClipSet(rows, spec, streams, "label", train=False, seed=seed)
+    chosen = _explained_rows(dataset.rows, n_videos)
+    if not chosen:
+        raise DataError(rows.attrs.get("source", "rows"), "no video to explain",
+                        "put videos in the split the explanation reads")  # fmt: skip
+    records, strips = [], []
+    with atomic_dir(out_dir) as tmp:
+        for folder in ("inputs", "captum"):
+            (tmp / folder).mkdir()
+        for index in tqdm(chosen, desc="guided backpropagation", unit="video"):
+            row = dataset.rows.iloc[index]
+            clips = [c[None].to(device) for c in dataset.evaluation_clips(index, 1)[0]]
+            with torch.no_grad():
+                prob = float(torch.sigmoid(net(*clips)).item())
+            maps = guided_backprop(net, clips)
+            strip = {"grey_map": None, "flow_map": None}
+            for stream, clip, saliency in zip(streams, clips, maps, strict=True):
+                name = f"{row['FileName']}_{stream}.npy"
+                np.save(tmp / "inputs" / name, clip[0].cpu().numpy().astype(np.float32))
+                np.save(tmp / "captum" / name, saliency[0].cpu().numpy().astype(np.float32))
+                strip[f"{stream}_map"] = saliency[0].cpu().numpy()
+                if stream == "grey":
+                    mean, std = spec.statistics("grey")
+                    strip["grey"] = clip[0, 0].cpu().numpy() * std + mean
+            if "grey" not in strip:  # a flow-only model: its flow's magnitude as the picture
+                flow = clips[streams.index("flow")][0].cpu().numpy()
+                magnitude = np.sqrt(np.square(flow).sum(axis=0))
+                strip["grey"] = magnitude / max(float(magnitude.max()), 1e-12)
+            strips.append(strip)
+            records.append({"FileName": row["FileName"], "patient_id": row["patient_id"],
+                            "label": int(row["label"]), "prob": prob})  # fmt: skip
+        index_csv = pd.DataFrame(records)
+        index_csv.to_csv(tmp / "index.csv", index=False)
+    saliency_strip_gif(strips, out_gif, size=max(spec.size, 64))
+    log.info("guided backpropagation of %d videos -> %s", len(records), out_dir)
+    return index_csv

@@ -49,9 +49,10 @@ TINY = {"depth": 10, "widths": (4, 4, 8, 8)}
 def test_paper_stream_is_monai_resnet152():
     from monai.networks.nets import resnet152
 
-    net = TwoStreamNet(streams=("grey",), depth=152)
-    reference = resnet152(spatial_dims=3, n_input_channels=1, feed_forward=False,
-                          conv1_t_size=7, conv1_t_stride=2)  # fmt: skip
+    with torch.device("meta"):  # shapes only: no memory, no initialisation
+        net = TwoStreamNet(streams=("grey",), depth=152)
+        reference = resnet152(spatial_dims=3, n_input_channels=1, feed_forward=False,
+                              conv1_t_size=7, conv1_t_stride=2)  # fmt: skip
     ours = sum(p.numel() for p in net.trunks["grey"].parameters())
     assert ours == sum(p.numel() for p in reference.parameters()) == 117_363_776
     assert net.fc.in_features == 2048
@@ -299,3 +300,84 @@ def test_training_refuses_one_class_and_wrong_objective(tmp_path):
         RVTrainSettings(class_weights=(0.2,))
     with pytest.raises(ValueError, match="unknown RV-failure train settings"):
         RVTrainSettings.from_dict({"lr_decay": 1})
+
+
+# ---------------------------------------------------------------- guided backpropagation
+
+
+class _GuidedReLU(torch.autograd.Function):
+    """ReLU whose backward passes a gradient only where the input and the gradient are
+    positive (the definition, written independently of captum)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad.clamp(min=0) * (x > 0)
+
+
+class _Guided(torch.nn.Module):
+    def forward(self, x):
+        return _GuidedReLU.apply(x)
+
+
+def _hand_guided_backprop(net, clips):
+    import copy
+
+    net = copy.deepcopy(net)
+    replaced = 0
+    for module in list(net.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, torch.nn.ReLU):
+                setattr(module, name, _Guided())
+                replaced += 1
+    assert replaced > 0
+    inputs = [c.clone().requires_grad_(True) for c in clips]
+    net(*inputs).sum().backward()
+    return [x.grad for x in inputs]
+
+
+def test_guided_backprop_matches_the_definition(trained):
+    from echogen.pipelines.rvfailure import guided_backprop
+
+    net, _ = load_rvfailure_model(trained["base"] / "model")
+    generator = torch.Generator().manual_seed(0)
+    clips = [torch.randn(2, 1, 8, 24, 24, generator=generator),
+             torch.randn(2, 2, 8, 24, 24, generator=generator)]  # fmt: skip
+    ours = guided_backprop(net, clips)
+    reference = _hand_guided_backprop(net, clips)
+    # (a stream whose fusion weights are all negative gets an all-zero map: the last ReLU
+    # passes no negative gradient)
+    assert sum(float(a.abs().sum()) for a in ours) > 0
+    for a, b in zip(ours, reference, strict=True):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    inputs = [c.clone().requires_grad_(True) for c in clips]
+    net(*inputs).sum().backward()
+    assert not torch.allclose(inputs[0].grad, ours[0])  # not the plain gradient
+
+
+def test_explanation_writes_inputs_maps_and_a_gif(trained, tmp_path):
+    from PIL import Image
+
+    from echogen.pipelines.rvfailure import explain_rvfailure
+
+    rows = read_split_rows({"TEST": trained["splits"]["TEST"]})
+    out, gif = tmp_path / "saliency", tmp_path / "saliency.gif"
+    index = explain_rvfailure(trained["base"] / "model", rows, out, gif, n_videos=3, seed=0)
+    assert index["label"].tolist() == [1, 0, 1]  # positives and negatives alternating
+    net, spec = load_rvfailure_model(trained["base"] / "model")
+    data = StreamClipSet(rows, spec, ("grey", "flow"), "label", seed=0)
+    first = data.evaluation_clips(1, 1)[0]  # test_01 (label 1) is the first explained
+    assert index["FileName"].iloc[0] == "test_01"
+    for stream, clip in zip(("grey", "flow"), first, strict=True):
+        saved = np.load(out / "inputs" / f"test_01_{stream}.npy")
+        np.testing.assert_array_equal(saved, clip.numpy())
+        saliency = np.load(out / "captum" / f"test_01_{stream}.npy")
+        assert saliency.shape == saved.shape and np.isfinite(saliency).all()
+    with Image.open(gif) as image:
+        assert image.n_frames == 8 and image.size == (3 * 64, 3 * 64)

@@ -584,6 +584,14 @@ def test_demo_rvfailure(demo_all):
         assert set(predictions["Split"]) == {"VAL", "TEST"}
         assert predictions["clip_probs"].str.count(";").eq(4).all()
         assert predictions["prob"].between(0, 1).all()
+        saliency = demo_all / f"results/saliency/rvfailure_{name}"
+        explained = pd.read_csv(saliency / "index.csv")
+        assert len(explained) == section["explain"]["videos"]
+        for video in explained["FileName"]:
+            for stream in streams:
+                assert (saliency / "captum" / f"{video}_{stream}.npy").is_file()
+                assert (saliency / "inputs" / f"{video}_{stream}.npy").is_file()
+        assert (demo_all / f"results/report/rvfailure_{name}_saliency.gif").stat().st_size
     table = (demo_all / "results/metrics/rvfailure.txt").read_text()
     assert "PLUMBING CHECK" in table and "AUC 0.729" in table
     # No identifying DICOM value reaches any RV-failure output or log.

@@ -22,9 +22,11 @@ SYSTEMS = ("lvdm", "cascade", "dartagnan", "rvfailure", "cardigan")
 ANALYSIS = {
     "rvfailure": {
         "jobs": {"pretrain_rvfailure_stream", "train_rvfailure", "predict_rvfailure",
-                 "rvfailure_table"},
+                 "explain_rvfailure", "rvfailure_table"},
         "outputs": ["results/metrics/rvfailure.txt", "results/metrics/rvfailure.json",
-                    "results/metrics/rvfailure_twostream_predictions.csv"],
+                    "results/metrics/rvfailure_twostream_predictions.csv",
+                    "results/saliency/rvfailure_twostream/index.csv",
+                    "results/report/rvfailure_twostream_saliency.gif"],
     },
 }  # fmt: skip
 CONFIGS = sorted((REPO / "tests" / "configs").glob("*/config.yaml"))

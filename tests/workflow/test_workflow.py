@@ -175,6 +175,7 @@ def test_paper_plan_is_sbatch_ready_with_the_slurm_profile(tmp_path):
     # predictions and the table, each on one GPU.
     assert jobs["pretrain_rvfailure_stream"] == 2 and jobs["train_rvfailure"] == 1
     assert jobs["predict_rvfailure"] == 1 and jobs["rvfailure_table"] == 1
+    assert jobs["explain_rvfailure"] == 1
     assert "output: results/models/rvfailure_pretrain_flow" in result.stdout
     rv = [job.resources for job in blocks if job.rule.endswith("rvfailure_stream")]
     assert len(rv) == 2 and all((r["gpu"], r["gpu_model"]) == ("1", "a100") for r in rv)
@@ -316,6 +317,7 @@ def test_text_model_without_prompt_is_named(tmp_path):
     )
 
 
+@pytest.mark.e2e  # two dry runs of the whole paper plan (~14 s): in CI, out of the edit loop
 def test_configfile_replaces_the_demo_config_whatever_the_profile(tmp_path):
     """`--configfile config/paper.yaml` plans the paper alone even with no workflow profile
     (Snakemake would merge it into the Snakefile's demo config): no demo-only comparison or
