@@ -52,10 +52,9 @@ def rv_require_data():
 
 def rv_pretrain_inputs(wildcards):
     dataset = rv_pretrain_dataset()
-    inputs = {
-        "manifest": f"resources/manifests/{dataset}.csv",
-        "flow": f"resources/flow/{dataset}/index.csv",
-    }
+    inputs = {"manifest": f"resources/manifests/{dataset}.csv"}
+    if wildcards.stream == "flow":
+        inputs["flow"] = f"resources/flow/{dataset}/index.csv"
     if rv_kinetics(wildcards.stream):
         inputs["kinetics"] = weights_file(rv_kinetics(wildcards.stream))
     return inputs

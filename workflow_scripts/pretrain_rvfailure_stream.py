@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from snakemake.script import snakemake
 
 
-def main(stream: str, manifest: str, flow_index: str, kinetics: str | None, model_dir: str,
+def main(stream: str, manifest: str, flow_index: str | None, kinetics: str | None, model_dir: str,
          state_dir: str, rvfailure: dict, seed: int, gpus: int = 0,
          threads: int = 1) -> None:  # fmt: skip
     torch.set_num_threads(threads)
@@ -31,7 +31,7 @@ if "snakemake" in globals():
     main(
         snakemake.wildcards.stream,
         snakemake.input.manifest,
-        snakemake.input.flow,
+        snakemake.input.get("flow"),
         snakemake.input.get("kinetics"),
         snakemake.output.model,
         snakemake.params.state_dir,

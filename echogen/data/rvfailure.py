@@ -155,23 +155,37 @@ def read_split_rows(splits: dict[str, str | Path]) -> pd.DataFrame:
     return rows
 
 
-def ef_stream_rows(manifest_csv: str | Path, flow_index_csv: str | Path) -> pd.DataFrame:
+def ef_stream_rows(manifest_csv: str | Path, flow_index_csv: str | Path | None,
+                   min_frames: int = 1) -> pd.DataFrame:  # fmt: skip
     """EF-labelled videos with their flow, for the streams' EF pretraining: the manifest's
-    FileName, Split, EF and Path (the video) joined with the flow index's Path (FlowPath).
+    FileName, Split, EF and Path (the video) joined with the flow index's Path (FlowPath);
+    without a flow index (the grey stream) every video with an EF.
 
-    Videos without a numeric EF or without flow are left out (logged); none left is an error.
+    Videos without a numeric EF, without flow, or shorter than ``min_frames`` (a clip's
+    length) are left out before training starts (logged); none left is an error.
     """
     manifest = pd.read_csv(manifest_csv, dtype={"FileName": str})
-    flow = pd.read_csv(flow_index_csv, dtype={"FileName": str})
+    flow = pd.DataFrame({"FileName": manifest["FileName"], "Path": None})
+    if flow_index_csv is not None:
+        flow = pd.read_csv(flow_index_csv, dtype={"FileName": str})
     for table, path, columns in ((manifest, manifest_csv, ("FileName", "Split", "EF", "Path")),
                                  (flow, flow_index_csv, ("FileName", "Path"))):  # fmt: skip
         missing = [c for c in columns if c not in table.columns]
         if missing:
             raise DataError(path, f"columns {missing} are missing",
                             "use the workflow's manifest and flow index")  # fmt: skip
+    short = pd.Series(False, index=manifest.index)
+    if "NumberOfFrames" in manifest.columns:
+        short = pd.to_numeric(manifest["NumberOfFrames"], errors="coerce") < min_frames
+    if short.any():
+        log.info("EF pretraining: %d videos have fewer than %d frames and are left out, e.g. %s",
+                 int(short.sum()), min_frames, manifest.loc[short, "FileName"].iloc[0])  # fmt: skip
+        manifest = manifest[~short]
     rows = manifest[["FileName", "Split", "EF", "Path"]].merge(
         flow[["FileName", "Path"]].rename(columns={"Path": "FlowPath"}), on="FileName"
     )
+    if flow_index_csv is None:
+        rows = rows.drop(columns="FlowPath")
     rows["EF"] = pd.to_numeric(rows["EF"], errors="coerce")
     kept = rows.dropna(subset=["EF"]).reset_index(drop=True)
     dropped = len(manifest) - len(kept)
@@ -182,7 +196,7 @@ def ef_stream_rows(manifest_csv: str | Path, flow_index_csv: str | Path) -> pd.D
         raise DataError(
             manifest_csv,
             "no video has both an EF and flow",
-            f"compute flow for it (derived.flow.datasets) into {flow_index_csv}",
+            f"check the manifest's EF and NumberOfFrames, and the flow index {flow_index_csv}",
         )
     kept.attrs["source"] = str(manifest_csv)
     return kept

@@ -10,20 +10,23 @@ transform for the grey and both flow channels; prediction averages 5 random clip
 A row has ``FileName``, the target column, ``Path`` (grey: the ``.npy`` clip of the DICOM
 conversion, ``(T, H, W)`` already divided by its maximum, or a video file divided by its
 maximum here) and ``FlowPath`` (``.npy`` ``(T-1, H, W, 2)``). Grey frame ``t`` is paired
-with the flow from ``t`` to ``t+1``. Differences from the reference, deliberately: a window
-may start at any of the ``T - frames + 1`` grey positions (the reference draws the same, but
-its flow window is then one frame short at the last start and it crashes); that missing last
-flow frame is zero (no motion measured). Augmentation is one affine warp on the raw values
-(before z-scoring), zero outside the frame; a shrink is centred instead of failing.
+with the flow from ``t`` to ``t+1``; the last grey frame has none, so it gets the last flow
+frame again, as the reference's ``video2OF`` appends it (a window may start at any of the
+``T - frames + 1`` grey positions, as the reference draws). A flow file whose length is not
+the grey clip's minus one is an error naming it. Differences from the reference,
+deliberately: augmentation is one affine warp on the raw values (before z-scoring), zero
+outside the frame; a shrink is centred instead of failing.
 
 Every random draw comes from a NumPy generator seeded by ``(seed, epoch, index)`` (training)
-or ``(seed, index)`` (evaluation: the VAL clip and the prediction clips), so a clip does not
-depend on the workers or on where a run was resumed.
+or ``(seed, crc32 of the FileName)`` (evaluation: the VAL clip of training, the prediction
+clips and the explained clip are the same draws whichever csvs the rows came from), so a clip
+does not depend on the workers or on where a run was resumed.
 """
 
 from __future__ import annotations
 
 import logging
+import zlib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -188,23 +191,25 @@ def warp(frames: np.ndarray, matrix: np.ndarray) -> np.ndarray:
 
 def stream_statistics(rows: pd.DataFrame, streams, spec: StreamClipSpec, seed: int,
                       root: str | Path = ".") -> dict[str, float]:  # fmt: skip
-    """Mean and std of every value of each stream over a seeded sample of ``spec.stat_videos``
-    rows (the reference's dataset-wide z-score), as ``{"grey_mean": ..., ...}``."""
+    """Each stream's z-score statistics as the reference's ``normalize_pkl``: the mean of the
+    videos' means and the square root of the mean of their variances, over a seeded sample of
+    ``spec.stat_videos`` rows (the reference takes every video of every split; here TRAIN
+    rows only), as ``{"grey_mean": ..., "grey_std": ..., ...}``."""
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.choice(len(rows), size=min(spec.stat_videos, len(rows)), replace=False))
-    sums = {s: np.zeros(3) for s in streams}
+    moments = {s: [] for s in streams}
     for position in tqdm(chosen, desc="stream mean/std", leave=False):
         row = rows.iloc[position]
         for stream in streams:
             path = Path(root) / str(row[PATH_COLUMNS[stream]])
             x = read_grey(path) if stream == "grey" else read_flow(path)
             x = np.asarray(x, dtype=np.float64)
-            sums[stream] += [x.sum(), np.square(x).sum(), x.size]
+            moments[stream].append((x.mean(), x.var()))
     stats = {}
-    for stream, (total, total_sq, count) in sums.items():
-        mean = total / count
-        stats[f"{stream}_mean"] = float(mean)
-        stats[f"{stream}_std"] = float(np.sqrt(max(total_sq / count - mean**2, 1e-12)))
+    for stream, values in moments.items():
+        means, variances = np.array(values).T
+        stats[f"{stream}_mean"] = float(means.mean())
+        stats[f"{stream}_std"] = float(np.sqrt(max(variances.mean(), 1e-12)))
     log.info("stream statistics from %d videos: %s", len(chosen), stats)
     return stats
 
@@ -280,12 +285,20 @@ class StreamClipSet(torch.utils.data.Dataset):
             paths[stream] = self.root / str(row[PATH_COLUMNS[stream]])
             data[stream] = (read_grey if stream == "grey" else read_flow)(paths[stream])
         grey_frames = len(data["grey"]) if "grey" in data else len(data["flow"]) + 1
+        if "grey" in data and "flow" in data and len(data["flow"]) != grey_frames - 1:
+            raise DataError(
+                paths["flow"],
+                f"video {row['FileName']}: {len(data['flow'])} flow frames for "
+                f"{grey_frames} grey frames (expected {grey_frames - 1})",
+                "recompute its flow (compute_flow or convert_dicoms rule)",
+                item=str(row["FileName"]),
+            )
         if grey_frames < self.spec.frames:
             raise DataError(
                 paths[self.streams[0]],
                 f"video {row['FileName']} has {grey_frames} frames, fewer than a clip's "
                 f"{self.spec.frames}",
-                "lower clips.frames or leave the video out (datasets.rvfailure.min_frames)",
+                "lower clips.frames or leave the video out",
                 item=str(row["FileName"]),
             )
         data["_frames"] = grey_frames
@@ -296,9 +309,9 @@ class StreamClipSet(torch.utils.data.Dataset):
         parts = {}
         for stream in self.streams:
             window = np.asarray(data[stream][start : start + frames], dtype=np.float32)
-            if stream == "flow" and len(window) < frames:  # the last grey frame has no flow
-                pad = np.zeros((frames - len(window), *window.shape[1:]), np.float32)
-                window = np.concatenate([window, pad])
+            if stream == "flow" and len(window) < frames:  # the last grey frame: the last
+                last = np.asarray(data[stream][-1:], dtype=np.float32)  # flow frame again
+                window = np.concatenate([window, np.repeat(last, frames - len(window), 0)])
             window = _resize(window, size)
             parts[stream] = window if window.ndim == 4 else window[..., None]
         if matrix is not None:
@@ -316,9 +329,10 @@ class StreamClipSet(torch.utils.data.Dataset):
 
     def evaluation_clips(self, index: int, count: int | None = None) -> list[tuple]:
         """``count`` (default ``spec.test_clips``) clips of random starts drawn from
-        ``(seed, index)``, unaugmented; the first is the VAL clip of training."""
+        ``(seed, crc32(FileName))``, unaugmented; the first is the VAL clip of training."""
         data = self._read(index)
-        rng = np.random.default_rng([self.seed, index])
+        name = str(self.rows.iloc[index]["FileName"]).encode()
+        rng = np.random.default_rng([self.seed, zlib.crc32(name)])
         starts = rng.integers(0, data["_frames"] - self.spec.frames + 1,
                               size=count or self.spec.test_clips)  # fmt: skip
         return [self._clip(data, int(s), None) for s in starts]

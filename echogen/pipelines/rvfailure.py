@@ -247,8 +247,9 @@ def _explained_rows(rows: pd.DataFrame, n_videos: int) -> list[int]:
 def explain_rvfailure(model_dir: str | Path, rows: pd.DataFrame, out_dir: str | Path,
                       out_gif: str | Path, n_videos: int, seed: int,
                       device: str = "cpu") -> pd.DataFrame:  # fmt: skip
-    """Guided-backpropagation maps of ``n_videos`` videos' first evaluation clip (the VAL
-    clip of training; positives and negatives alternating), with the inputs they explain.
+    """Guided-backpropagation maps of ``n_videos`` videos' first evaluation clip (the first
+    of the clips their prediction averages; positives and negatives alternating), with the
+    inputs they explain.
 
     ``out_dir`` (written atomically) holds ``inputs/<FileName>_<stream>.npy`` (the z-scored
     clip, ``(C, T, H, W)`` float32: what any other implementation must be fed),
@@ -281,7 +282,9 @@ def explain_rvfailure(model_dir: str | Path, rows: pd.DataFrame, out_dir: str | 
                 name = f"{row['FileName']}_{stream}.npy"
                 np.save(tmp / "inputs" / name, clip[0].cpu().numpy().astype(np.float32))
                 np.save(tmp / "captum" / name, saliency[0].cpu().numpy().astype(np.float32))
-                strip[f"{stream}_map"] = saliency[0].cpu().numpy()
+                # grey: (T, H, W); flow: (2, T, H, W) (the GIF shows its magnitude)
+                strip[f"{stream}_map"] = saliency[0, 0 if stream == "grey" else slice(None)]
+                strip[f"{stream}_map"] = strip[f"{stream}_map"].cpu().numpy()
                 if stream == "grey":
                     mean, std = spec.statistics("grey")
                     strip["grey"] = clip[0, 0].cpu().numpy() * std + mean

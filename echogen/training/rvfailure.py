@@ -7,10 +7,13 @@ of the best validation loss), then the fusion of both pretrained trunks on the L
 (``train_twostream.py``: binary cross-entropy on severe vs rest with class weights 0.2/1.8,
 AdamW lr 1e-4 with cosine annealing over the whole run, 75 epochs, batch 4, augmented
 32-frame clips). keras-adamw's cosine annealing multiplies the rate by
-``(1 + cos(pi * t / T))/2`` at iteration ``t`` of ``T``; its weight decay comes from the
-ResNet builder's L2 factor 1e-4 converted to decoupled decay (keras-adamw's normalisation of
-it by the batch count is not reproduced). :class:`RVTrainSettings` holds those settings
-(``paper``, ``pretrain`` presets in the config).
+``(1 + cos(pi * t / T))/2`` at iteration ``t`` of ``T``. Its weight decay is not reproduced:
+keras-adamw, given the model, turns the ResNet builder's L2 factor 1e-4 on the convolution
+kernels into decoupled decay scaled by its own normaliser (and ``model_zoo.py`` builds the
+optimiser twice, the first call clearing the penalties the second reads); here torch's
+``AdamW`` decays every parameter by ``lr * weight_decay`` (``train.weight_decay``, 1e-4), a
+different regulariser. :class:`RVTrainSettings` holds the settings (the ``rvfailure`` config
+sections).
 
 Deliberate difference: the reference saves the fusion weights of the best VAL AUC while
 evaluating the TEST set after every epoch and logging the TEST AUC of that epoch; here the
@@ -317,7 +320,8 @@ def train_rvfailure_from_config(objective: str, out_dir: str, state_dir: str, ne
     ``init`` maps a stream to ``[kind, path]`` (see :func:`train_rvfailure`).
     """
     if objective == "ef":
-        rows = ef_stream_rows(manifest, flow_index)
+        flow = flow_index if "flow" in streams else None  # grey: every video with an EF
+        rows = ef_stream_rows(manifest, flow, int(clips.get("frames", 32)))
     else:
         rows = read_split_rows(splits)
     config = RVConfig.from_dict({"model": {**network, "streams": list(streams)}, "clips": clips,

@@ -141,7 +141,7 @@ def test_grey_and_flow_windows_are_the_same_frames(tmp_path):
         starts.add(start)
         np.testing.assert_allclose(grey[0, :, 5, 5], (start + np.arange(4)) / 100, atol=1e-6)
         expected = start + np.arange(4.0)
-        expected[expected > 10] = 0  # the last grey frame has no flow: zero
+        expected[expected > 10] = 10  # the last grey frame gets the last flow frame again
         np.testing.assert_allclose(flow[0, :, 5, 5], expected)
         np.testing.assert_allclose(flow[1, :, 5, 5], -expected)
     assert starts <= set(range(9)) and len(starts) > 3 and 8 in starts
@@ -197,6 +197,10 @@ def test_bad_clips_name_the_file_and_the_fix(tmp_path):
         StreamClipSet(nan, spec, ("grey",), "label")
     with pytest.raises(ValueError, match="mean/std are not set"):
         StreamClipSet(rows, StreamClipSpec(frames=4), ("grey",), "label")
+    np.save(tmp_path / "v_flow.npy", np.zeros((3, 16, 16, 2), np.float32))
+    with pytest.raises(DataError, match="3 flow frames for 6 grey frames"):
+        StreamClipSet(rows, StreamClipSpec(frames=4, size=16, **PLAIN), ("grey", "flow"),
+                      "label")[0]  # fmt: skip
     (tmp_path / "v_flow.npy").write_bytes(b"not an array")
     with pytest.raises(DataError, match="cannot read the clip"):
         StreamClipSet(rows, StreamClipSpec(frames=4, size=16, **PLAIN), ("flow",), "label")[0]
@@ -381,3 +385,20 @@ def test_explanation_writes_inputs_maps_and_a_gif(trained, tmp_path):
         assert saliency.shape == saved.shape and np.isfinite(saliency).all()
     with Image.open(gif) as image:
         assert image.n_frames == 8 and image.size == (3 * 64, 3 * 64)
+
+
+def test_ef_pretraining_rows_leave_out_short_videos_and_missing_flow(tmp_path):
+    from echogen.data.rvfailure import ef_stream_rows
+
+    manifest = pd.DataFrame({"FileName": ["a", "b", "c", "d"], "Split": ["TRAIN"] * 4,
+                             "EF": [50.0, 60.0, None, 40.0], "Path": ["a.avi", "b.avi", "c.avi",
+                             "d.avi"], "NumberOfFrames": [40, 20, 40, 40]})  # fmt: skip
+    manifest.to_csv(tmp_path / "m.csv", index=False)
+    flow = pd.DataFrame({"FileName": ["a", "b", "c"], "Path": ["a.npy", "b.npy", "c.npy"]})
+    flow.to_csv(tmp_path / "f.csv", index=False)
+    rows = ef_stream_rows(tmp_path / "m.csv", tmp_path / "f.csv", min_frames=32)
+    assert rows["FileName"].tolist() == ["a"] and rows["FlowPath"].tolist() == ["a.npy"]
+    grey = ef_stream_rows(tmp_path / "m.csv", None, min_frames=32)  # the grey stream
+    assert grey["FileName"].tolist() == ["a", "d"] and "FlowPath" not in grey
+    with pytest.raises(DataError, match="no video has both an EF and flow"):
+        ef_stream_rows(tmp_path / "m.csv", tmp_path / "f.csv", min_frames=64)
