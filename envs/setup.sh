@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Create (or bring up to date) the project's virtual environment in .venv/.
-# Idempotent: does nothing when .venv already matches pyproject.toml.
+# Create (or bring up to date) the project's virtual environment in .venv/, and the TF1
+# environment of the RV-failure innvestigate step in .venv-innvestigate/
+# (envs/setup_innvestigate.sh). Idempotent: does nothing when both match their pins.
 # Usage: bash envs/setup.sh        (PYTHON=/path/to/python3.11 to choose the interpreter)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,11 +23,12 @@ fi
 
 stamp=.venv/.echogen-install
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-    exit 0
+if ! [ -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    [ -x .venv/bin/python ] || "$python" -m venv .venv
+    .venv/bin/python -m pip install --quiet --upgrade pip
+    .venv/bin/python -m pip install --quiet -e '.[dev]'
+    echo "$want" > "$stamp"
+    echo "echogen environment ready in .venv/" >&2
 fi
-[ -x .venv/bin/python ] || "$python" -m venv .venv
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[dev]'
-echo "$want" > "$stamp"
-echo "echogen environment ready in .venv/" >&2
+# The RV-failure TF1 step's own environment (.venv-innvestigate/, Python 3.6; idempotent).
+bash envs/setup_innvestigate.sh

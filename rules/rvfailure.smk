@@ -123,6 +123,65 @@ rule explain_rvfailure:
         "../workflow_scripts/explain_rvfailure.py"
 
 
+rule innvestigate_rvfailure:
+    """The reference's TF1 guided backpropagation (innvestigate 1.0.8, Keras 2.2.4) of the
+    clips explain_rvfailure explained, on the same weights (its Keras export), in its own
+    environment: files in, files out."""
+    input:
+        captum="results/saliency/rvfailure_{model}",
+    output:
+        maps=directory("results/saliency/rvfailure_{model}_innvestigate"),
+    log:
+        "logs/innvestigate_rvfailure/{model}.log",
+    benchmark:
+        "benchmarks/innvestigate_rvfailure/{model}.tsv"
+    wildcard_constraints:
+        model=names_pattern(rv_models()),
+    conda:
+        "../envs/innvestigate.yaml"
+    threads: 2
+    resources:
+        mem_mb=tier_mem("cpu_chunk"),
+        runtime=tier_runtime("cpu_chunk"),
+    params:
+        python=rv_innvestigate_python,
+        script=RV_INNVESTIGATE_SCRIPT,
+        start=rv_config()["innvestigate"]["start"],
+        missing=RV_INNVESTIGATE_MISSING,
+    shell:
+        "command -v {params.python:q} > /dev/null || {{ echo {params.missing:q} >&2; exit 1; }}; "
+        "{params.python:q} {params.script:q} {input.captum:q} {output.maps:q}"
+        " --threads {threads} --start {params.start} > {log:q} 2>&1"
+
+
+rule rvfailure_saliency_agreement:
+    """innvestigate's maps against captum's (within rvfailure.innvestigate.tolerance when
+    both start from 1), and their report GIF."""
+    input:
+        model="results/models/rvfailure_{model}",
+        captum="results/saliency/rvfailure_{model}",
+        innvestigate="results/saliency/rvfailure_{model}_innvestigate",
+    output:
+        record="results/metrics/rvfailure_{model}_saliency_agreement.json",
+        gif=report(
+            "results/report/rvfailure_{model}_saliency_innvestigate.gif",
+            category="RV failure",
+            caption="../docs/report/rvfailure_saliency.rst",
+        ),
+    log:
+        "logs/rvfailure_saliency_agreement/{model}.log",
+    wildcard_constraints:
+        model=names_pattern(rv_models()),
+    localrule: True
+    conda:
+        "../envs/echogen.yaml"
+    params:
+        start=rv_config()["innvestigate"]["start"],
+        tolerance=rv_config()["innvestigate"]["tolerance"],
+    script:
+        "../workflow_scripts/rvfailure_saliency_agreement.py"
+
+
 rule rvfailure_table:
     """The table: per model, TEST AUC (per patient) with its interval, specificity at the
     configured sensitivity, the confusion matrix at the VAL-chosen threshold."""

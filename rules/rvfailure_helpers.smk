@@ -1,11 +1,17 @@
 # Helpers of the RV-failure line (rules/rvfailure.smk includes this file; snakemake --lint
 # wants functions and rules in separate files). Read only when rvfailure is active.
 
+from snakemake.settings.types import DeploymentMethod
+
 # Snakemake fills schema defaults only outside $ref'd fragments: validate the section against
 # its own fragment so that its defaults (gpus, network, pretrain ...) are filled in too.
 validate(config["rvfailure"], "../config/schemas/rvfailure.schema.yaml")
 
 RV_SPLITS = "resources/rvfailure/splits"
+# The TF1 step runs outside Snakemake's script: machinery (its Python 3.6 cannot load it).
+RV_INNVESTIGATE_SCRIPT = str(
+    Path(workflow.basedir) / "workflow_scripts" / "innvestigate_rvfailure.py"
+)
 
 
 def rv_config():
@@ -85,6 +91,32 @@ def rv_init(inputs):
     return init
 
 
+def rv_innvestigate():
+    """The TF1 step's settings (rvfailure.innvestigate), or None when it is off."""
+    settings = rv_config()["innvestigate"]
+    return settings if settings["enabled"] else None
+
+
+def rv_innvestigate_python(wildcards):
+    """The TF1 step's interpreter: the conda environment's under --sdm conda, else the one
+    rvfailure.innvestigate.python names (relative to the echogen checkout). Whether it
+    exists is checked when the job runs (planning needs no TF1), with this advice:"""
+    if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
+        return "python"
+    python = Path(rv_config()["innvestigate"]["python"])
+    if not python.is_absolute():
+        python = Path(workflow.basedir) / python
+    return str(python)
+
+
+RV_INNVESTIGATE_MISSING = (
+    "rvfailure.innvestigate.python does not name an interpreter (the TF1 innvestigate "
+    "step's Python 3.6). Fix: build it with `bash envs/setup_innvestigate.sh` (needs a Python "
+    "3.6; PYTHON36=/path/to/python3.6), or run with --sdm conda (envs/innvestigate.yaml), or "
+    "set rvfailure.innvestigate.enabled: false."
+)
+
+
 def rv_plumbing():
     """Demo-sized networks (or no pretraining data of the paper): the table says so."""
     return rv_config()["network"]["depth"] < 152
@@ -92,7 +124,7 @@ def rv_plumbing():
 
 def rv_targets():
     """Every RV-failure artefact: the networks, their predictions, their guided
-    backpropagation and the table."""
+    backpropagation (captum, and innvestigate's with its agreement) and the table."""
     targets = expand("results/models/rvfailure_{model}", model=rv_models())
     targets += expand(
         "results/metrics/rvfailure_{model}_predictions.csv", model=rv_models()
@@ -100,4 +132,9 @@ def rv_targets():
     targets += expand(
         "results/report/rvfailure_{model}_saliency.gif", model=rv_models()
     )
+    if rv_innvestigate():
+        targets += expand(
+            "results/metrics/rvfailure_{model}_saliency_agreement.json",
+            model=rv_models(),
+        )
     return targets + ["results/metrics/rvfailure.txt"]

@@ -11,8 +11,11 @@ the EF), the fusion (its unit is the logit) and the grey-only and flow-only abla
 
 Differences from the reference, deliberately: the stream is MONAI's post-activation ResNet
 (the reference's keras-resnet3d is pre-activation); its stem keeps the reference's 7³
-convolution with stride 2 in time and space and the 3³ max-pool; ReLUs are not in-place,
-so guided backpropagation can hook them.
+convolution with stride 2 in time and space and the 3³ max-pool; ReLUs are not in-place
+(MONAI builds its blocks' in place), so guided backpropagation can hook them.
+
+:func:`keras_export` writes the network in the layout of its Keras mirror, the network that
+the reference's TF1 innvestigate step rebuilds (``workflow_scripts/innvestigate_rvfailure.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
@@ -55,7 +59,7 @@ def stream_trunk(depth: int, in_channels: int, widths=DEFAULT_WIDTHS, stem_strid
     if depth not in RESNET_DEPTHS:
         raise ValueError(f"depth must be one of {sorted(RESNET_DEPTHS)}, got {depth}")
     block, layers = RESNET_DEPTHS[depth]
-    return ResNet(
+    trunk = ResNet(
         block,
         list(layers),
         list(widths),
@@ -66,6 +70,10 @@ def stream_trunk(depth: int, in_channels: int, widths=DEFAULT_WIDTHS, stem_strid
         feed_forward=False,
         act=("relu", {"inplace": False}),
     )
+    for module in trunk.modules():  # MONAI's blocks keep their default in-place ReLU
+        if isinstance(module, nn.ReLU):
+            module.inplace = False
+    return trunk
 
 
 def trunk_features(depth: int, widths=DEFAULT_WIDTHS) -> int:
@@ -174,10 +182,59 @@ def load_kinetics_trunk(net: TwoStreamNet, stream: str, path: str | Path) -> Non
 def load_rvfailure_model(model_dir: str | Path) -> tuple[TwoStreamNet, StreamClipSpec]:
     """An exported network of :func:`echogen.training.rvfailure.train_rvfailure` (eval mode)
     and the clip settings, with statistics, it was trained with."""
-    model_dir = Path(model_dir)
-    clips_json = model_dir / "clips.json"
+    spec = load_clip_spec(model_dir)
+    return TwoStreamNet.from_pretrained(model_dir).eval(), spec
+
+
+def load_clip_spec(model_dir: str | Path) -> StreamClipSpec:
+    """The clip settings, with statistics, an exported network was trained with."""
+    clips_json = Path(model_dir) / "clips.json"
     if not clips_json.is_file():
         raise DataError(model_dir, "not an exported RV-failure network (clips.json missing)",
                         "point at the out_dir written by train_rvfailure")  # fmt: skip
-    spec = StreamClipSpec.from_dict(json.loads(clips_json.read_text()))
-    return TwoStreamNet.from_pretrained(model_dir).eval(), spec
+    return StreamClipSpec.from_dict(json.loads(clips_json.read_text()))
+
+
+KERAS_FORMAT = "echogen-rvfailure-keras/1"
+
+
+def keras_export(net: TwoStreamNet) -> tuple[dict, dict[str, np.ndarray]]:
+    """``net`` as its Keras mirror loads it: the architecture (format :data:`KERAS_FORMAT`)
+    and every layer's weights in Keras layout (channels-last kernels ``(kT, kH, kW, in,
+    out)``; batch norm gamma, beta, mean, variance; dense ``(in, out)``), keyed
+    ``<layer>/<i>`` where the layer is the torch module's path without ``trunks.``, dots as
+    underscores (``grey_layer1_0_conv1``)."""
+    config = net.config
+    block, layers = RESNET_DEPTHS[config.depth]
+    trunk = net.trunks[net.streams[0]]
+    arch = {
+        "format": KERAS_FORMAT,
+        "streams": list(net.streams),
+        "channels": {s: STREAM_CHANNELS[s] for s in net.streams},
+        "block": block,
+        "layers": list(layers),
+        "widths": [int(w) for w in config.widths],
+        "stem": {
+            "kernel": list(trunk.conv1.kernel_size),
+            "stride": list(trunk.conv1.stride),
+            "padding": list(trunk.conv1.padding),
+        },
+        "max_pool": not trunk.no_max_pool,
+        "downsample_bias": bool(trunk.bias_downsample),
+        "bn_eps": float(trunk.bn1.eps),
+    }
+    weights: dict[str, np.ndarray] = {}
+    for path, module in net.named_modules():
+        name = path.removeprefix("trunks.").replace(".", "_")
+        if isinstance(module, nn.Conv3d):
+            tensors = [module.weight.permute(2, 3, 4, 1, 0)]
+            tensors += [module.bias] if module.bias is not None else []
+        elif isinstance(module, nn.BatchNorm3d):
+            tensors = [module.weight, module.bias, module.running_mean, module.running_var]
+        elif isinstance(module, nn.Linear):
+            tensors = [module.weight.t(), module.bias]
+        else:
+            continue
+        for i, tensor in enumerate(tensors):
+            weights[f"{name}/{i}"] = tensor.detach().cpu().float().numpy().copy()
+    return arch, weights

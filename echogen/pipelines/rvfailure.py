@@ -19,6 +19,7 @@ explains its larger logit.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from pathlib import Path
@@ -30,7 +31,7 @@ from tqdm import tqdm
 
 from echogen.data.errors import DataError
 from echogen.data.io import atomic_dir, atomic_path, write_json
-from echogen.data.stream_clips import StreamClipSet
+from echogen.data.stream_clips import StreamClipSet, StreamClipSpec
 from echogen.metrics.scores import (
     confusion_at,
     interval_label,
@@ -38,7 +39,7 @@ from echogen.metrics.scores import (
     specificity_at_sensitivity,
     threshold_at_sensitivity,
 )
-from echogen.models.rvfailure import load_rvfailure_model
+from echogen.models.rvfailure import TwoStreamNet, keras_export, load_rvfailure_model
 
 log = logging.getLogger(__name__)
 
@@ -232,6 +233,16 @@ def guided_backprop(net: torch.nn.Module, clips: list[torch.Tensor]) -> list[tor
     return [m.detach() for m in maps]
 
 
+def write_keras_export(net: TwoStreamNet, out_dir: str | Path) -> None:
+    """``out_dir/architecture.json`` and ``out_dir/weights.npz``: the network as the TF1
+    innvestigate step rebuilds it (:func:`echogen.models.rvfailure.keras_export`)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    arch, weights = keras_export(net)
+    write_json(out_dir / "architecture.json", arch)
+    np.savez(out_dir / "weights.npz", **weights)
+
+
 def _explained_rows(rows: pd.DataFrame, n_videos: int) -> list[int]:
     """Up to ``n_videos`` row positions, positives and negatives alternating in file order."""
     labels = pd.to_numeric(rows["label"]).to_numpy()
@@ -257,8 +268,6 @@ def explain_rvfailure(model_dir: str | Path, rows: pd.DataFrame, out_dir: str | 
     patient_id, label, prob of that clip); ``out_gif`` shows each clip with its maps
     (:func:`echogen.report.saliency_strip_gif`).
     """
-    from echogen.report import saliency_strip_gif
-
     net, spec = load_rvfailure_model(model_dir)
     net = net.to(device)
     streams = tuple(net.config.streams)
@@ -267,7 +276,7 @@ def explain_rvfailure(model_dir: str | Path, rows: pd.DataFrame, out_dir: str | 
     if not chosen:
         raise DataError(rows.attrs.get("source", "rows"), "no video to explain",
                         "put videos in the split the explanation reads")  # fmt: skip
-    records, strips = [], []
+    records = []
     with atomic_dir(out_dir) as tmp:
         for folder in ("inputs", "captum"):
             (tmp / folder).mkdir()
@@ -277,26 +286,99 @@ def explain_rvfailure(model_dir: str | Path, rows: pd.DataFrame, out_dir: str | 
             with torch.no_grad():
                 prob = float(torch.sigmoid(net(*clips)).item())
             maps = guided_backprop(net, clips)
-            strip = {"grey_map": None, "flow_map": None}
             for stream, clip, saliency in zip(streams, clips, maps, strict=True):
                 name = f"{row['FileName']}_{stream}.npy"
                 np.save(tmp / "inputs" / name, clip[0].cpu().numpy().astype(np.float32))
                 np.save(tmp / "captum" / name, saliency[0].cpu().numpy().astype(np.float32))
-                # grey: (T, H, W); flow: (2, T, H, W) (the GIF shows its magnitude)
-                strip[f"{stream}_map"] = saliency[0, 0 if stream == "grey" else slice(None)]
-                strip[f"{stream}_map"] = strip[f"{stream}_map"].cpu().numpy()
-                if stream == "grey":
-                    mean, std = spec.statistics("grey")
-                    strip["grey"] = clip[0, 0].cpu().numpy() * std + mean
-            if "grey" not in strip:  # a flow-only model: its flow's magnitude as the picture
-                flow = clips[streams.index("flow")][0].cpu().numpy()
-                magnitude = np.sqrt(np.square(flow).sum(axis=0))
-                strip["grey"] = magnitude / max(float(magnitude.max()), 1e-12)
-            strips.append(strip)
             records.append({"FileName": row["FileName"], "patient_id": row["patient_id"],
                             "label": int(row["label"]), "prob": prob})  # fmt: skip
         index_csv = pd.DataFrame(records)
         index_csv.to_csv(tmp / "index.csv", index=False)
-    saliency_strip_gif(strips, out_gif, size=max(spec.size, 64))
+        write_keras_export(net, tmp / "keras")
+    saliency_gif(out_dir, Path(out_dir) / "captum", spec, out_gif)
     log.info("guided backpropagation of %d videos -> %s", len(records), out_dir)
     return index_csv
+
+
+def _explained_clips(explain_dir: Path) -> tuple[pd.DataFrame, list[str]]:
+    """The index of an explanation folder and its streams (from its Keras export)."""
+    index_csv = explain_dir / "index.csv"
+    arch = explain_dir / "keras" / "architecture.json"
+    for path in (index_csv, arch):
+        if not path.is_file():
+            raise DataError(path, "missing", "rerun rule explain_rvfailure")
+    return pd.read_csv(index_csv), list(json.loads(arch.read_text())["streams"])
+
+
+def saliency_gif(explain_dir: str | Path, maps_dir: str | Path, spec: StreamClipSpec,
+                 out_gif: str | Path) -> None:  # fmt: skip
+    """The report GIF (:func:`echogen.report.saliency_strip_gif`) of one implementation's
+    maps ``maps_dir/<FileName>_<stream>.npy`` over the clips of :func:`explain_rvfailure`'s
+    ``explain_dir``; ``spec`` gives the grey statistics that undo the z-scores (a flow-only
+    model shows its flow's magnitude instead)."""
+    from echogen.report import saliency_strip_gif
+
+    explain_dir, maps_dir = Path(explain_dir), Path(maps_dir)
+    rows, streams = _explained_clips(explain_dir)
+    strips = []
+    for name in rows["FileName"]:
+        strip = {"grey_map": None, "flow_map": None}
+        for stream in streams:
+            clip = np.load(explain_dir / "inputs" / f"{name}_{stream}.npy")
+            saliency = np.load(maps_dir / f"{name}_{stream}.npy")
+            # grey: (T, H, W); flow: (2, T, H, W) (the GIF shows its magnitude)
+            strip[f"{stream}_map"] = saliency[0] if stream == "grey" else saliency
+            if stream == "grey":
+                mean, std = spec.statistics("grey")
+                strip["grey"] = clip[0] * std + mean
+            else:
+                magnitude = np.sqrt(np.square(clip).sum(axis=0))
+                strip.setdefault("grey", magnitude / max(float(magnitude.max()), 1e-12))
+        strips.append(strip)
+    saliency_strip_gif(strips, out_gif, size=max(spec.size, 64))
+
+
+def saliency_agreement(explain_dir: str | Path, other_dir: str | Path,
+                       tolerance: float | None) -> dict:  # fmt: skip
+    """How far another implementation's guided-backpropagation maps (``other_dir``: the TF1
+    innvestigate step's ``<FileName>_<stream>.npy`` and ``index.csv``) are from captum's in
+    ``explain_dir``: per clip and stream the largest absolute difference relative to the
+    largest absolute captum value, and their correlation; the probabilities of both
+    networks. With ``tolerance``, a relative difference above it is an error naming the
+    map."""
+    explain_dir, other_dir = Path(explain_dir), Path(other_dir)
+    rows, streams = _explained_clips(explain_dir)
+    other_index = other_dir / "index.csv"
+    if not other_index.is_file():
+        raise DataError(other_index, "missing", "rerun rule innvestigate_rvfailure")
+    other_prob = pd.read_csv(other_index).set_index("FileName")["prob"]
+    maps, worst = [], 0.0
+    for row in rows.itertuples():
+        for stream in streams:
+            name = f"{row.FileName}_{stream}.npy"
+            ours = np.load(explain_dir / "captum" / name).astype(np.float64)
+            path = other_dir / name
+            if not path.is_file():
+                raise DataError(path, "missing", "rerun rule innvestigate_rvfailure")
+            theirs = np.load(path).astype(np.float64)
+            if theirs.shape != ours.shape:
+                raise DataError(path, f"shape {theirs.shape}, captum's is {ours.shape}",
+                                "rerun rule innvestigate_rvfailure")  # fmt: skip
+            scale = max(float(np.abs(ours).max()), 1e-30)
+            relative = float(np.abs(theirs - ours).max()) / scale
+            correlation = float(np.corrcoef(ours.ravel(), theirs.ravel())[0, 1])
+            maps.append({"FileName": row.FileName, "stream": stream,
+                         "relative_difference": relative, "correlation": correlation,
+                         "prob": float(row.prob),
+                         "prob_other": float(other_prob.get(row.FileName, math.nan))})  # fmt: skip
+            log.info("%s: relative difference %.2e, correlation %.6f", name, relative,
+                     correlation)  # fmt: skip
+            worst = max(worst, relative)
+            if tolerance is not None and not relative <= tolerance:
+                raise DataError(path, f"differs from captum's map by {relative:.3g} of its "
+                                f"largest value (tolerance {tolerance:g})",
+                                "the Keras mirror and the torch network disagree: report it "
+                                "with this folder")  # fmt: skip
+    return {"maps": maps, "max_relative_difference": worst,
+            "min_correlation": min(m["correlation"] for m in maps),
+            "tolerance": tolerance}  # fmt: skip

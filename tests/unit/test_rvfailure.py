@@ -8,6 +8,7 @@ which frame they came from.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -402,3 +403,135 @@ def test_ef_pretraining_rows_leave_out_short_videos_and_missing_flow(tmp_path):
     assert grey["FileName"].tolist() == ["a", "d"] and "FlowPath" not in grey
     with pytest.raises(DataError, match="no video has both an EF and flow"):
         ef_stream_rows(tmp_path / "m.csv", tmp_path / "f.csv", min_frames=64)
+
+
+# ---------------------------------------------------------------- the TF1 innvestigate step
+
+REPO = Path(__file__).resolve().parents[2]
+TF1_PYTHON = REPO / ".venv-innvestigate" / "bin" / "python"  # rvfailure.innvestigate.python
+TF1_STEP = REPO / "workflow_scripts" / "innvestigate_rvfailure.py"
+needs_tf1 = pytest.mark.skipif(
+    not TF1_PYTHON.is_file(),
+    reason=f"no TF1 interpreter at {TF1_PYTHON}: build it with `bash envs/setup_innvestigate.sh` "
+    "(needs a Python 3.6; PYTHON36=/path/to/python3.6)",
+)
+
+
+def test_keras_export_is_in_keras_layout():
+    from echogen.models.rvfailure import keras_export
+
+    for depth, block in ((10, "basic"), (50, "bottleneck")):
+        net = TwoStreamNet(("grey", "flow"), depth=depth, widths=(2, 2, 4, 4)).eval()
+        arch, weights = keras_export(net)
+        assert arch["block"] == block and arch["streams"] == ["grey", "flow"]
+        assert arch["stem"] == {"kernel": [7, 7, 7], "stride": [2, 2, 2], "padding": [3, 3, 3]}
+        conv = net.trunks["flow"].conv1.weight  # (out, in, kT, kH, kW) -> (kT, kH, kW, in, out)
+        np.testing.assert_array_equal(weights["flow_conv1/0"], conv.detach().permute(2, 3, 4, 1, 0))
+        assert "flow_conv1/1" not in weights  # no bias on MONAI's convolutions ...
+        assert "grey_layer2_0_downsample_0/1" in weights  # ... but on its shortcuts
+        bn = net.trunks["grey"].bn1
+        order = [bn.weight, bn.bias, bn.running_mean, bn.running_var]
+        for i, tensor in enumerate(order):
+            np.testing.assert_array_equal(weights[f"grey_bn1/{i}"], tensor.detach().numpy())
+        features = 4 * (4 if block == "bottleneck" else 1) * 2
+        assert weights["fc/0"].shape == (features, 1)
+        expected = sum(
+            (2 if m.bias is not None else 1) if isinstance(m, torch.nn.Conv3d)
+            else 4 if isinstance(m, torch.nn.BatchNorm3d)
+            else 2 if isinstance(m, torch.nn.Linear) else 0
+            for m in net.modules()
+        )  # fmt: skip
+        assert len(weights) == expected
+
+
+def test_saliency_agreement_names_a_disagreeing_map(trained, tmp_path):
+    import shutil
+
+    from echogen.pipelines.rvfailure import explain_rvfailure, saliency_agreement
+
+    rows = read_split_rows({"TEST": trained["splits"]["TEST"]})
+    out = tmp_path / "saliency"
+    explain_rvfailure(trained["base"] / "model", rows, out, tmp_path / "a.gif", 2, seed=0)
+    assert json.loads((out / "keras" / "architecture.json").read_text())["block"] == "basic"
+    other = tmp_path / "other"
+    shutil.copytree(out / "captum", other)
+    pd.read_csv(out / "index.csv")[["FileName", "prob"]].to_csv(other / "index.csv", index=False)
+    record = saliency_agreement(out, other, tolerance=1e-3)
+    assert record["max_relative_difference"] == 0 and len(record["maps"]) == 4
+    name = sorted(other.glob("*_grey.npy"))[0]
+    saliency = np.load(name)
+    np.save(name, saliency + 0.01 * np.abs(saliency).max())
+    assert saliency_agreement(out, other, tolerance=None)["max_relative_difference"] > 9e-3
+    with pytest.raises(DataError, match=f"{name.name}.*differs from captum's map"):
+        saliency_agreement(out, other, tolerance=1e-3)
+    name.unlink()
+    with pytest.raises(DataError, match=f"{name.name}.*missing"):
+        saliency_agreement(out, other, tolerance=1e-3)
+
+
+@needs_tf1
+def test_innvestigate_step_names_a_missing_export(tmp_path):
+    import subprocess
+
+    (tmp_path / "explained").mkdir()
+    result = subprocess.run([TF1_PYTHON, TF1_STEP, tmp_path / "explained", tmp_path / "out"],
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 1
+    assert "keras/architecture.json: missing (fix: rerun rule explain_rvfailure)" in result.stdout
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.tmp").exists()
+
+
+@pytest.mark.e2e
+@needs_tf1
+@pytest.mark.parametrize("start", ["unit", "output"])
+def test_innvestigate_maps_equal_captums(trained, tmp_path, start):
+    """The TF1 step (innvestigate 1.0.8 on Keras 2.2.4, its own interpreter) rebuilds the
+    trained network from its export and explains the same clips: its maps equal captum's
+    within 1e-4 of each map's largest value when both start from 1; started from the
+    output's value (innvestigate's own), each map is captum's map of the output's sign
+    times the network's magnitude."""
+    import subprocess
+
+    from echogen.pipelines.rvfailure import (
+        explain_rvfailure,
+        guided_backprop,
+        saliency_agreement,
+    )
+
+    rows = read_split_rows({"TEST": trained["splits"]["TEST"]})
+    out = tmp_path / "saliency"
+    index = explain_rvfailure(trained["base"] / "model", rows, out, tmp_path / "a.gif", 3, 0)
+    result = subprocess.run([TF1_PYTHON, TF1_STEP, out, tmp_path / "tf1", "--start", start],
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (tmp_path / "tf1" / "model.h5").stat().st_size > 0
+    theirs = pd.read_csv(tmp_path / "tf1" / "index.csv")
+    np.testing.assert_allclose(theirs["prob"], index["prob"], atol=1e-5)
+    if start == "unit":
+        record = saliency_agreement(out, tmp_path / "tf1", tolerance=1e-4)
+        assert record["min_correlation"] > 0.99999
+        assert any(np.abs(np.load(out / "captum" / f"{m['FileName']}_{m['stream']}.npy")).max()
+                   > 0 for m in record["maps"])  # fmt: skip
+        return
+    net, _ = load_rvfailure_model(trained["base"] / "model")
+    for name, prob in zip(index["FileName"], index["prob"], strict=True):
+        logit = float(np.log(prob / (1 - prob)))
+        clips = [torch.from_numpy(np.load(out / "inputs" / f"{name}_{s}.npy"))[None]
+                 for s in ("grey", "flow")]  # fmt: skip
+        expected = guided_backprop(_Signed(net, np.sign(logit)), clips)
+        for stream, ours in zip(("grey", "flow"), expected, strict=True):
+            ours = abs(logit) * ours[0].numpy()
+            tf1 = np.load(tmp_path / "tf1" / f"{name}_{stream}.npy")
+            np.testing.assert_allclose(tf1, ours, rtol=0, atol=1e-4 * np.abs(ours).max())
+
+
+class _Signed(torch.nn.Module):
+    """``sign`` times a network's output (guided backpropagation is not odd: the map of
+    ``-f`` is not minus the map of ``f``)."""
+
+    def __init__(self, net, sign):
+        super().__init__()
+        self.net, self.sign = net, float(sign)
+
+    def forward(self, *clips):
+        return self.sign * self.net(*clips)

@@ -592,6 +592,19 @@ def test_demo_rvfailure(demo_all):
                 assert (saliency / "captum" / f"{video}_{stream}.npy").is_file()
                 assert (saliency / "inputs" / f"{video}_{stream}.npy").is_file()
         assert (demo_all / f"results/report/rvfailure_{name}_saliency.gif").stat().st_size
+        # the TF1 innvestigate step on the same clips and weights: the same maps
+        tf1 = demo_all / f"results/saliency/rvfailure_{name}_innvestigate"
+        assert (tf1 / "model.h5").stat().st_size
+        for video in explained["FileName"]:
+            for stream in streams:
+                assert (tf1 / f"{video}_{stream}.npy").is_file()
+        agreement = json.loads(
+            (demo_all / f"results/metrics/rvfailure_{name}_saliency_agreement.json").read_text()
+        )
+        assert len(agreement["maps"]) == len(explained) * len(streams)
+        assert agreement["max_relative_difference"] <= section["innvestigate"]["tolerance"]
+        gif = demo_all / f"results/report/rvfailure_{name}_saliency_innvestigate.gif"
+        assert gif.stat().st_size
     table = (demo_all / "results/metrics/rvfailure.txt").read_text()
     assert "PLUMBING CHECK" in table and "AUC 0.729" in table
     # No identifying DICOM value reaches any RV-failure output or log.

@@ -22,11 +22,15 @@ SYSTEMS = ("lvdm", "cascade", "dartagnan", "rvfailure", "cardigan")
 ANALYSIS = {
     "rvfailure": {
         "jobs": {"pretrain_rvfailure_stream", "train_rvfailure", "predict_rvfailure",
-                 "explain_rvfailure", "rvfailure_table"},
+                 "explain_rvfailure", "innvestigate_rvfailure",
+                 "rvfailure_saliency_agreement", "rvfailure_table"},
         "outputs": ["results/metrics/rvfailure.txt", "results/metrics/rvfailure.json",
                     "results/metrics/rvfailure_twostream_predictions.csv",
                     "results/saliency/rvfailure_twostream/index.csv",
-                    "results/report/rvfailure_twostream_saliency.gif"],
+                    "results/report/rvfailure_twostream_saliency.gif",
+                    "results/saliency/rvfailure_twostream_innvestigate/model.h5",
+                    "results/metrics/rvfailure_twostream_saliency_agreement.json",
+                    "results/report/rvfailure_twostream_saliency_innvestigate.gif"],
     },
 }  # fmt: skip
 CONFIGS = sorted((REPO / "tests" / "configs").glob("*/config.yaml"))

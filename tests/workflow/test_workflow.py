@@ -176,6 +176,12 @@ def test_paper_plan_is_sbatch_ready_with_the_slurm_profile(tmp_path):
     assert jobs["pretrain_rvfailure_stream"] == 2 and jobs["train_rvfailure"] == 1
     assert jobs["predict_rvfailure"] == 1 and jobs["rvfailure_table"] == 1
     assert jobs["explain_rvfailure"] == 1
+    # both guided backpropagations: captum on a GPU, the TF1 step on CPU in its own interpreter
+    assert jobs["innvestigate_rvfailure"] == 1 and jobs["rvfailure_saliency_agreement"] == 1
+    explain = {job.rule: job.resources for job in blocks if "rvfailure" in job.rule}
+    assert explain["explain_rvfailure"]["gpu"] == "1"
+    assert "gpu" not in explain["innvestigate_rvfailure"]
+    assert ".venv-innvestigate/bin/python" in result.stdout
     assert "output: results/models/rvfailure_pretrain_flow" in result.stdout
     rv = [job.resources for job in blocks if job.rule.endswith("rvfailure_stream")]
     assert len(rv) == 2 and all((r["gpu"], r["gpu_model"]) == ("1", "a100") for r in rv)
