@@ -22,11 +22,9 @@ from tqdm import tqdm
 
 from echogen.data.errors import DataError
 from echogen.data.io import atomic_path
-from echogen.data.video import read_video, resize_frames
+from echogen.data.video import VIDEO_SUFFIXES, read_video, resize_frames
 from echogen.metrics.frame_folders import list_frames
-from echogen.metrics.generation import unverified_networks
 from echogen.metrics.scores import ef_metrics
-from echogen.pipelines.ef_prediction import VIDEO_SUFFIXES
 
 log = logging.getLogger(__name__)
 
@@ -281,6 +279,8 @@ def _run_labels(paths: list[Path]) -> list[str]:
 
 def _plumbing(record: dict) -> list[str]:
     """Networks of a metric record whose weights are not verified."""
+    from echogen.metrics.generation import unverified_networks  # torch: only when needed
+
     return unverified_networks({"detectors": {}, **record})
 
 

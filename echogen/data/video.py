@@ -20,6 +20,8 @@ from echogen.data.io import atomic_path
 # Container suffix -> FourCC written by :func:`write_video`. MJPG in AVI is what the
 # phantom writes for EchoNet layouts; mp4v in MP4 is EchoDream's CardiacNet format.
 FOURCC = {".avi": "MJPG", ".mp4": "mp4v"}
+# Suffixes of the video files a folder of videos (a synthetic dataset's, a user's) holds.
+VIDEO_SUFFIXES = (".avi", ".mp4")
 # A decoded frame count may differ from the container header by this much before the
 # file counts as truncated (some muxers round the header).
 FRAME_COUNT_SLACK = 1

@@ -20,8 +20,9 @@ import pandas as pd
 
 from echogen.data.errors import DataError
 from echogen.data.io import atomic_path, write_json
+from echogen.data.video import VIDEO_SUFFIXES
 from echogen.metrics.scores import ef_report, interval_label
-from echogen.pipelines.ef_prediction import PREDICTION_COLUMNS, VIDEO_SUFFIXES
+from echogen.pipelines.ef_prediction import PREDICTION_COLUMNS
 
 log = logging.getLogger(__name__)
 

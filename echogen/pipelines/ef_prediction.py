@@ -24,14 +24,12 @@ from tqdm import tqdm
 from echogen.data.ef_clips import EFClipDataset
 from echogen.data.errors import DataError
 from echogen.data.io import atomic_path, write_json
-from echogen.data.video import probe_video
+from echogen.data.video import VIDEO_SUFFIXES, probe_video
 from echogen.metrics.scores import ef_metrics, ef_report, interval_label
-from echogen.models.regressor import load_regressor
 
 log = logging.getLogger(__name__)
 
 PREDICTION_COLUMNS = ["FileName", "Split", "EF", "EF_pred_clip", "EF_pred_all", "n_clips"]
-VIDEO_SUFFIXES = (".avi", ".mp4")
 FILELIST = "FileList.csv"
 
 
@@ -62,6 +60,8 @@ def predict_ef(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    from echogen.models.regressor import load_regressor  # diffusers: only to predict
+
     model, spec = load_regressor(model_dir)
     model = model.to(device).eval()
     true_ef = _true_ef(rows)

@@ -457,11 +457,14 @@ def test_saliency_agreement_names_a_disagreeing_map(trained, tmp_path):
     shutil.copytree(out / "captum", other)
     pd.read_csv(out / "index.csv")[["FileName", "prob"]].to_csv(other / "index.csv", index=False)
     record = saliency_agreement(out, other, tolerance=1e-3)
-    assert record["max_relative_difference"] == 0 and len(record["maps"]) == 4
+    assert record["max_relative_error"] == 0 and len(record["maps"]) == 4
     name = sorted(other.glob("*_grey.npy"))[0]
     saliency = np.load(name)
     np.save(name, saliency + 0.01 * np.abs(saliency).max())
-    assert saliency_agreement(out, other, tolerance=None)["max_relative_difference"] > 9e-3
+    record = saliency_agreement(out, other, tolerance=None)
+    assert record["max_relative_difference"] == pytest.approx(0.01, rel=1e-3)
+    error = np.linalg.norm(np.full(saliency.shape, 0.01 * np.abs(saliency).max()))
+    assert record["max_relative_error"] == pytest.approx(error / np.linalg.norm(saliency), rel=1e-3)
     with pytest.raises(DataError, match=f"{name.name}.*differs from captum's map"):
         saliency_agreement(out, other, tolerance=1e-3)
     name.unlink()
@@ -509,7 +512,7 @@ def test_innvestigate_maps_equal_captums(trained, tmp_path, start):
     np.testing.assert_allclose(theirs["prob"], index["prob"], atol=1e-5)
     if start == "unit":
         record = saliency_agreement(out, tmp_path / "tf1", tolerance=1e-4)
-        assert record["min_correlation"] > 0.99999
+        assert record["max_relative_difference"] < 1e-4 and record["min_correlation"] > 0.99999
         assert any(np.abs(np.load(out / "captum" / f"{m['FileName']}_{m['stream']}.npy")).max()
                    > 0 for m in record["maps"])  # fmt: skip
         return
