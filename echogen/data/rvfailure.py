@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from echogen.data.class_rows import CSV_LINE_OFFSET
 from echogen.data.dicom import RV_CLASSES
 from echogen.data.errors import DataError, Quarantine
 from echogen.data.io import atomic_dir, write_json
@@ -140,7 +141,8 @@ def ingest_rvfailure(
 
 
 def read_split_rows(splits: dict[str, str | Path]) -> pd.DataFrame:
-    """The rows of the split csvs (``{"VAL": path, "TEST": path}``) with a ``Split`` column."""
+    """The rows of the split csvs (``{"VAL": path, "TEST": path}``) with ``Split``,
+    ``SourceCsv`` and ``SourceLine`` (the row's csv and line, which errors name)."""
     parts = []
     for split, path in splits.items():
         rows = pd.read_csv(path, dtype={"FileName": str, "patient_id": str})
@@ -149,7 +151,9 @@ def read_split_rows(splits: dict[str, str | Path]) -> pd.DataFrame:
         if missing:
             raise DataError(path, f"columns {missing} are missing",
                             "use the split csvs of the ingest_rvfailure rule")  # fmt: skip
-        parts.append(rows.assign(Split=split))
+        # each row keeps its own csv and line: errors about it name those, not the concatenation
+        lines = np.arange(len(rows)) + CSV_LINE_OFFSET
+        parts.append(rows.assign(Split=split, SourceCsv=str(path), SourceLine=lines))
     rows = pd.concat(parts, ignore_index=True)
     rows.attrs["source"] = ", ".join(str(p) for p in splits.values())
     return rows

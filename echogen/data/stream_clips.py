@@ -239,6 +239,8 @@ def check_rows(rows: pd.DataFrame, streams, target: str) -> None:
     values = pd.to_numeric(rows[target], errors="coerce")
     for position, (index, row) in enumerate(rows.iterrows()):
         line = index + CSV_LINE_OFFSET if isinstance(index, (int, np.integer)) else index
+        if "SourceCsv" in row.index:  # rows of several csvs (read_split_rows)
+            source, line = row["SourceCsv"], int(row["SourceLine"])
         if pd.isna(values.iloc[position]):
             raise DataError(source, f"video {row['FileName']} has no numeric {target} "
                             f"({row[target]!r})", f"fill in {target} or leave the video out",

@@ -26,6 +26,7 @@ BCE, the best VAL AUC), on the trainer engine (resumable bit for bit, multi-proc
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 from dataclasses import dataclass
@@ -130,7 +131,10 @@ class RVConfig:
             raise ValueError(f"unknown RV-failure config sections {unknown}; "
                              "known: model, clips, train")  # fmt: skip
         model = dict(data.get("model") or {})
-        TwoStreamNet(**{**model, "depth": 10, "widths": (1, 1, 1, 1)})  # refuses unknown keys
+        known = set(inspect.signature(TwoStreamNet.__init__).parameters) - {"self"}
+        if set(model) - known:
+            raise ValueError(f"unknown RV-failure model keys {sorted(set(model) - known)}; "
+                             f"known: {', '.join(sorted(known))}")  # fmt: skip
         return cls(model, StreamClipSpec.from_dict(data.get("clips") or {}),
                    RVTrainSettings.from_dict(data.get("train")))  # fmt: skip
 

@@ -305,6 +305,10 @@ def test_training_refuses_one_class_and_wrong_objective(tmp_path):
         RVTrainSettings(class_weights=(0.2,))
     with pytest.raises(ValueError, match="unknown RV-failure train settings"):
         RVTrainSettings.from_dict({"lr_decay": 1})
+    with pytest.raises(
+        ValueError, match=r"unknown RV-failure model keys \['depht'\]; known: depth"
+    ):
+        RVConfig.from_dict({"model": {"depht": 50}})
 
 
 # ---------------------------------------------------------------- guided backpropagation
@@ -386,6 +390,20 @@ def test_explanation_writes_inputs_maps_and_a_gif(trained, tmp_path):
         assert saliency.shape == saved.shape and np.isfinite(saliency).all()
     with Image.open(gif) as image:
         assert image.n_frames == 8 and image.size == (3 * 64, 3 * 64)
+
+
+def test_split_rows_errors_name_their_own_csv_and_line(tmp_path):
+    for split, names in (("val", ["a", "b"]), ("test", ["c", "d"])):
+        rows = pd.DataFrame({"FileName": names, "patient_id": names, "label": [1, 0],
+                             "Path": ["x.avi"] * 2})  # fmt: skip
+        rows.to_csv(tmp_path / f"{split}.csv", index=False)
+    bad = pd.read_csv(tmp_path / "test.csv").assign(label=[1, "severe?"])
+    bad.to_csv(tmp_path / "test.csv", index=False)
+    rows = read_split_rows({"VAL": tmp_path / "val.csv", "TEST": tmp_path / "test.csv"})
+    spec = StreamClipSpec(frames=4, size=16, **PLAIN)
+    with pytest.raises(DataError, match=r"test\.csv, row 3: video d has no numeric label") as err:
+        StreamClipSet(rows, spec, ("grey",), "label")
+    assert "val.csv" not in str(err.value)
 
 
 def test_ef_pretraining_rows_leave_out_short_videos_and_missing_flow(tmp_path):
