@@ -52,8 +52,10 @@ class StreamClipSpec:
 
     Args:
         frames (int, 32): frames per clip (the reference's NFRAMES).
-        size (int, 112): frame side in pixels (clips of another size are resized; flow
-            vectors are scaled with them).
+        size (int, 112): frame side in pixels (clips of another size are resized).
+        scale_flow (bool, True): scale flow vectors with the frame when resizing, so they are
+            in pixels of the clip; False keeps them in the stored flow's pixels (the
+            reference resizes flow fields without rescaling their vectors).
         test_clips (int, 5): random clips averaged per video at prediction.
         augment (bool, True): augment training clips.
         p (float, 0.5): probability of each augmentation.
@@ -67,6 +69,7 @@ class StreamClipSpec:
 
     frames: int = 32
     size: int = 112
+    scale_flow: bool = True
     test_clips: int = 5
     augment: bool = True
     p: float = 0.5
@@ -139,17 +142,24 @@ def _load_npy(path: Path, mmap: bool = False) -> np.ndarray:
                         "re-run the rule that wrote it") from err  # fmt: skip
 
 
-def _resize(frames: np.ndarray, size: int) -> np.ndarray:
-    """``(T, H, W[, C])`` float frames to ``size²`` (flow vectors scaled with the frame)."""
+def _resize(frames: np.ndarray, size: int, scale_flow: bool = True) -> np.ndarray:
+    """``(T, H, W[, C])`` float frames to ``size²`` (flow vectors scaled with the frame
+    unless ``scale_flow`` is False)."""
     height, width = frames.shape[1:3]
     if (height, width) == (size, size):
         return np.asarray(frames, dtype=np.float32)
     interp = cv2.INTER_AREA if height > size or width > size else cv2.INTER_LINEAR
     out = np.stack([cv2.resize(np.asarray(f, np.float32), (size, size), interpolation=interp)
                     for f in frames])  # fmt: skip
-    if out.ndim == 4:  # flow: x scales with the width, y with the height
-        out *= np.array([size / width, size / height], dtype=np.float32)
+    if out.ndim == 4 and scale_flow:
+        out *= _flow_scale(height, width, size)
     return out
+
+
+def _flow_scale(height: int, width: int, size: int) -> np.ndarray:
+    """The factors of a flow field's (x, y) vectors resized from ``height × width`` to
+    ``size²``: x scales with the width, y with the height."""
+    return np.array([size / width, size / height], dtype=np.float32)
 
 
 # ---------------------------------------------------------------- augmentation
@@ -204,6 +214,8 @@ def stream_statistics(rows: pd.DataFrame, streams, spec: StreamClipSpec, seed: i
             path = Path(root) / str(row[PATH_COLUMNS[stream]])
             x = read_grey(path) if stream == "grey" else read_flow(path)
             x = np.asarray(x, dtype=np.float64)
+            if stream == "flow" and spec.scale_flow:  # in the clips' units
+                x = x * _flow_scale(x.shape[1], x.shape[2], spec.size)
             moments[stream].append((x.mean(), x.var()))
     stats = {}
     for stream, values in moments.items():
@@ -314,7 +326,7 @@ class StreamClipSet(torch.utils.data.Dataset):
             if stream == "flow" and len(window) < frames:  # the last grey frame: the last
                 last = np.asarray(data[stream][-1:], dtype=np.float32)  # flow frame again
                 window = np.concatenate([window, np.repeat(last, frames - len(window), 0)])
-            window = _resize(window, size)
+            window = _resize(window, size, self.spec.scale_flow)
             parts[stream] = window if window.ndim == 4 else window[..., None]
         if matrix is not None:
             stacked = warp(np.concatenate([parts[s] for s in self.streams], axis=-1), matrix)

@@ -19,7 +19,13 @@ from trainer_cases import rv_clips
 
 from echogen.data.errors import DataError
 from echogen.data.rvfailure import read_split_rows
-from echogen.data.stream_clips import StreamClipSet, StreamClipSpec, augmentation, warp
+from echogen.data.stream_clips import (
+    StreamClipSet,
+    StreamClipSpec,
+    augmentation,
+    stream_statistics,
+    warp,
+)
 from echogen.metrics.scores import (
     confusion_at,
     roc_auc,
@@ -159,6 +165,17 @@ def test_resize_scales_flow_vectors(tmp_path):
     (grey, flow), _ = StreamClipSet(rows, spec, ("grey", "flow"), "label")[0]
     start = round(float(grey[0, 0, 0, 0]) * 100)
     np.testing.assert_allclose(flow[0, 1, 3, 3], (start + 1) * 0.5, rtol=1e-5)
+    # the reference's units (clips.scale_flow false): the stored flow's pixels
+    native = StreamClipSpec(frames=4, size=8, scale_flow=False, **PLAIN)
+    (grey, flow), _ = StreamClipSet(rows, native, ("grey", "flow"), "label")[0]
+    start = round(float(grey[0, 0, 0, 0]) * 100)
+    np.testing.assert_allclose(flow[0, 1, 3, 3], start + 1, rtol=1e-5)
+    # the statistics are in the clips' units: half the stored flow's spread at half the size
+    scaled = stream_statistics(rows, ("flow",), StreamClipSpec(size=8), seed=0)
+    stored = stream_statistics(rows, ("flow",), StreamClipSpec(size=8, scale_flow=False), 0)
+    assert scaled["flow_std"] == pytest.approx(stored["flow_std"] / 2)
+    values = np.load(rows["FlowPath"][0])
+    assert stored["flow_std"] == pytest.approx(values.std())  # one video: its own std
 
 
 def test_augmentation_moves_grey_and_flow_together():
