@@ -47,7 +47,7 @@ from echogen.training.engine import Budget, RunResult, accelerator_for, steps_pe
 from echogen.training.engine import train as engine_train
 from echogen.training.settings import TrainSettings
 from echogen.training.state import jsonable
-from echogen.training.supervised import OPTIMIZERS, ClipTask, rows_digest
+from echogen.training.supervised import DECAY_ON, OPTIMIZERS, ClipTask, rows_digest
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,8 @@ class RVTrainSettings(TrainSettings):
         optimizer (str, "adamw"): ``"adamw"``, ``"adam"`` or ``"sgd"``.
         lr (float, 1e-4): peak learning rate (the fusion's; the pretraining's is 1e-3).
         weight_decay (float, 1e-4): decoupled weight decay (AdamW).
+        decay_on (str, "all"): ``"all"`` parameters, or ``"kernels"``: only convolution and
+            linear weights (keras-adamw decays the layers the builder L2-regularises).
         lr_schedule (str | None, "cosine"): ``"cosine"`` = keras-adamw's annealing over every
             step of the run; None keeps the rate.
         epochs (int, 75): epochs of the full budget (75 fusion, 100 pretraining).
@@ -87,6 +89,7 @@ class RVTrainSettings(TrainSettings):
     optimizer: str = "adamw"
     lr: float = 1e-4
     weight_decay: float = 1e-4
+    decay_on: str = "all"
     lr_schedule: str | None = "cosine"
     epochs: int = 75
     batch_size: int = 4
@@ -105,6 +108,8 @@ class RVTrainSettings(TrainSettings):
             raise ValueError(f"train.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.lr_schedule is not None and self.lr_schedule not in SCHEDULES:
             raise ValueError(f"train.lr_schedule must be None or one of {SCHEDULES}")
+        if self.decay_on not in DECAY_ON:
+            raise ValueError(f"train.decay_on must be one of {DECAY_ON}, got {self.decay_on!r}")
         if self.lr <= 0 or self.weight_decay < 0:
             raise ValueError(f"train.lr must be > 0 and weight_decay >= 0, got {self.lr}, "
                              f"{self.weight_decay}")  # fmt: skip

@@ -27,19 +27,35 @@ from echogen.training.engine import Task
 OPTIMIZERS = ("sgd", "adam", "adamw")
 
 
+DECAY_ON = ("all", "kernels")
+
+
 def make_optimizer(
-    model: torch.nn.Module, optimizer: str, lr: float, momentum: float, weight_decay: float
+    model: torch.nn.Module,
+    optimizer: str,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    decay_on: str = "all",
 ) -> torch.optim.Optimizer:
     """``"sgd"`` (with ``momentum``), ``"adam"`` or ``"adamw"`` (decoupled weight decay) over
-    every parameter of ``model``."""
+    every parameter of ``model``; ``decay_on`` ``"kernels"`` decays only the weights of
+    convolutions and linear layers (parameters of two or more dimensions: Keras' kernels),
+    not biases or normalisation parameters."""
+    if decay_on not in DECAY_ON:
+        raise ValueError(f"decay_on must be one of {DECAY_ON}, got {decay_on!r}")
+    params = list(model.parameters())
+    if decay_on == "kernels":
+        params = [
+            {"params": [p for p in params if p.ndim >= 2]},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+        ]
     if optimizer == "sgd":
-        return torch.optim.SGD(
-            model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
-        )
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     if optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     if optimizer == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
 
 
@@ -100,7 +116,7 @@ class ClipTask(Task):
         val_set: yields ``(clip, target)`` without augmentation.
         train: the task's training settings: ``batch_size`` (clips per process per step),
             ``num_workers`` and the :func:`make_optimizer` fields (``optimizer``, ``lr``,
-            ``momentum``, ``weight_decay``).
+            ``momentum``, ``weight_decay``, ``decay_on``).
         steps_per_epoch: optimiser steps per epoch (all processes together).
         seed: the data order's seed.
     """
@@ -116,6 +132,7 @@ class ClipTask(Task):
             "lr": train.lr,
             "momentum": getattr(train, "momentum", 0.0),
             "weight_decay": train.weight_decay,
+            "decay_on": getattr(train, "decay_on", "all"),
         }
         self.model = self.optimizer = None
 

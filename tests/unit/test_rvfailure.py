@@ -322,6 +322,26 @@ def test_training_refuses_one_class_and_wrong_objective(tmp_path):
         RVTrainSettings(class_weights=(0.2,))
     with pytest.raises(ValueError, match="unknown RV-failure train settings"):
         RVTrainSettings.from_dict({"lr_decay": 1})
+    with pytest.raises(ValueError, match="train.decay_on must be one of"):
+        RVTrainSettings(decay_on="biases")
+
+
+def test_kernels_only_weight_decay_spares_biases_and_batch_norm():
+    from echogen.training.supervised import make_optimizer
+
+    net = TwoStreamNet(("grey",), **TINY)
+    for param in net.parameters():
+        torch.nn.init.constant_(param, 1.0)
+    optimizer = make_optimizer(net, "adamw", lr=0.1, momentum=0.0, weight_decay=0.5,
+                               decay_on="kernels")  # fmt: skip
+    for param in net.parameters():
+        param.grad = torch.zeros_like(param)  # no gradient: only the decay moves a parameter
+    optimizer.step()
+    trunk = net.trunks["grey"]
+    with torch.no_grad():
+        assert float(trunk.conv1.weight.flatten()[0]) == pytest.approx(1 - 0.1 * 0.5)
+        assert float(net.fc.weight.flatten()[0]) == pytest.approx(1 - 0.1 * 0.5)
+        assert float(trunk.bn1.weight[0]) == 1.0 and float(net.fc.bias[0]) == 1.0
     with pytest.raises(
         ValueError, match=r"unknown RV-failure model keys \['depht'\]; known: depth"
     ):
