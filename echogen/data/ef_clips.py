@@ -21,8 +21,9 @@ does not depend on the number of data-loader workers or on where a run was resum
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -31,6 +32,7 @@ from tqdm import tqdm
 
 from echogen.data.errors import DataError
 from echogen.data.video import read_video, resample_frames, resample_frames_linear, resize_frames
+from echogen.settings import DictFields
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +51,7 @@ CSV_LINE_OFFSET = 2
 
 
 @dataclass(frozen=True)
-class ClipSpec:
+class ClipSpec(DictFields):
     """How a video becomes a regressor input clip.
 
     Args:
@@ -91,6 +93,8 @@ class ClipSpec:
             truncated; a short video repeats frames). ``pad`` still augments training;
             ``train_start``, ``clip_start`` and ``test_clip_stride`` have no effect.
     """
+
+    dict_label: ClassVar[str] = "ClipSpec keys"
 
     frames: int = 32
     period: int = 2
@@ -147,17 +151,6 @@ class ClipSpec:
     def span(self) -> int:
         """Frames covered by one clip: ``(frames - 1) * period + 1``."""
         return (self.frames - 1) * self.period + 1
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> ClipSpec:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown ClipSpec keys {unknown}; valid keys are {sorted(known)}")
-        return cls(**data)
 
 
 def _source(rows: pd.DataFrame) -> str:

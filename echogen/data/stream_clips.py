@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import logging
 import zlib
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import cv2
 import numpy as np
@@ -38,6 +39,7 @@ from tqdm import tqdm
 
 from echogen.data.errors import DataError
 from echogen.data.video import read_video
+from echogen.settings import DictFields
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,7 @@ CSV_LINE_OFFSET = 2  # csv line of a row = its index + header + 1
 
 
 @dataclass(frozen=True)
-class StreamClipSpec:
+class StreamClipSpec(DictFields):
     """How a video becomes the streams' input clips.
 
     Args:
@@ -82,6 +84,8 @@ class StreamClipSpec:
     flow_std: float | None = None
     stat_videos: int = 64
 
+    dict_label: ClassVar[str] = "clip settings"
+
     def __post_init__(self):
         for name in ("frames", "size", "test_clips", "stat_videos"):
             if getattr(self, name) < 1:
@@ -93,17 +97,6 @@ class StreamClipSpec:
             std = getattr(self, f"{stream}_std")
             if std is not None and not std > 0:
                 raise ValueError(f"clips.{stream}_std must be > 0, got {std}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> StreamClipSpec:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown clip settings {unknown}; known: {sorted(known)}")
-        return cls(**data)
 
     def statistics(self, stream: str) -> tuple[float, float]:
         mean, std = getattr(self, f"{stream}_mean"), getattr(self, f"{stream}_std")

@@ -24,8 +24,9 @@ from __future__ import annotations
 import copy
 import inspect
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel, UNet2DModel
@@ -40,6 +41,7 @@ from echogen.models.lvdm import (
     pad_latents,
     read_model_folder,
 )
+from echogen.settings import DictFields
 
 CONDITIONINGS = ("none", "class")
 SPEC_FILE = "lidm.json"
@@ -98,7 +100,7 @@ LIDM_PRESETS: dict[str, dict] = {
 
 
 @dataclass(frozen=True)
-class LIDMSpec:
+class LIDMSpec(DictFields):
     """What an LIDM generates and how it is conditioned.
 
     Args:
@@ -115,6 +117,8 @@ class LIDMSpec:
             ``"distinct"`` is -1; ``"reference"`` is 0, EchoDream's zeroed token, which is
             also its first class's id.
     """
+
+    dict_label: ClassVar[str] = "LIDMSpec keys"
 
     conditioning: str = "none"
     latent_channels: int = 4
@@ -151,17 +155,6 @@ class LIDMSpec:
     def frames(self) -> int:
         """Latent frames a training video needs: one (the latent datasets' minimum)."""
         return 1
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> LIDMSpec:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown LIDMSpec keys {unknown}; expected {sorted(known)}")
-        return cls(**data)
 
 
 @dataclass

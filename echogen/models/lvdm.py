@@ -27,8 +27,9 @@ import json
 import logging
 import math
 import string
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +43,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from echogen.data.errors import DataError
 from echogen.data.io import atomic_dir, write_json
+from echogen.settings import DictFields
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +155,7 @@ LVDM_PRESETS["paper_reference"] = {
 
 
 @dataclass(frozen=True)
-class LVDMSpec:
+class LVDMSpec(DictFields):
     """What an LVDM generates and how it is conditioned.
 
     Args:
@@ -193,6 +195,8 @@ class LVDMSpec:
             size (EchoNet-Synthetic's ``padf``/``unpadf`` around the UNet, which its released
             weights were trained with).
     """
+
+    dict_label: ClassVar[str] = "LVDMSpec keys"
 
     conditioning: str = "ef"
     frames: int = 64
@@ -273,12 +277,8 @@ class LVDMSpec:
 
     @classmethod
     def from_dict(cls, data: dict) -> LVDMSpec:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown LVDMSpec keys {unknown}; expected {sorted(known)}")
         # Saved before class_null existed: those models learnt the reference's null, 0.
-        return cls(**{"class_null": "reference", **data})
+        return super().from_dict({"class_null": "reference", **data})
 
 
 @dataclass

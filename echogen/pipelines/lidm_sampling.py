@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -35,6 +36,7 @@ from echogen.pipelines.synthetic import (
     split_labels,
     write_shard,
 )
+from echogen.settings import DictFields
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,7 @@ PLAN_COLUMNS = ["index", *LIDM_SCHEMA]
 
 
 @dataclass(frozen=True)
-class ImageSampleConfig:
+class ImageSampleConfig(DictFields):
     """How an LIDM image set is sampled (EchoNet-Synthetic's values as defaults).
 
     Args:
@@ -59,6 +61,8 @@ class ImageSampleConfig:
             None = every id of the model's class map.
         quality (int, 95): JPEG quality.
     """
+
+    dict_label: ClassVar[str] = "lidm sampling keys"
 
     n_samples: int = 100_000
     steps: int = 64
@@ -94,17 +98,6 @@ class ImageSampleConfig:
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self)))
-
-    @classmethod
-    def from_dict(cls, data: dict) -> ImageSampleConfig:
-        """Build from a config mapping; unknown keys are an error naming them."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown lidm sampling keys {unknown}; valid keys are {sorted(known)}"
-            )
-        return cls(**data)
 
 
 def plan_images(config: ImageSampleConfig, spec, run_seed: int) -> pd.DataFrame:

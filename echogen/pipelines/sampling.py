@@ -22,8 +22,9 @@ import json
 import logging
 import math
 import string
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -43,6 +44,7 @@ from echogen.pipelines.synthetic import (
     split_labels,
     write_shard,
 )
+from echogen.settings import DictFields
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +66,7 @@ INDEX_COLUMNS = ["FileName", "Split", "latent_path", "latent_frames"]
 
 
 @dataclass(frozen=True)
-class SampleConfig:
+class SampleConfig(DictFields):
     """How a synthetic dataset is sampled (published values as defaults).
 
     Args:
@@ -97,6 +99,8 @@ class SampleConfig:
             of a text model with one per dataset (EchoDream's), and is the prompt rows'
             ``Dataset``.
     """
+
+    dict_label: ClassVar[str] = "sampling keys"
 
     n_samples: int = 2048
     frames: int = 192
@@ -192,15 +196,6 @@ class SampleConfig:
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self)))
-
-    @classmethod
-    def from_dict(cls, data: dict) -> SampleConfig:
-        """Build from a config mapping; unknown keys are an error naming them."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown sampling keys {unknown}; valid keys are {sorted(known)}")
-        return cls(**data)
 
 
 def _is_int(value) -> bool:

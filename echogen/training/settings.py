@@ -8,16 +8,17 @@ refused by name) and the checks of the engine's fields: the positive counts, ``s
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import ClassVar
 
+from echogen.settings import DictFields
 from echogen.training.engine import SELECTIONS
 
 PRECISIONS = ("fp32", "fp16")
 
 
 @dataclass(frozen=True)
-class TrainSettings:
+class TrainSettings(DictFields):
     """Base of a task's frozen train-settings dataclass.
 
     Attributes:
@@ -44,15 +45,6 @@ class TrainSettings:
         if self.num_workers < 0:
             raise ValueError("train.num_workers must be >= 0")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
     @classmethod
-    def from_dict(cls, data: dict | None):
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data or {}) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown {cls.label} train settings {unknown}; known: {sorted(known)}"
-            )
-        return cls(**(data or {}))
+    def settings_label(cls) -> str:
+        return f"{cls.label} train settings"
