@@ -31,4 +31,6 @@ if ! [ -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "echogen environment ready in .venv/" >&2
 fi
 # The RV-failure TF1 step's own environment (.venv-innvestigate/, Python 3.6; idempotent).
-bash envs/setup_innvestigate.sh
+# Its failure leaves .venv/ usable: the workflow then leaves the TF1 step out, saying why.
+bash envs/setup_innvestigate.sh || echo "the TF1 environment (.venv-innvestigate/) was not" \
+    "built; see the messages above (bash envs/setup_innvestigate.sh retries)" >&2

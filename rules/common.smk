@@ -41,6 +41,7 @@ VIDEO_MANIFESTS = ["dynamic", "ped_a4c", "ped_psax", "cardiacnet", "rvfailure"]
 TIERS = {
     "cpu_small": {"mem_mb": 2000, "runtime": 30},
     "cpu_chunk": {"mem_mb": 4000, "runtime": 120},
+    "cpu_large": {"mem_mb": 16000, "runtime": 240},
     "gpu_infer": {"mem_mb": 16000, "runtime": 240},
     "gpu_train": {"mem_mb": 64000, "runtime": 1440},
 }

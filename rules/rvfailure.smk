@@ -141,8 +141,8 @@ rule innvestigate_rvfailure:
         "../envs/innvestigate.yaml"
     threads: 2
     resources:
-        mem_mb=tier_mem("cpu_chunk"),
-        runtime=tier_runtime("cpu_chunk"),
+        mem_mb=tier_mem("cpu_large"),
+        runtime=tier_runtime("cpu_large"),
     params:
         python=rv_innvestigate_python,
         script=RV_INNVESTIGATE_SCRIPT,

@@ -1,6 +1,7 @@
 # Helpers of the RV-failure line (rules/rvfailure.smk includes this file; snakemake --lint
 # wants functions and rules in separate files). Read only when rvfailure is active.
 
+from snakemake.logging import logger
 from snakemake.settings.types import DeploymentMethod
 
 # Snakemake fills schema defaults only outside $ref'd fragments: validate the section against
@@ -92,16 +93,29 @@ def rv_init(inputs):
 
 
 def rv_innvestigate():
-    """The TF1 step's settings (rvfailure.innvestigate), or None when it is off."""
+    """The TF1 step's settings (rvfailure.innvestigate), or None when it is off, or when its
+    interpreter is missing outside --sdm conda (then the step is left out, with a warning:
+    the rest of the workflow runs on machines without a Python 3.6)."""
     settings = rv_config()["innvestigate"]
-    return settings if settings["enabled"] else None
+    if not settings["enabled"]:
+        return None
+    if not Path(rv_innvestigate_python(None)).is_file() and not rv_use_conda():
+        logger.warning(
+            f"rvfailure: the TF1 innvestigate step is left out: {RV_INNVESTIGATE_MISSING}"
+        )
+        return None
+    return settings
+
+
+def rv_use_conda():
+    return DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
 
 
 def rv_innvestigate_python(wildcards):
     """The TF1 step's interpreter: the conda environment's under --sdm conda, else the one
     rvfailure.innvestigate.python names (relative to the echogen checkout). Whether it
     exists is checked when the job runs (planning needs no TF1), with this advice:"""
-    if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
+    if rv_use_conda():
         return "python"
     python = Path(rv_config()["innvestigate"]["python"])
     if not python.is_absolute():

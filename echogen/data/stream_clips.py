@@ -90,6 +90,8 @@ class StreamClipSpec(DictFields):
         for name in ("frames", "size", "test_clips", "stat_videos"):
             if getattr(self, name) < 1:
                 raise ValueError(f"clips.{name} must be >= 1, got {getattr(self, name)}")
+        if not isinstance(self.scale_flow, bool):
+            raise ValueError(f"clips.scale_flow must be true or false, got {self.scale_flow!r}")
         if not 0 <= self.p <= 1 or not 0 <= self.resize < 1:
             raise ValueError(f"clips.p must be in [0, 1] and clips.resize in [0, 1); got "
                              f"{self.p}, {self.resize}")  # fmt: skip

@@ -592,7 +592,10 @@ def test_demo_rvfailure(demo_all):
                 assert (saliency / "captum" / f"{video}_{stream}.npy").is_file()
                 assert (saliency / "inputs" / f"{video}_{stream}.npy").is_file()
         assert (demo_all / f"results/report/rvfailure_{name}_saliency.gif").stat().st_size
-        # the TF1 innvestigate step on the same clips and weights: the same maps
+        # the TF1 innvestigate step on the same clips and weights: the same maps (where its
+        # interpreter is: envs/setup.sh builds it from a Python 3.6, CI has one)
+        if not (REPO / ".venv-innvestigate" / "bin" / "python").is_file():
+            continue
         tf1 = demo_all / f"results/saliency/rvfailure_{name}_innvestigate"
         assert (tf1 / "model.h5").stat().st_size
         for video in explained["FileName"]:

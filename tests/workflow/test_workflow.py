@@ -421,3 +421,17 @@ def test_jobs_import_the_checkouts_echogen(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     log = (work / "logs" / "build_tiny_detector" / "i3d.log").read_text()
     assert f"from {copy / 'echogen'}" in log and "shadow" not in log
+
+
+def test_a_missing_tf1_interpreter_leaves_the_tf1_step_out_with_advice(tmp_path):
+    """Without the TF1 interpreter (and without --sdm conda) the plan leaves the innvestigate
+    step out and says how to build it; everything else still plans."""
+    config = yaml.safe_load((REPO / "tests/configs/rvfailure/config.yaml").read_text())
+    config["rvfailure"].setdefault("innvestigate", {})["python"] = str(tmp_path / "no_python")
+    path = tmp_path / "no_tf1.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = snakemake("-n", "--configfile", path, "--directory", tmp_path, "all")
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = planned_jobs(result.stdout)
+    assert "explain_rvfailure" in jobs and "innvestigate_rvfailure" not in jobs
+    assert "bash envs/setup_innvestigate.sh" in result.stdout + result.stderr
