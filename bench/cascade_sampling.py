@@ -6,9 +6,15 @@ published 1SCM / 2SCM / 4SCM config, ``tiny`` the demo's) and times
 ``echogen.pipelines.cascade_sampling`` calls it. ``--steps N`` replaces every stage's
 sampling steps (the published counts are 64 for 1SCM, 32 + 64 for 2SCM, 32 + 32 + 32 + 64
 for 4SCM): a CPU can then time a paper-sized cascade in minutes; the record says which
-counts ran. Weights are random: these are speed and memory numbers only.
+counts ran. ``--step-fraction F`` runs every stage at ``round(F x`` its published count``)``
+steps instead, so the stages keep their published proportions, and records
+``seconds_per_video / F`` as the estimate at the published counts (a stage's steps cost about
+the same each; EDM's last step is a first-order one). Weights are random: these are speed and
+memory numbers only.
 
 Usage: python bench/cascade_sampling.py --structure 1SCM --preset paper --device cuda
+       python bench/cascade_sampling.py --structure 4SCM --preset paper --device cuda \
+           --step-fraction 0.125
        python bench/cascade_sampling.py --structure 4SCM --preset paper --steps 2 --threads 2
 """
 
@@ -33,6 +39,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch", type=int, default=1, help="videos per sample call")
     parser.add_argument("--steps", type=int, default=None, help="steps of every stage")
+    parser.add_argument(
+        "--step-fraction", type=float, default=None, help="every stage at this share of its steps"
+    )
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default=None, help="write the record as JSON here")
@@ -42,8 +51,16 @@ def main() -> None:
     preset = cascade_preset(args.structure, args.preset)
     imagen = dict(preset["imagen"])
     steps = imagen["num_sample_steps"]
+    if args.steps is not None and args.step_fraction is not None:
+        parser.error("--steps and --step-fraction exclude each other")
     if args.steps is not None:
         steps = [args.steps] * len(steps) if isinstance(steps, list) else args.steps
+        imagen["num_sample_steps"] = steps
+    if args.step_fraction is not None:
+        if not 0 < args.step_fraction <= 1:
+            parser.error("--step-fraction must be in (0, 1]")
+        share = [max(1, round(n * args.step_fraction)) for n in _as_list(steps)]
+        steps = share if isinstance(steps, list) else share[0]
         imagen["num_sample_steps"] = steps
     torch.manual_seed(0)
     model = build_cascade(preset["unets"], imagen).to(args.device).eval()
@@ -88,6 +105,10 @@ def main() -> None:
         "parameters_m": sum(p.numel() for p in model.parameters()) / 1e6,
         "seconds": seconds,
         "seconds_per_video": per_video,
+        "step_fraction": args.step_fraction,
+        "seconds_per_video_at_published_steps": per_video / args.step_fraction
+        if args.step_fraction
+        else None,
         "paper_a100_seconds_per_video": PAPER_SECONDS[args.structure],
         "peak_gib": torch.cuda.max_memory_allocated() / 2**30
         if args.device.startswith("cuda")
@@ -97,6 +118,10 @@ def main() -> None:
     if args.out:
         with open(args.out, "w") as handle:
             json.dump(record, handle, indent=2)
+
+
+def _as_list(steps) -> list[int]:
+    return list(steps) if isinstance(steps, list) else [steps]
 
 
 if __name__ == "__main__":

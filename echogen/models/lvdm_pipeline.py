@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +31,9 @@ import torch
 from diffusers import AutoencoderKL, DiffusionPipeline, UNetSpatioTemporalConditionModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
 
+from echogen.models.graphs import GraphedCall
 from echogen.models.lvdm import (
     LVDM,
     Conditioner,
@@ -47,6 +50,8 @@ from echogen.models.vae import decode_latents
 log = logging.getLogger(__name__)
 STITCHINGS = ("mean", "reference")
 GUIDANCE_BLANKS = ("token_frame", "token")
+# The UNet's precision while sampling: autocast dtype (None = its own, float32).
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def window_starts(frames: int, window: int, overlap: int) -> list[int]:
@@ -84,19 +89,22 @@ def stitched_prediction(
     guidance_scale: float = 1.0,
     stitching: str = "mean",
     guidance_blank: str = "token_frame",
+    autocast: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """The UNet's output for a whole sequence, stitched from overlapping windows.
+    """The UNet's output for whole sequences, stitched from overlapping windows.
 
-    All windows of the sequence (and, with guidance, their unconditional twins) go through
-    the UNet as one batch.
+    All windows of all K sequences (and, with guidance, their unconditional twins) go
+    through the UNet as one batch, ordered sample by sample.
 
     Args:
         unet: a ``UNetSpatioTemporalConditionModel`` (or anything with its call signature).
-        latents: noisy sequence ``(F, C, H, W)`` (padded, scheduler-scaled).
+        latents: noisy sequences ``(K, F, C, H, W)``, or one ``(F, C, H, W)`` (padded,
+            scheduler-scaled).
         timestep: the current scheduler timestep.
-        cond_latent: padded conditioning frame latent ``(C, H, W)``.
-        tokens: conditioning tokens of one sample ``(1, L, D)``.
-        time_ids: ``added_time_ids`` of one sample ``(1, 3)``.
+        cond_latent: padded conditioning frame latents ``(K, C, H, W)`` (``(C, H, W)`` for
+            one sequence).
+        tokens: conditioning tokens ``(K, L, D)``, or ``(1, L, D)`` shared by all.
+        time_ids: ``added_time_ids`` ``(K, 3)``, or ``(1, 3)`` shared by all.
         starts: window starts (:func:`window_starts`).
         window: frames per window.
         null_tokens: unconditional tokens ``(1, L', D)``; required when guidance > 1.
@@ -108,20 +116,26 @@ def stitched_prediction(
             it; ``"reference"``: per frame, the output of the earliest window that contains it,
             which is EchoNet-Synthetic's "window 0 whole, then each later window's frames
             after the overlap" when ``F = window + k * (window - overlap)`` (192 = 64 + 4·32).
+        autocast: run the UNet under ``torch.autocast`` in this dtype (bf16 / fp16); None =
+            in the UNet's own dtype.
 
     Returns:
-        float32 ``(F, C, H, W)``, stitched (guided) outputs. The UNet runs in its own dtype;
-        guidance and stitching in float32.
+        float32 stitched (guided) outputs of the shape of ``latents``. Guidance and
+        stitching run in float32 whatever the UNet's precision.
     """
     if stitching not in STITCHINGS:
         raise ValueError(f"stitching must be one of {STITCHINGS}, got {stitching!r}")
     if guidance_blank not in GUIDANCE_BLANKS:
         raise ValueError(f"guidance_blank must be one of {GUIDANCE_BLANKS}, got {guidance_blank!r}")
-    n, dtype = len(starts), unet.dtype
-    windows = torch.stack([latents[s : s + window] for s in starts]).to(dtype)  # (n, F', C, H, W)
-    cond = cond_latent.to(dtype).unsqueeze(0).expand(n, *cond_latent.shape)  # (n, C, H, W)
-    hidden = tokens.to(dtype).expand(n, *tokens.shape[1:])
-    ids = time_ids.to(dtype).expand(n, *time_ids.shape[1:])
+    single = latents.ndim == 4
+    if single:
+        latents, cond_latent = latents.unsqueeze(0), cond_latent.unsqueeze(0)
+    k, n, dtype = len(latents), len(starts), unet.dtype
+    windows = torch.stack([latents[:, s : s + window] for s in starts], dim=1)  # (K, n, F', ...)
+    windows = windows.flatten(0, 1).to(dtype)  # sample-major: sample i's windows together
+    cond = cond_latent.to(dtype).unsqueeze(1).expand(k, n, *cond_latent.shape[1:]).flatten(0, 1)
+    hidden = _per_window(tokens.to(dtype), k, n)
+    ids = _per_window(time_ids.to(dtype), k, n)
     guided = guidance_scale > 1
     if guided:
         if null_tokens is None:
@@ -129,29 +143,47 @@ def stitched_prediction(
         windows = torch.cat([windows, windows])
         blank = torch.zeros_like(cond) if guidance_blank == "token_frame" else cond
         cond = torch.cat([cond, blank])
-        hidden = torch.cat([hidden, null_tokens.to(dtype).expand(n, *null_tokens.shape[1:])])
+        hidden = torch.cat([hidden, null_tokens.to(dtype).expand(k * n, *null_tokens.shape[1:])])
         ids = torch.cat([ids, ids])
-    output = unet(
-        unet_input(windows, cond),
-        timestep,
-        encoder_hidden_states=hidden,
-        added_time_ids=ids,
-        return_dict=False,
-    )[0].float()
+    context = (
+        # No cast cache: a CUDA graph recorded under autocast must cast inside the graph.
+        torch.autocast(latents.device.type, dtype=autocast, cache_enabled=False)
+        if autocast is not None
+        else nullcontext()
+    )
+    with context:
+        output = unet(
+            unet_input(windows, cond),
+            timestep,
+            encoder_hidden_states=hidden,
+            added_time_ids=ids,
+            return_dict=False,
+        )[0]
+    output = output.float()
     if guided:
         conditional, unconditional = output.chunk(2)
         output = unconditional + guidance_scale * (conditional - unconditional)
+    output = output.unflatten(0, (k, n))  # (K, n, F', C, H, W)
     total = torch.zeros(latents.shape, dtype=torch.float32, device=latents.device)
     if stitching == "reference":
-        pairs = sorted(zip(starts, output, strict=True), key=lambda pair: -pair[0])
-        for s, out in pairs:
-            total[s : s + window] = out  # an earlier window overwrites the overlap
-        return total
-    count = torch.zeros(len(latents), dtype=torch.float32, device=latents.device)
-    for s, out in zip(starts, output, strict=True):
-        total[s : s + window] += out
-        count[s : s + window] += 1
-    return total / count.view(-1, 1, 1, 1)
+        for j in sorted(range(n), key=lambda j: -starts[j]):
+            total[:, starts[j] : starts[j] + window] = output[:, j]  # earlier windows overwrite
+    else:
+        count = torch.zeros(latents.shape[1], dtype=torch.float32, device=latents.device)
+        for j, s in enumerate(starts):
+            total[:, s : s + window] += output[:, j]
+            count[s : s + window] += 1
+        total = total / count.view(-1, 1, 1, 1)
+    return total[0] if single else total
+
+
+def _per_window(x: torch.Tensor, k: int, n: int) -> torch.Tensor:
+    """Per-sample rows ``(K, ...)`` (or one shared ``(1, ...)``) repeated for each window."""
+    if len(x) == 1:
+        return x.expand(k * n, *x.shape[1:])
+    if len(x) != k:
+        raise ValueError(f"expected 1 or {k} rows (one per sample), got {len(x)}")
+    return x.repeat_interleave(n, dim=0)
 
 
 @dataclass
@@ -220,6 +252,14 @@ class LVDMPipeline(DiffusionPipeline):
             spec=lvdm.spec.to_dict(),
         )
 
+    def _graphed_unet(self) -> GraphedCall:
+        """The UNet behind CUDA-graph replay, kept (with its recorded graphs) across calls."""
+        graphed = getattr(self, "_graphed", None)
+        if graphed is None or graphed.module is not self.unet:
+            graphed = GraphedCall(self.unet)
+            self._graphed = graphed
+        return graphed
+
     @property
     def lvdm_spec(self) -> LVDMSpec:
         """The model's :class:`~echogen.models.lvdm.LVDMSpec`."""
@@ -236,36 +276,61 @@ class LVDMPipeline(DiffusionPipeline):
         overlap: int = 0,
         num_inference_steps: int = 64,
         guidance_scale: float = 1.0,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         output_type: str = "np",
         stitching: str = "mean",
         guidance_blank: str = "token_frame",
+        precision: str = "fp32",
+        graphs: bool = False,
     ) -> LVDMPipelineOutput:
-        """Denoise one ``frames``-long latent video, windows stitched at every step.
+        """Denoise one ``frames``-long latent video, or a block of K, windows stitched at
+        every step.
 
-        The padded noise sequence is drawn from ``generator`` (a CPU generator, so every
-        device starts from the same noise); the same generator feeds the scheduler's noise.
-        At each step the UNet predicts every window (:func:`stitched_prediction`), then one
-        scheduler step moves the whole sequence.
+        A block is one batch: the windows of its K videos go through the UNet in one call
+        per step (:func:`stitched_prediction`), then one scheduler step moves every sequence.
+        Video i's noise, the initial sequence and the scheduler's, comes from its own
+        generator alone, so a video's noise never depends on the other videos of its block.
+        The loop makes no host-device synchronisation: the scheduler's timesteps stay on the
+        CPU (its arithmetic reads them there), the UNet gets each timestep from a table
+        moved to the device once, and noise is drawn on the generators' device.
 
         Args:
-            cond_latent: scaled, unpadded conditioning frame latent ``(C, h, w)``.
-            cond_value: EF in % (EF models), class id (class models) or prompt (text models).
+            cond_latent: scaled, unpadded conditioning frame latent ``(C, h, w)``, or one per
+                video ``(K, C, h, w)``.
+            cond_value: EF in % (EF models), class id (class models) or prompt (text
+                models); a list of K values for a block.
             frames: frames of the video (>= window).
             window: frames the UNet sees at once; None = the model's training clip length.
             overlap: frames shared by consecutive windows.
             num_inference_steps: scheduler steps.
             guidance_scale: classifier-free guidance (1 = none).
-            generator: a seeded ``torch.Generator`` on the CPU.
+            generator: a seeded ``torch.Generator``, or a list of K for a block. A generator
+                on the UNet's device draws there without copies; a CPU generator draws on
+                the CPU (the same noise on every device) and copies it over every step.
             output_type: ``"np"`` (decode the video) or ``"latent"``.
             stitching: ``"mean"`` or ``"reference"`` (:func:`stitched_prediction`).
             guidance_blank: ``"token_frame"`` or ``"token"`` (:func:`stitched_prediction`).
+            precision: ``"fp32"``, or ``"bf16"`` / ``"fp16"`` autocast for the UNet (the
+                scheduler, guidance and stitching stay in float32).
+            graphs: on a GPU, replay the UNet call from a CUDA graph recorded once per call
+                shape and kept by the pipeline (:class:`~echogen.models.graphs.GraphedCall`);
+                ignored on the CPU.
 
         Returns:
-            :class:`LVDMPipelineOutput`.
+            :class:`LVDMPipelineOutput`: for a block, latents ``(K, frames, C, h, w)`` and
+            frames ``(K, frames, H, W)``.
         """
         if output_type not in ("np", "latent"):
             raise ValueError(f"output_type must be 'np' or 'latent', got {output_type!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+        single = cond_latent.ndim == 3
+        conds = cond_latent.unsqueeze(0) if single else cond_latent
+        values = [cond_value] if single else list(cond_value)
+        k = len(conds)
+        generators = _generators(generator, k)
+        if len(values) != k:
+            raise ValueError(f"{k} conditioning frames but {len(values)} conditioning values")
         spec, unet = self.lvdm_spec, self.unet
         window = spec.frames if window is None else window
         if window != spec.frames:
@@ -275,30 +340,33 @@ class LVDMPipeline(DiffusionPipeline):
                 spec.frames,
             )
         device = unet.device
-        size = cond_latent.shape[-1]
-        unpadded = cond_latent.to(device=device, dtype=torch.float32)
+        size = conds.shape[-1]
+        unpadded = conds.to(device=device, dtype=torch.float32)
         cond = pad_latents(unpadded, spec.pad_to)
         # "noised" models denoise the unpadded latents, padding only the UNet's input.
         noised = spec.padding == "noised"
         scheduler = copy.deepcopy(self.scheduler)
-        scheduler.set_timesteps(num_inference_steps, device=device)
-        generator = generator if generator is not None else torch.Generator(device="cpu")
-        shape = unpadded.shape if noised else cond.shape
-        latents = torch.randn((frames, *shape), generator=generator, dtype=torch.float32)
-        latents = (latents * scheduler.init_noise_sigma).to(device)  # float32 whatever the UNet's
+        scheduler.set_timesteps(num_inference_steps, device="cpu")
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(0)  # no search of the timestep table on the first step
+        shape = (1, frames, *(unpadded.shape if noised else cond.shape)[1:])
+        latents = torch.cat([randn_tensor(shape, generator=g, device=device) for g in generators])
+        latents = latents * scheduler.init_noise_sigma  # float32 whatever the UNet's
 
-        tokens = self._conditioner.encode([cond_value], device)
+        tokens = self._conditioner.encode(values, device)
         null_tokens = self._conditioner.null(1, device) if guidance_scale > 1 else None
         time_ids = added_time_ids(spec.fps, 1, device, time_id_count(unet.config))
         starts = window_starts(frames, window, overlap)
-        for t in self.progress_bar(scheduler.timesteps):
+        table = scheduler.timesteps.to(device)  # the UNet's timesteps, moved once
+        denoiser = self._graphed_unet() if graphs else unet
+        for i, t in enumerate(self.progress_bar(scheduler.timesteps.tolist())):
             model_input = scheduler.scale_model_input(latents, t)
             if noised:
                 model_input = pad_latents(model_input, spec.pad_to)
             prediction = stitched_prediction(
-                unet,
+                denoiser,
                 model_input,
-                t,
+                table[i],
                 cond,
                 tokens,
                 time_ids,
@@ -308,10 +376,28 @@ class LVDMPipeline(DiffusionPipeline):
                 guidance_scale=guidance_scale,
                 stitching=stitching,
                 guidance_blank=guidance_blank,
+                autocast=PRECISIONS[precision],
             )
             if noised:
                 prediction = crop_latents(prediction, size)
-            latents = scheduler.step(prediction, t, latents, generator=generator).prev_sample
+            step = scheduler.step(prediction, t, latents, generator=generators)
+            latents = step.prev_sample
         latents = crop_latents(latents, size).cpu()
-        video = decode_latents(self.vae, latents) if output_type == "np" else None
+        video = None
+        if output_type == "np":
+            video = np.stack([decode_latents(self.vae, z) for z in latents])
+        if single:
+            first = None if video is None else video[0]
+            return LVDMPipelineOutput(latents=latents[0], frames=first)
         return LVDMPipelineOutput(latents=latents, frames=video)
+
+
+def _generators(generator, k: int) -> list[torch.Generator]:
+    """K generators: a list of K as given, one for one video, a default CPU one for None."""
+    if isinstance(generator, list | tuple):
+        if len(generator) != k:
+            raise ValueError(f"{k} videos need {k} generators, got {len(generator)}")
+        return list(generator)
+    if k != 1:
+        raise ValueError(f"a block of {k} videos needs a list of {k} seeded generators")
+    return [generator if generator is not None else torch.Generator(device="cpu")]

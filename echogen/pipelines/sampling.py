@@ -33,8 +33,8 @@ import torch
 from echogen.data.errors import DataError
 from echogen.data.manifest import SPLITS
 from echogen.models.lvdm import load_lvdm, prompt_for, prompt_templates
-from echogen.models.lvdm_pipeline import GUIDANCE_BLANKS, STITCHINGS, LVDMPipeline
-from echogen.models.vae import load_vae
+from echogen.models.lvdm_pipeline import GUIDANCE_BLANKS, PRECISIONS, STITCHINGS, LVDMPipeline
+from echogen.models.vae import decode_latents, load_vae
 from echogen.pipelines.latents import read_latents
 from echogen.pipelines.synthetic import (
     BASE_SCHEMA,
@@ -98,6 +98,15 @@ class SampleConfig(DictFields):
         dataset (str | None, None): the dataset the videos imitate; picks the prompt template
             of a text model with one per dataset (EchoDream's), and is the prompt rows'
             ``Dataset``.
+        block (int, 1): K, videos denoised together in one UNet call per step. Shards take
+            whole blocks and the last block is padded to K, so a dataset is the same for
+            any shard count at a given K; videos of different K differ by float rounding
+            only (the noise of each video comes from its own seed whatever K).
+        precision (str, "fp32"): the UNet's precision while sampling: ``"fp32"``, or
+            ``"bf16"`` / ``"fp16"`` autocast; the scheduler, guidance and stitching stay in
+            float32.
+        graphs (bool, False): on a GPU, replay the UNet call from a CUDA graph recorded once
+            per run (:class:`~echogen.models.graphs.GraphedCall`); ignored on the CPU.
     """
 
     dict_label: ClassVar[str] = "sampling keys"
@@ -119,9 +128,12 @@ class SampleConfig(DictFields):
     fps: float = 32.0
     quality: int = 95
     dataset: str | None = None
+    block: int = 1
+    precision: str = "fp32"
+    graphs: bool = False
 
     def __post_init__(self):
-        for name in ("n_samples", "frames", "window", "steps"):
+        for name in ("n_samples", "frames", "window", "steps", "block"):
             value = getattr(self, name)
             if not _is_int(value) or value < 1:
                 raise ValueError(f"sampling.{name} must be an integer >= 1, got {value!r}")
@@ -191,6 +203,12 @@ class SampleConfig(DictFields):
             )
         if not isinstance(self.fps, int | float) or not self.fps > 0:
             raise ValueError(f"sampling.fps must be > 0, got {self.fps!r}")
+        if not isinstance(self.graphs, bool):
+            raise ValueError(f"sampling.graphs must be true or false, got {self.graphs!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"sampling.precision must be one of {list(PRECISIONS)}, got {self.precision!r}"
+            )
         if not _is_int(self.quality) or not 0 <= self.quality <= 100:
             raise ValueError(f"sampling.quality must be an integer in 0..100, got {self.quality!r}")
 
@@ -492,16 +510,21 @@ def _check_scaling(lvdm, vae, lvdm_dir: Path, vae_dir: Path, train: pd.DataFrame
 
 
 class LVDMGenerator:
-    """The LVDM's generator for the sampling driver: one plan row at a time (block 1).
+    """The LVDM's generator for the sampling driver: blocks of ``config.block`` plan rows.
+
+    A block's videos are denoised together; a short last block is padded to the full K
+    with copies of its last row (their videos are dropped), so every UNet call of a run has
+    one shape. Each video's noise comes from a generator on the UNet's device seeded by its
+    row's ``seed``: on the CPU as before, on a GPU without host copies (GPU noise differs
+    from the CPU's, as GPU arithmetic does).
 
     Args:
         pipeline: the :class:`~echogen.models.lvdm_pipeline.LVDMPipeline` to sample with.
-        config: sampling settings (frames, window, overlap, steps, guidance).
+        config: sampling settings (frames, window, overlap, steps, guidance, block,
+            precision).
         cond_index_csv: the latent index the plan's conditioning frames come from.
         root: folder that the plan's ``cond_latent_path`` is relative to.
     """
-
-    block = 1
 
     def __init__(
         self,
@@ -513,31 +536,43 @@ class LVDMGenerator:
         self.pipeline, self.config = pipeline, config
         self.cond_index_csv, self.root = cond_index_csv, Path(root)
         self.spec = pipeline.lvdm_spec
+        self.block = config.block
 
     def generate(self, rows: pd.DataFrame) -> list[Sample]:
-        """Sample each plan row: its video and its first frame's scaled latent."""
-        samples = []
-        for _, row in rows.iterrows():
-            cond = _load_cond_latent(
+        """Sample a block of plan rows: each video and its first frame's scaled latent."""
+        rows = rows.reset_index(drop=True)
+        padded = pd.concat([rows, rows.iloc[[-1] * (self.block - len(rows))]])
+        conds = [
+            _load_cond_latent(
                 self.root / row["cond_latent_path"],
                 int(row["cond_frame"]),
                 self.cond_index_csv,
                 row["cond_video"],
             )
-            out = self.pipeline(
-                cond,
-                _cond_value(self.spec, row),
-                frames=self.config.frames,
-                window=self.config.window,
-                overlap=self.config.overlap,
-                num_inference_steps=self.config.steps,
-                guidance_scale=self.config.guidance_scale,
-                generator=torch.Generator(device="cpu").manual_seed(int(row["seed"])),
-                stitching=self.config.stitching,
-                guidance_blank=self.config.guidance_blank,
-            )
-            samples.append(Sample(video=out.frames, latent=out.latents[0].numpy()))
-        return samples
+            for _, row in padded.iterrows()
+        ]
+        device = self.pipeline.unet.device
+        out = self.pipeline(
+            torch.stack(conds),
+            [_cond_value(self.spec, row) for _, row in padded.iterrows()],
+            frames=self.config.frames,
+            window=self.config.window,
+            overlap=self.config.overlap,
+            num_inference_steps=self.config.steps,
+            guidance_scale=self.config.guidance_scale,
+            generator=[
+                torch.Generator(device=device).manual_seed(int(seed)) for seed in padded["seed"]
+            ],
+            output_type="latent",
+            stitching=self.config.stitching,
+            guidance_blank=self.config.guidance_blank,
+            precision=self.config.precision,
+            graphs=self.config.graphs,
+        )
+        return [
+            Sample(video=decode_latents(self.pipeline.vae, latents), latent=latents[0].numpy())
+            for latents in out.latents[: len(rows)]
+        ]
 
 
 def sample_shard(

@@ -131,6 +131,8 @@ def models(tmp_path_factory) -> SimpleNamespace:
         ({"guidance_scale": 0.5}, "guidance_scale"),
         ({"class_ids": [1, 1]}, "class_ids"),
         ({"quality": 101}, "quality"),
+        ({"block": 0}, "block"),
+        ({"precision": "fp64"}, "precision"),
     ],
 )
 def test_config_errors_name_the_key(kw, key):
@@ -506,8 +508,11 @@ def _files(folder: Path) -> dict[str, bytes]:
     }
 
 
-def test_shards_gathered_equal_one_job(models, tmp_path):
-    config = tiny_config()
+@pytest.mark.parametrize("block", [1, 2])
+def test_shards_gathered_equal_one_job(models, tmp_path, block):
+    """One job equals three shards gathered, byte for byte; with blocks of 2 the 5 samples
+    are blocks [0, 1], [2, 3], [4] (the last padded to 2), one per shard."""
+    config = tiny_config(block=block)
     common = dict(
         lvdm_dir=models.lvdm,
         vae_dir=models.vae,
@@ -552,7 +557,7 @@ def test_shards_gathered_equal_one_job(models, tmp_path):
     assert record["timing"]["videos"] == 5 == sum(p["timing"]["videos"] for p in parts)
     assert record["timing"]["seconds"] == pytest.approx(sum(p["timing"]["seconds"] for p in parts))
     assert record["timing"]["seconds"] > 0
-    assert record["config"] == config.to_dict() and record["block"] == 1
+    assert record["config"] == config.to_dict() and record["block"] == block
     # Refusals of bad shard sets are the driver's: tests/unit/test_synthetic.py.
 
 
@@ -636,3 +641,51 @@ def test_sample_shard_animates_image_set_latents_and_records_privacy(models, tmp
     sample_shard(cond_index_csv=models.index, out_dir=tmp_path / "r", root=models.root, **common)
     record = json.loads((tmp_path / "r" / "sampling.json").read_text())
     assert record["conditioning"]["frames"] == "real" and not record["conditioning"]["private"]
+
+
+def _block_call(pipe, conds, values, seeds, **kw):
+    kw = dict(frames=20, window=8, overlap=4, num_inference_steps=4, **kw)
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    return pipe(conds, values, generator=gens, output_type="latent", **kw).latents
+
+
+@pytest.mark.parametrize("scheduler", ["ddpm", "dpm"])
+def test_a_block_equals_its_videos_sampled_one_by_one(models, scheduler):
+    """K videos in one call follow their own noise and conditioning: each equals the video
+    sampled alone (to float rounding), with DDPM's per-step noise drawn per video too."""
+    pipe = _pipeline(models, scheduler)
+    conds = torch.randn(3, CHANNELS, LATENT, LATENT, generator=torch.Generator().manual_seed(2))
+    values, seeds = [20.0, 50.0, 80.0], [5, 6, 7]
+    block = _block_call(pipe, conds, values, seeds, guidance_scale=2.0)
+    assert block.shape == (3, 20, CHANNELS, LATENT, LATENT)
+    for i in range(3):
+        alone = _block_call(pipe, conds[i : i + 1], values[i : i + 1], seeds[i : i + 1],
+                            guidance_scale=2.0)  # fmt: skip
+        torch.testing.assert_close(block[i], alone[0], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(block[0], block[1], atol=1e-3)
+
+
+def test_block_needs_a_generator_per_video(models):
+    pipe = _pipeline(models)
+    conds = torch.zeros(2, CHANNELS, LATENT, LATENT)
+    kw = dict(frames=8, num_inference_steps=1, output_type="latent")
+    with pytest.raises(ValueError, match="list of 2 seeded generators"):
+        pipe(conds, [30.0, 40.0], generator=torch.Generator(), **kw)
+    with pytest.raises(ValueError, match="2 videos need 2 generators"):
+        pipe(conds, [30.0, 40.0], generator=[torch.Generator()], **kw)
+    with pytest.raises(ValueError, match="2 conditioning frames but 1"):
+        pipe(conds, [30.0], generator=[torch.Generator(), torch.Generator()], **kw)
+    with pytest.raises(ValueError, match="precision"):
+        pipe(conds[0], 30.0, precision="fp8", **kw)
+
+
+def test_bf16_autocast_stays_near_fp32_and_keeps_float32_latents(models):
+    """bf16 autocast changes the UNet's arithmetic only: the result is float32, close to
+    the fp32 one, and not identical to it."""
+    pipe = _pipeline(models, "ddim")
+    conds = torch.randn(2, CHANNELS, LATENT, LATENT, generator=torch.Generator().manual_seed(4))
+    fp32 = _block_call(pipe, conds, [30.0, 60.0], [1, 2])
+    bf16 = _block_call(pipe, conds, [30.0, 60.0], [1, 2], precision="bf16")
+    assert bf16.dtype == torch.float32
+    assert not torch.equal(fp32, bf16)
+    assert (bf16 - fp32).abs().max() < 0.05 * fp32.abs().max()
