@@ -7,7 +7,7 @@ import torch
 
 from echogen.pipelines.sampling import SampleConfig, sample_shard
 from echogen.pipelines.synthetic import parse_scatteritem
-from echogen.workflow import pick_device, setup_logging
+from echogen.workflow import deterministic_cuda, pick_device, setup_logging
 
 if TYPE_CHECKING:
     from snakemake.script import snakemake
@@ -33,6 +33,8 @@ def main(
     torch.set_num_threads(threads)
     config = SampleConfig(**{k: v for k, v in sample.items() if k not in WORKFLOW_KEYS})
     shard, n_shards = parse_scatteritem(scatteritem)
+    device = pick_device(gpus)
+    deterministic_cuda(device)  # a given block and precision repeat bit for bit
     sample_shard(
         lvdm_dir,
         vae_dir,
@@ -42,7 +44,7 @@ def main(
         seed,
         shard,
         n_shards,
-        pick_device(gpus),
+        device,
         images_dir=None if images is None else Path(images).parent,
     )
 

@@ -39,7 +39,9 @@ import logging
 import math
 import re
 import time
+from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -338,8 +340,13 @@ def write_shard(
     fps: float,
     quality: int,
     record: dict,
+    writers: int = 2,
 ) -> pd.DataFrame:
     """Generate the blocks of one shard and write them as a dataset folder, atomically.
+
+    Videos, frame folders and latents are written by ``writers`` threads while the
+    generator makes the next block (encoding releases the GIL, a GPU works on its own), at
+    most two blocks behind it; the first failed write stops the shard with its error.
 
     Args:
         plan: the whole run's plan (:func:`check_plan`); its rows are the FileList's, with
@@ -354,6 +361,7 @@ def write_shard(
         record: provenance of the run (``echogen.workflow.provenance``: config, seed,
             inputs); the driver adds ``n_samples`` (the run's, all shards), ``block``,
             ``latents``, ``shards`` and ``timing``.
+        writers: threads writing the samples; 0 writes each sample before the next block.
 
     Returns:
         The shard's FileList.
@@ -369,9 +377,12 @@ def write_shard(
     indices = shard_range(len(plan), shard, n_shards, block)
     rows, has_latents = [], None
     started = time.perf_counter()
+    if not _is_int(writers) or writers < 0:
+        raise ValueError(f"writers must be an integer >= 0, got {writers!r}")
     with (
         atomic_dir(out_dir) as tmp,
         tqdm(total=len(indices), desc=f"sample shard {shard}-of-{n_shards}") as bar,
+        _Writer(writers, 2 * block) as writer,
     ):
         (tmp / "latents").mkdir()
         for start in range(indices.start, indices.stop, block):
@@ -382,7 +393,8 @@ def write_shard(
                     f"the generator returned {len(samples)} samples for {len(chunk)} plan rows"
                 )
             for (_, row), sample in zip(chunk.iterrows(), samples, strict=True):
-                has_latents = _write_sample(tmp, row["FileName"], sample, fps, quality, has_latents)
+                has_latents = _check_sample(row["FileName"], sample, has_latents)
+                writer.submit(_write_sample, tmp, row["FileName"], sample, fps, quality)
                 n_frames, height, width = sample.video.shape
                 rows.append(
                     {
@@ -394,6 +406,7 @@ def write_shard(
                     }
                 )
                 bar.update()
+        writer.wait()
         columns = list(dict.fromkeys([*plan.columns, *BASE_COLUMNS]))
         filelist = typed_filelist(pd.DataFrame(rows, columns=columns), schema)
         with atomic_path(tmp / FILELIST) as csv:
@@ -415,23 +428,55 @@ def write_shard(
     return filelist
 
 
-def _write_sample(
-    folder: Path, name: str, sample: Sample, fps: float, quality: int, has_latents: bool | None
-) -> bool:
+def _check_sample(name: str, sample: Sample, has_latents: bool | None) -> bool:
+    """A generator's sample is ``uint8 (T, H, W)``, with a latent iff the others have one."""
     video = np.asarray(sample.video)
     if video.dtype != np.uint8 or video.ndim != 3:
         raise ValueError(
             f"{name}: a generator returns uint8 (T, H, W) videos, got {video.dtype} "
             f"{tuple(video.shape)}"
         )
-    latent = sample.latent
-    if has_latents is not None and has_latents != (latent is not None):
+    if has_latents is not None and has_latents != (sample.latent is not None):
         raise ValueError(f"{name}: a generator returns latents for every sample or for none")
+    return sample.latent is not None
+
+
+def _write_sample(folder: Path, name: str, sample: Sample, fps: float, quality: int) -> None:
+    video = np.asarray(sample.video)
     write_video(folder / "Videos" / f"{name}.mp4", video, fps)
     write_frames(video, folder / "frames" / name, quality)
-    if latent is not None:
-        np.save(folder / "latents" / f"{name}.npy", np.asarray(latent).astype(np.float16))
-    return latent is not None
+    if sample.latent is not None:
+        np.save(folder / "latents" / f"{name}.npy", np.asarray(sample.latent).astype(np.float16))
+
+
+class _Writer:
+    """Runs writes in a thread pool, at most ``backlog`` pending (0 threads: at once);
+    :meth:`wait` finishes them all and raises the first error."""
+
+    def __init__(self, threads: int, backlog: int):
+        self.pool = ThreadPoolExecutor(threads, "write") if threads else None
+        self.backlog, self.pending = max(1, backlog), deque()
+
+    def submit(self, fn, *args) -> None:
+        if self.pool is None:
+            fn(*args)
+            return
+        self.pending.append(self.pool.submit(fn, *args))
+        while len(self.pending) > self.backlog:
+            self.pending.popleft().result()
+
+    def wait(self) -> None:
+        while self.pending:
+            self.pending.popleft().result()
+
+    def __enter__(self) -> _Writer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:
+            for future in self.pending:
+                future.cancel()
+            self.pool.shutdown(wait=True)
 
 
 # --- gathering ------------------------------------------------------------------------------

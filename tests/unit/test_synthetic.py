@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from echogen.data.errors import DataError
-from echogen.data.video import read_video
+from echogen.data.video import read_video, write_video
 from echogen.pipelines.synthetic import (
     BASE_SCHEMA,
     FILELIST,
@@ -122,7 +122,7 @@ class BlockGenerator:
         ]
 
 
-def _write(plan, generator, folder, shard, n_shards, **record):
+def _write(plan, generator, folder, shard, n_shards, writers=2, **record):
     return write_shard(
         plan,
         generator,
@@ -133,6 +133,7 @@ def _write(plan, generator, folder, shard, n_shards, **record):
         fps=25.0,
         quality=90,
         record={"config": {"n_samples": len(plan)}, "seed": 3, **record},
+        writers=writers,
     )
 
 
@@ -171,6 +172,29 @@ def test_block_shards_gathered_equal_one_job(tmp_path):
     # block by block (block=1) differs, so the invariance above is not a tautology.
     _write(plan, BlockGenerator(block=1), tmp_path / "single", 1, 1)
     assert _files(tmp_path / "single") != _files(tmp_path / "whole")
+
+
+def test_writer_threads_write_what_serial_writing_writes(tmp_path):
+    plan = toy_plan(7)
+    _write(plan, BlockGenerator(block=2), tmp_path / "threads", 1, 1, writers=3)
+    _write(plan, BlockGenerator(block=2), tmp_path / "serial", 1, 1, writers=0)
+    assert _files(tmp_path / "threads") == _files(tmp_path / "serial")
+    with pytest.raises(ValueError, match="writers"):
+        _write(plan, BlockGenerator(block=2), tmp_path / "bad", 1, 1, writers=-1)
+
+
+def test_a_failed_write_stops_the_shard_and_leaves_nothing(tmp_path, monkeypatch):
+    import echogen.pipelines.synthetic as synthetic
+
+    def fail_on_the_third(path, video, fps):
+        if path.name == "sample_00002.mp4":
+            raise OSError("disk full")
+        return write_video(path, video, fps)
+
+    monkeypatch.setattr(synthetic, "write_video", fail_on_the_third)
+    with pytest.raises(OSError, match="disk full"):
+        _write(toy_plan(6), BlockGenerator(block=2), tmp_path / "out", 1, 1)
+    assert not (tmp_path / "out").exists()
 
 
 def test_datasets_without_latents(tmp_path):
