@@ -78,6 +78,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=64, help="steps of the reported videos")
     parser.add_argument("--timed-steps", type=int, default=8)
     parser.add_argument("--budget-s", type=float, default=float("inf"))
+    parser.add_argument(
+        "--unet-dtype",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="the UNet's weights (bf16: the whole UNet in bf16, no autocast casts)",
+    )
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     device, began = args.device, time.perf_counter()
@@ -87,6 +93,8 @@ def main() -> None:
     torch.manual_seed(0)
     spec = LVDMSpec(conditioning="ef", frames=window, fps=32.0, latent_size=14, pad_to=16)
     unet = build_unet(preset, "ef").to(device).eval()
+    if args.unet_dtype == "bf16":
+        unet = unet.to(torch.bfloat16)
     vae = build_vae(preset).to(device).eval()
     pipe = LVDMPipeline.from_parts(
         LVDM(unet, spec, dict(build_scheduler().config), Conditioner(spec)), vae, "ddpm"
@@ -98,6 +106,7 @@ def main() -> None:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "preset": preset,
+        "unet_dtype": args.unet_dtype,
         "unet_parameters": sum(p.numel() for p in unet.parameters()),
         "steps": args.steps,
         "timed_steps": args.timed_steps,
