@@ -213,16 +213,19 @@ def explain(explain_dir, out_dir, threads=1, start="unit"):
         raise StepError("{}: no clip to explain".format(os.path.join(explain_dir, "index.csv")))
     streams = arch["streams"]
 
-    def clip(row, stream):
+    def clip_path(row, stream):
         path = os.path.join(explain_dir, "inputs", "{}_{}.npy".format(row["FileName"], stream))
         if not os.path.isfile(path):
             raise StepError(f"{path}: missing (fix: rerun rule explain_rvfailure)")
-        return np.transpose(np.load(path), (1, 2, 3, 0))[None]  # (1, T, H, W, C)
+        return path
 
-    first = {s: clip(rows[0], s).shape[1:] for s in streams}  # every input checked first
-    for row in rows[1:]:
+    def clip(row, stream):
+        return np.transpose(np.load(clip_path(row, stream)), (1, 2, 3, 0))[None]  # (1,T,H,W,C)
+
+    for row in rows:  # every input is there before TensorFlow starts
         for stream in streams:
-            clip(row, stream)
+            clip_path(row, stream)
+    first = {s: clip(rows[0], s).shape[1:] for s in streams}
     import keras.backend as K
     import tensorflow as tf
 
@@ -273,8 +276,12 @@ def explain(explain_dir, out_dir, threads=1, start="unit"):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written
         raise
-    shutil.rmtree(out_dir, ignore_errors=True)
+    old = out_dir.rstrip("/") + ".old"  # the previous maps go only once the new ones are in
+    shutil.rmtree(old, ignore_errors=True)
+    if os.path.exists(out_dir):
+        os.rename(out_dir, old)
     os.rename(tmp, out_dir)
+    shutil.rmtree(old, ignore_errors=True)
     log.info("innvestigate maps of %d clips -> %s", len(records), out_dir)
 
 

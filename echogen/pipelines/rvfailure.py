@@ -268,10 +268,15 @@ def explain_rvfailure(model_dir: str | Path, rows: pd.DataFrame, out_dir: str | 
     patient_id, label, prob of that clip); ``out_gif`` shows each clip with its maps
     (:func:`echogen.report.saliency_strip_gif`).
     """
-    # full float32 on GPUs too: the TF1 step recomputes these maps and probabilities in
-    # float32 on CPU, and TF32 convolutions would move them by ~1e-3 per layer
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cuda.matmul.allow_tf32 = False
+    from echogen.metrics.generation import tf32_off
+
+    # Full float32 on GPUs too (TF32 restored after): the TF1 step recomputes these maps and
+    # probabilities in float32 on CPU, and TF32 convolutions would move them by ~1e-3 a layer.
+    with tf32_off():
+        return _explain(model_dir, rows, out_dir, out_gif, n_videos, seed, device)
+
+
+def _explain(model_dir, rows, out_dir, out_gif, n_videos, seed, device) -> pd.DataFrame:
     net, spec = load_rvfailure_model(model_dir)
     net = net.to(device)
     streams = tuple(net.config.streams)

@@ -407,14 +407,31 @@ def test_guided_backprop_matches_the_definition(trained):
     assert not torch.allclose(inputs[0].grad, ours[0])  # not the plain gradient
 
 
-def test_explanation_writes_inputs_maps_and_a_gif(trained, tmp_path):
+def test_explanation_writes_inputs_maps_and_a_gif(trained, tmp_path, monkeypatch):
     from PIL import Image
 
+    import echogen.pipelines.rvfailure as pipeline
     from echogen.pipelines.rvfailure import explain_rvfailure
+
+    seen, guided_backprop = [], pipeline.guided_backprop
+
+    def recording(net, clips):
+        seen.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))
+        return guided_backprop(net, clips)
+
+    monkeypatch.setattr(pipeline, "guided_backprop", recording)
 
     rows = read_split_rows({"TEST": trained["splits"]["TEST"]})
     out, gif = tmp_path / "saliency", tmp_path / "saliency.gif"
-    index = explain_rvfailure(trained["base"] / "model", rows, out, gif, n_videos=3, seed=0)
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        index = explain_rvfailure(trained["base"] / "model", rows, out, gif, n_videos=3, seed=0)
+        # TF32 is off inside (maps in full float32) and the process's setting comes back.
+        assert seen == [(False, False)] * 3
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
     assert index["label"].tolist() == [1, 0, 1]  # positives and negatives alternating
     net, spec = load_rvfailure_model(trained["base"] / "model")
     data = StreamClipSet(rows, spec, ("grey", "flow"), "label", seed=0)
