@@ -27,6 +27,7 @@ import time
 import torch
 
 from echogen.models.cascade import build_cascade, cascade_preset, output_size
+from echogen.pipelines.cascade_sampling import AUTOCAST
 
 # EchoDiffusion's README: seconds per video on an A100 at the published step counts.
 PAPER_SECONDS = {"1SCM": 62, "2SCM": 146, "4SCM": 279}
@@ -43,6 +44,9 @@ def main() -> None:
         "--step-fraction", type=float, default=None, help="every stage at this share of its steps"
     )
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument(
+        "--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="UNet autocast"
+    )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default=None, help="write the record as JSON here")
     args = parser.parse_args()
@@ -73,7 +77,12 @@ def main() -> None:
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         started = time.perf_counter()
-        with torch.no_grad():
+        dtype = AUTOCAST[args.precision]
+        device_type = torch.device(args.device).type
+        with (
+            torch.no_grad(),
+            torch.autocast(device_type, dtype=dtype, enabled=dtype is not None),
+        ):
             model.sample(
                 text_embeds=ef,
                 cond_images=cond,
@@ -98,6 +107,7 @@ def main() -> None:
         "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
         "threads": torch.get_num_threads(),
         "batch": args.batch,
+        "precision": args.precision,
         "frames": frames,
         "size": size,
         "sample_steps": steps,

@@ -54,6 +54,8 @@ from echogen.pipelines.synthetic import (
 log = logging.getLogger(__name__)
 
 MODES = ("factual", "counterfactual", "balanced")
+# The UNets' precision while sampling: autocast dtype (None = float32).
+AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # The cascade's FileList: the base columns, then the real video each sample comes from.
 CASCADE_SCHEMA = {**BASE_SCHEMA, "Source": "str", "SourceEF": "float", "Resample": "int"}
 # Stream of the per-video draws (clip window, conditioning frame, counterfactual EF); the
@@ -88,6 +90,8 @@ class CascadeSampleConfig:
             None = all (EchoDiffusion: every VAL video, about 1,200).
         block (int, 1): consecutive samples generated in one cascade call.
         quality (int, 95): JPEG quality of the frame folders.
+        precision (str, "fp32"): the cascade's UNets in fp32 (as published) or under
+            ``"bf16"`` / ``"fp16"`` autocast (the EDM sampler's own arithmetic stays float32).
     """
 
     mode: str = "counterfactual"
@@ -99,6 +103,7 @@ class CascadeSampleConfig:
     block: int = 1
     quality: int = 95
     per_bin: int = 100
+    precision: str = "fp32"
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -116,6 +121,8 @@ class CascadeSampleConfig:
             raise ValueError(f"max_videos must be None or >= 1, got {self.max_videos}")
         if self.cond_scale <= 0 or not 1 <= self.quality <= 100:
             raise ValueError("cond_scale must be > 0 and quality in 1..100")
+        if self.precision not in AUTOCAST:
+            raise ValueError(f"precision must be one of {list(AUTOCAST)}, got {self.precision!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -256,7 +263,12 @@ class CascadeGenerator:
         conds = torch.stack([source_clip(self.clips, v, r)[2] for v, r in pairs])
         ef = torch.tensor(rows["EF"].to_numpy() / 100.0, dtype=torch.float32).reshape(-1, 1, 1)
         devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), torch.no_grad():
+        dtype = AUTOCAST[self.config.precision]
+        with (
+            torch.random.fork_rng(devices=devices),
+            torch.no_grad(),
+            torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None),
+        ):
             torch.manual_seed(int(rows["seed"].iloc[0]))
             videos = self.cascade.sample(
                 text_embeds=ef.to(self.device),

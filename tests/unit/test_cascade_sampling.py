@@ -185,3 +185,21 @@ def test_scoring_pairs_each_sample_with_the_clip_it_was_conditioned_on(cascade, 
     with pytest.raises(DataError, match="no prediction"):
         score_samples(folder, cascade["manifest"], generated, generated, size=32,
                       root=cascade["root"])  # fmt: skip
+
+
+def test_bf16_autocast_changes_the_arithmetic_not_the_videos_shape(cascade, tmp_path):
+    """precision bf16 runs the UNets under autocast: same plan and shapes, other pixels, and
+    a setting outside fp32/bf16/fp16 is refused by name."""
+    args = (cascade["folder"], cascade["manifest"])
+    kwargs = {"run_seed": SEED, "root": cascade["root"], "shard": 1, "n_shards": 1}
+    config = {"mode": "factual", "resamples": 1, "max_videos": 1}
+    fp32 = sample_cascade_shard(*args, tmp_path / "fp32", config, **kwargs)
+    bf16 = sample_cascade_shard(*args, tmp_path / "bf16", {**config, "precision": "bf16"},
+                                **kwargs)  # fmt: skip
+    assert fp32.equals(bf16)  # the FileList: plan, EFs and shapes alike
+    video = f"Videos/{fp32['FileName'].iloc[0]}.mp4"
+    assert (tmp_path / "fp32" / video).read_bytes() != (tmp_path / "bf16" / video).read_bytes()
+    record = json.loads((tmp_path / "bf16" / "sampling.json").read_text())
+    assert record["config"]["precision"] == "bf16"
+    with pytest.raises(ValueError, match="precision"):
+        CascadeSampleConfig(precision="fp64")
