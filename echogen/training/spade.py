@@ -318,6 +318,11 @@ def resolve_models(generator: dict | None, discriminator: dict | None,
     """Keyword arguments of the generator, discriminator (and, in encoder mode, encoder):
     ``preset`` plus overrides, checked by building them. The discriminator's input channels
     and the encoder's image channels, size and code follow the generator."""
+    return _resolve(generator, discriminator, encoder)[0]
+
+
+def _resolve(generator, discriminator, encoder) -> tuple[dict, dict]:
+    """:func:`resolve_models`'s models and the generator's resolved config (built once)."""
     gen = {"preset": "reference", **(generator or {})}
     built = build_generator(**gen)
     disc = {"preset": "reference", **(discriminator or {}),
@@ -329,7 +334,7 @@ def resolve_models(generator: dict | None, discriminator: dict | None,
                "in_channels": built.config.out_channels, "z_dim": built.config.z_dim}  # fmt: skip
         ConvEncoder(**enc)
         models["encoder"] = enc
-    return models
+    return models, built.config
 
 
 def train_spade(
@@ -363,8 +368,7 @@ def train_spade(
     """
     config = train if isinstance(train, SpadeTrainConfig) else SpadeTrainConfig.from_dict(train)
     # the generator's size follows train.size unless it is given
-    models = resolve_models({"crop_size": config.size, **(generator or {})}, discriminator, encoder)
-    gen = build_generator(**models["generator"]).config
+    models, gen = _resolve({"crop_size": config.size, **(generator or {})}, discriminator, encoder)
     if gen.crop_size != config.size:
         raise ValueError(f"generator crop_size {gen.crop_size} differs from train.size "
                          f"{config.size}; set both to the same size")  # fmt: skip
