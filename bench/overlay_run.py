@@ -11,9 +11,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_workflow(out: Path, overlay: Path, targets: list[str]) -> float:
-    """Build ``targets`` in ``out`` with ``config/config.yaml`` plus ``overlay`` on 2
-    threads; returns the wall time (s)."""
+def run_workflow(out: Path, overlay: Path, targets: list[str], extra: tuple = ()) -> float:
+    """Build ``targets`` in ``out`` with ``config/config.yaml`` plus ``overlay`` (then the
+    ``extra`` config files, merged in order) on 2 threads; returns the wall time (s)."""
     env = dict(os.environ)
     env["PATH"] = f"{REPO}/tests/workflow/no_slurm:{REPO}/.venv/bin:{env['PATH']}"
     env["PYTHONPATH"] = str(REPO)
@@ -22,7 +22,7 @@ def run_workflow(out: Path, overlay: Path, targets: list[str]) -> float:
         "--snakefile", str(REPO / "Snakefile"),
         "--profile", str(REPO / "profiles/ci"),
         "--max-threads", "2",
-        "--configfile", str(REPO / "config/config.yaml"), str(overlay),
+        "--configfile", str(REPO / "config/config.yaml"), str(overlay), *map(str, extra),
         "--directory", str(out),
         *targets,
     ]  # fmt: skip
@@ -63,11 +63,13 @@ def bench_main(doc: str, overlay: Path, targets: list[str], report) -> None:
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--report-only", action="store_true", help="read an existing run")
+    parser.add_argument("--extra", type=Path, action="append", default=[],
+                        help="a config file merged after the overlay (repeatable)")  # fmt: skip
     args = parser.parse_args()
     out = args.out.resolve()
     if not args.report_only:
         out.mkdir(parents=True, exist_ok=True)
-        wall = run_workflow(out, overlay, targets)
+        wall = run_workflow(out, overlay, targets, tuple(args.extra))
         print(f"workflow wall time {wall / 60:.1f} min on {os.cpu_count()} CPUs")
     results = report(out)
     print("\n" + ", ".join(f"{p}: {'met' if ok else 'MISSED'}" for p, ok in results.items()))
