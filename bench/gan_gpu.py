@@ -96,6 +96,19 @@ def settings(system: str, which: str) -> tuple[dict, dict]:
     return config, {"name": name, **models[name]}
 
 
+def _record_head(model: dict, models: dict, batch: int) -> dict:
+    """The fields every row starts with: model entry, presets, batch, the paper's precision."""
+    return {
+        "model": model["name"],
+        "preset": {
+            "generator": models["generator"]["preset"],
+            "discriminator": models["discriminator"]["preset"],
+        },
+        "batch": batch,
+        "paper_precision": model.get("train", {}).get("precision", "fp32"),
+    }
+
+
 def dartagnan_case(which: str, precision: str, tmp: Path, seed: int, batch: int | None):
     """D'ARTAGNAN's task with a random expert on disk, its batch maker and its record."""
     from echogen.models.regressor import EFRegressor
@@ -124,14 +137,8 @@ def dartagnan_case(which: str, precision: str, tmp: Path, seed: int, batch: int 
         return clips, ef
 
     record = {
-        "model": model["name"],
-        "preset": {
-            "generator": models["generator"]["preset"],
-            "discriminator": models["discriminator"]["preset"],
-        },
-        "batch": b,
+        **_record_head(model, models, b),
         "input": {"clips": [b, 1, t, s, s], "ef": [b]},
-        "paper_precision": model.get("train", {}).get("precision", "fp32"),
         "step": "D on real (L1 to 1) + Adam; D on detached counterfactual (L1 to 0) + Adam; "
         "G on w_d*L1(D(Y*),1) + w_r*L1(Y,Z) + w_e*L1(E(Y*)/100,X*) + Adam (D frozen)",
         "loss_weights_epoch0": cfg.weights(0),
@@ -172,14 +179,8 @@ def spade_case(which: str, precision: str, tmp: Path, seed: int, batch: int | No
         return images, labels
 
     record = {
-        "model": model["name"],
-        "preset": {
-            "generator": models["generator"]["preset"],
-            "discriminator": models["discriminator"]["preset"],
-        },
-        "batch": b,
+        **_record_head(model, models, b),
         "input": {"images": [b, c, s, s], "labels": [b, s, s], "one_hot": [b, nc, s, s]},
-        "paper_precision": model.get("train", {}).get("precision", "fp32"),
         "step": "G(+E) on hinge_G + lambda_feat*feature matching + lambda_vgg*VGG19 (+ "
         "lambda_kld*KLD in encoder mode) + Adam (D frozen); no-grad G pass; D on "
         "hinge_D(real) + hinge_D(fake) + Adam",
