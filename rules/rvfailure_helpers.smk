@@ -68,10 +68,14 @@ def rv_pretrain_inputs(wildcards):
 
 
 def rv_train_inputs(wildcards):
-    """The TRAIN and VAL split csvs and where each stream starts: its EF pretraining, else a
-    Kinetics checkpoint when one is named."""
+    """The TRAIN and VAL split csvs (and TEST's when clips.stat_splits names it) and where
+    each stream starts: its EF pretraining, else a Kinetics checkpoint when one is named.
+    """
     rv_require_data()
     inputs = {"train": f"{RV_SPLITS}/train.csv", "val": f"{RV_SPLITS}/val.csv"}
+    if "TEST" in rv_config()["clips"].get("stat_splits", ["TRAIN"]):
+        # for the z-score statistics only (the reference pools every split)
+        inputs["test"] = f"{RV_SPLITS}/test.csv"
     for stream in rv_models()[wildcards.model]:
         if rv_pretrain_dataset():
             inputs[f"pretrained_{stream}"] = (

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -38,6 +38,7 @@ import torch
 from tqdm import tqdm
 
 from echogen.data.errors import DataError
+from echogen.data.manifest import SPLITS
 from echogen.data.video import read_video
 from echogen.settings import DictFields
 
@@ -65,8 +66,11 @@ class StreamClipSpec(DictFields):
         translate (float, 10.0): largest shift in pixels (at 112 px; scaled with ``size``).
         resize (float, 0.2): largest relative resize before the crop back to ``size``.
         grey_mean, grey_std, flow_mean, flow_std (float | None, None): z-score statistics;
-            None = estimated on the TRAIN rows (:func:`with_stream_statistics`).
-        stat_videos (int, 64): TRAIN videos sampled to estimate them.
+            None = estimated on the rows of ``stat_splits`` (:func:`with_stream_statistics`).
+        stat_videos (int, 64): videos sampled to estimate them.
+        stat_splits (list[str], ["TRAIN"]): the splits whose videos the statistics come
+            from; the reference pools every split (``["TRAIN", "VAL", "TEST"]``), which lets
+            the held-out videos shape the inputs' scaling.
     """
 
     frames: int = 32
@@ -83,6 +87,7 @@ class StreamClipSpec(DictFields):
     flow_mean: float | None = None
     flow_std: float | None = None
     stat_videos: int = 64
+    stat_splits: list[str] = field(default_factory=lambda: ["TRAIN"])
 
     dict_label: ClassVar[str] = "clip settings"
 
@@ -90,6 +95,16 @@ class StreamClipSpec(DictFields):
         for name in ("frames", "size", "test_clips", "stat_videos"):
             if getattr(self, name) < 1:
                 raise ValueError(f"clips.{name} must be >= 1, got {getattr(self, name)}")
+        splits = self.stat_splits
+        if (
+            not isinstance(splits, list | tuple)
+            or not splits
+            or len(set(splits)) != len(splits)
+            or not set(splits) <= set(SPLITS)
+        ):
+            raise ValueError(
+                f"clips.stat_splits must be distinct splits of {list(SPLITS)}, got {splits!r}"
+            )
         if not isinstance(self.scale_flow, bool):
             raise ValueError(f"clips.scale_flow must be true or false, got {self.scale_flow!r}")
         if not 0 <= self.p <= 1 or not 0 <= self.resize < 1:
@@ -198,8 +213,9 @@ def stream_statistics(rows: pd.DataFrame, streams, spec: StreamClipSpec, seed: i
                       root: str | Path = ".") -> dict[str, float]:  # fmt: skip
     """Each stream's z-score statistics as the reference's ``normalize_pkl``: the mean of the
     videos' means and the square root of the mean of their variances, over a seeded sample of
-    ``spec.stat_videos`` rows (the reference takes every video of every split; here TRAIN
-    rows only), as ``{"grey_mean": ..., "grey_std": ..., ...}``."""
+    ``spec.stat_videos`` of ``rows`` (the reference takes every video of every split; the
+    caller picks the rows, :func:`with_stream_statistics` those of ``spec.stat_splits``), as
+    ``{"grey_mean": ..., "grey_std": ..., ...}``."""
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.choice(len(rows), size=min(spec.stat_videos, len(rows)), replace=False))
     moments = {s: [] for s in streams}
@@ -223,12 +239,23 @@ def stream_statistics(rows: pd.DataFrame, streams, spec: StreamClipSpec, seed: i
 
 def with_stream_statistics(spec: StreamClipSpec, rows: pd.DataFrame, streams, seed: int,
                            root: str | Path = ".") -> StreamClipSpec:  # fmt: skip
-    """``spec`` with the unset statistics of ``streams`` estimated on ``rows`` (TRAIN)."""
+    """``spec`` with the unset statistics of ``streams`` estimated on the rows of
+    ``spec.stat_splits`` (``rows``' ``Split`` column).
+
+    Raises:
+        DataError: a split of ``stat_splits`` has no row (naming it and the fix).
+    """
     missing = [s for s in streams if None in (getattr(spec, f"{s}_{k}") for k in ("mean", "std"))]
     if not missing:
         return spec
+    for split in spec.stat_splits:
+        if not (rows["Split"] == split).any():
+            raise DataError(rows.attrs.get("source", "rows"),
+                            f"clips.stat_splits names {split} but no {split} video is given",
+                            f"give the {split} split or leave it out of stat_splits")  # fmt: skip
+    chosen = rows[rows["Split"].isin(spec.stat_splits)].reset_index(drop=True)
     return StreamClipSpec.from_dict(
-        {**spec.to_dict(), **stream_statistics(rows, missing, spec, seed, root)}
+        {**spec.to_dict(), **stream_statistics(chosen, missing, spec, seed, root)}
     )
 
 

@@ -239,12 +239,14 @@ def train_rvfailure(rows: pd.DataFrame, out_dir: str | Path, state_dir: str | Pa
     """Train a stream on EF or the fusion on RV failure; TRAIN rows train, VAL rows select.
 
     Args:
-        rows: ``Split`` TRAIN/VAL, FileName, Path (grey), FlowPath (flow), and ``EF``
-            (objective ``ef``) or ``label`` 0/1 (``rvfailure``).
+        rows: ``Split`` TRAIN/VAL (and, for ``clips.stat_splits``, others), FileName, Path
+            (grey), FlowPath (flow), and ``EF`` (objective ``ef``) or ``label`` 0/1
+            (``rvfailure``).
         out_dir: export folder (``save_pretrained`` files, ``clips.json`` with the statistics,
             ``train.json``, ``log.csv``), replaced atomically.
         state_dir: resumable training state (not a workflow output).
-        config: :class:`RVConfig`; statistics left None are estimated on TRAIN.
+        config: :class:`RVConfig`; statistics left None are estimated on the rows of
+            ``clips.stat_splits`` (TRAIN by default).
         objective: ``"ef"`` (a single stream) or ``"rvfailure"``.
         seed: seeds the initialisation, data order and clip draws.
         device: ``"cpu"`` or ``"cuda"`` (all visible GPUs under ``accelerate launch``).
@@ -279,7 +281,7 @@ def train_rvfailure(rows: pd.DataFrame, out_dir: str | Path, state_dir: str | Pa
     world = accelerator.num_processes
     per_epoch = steps_per_epoch(len(split["TRAIN"]), train.batch_size, world, source)
     budget = Budget.of(train, per_epoch)
-    spec = with_stream_statistics(config.clips, split["TRAIN"], streams, seed, root)
+    spec = with_stream_statistics(config.clips, rows, streams, seed, root)
     resolved = RVConfig(config.model, spec, train)
     sets = {name: StreamClipSet(part, spec, streams, target, train=name == "TRAIN", seed=seed,
                                 root=root) for name, part in split.items()}  # fmt: skip

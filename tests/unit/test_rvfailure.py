@@ -25,6 +25,7 @@ from echogen.data.stream_clips import (
     augmentation,
     stream_statistics,
     warp,
+    with_stream_statistics,
 )
 from echogen.metrics.scores import (
     confusion_at,
@@ -176,6 +177,26 @@ def test_resize_scales_flow_vectors(tmp_path):
     assert scaled["flow_std"] == pytest.approx(stored["flow_std"] / 2)
     values = np.load(rows["FlowPath"][0])
     assert stored["flow_std"] == pytest.approx(values.std())  # one video: its own std
+
+
+def test_statistics_come_from_the_stat_splits_videos(tmp_path):
+    """clips.stat_splits picks the videos the z-score statistics are estimated on: TRAIN by
+    default, every split as the reference; a named split without videos is refused."""
+    videos = []
+    for i, (split, level) in enumerate([("TRAIN", 0.2), ("VAL", 0.6), ("TEST", 1.0)]):
+        np.save(tmp_path / f"v{i}.npy", np.full((6, 8, 8), level, np.float32))
+        videos.append({"FileName": f"v{i}", "Path": str(tmp_path / f"v{i}.npy"), "Split": split})
+    rows = pd.DataFrame(videos)
+    train = with_stream_statistics(StreamClipSpec(size=8), rows, ("grey",), seed=0)
+    pooled_spec = StreamClipSpec(size=8, stat_splits=["TRAIN", "VAL", "TEST"])
+    pooled = with_stream_statistics(pooled_spec, rows, ("grey",), seed=0)
+    assert train.grey_mean == pytest.approx(0.2) and pooled.grey_mean == pytest.approx(0.6)
+    assert pooled.stat_splits == ["TRAIN", "VAL", "TEST"]
+    with pytest.raises(DataError, match="stat_splits names TEST"):
+        with_stream_statistics(pooled_spec, rows[rows["Split"] != "TEST"], ("grey",), seed=0)
+    for bad in ([], ["TRAIN", "TRAIN"], ["DEV"], "TRAIN"):
+        with pytest.raises(ValueError, match="stat_splits"):
+            StreamClipSpec(stat_splits=bad)
 
 
 def test_augmentation_moves_grey_and_flow_together():
