@@ -3,14 +3,17 @@
 A synthetic dataset (``echogen.pipelines.synthetic``: layout, sharding, gathering) is made by
 a *plan* and a *generator*. Here, :func:`plan_samples` decides per sample index the EF
 (drawn uniformly from the integers 10..90 as published), the class or the prompt, and the
-conditioning video and latent frame of a real TRAIN video; :class:`LVDMGenerator` turns one
-plan row into a video with :class:`~echogen.models.lvdm_pipeline.LVDMPipeline` (192 frames
-denoised in overlapping 64-frame windows stitched at every step, PAPERS.md §4; EchoDream's
-classifier-free guidance 5, §5) and keeps the first frame's latent for the privacy filter.
+conditioning video and latent frame of a real TRAIN video; :class:`LVDMGenerator` turns a
+block of ``sampling.block`` plan rows into videos with
+:class:`~echogen.models.lvdm_pipeline.LVDMPipeline` (192 frames denoised in overlapping
+64-frame windows stitched at every step, PAPERS.md §4; EchoDream's classifier-free guidance
+5, §5), one UNet call per step for the whole block, and keeps each first frame's latent for
+the privacy filter.
 
-Everything a sample depends on comes from ``sample_seed(run seed, index)`` and each video is
-generated on its own (block 1), so a dataset sampled in one job equals one sampled in any
-number of shards (:func:`sample_shard`) and gathered, byte for byte, on one kind of device.
+Everything a sample depends on comes from ``sample_seed(run seed, index)`` (its noise too,
+whatever the block), and shards take whole blocks, the last one padded to the full size, so a
+dataset sampled in one job equals one sampled in any number of shards (:func:`sample_shard`)
+and gathered, byte for byte, on one kind of device at a given block size.
 
 The FileList holds :data:`LVDM_SCHEMA`: the EchoNet-Dynamic columns, then ``class_id``,
 ``class_name``, ``prompt``, ``cond_video``, ``cond_frame`` and ``seed``.
