@@ -12,9 +12,26 @@ from pathlib import Path
 
 
 def _umask() -> int:
+    """The process umask, read without changing it where Linux shows it (writer threads
+    create files meanwhile: a umask set to 0 for an instant would reach their files)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return _IMPORT_UMASK
+
+
+def _umask_by_setting() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# Read once at import, before any writer thread exists: the fallback where /proc has none.
+_IMPORT_UMASK = _umask_by_setting()
 
 
 @contextmanager

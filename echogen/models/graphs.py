@@ -8,8 +8,8 @@ tensors, the graph runs, and the recorded outputs are returned. On the CPU, or w
 recording fails, it calls the model as it is.
 
 The returned tensors are the graph's own buffers: the next replay overwrites them, so a
-caller uses (or copies) them before calling again, which the sampling loop does (it turns
-the output into float32 at once).
+caller copies what it keeps before calling again (the sampling loop's guidance and stitching
+write new tensors from them; ``.float()`` of a float32 output would not copy).
 """
 
 from __future__ import annotations
@@ -33,11 +33,13 @@ class GraphedCall:
 
     The signature is the shapes, dtypes and devices of the tensor arguments, the other
     arguments' values, and the autocast state; a call with a new signature records a new
-    graph. Only CUDA calls are recorded.
+    graph, up to ``max_graphs`` (each holds its own memory pool), after which new signatures
+    run eager. Only CUDA calls are recorded, and never under an autocast that caches its
+    casts (the cache dies with the context; the graph would replay freed memory).
     """
 
-    def __init__(self, module: torch.nn.Module, warmup: int = 2):
-        self.module, self.warmup = module, warmup
+    def __init__(self, module: torch.nn.Module, warmup: int = 2, max_graphs: int = 8):
+        self.module, self.warmup, self.max_graphs = module, warmup, max_graphs
         self._graphs: dict[tuple, tuple] = {}
         self._eager: set[tuple] = set()
 
@@ -54,7 +56,13 @@ class GraphedCall:
         if not tensors or tensors[0].device.type != "cuda":
             return self.module(*args, **kwargs)
         key = _signature(args, kwargs)
-        if key in self._eager:
+        cached_casts = torch.is_autocast_enabled("cuda") and torch.is_autocast_cache_enabled()
+        if key in self._eager or (key not in self._graphs and cached_casts):
+            return self.module(*args, **kwargs)
+        if key not in self._graphs and len(self._graphs) >= self.max_graphs:
+            log.warning("%d CUDA graphs recorded already; this call shape runs eager",
+                        len(self._graphs))  # fmt: skip
+            self._eager.add(key)
             return self.module(*args, **kwargs)
         if key not in self._graphs:
             try:

@@ -191,8 +191,10 @@ class LVDMPipelineOutput(BaseOutput):
     """What :class:`LVDMPipeline` returns.
 
     Args:
-        latents: scaled latents ``(frames, C, h, w)``, float32 on the CPU, padding cropped.
-        frames: the decoded grey video ``uint8 (frames, H, W)``; None for ``output_type="latent"``.
+        latents: scaled latents ``(frames, C, h, w)`` (a block: ``(K, frames, C, h, w)``),
+            float32 on the CPU, padding cropped.
+        frames: the decoded grey video ``uint8 (frames, H, W)`` (a block: ``(K, frames, H,
+            W)``); None for ``output_type="latent"``.
     """
 
     latents: torch.Tensor
@@ -200,12 +202,13 @@ class LVDMPipelineOutput(BaseOutput):
 
 
 class LVDMPipeline(DiffusionPipeline):
-    """Sample one conditioned video from an LVDM (windows stitched at every step).
+    """Sample a conditioned video, or a block of K, from an LVDM (windows stitched at every
+    step).
 
     Args:
         unet: the video UNet (``UNetSpatioTemporalConditionModel``).
         scheduler: the sampling scheduler (DDPM, DDIM or DPM-Solver++; a fresh copy is used
-            for every video, so calls never share scheduler state).
+            for every call, so calls never share scheduler state).
         vae: the ``AutoencoderKL`` whose scaled latents the UNet was trained on.
         text_encoder: ``CLIPTextModel`` (text conditioning only).
         tokenizer: ``CLIPTokenizer`` (text conditioning only).

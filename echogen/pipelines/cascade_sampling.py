@@ -90,8 +90,9 @@ class CascadeSampleConfig:
             None = all (EchoDiffusion: every VAL video, about 1,200).
         block (int, 1): consecutive samples generated in one cascade call.
         quality (int, 95): JPEG quality of the frame folders.
-        precision (str, "fp32"): the cascade's UNets in fp32 (as published) or under
-            ``"bf16"`` / ``"fp16"`` autocast (the EDM sampler's own arithmetic stays float32).
+        precision (str, "fp32"): fp32 (as published), or the whole ``sample`` call under
+            ``"bf16"`` / ``"fp16"`` autocast: matmuls and convolutions (the UNets') in that
+            dtype, while the sampler's image state stays float32.
     """
 
     mode: str = "counterfactual"

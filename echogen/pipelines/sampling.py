@@ -208,7 +208,7 @@ class SampleConfig(DictFields):
             raise ValueError(f"sampling.fps must be > 0, got {self.fps!r}")
         if not isinstance(self.graphs, bool):
             raise ValueError(f"sampling.graphs must be true or false, got {self.graphs!r}")
-        if self.precision not in PRECISIONS:
+        if not isinstance(self.precision, str) or self.precision not in PRECISIONS:
             raise ValueError(
                 f"sampling.precision must be one of {list(PRECISIONS)}, got {self.precision!r}"
             )

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
+from diffusers.configuration_utils import FrozenDict
 
 from echogen.data.camus import CamusPairSet, read_camus_index
 from echogen.models.spade import (
@@ -321,7 +322,7 @@ def resolve_models(generator: dict | None, discriminator: dict | None,
     return _resolve(generator, discriminator, encoder)[0]
 
 
-def _resolve(generator, discriminator, encoder) -> tuple[dict, dict]:
+def _resolve(generator, discriminator, encoder) -> tuple[dict, FrozenDict]:
     """:func:`resolve_models`'s models and the generator's resolved config (built once)."""
     gen = {"preset": "reference", **(generator or {})}
     built = build_generator(**gen)

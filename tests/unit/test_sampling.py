@@ -133,6 +133,8 @@ def models(tmp_path_factory) -> SimpleNamespace:
         ({"quality": 101}, "quality"),
         ({"block": 0}, "block"),
         ({"precision": "fp64"}, "precision"),
+        ({"precision": ["bf16"]}, "precision"),
+        ({"graphs": "yes"}, "graphs"),
     ],
 )
 def test_config_errors_name_the_key(kw, key):
@@ -689,3 +691,27 @@ def test_bf16_autocast_stays_near_fp32_and_keeps_float32_latents(models):
     assert bf16.dtype == torch.float32
     assert not torch.equal(fp32, bf16)
     assert (bf16 - fp32).abs().max() < 0.05 * fp32.abs().max()
+
+
+def test_a_short_last_block_is_padded_to_the_full_block(models, monkeypatch):
+    """The last block of a run is padded to K rows (one UNet shape per run); only the real
+    rows' samples come back."""
+    from echogen.pipelines.sampling import LVDMGenerator, plan_samples
+
+    config = tiny_config(block=3, n_samples=5)
+    pipe = _pipeline(models)
+    calls = []
+    real_call = LVDMPipeline.__call__
+
+    def spy(self, cond_latent, cond_value, **kw):
+        calls.append((tuple(cond_latent.shape), list(cond_value), len(kw["generator"])))
+        return real_call(self, cond_latent, cond_value, **kw)
+
+    monkeypatch.setattr(LVDMPipeline, "__call__", spy)
+    plan = plan_samples(config, pipe.lvdm_spec, models.index, 11)
+    generator = LVDMGenerator(pipe, config, models.index, models.root)
+    samples = generator.generate(plan.iloc[3:5])
+    assert len(samples) == 2 and samples[0].video.shape == (24, SIZE, SIZE)
+    shape, values, n_generators = calls[0]
+    assert shape[0] == 3 and n_generators == 3
+    assert values == [*plan["EF"].iloc[3:5], plan["EF"].iloc[4]]  # the last row again

@@ -8,6 +8,7 @@ dataset as one job, which is what a batched generator (cascade, D'ARTAGNAN) reli
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -176,9 +177,17 @@ def test_block_shards_gathered_equal_one_job(tmp_path):
 
 def test_writer_threads_write_what_serial_writing_writes(tmp_path):
     plan = toy_plan(7)
-    _write(plan, BlockGenerator(block=2), tmp_path / "threads", 1, 1, writers=3)
-    _write(plan, BlockGenerator(block=2), tmp_path / "serial", 1, 1, writers=0)
+    before = os.umask(0o027)
+    try:
+        _write(plan, BlockGenerator(block=2), tmp_path / "threads", 1, 1, writers=3)
+        _write(plan, BlockGenerator(block=2), tmp_path / "serial", 1, 1, writers=0)
+        # the writer threads honour the umask (never a world-writable file or folder)
+        assert os.umask(0o027) == 0o027
+    finally:
+        os.umask(before)
     assert _files(tmp_path / "threads") == _files(tmp_path / "serial")
+    modes = {p.stat().st_mode & 0o777 for p in (tmp_path / "threads").rglob("*")}
+    assert modes <= {0o640, 0o750}, sorted(oct(m) for m in modes)
     with pytest.raises(ValueError, match="writers"):
         _write(plan, BlockGenerator(block=2), tmp_path / "bad", 1, 1, writers=-1)
 
@@ -194,7 +203,7 @@ def test_a_failed_write_stops_the_shard_and_leaves_nothing(tmp_path, monkeypatch
     monkeypatch.setattr(synthetic, "write_video", fail_on_the_third)
     with pytest.raises(OSError, match="disk full"):
         _write(toy_plan(6), BlockGenerator(block=2), tmp_path / "out", 1, 1)
-    assert not (tmp_path / "out").exists()
+    assert list(tmp_path.iterdir()) == []  # no shard, no temporary folder
 
 
 def test_datasets_without_latents(tmp_path):
