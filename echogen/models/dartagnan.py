@@ -194,8 +194,14 @@ class DartagnanGenerator(ModelMixin, ConfigMixin):
             raise ValueError(f"layers needs five positive block counts, got {list(layers)}")
         args = (channels, width, stem_width, tuple(layers), noise)
         self.branch = Branch(*args)
-        self.branch_star = self.branch if share_weights else Branch(*args)
+        if not share_weights:  # shared: one registered branch, so the weights save once
+            self.branch_star = Branch(*args)
         _init_weights(self)
+
+    @property
+    def star(self) -> Branch:
+        """The counterfactual branch (the factual one itself when weights are shared)."""
+        return self.branch if self.config.share_weights else self.branch_star
 
     def noise(self, features: torch.Tensor, generator: torch.Generator | None = None):
         """One draw of the shared noise for bottleneck ``features``."""
@@ -220,9 +226,9 @@ class DartagnanGenerator(ModelMixin, ConfigMixin):
         """
         _check_clip(video, self.config.channels)
         x = self.branch.bottleneck(ef, video)
-        x_star = self.branch_star.bottleneck(ef_star, video)
+        x_star = self.star.bottleneck(ef_star, video)
         noise = self.noise(x, generator)
-        return self.branch.head(x, noise), self.branch_star.head(x_star, noise)
+        return self.branch.head(x, noise), self.star.head(x_star, noise)
 
     def counterfactual(
         self, video: torch.Tensor, ef_star: torch.Tensor, generator: torch.Generator | None = None
@@ -230,8 +236,8 @@ class DartagnanGenerator(ModelMixin, ConfigMixin):
         """Only the counterfactual branch: ``video`` (``(B, C, T, H, W)``) at EF ``ef_star``
         (``(B,)``, EF / 100)."""
         _check_clip(video, self.config.channels)
-        x = self.branch_star.bottleneck(ef_star, video)
-        return self.branch_star.head(x, self.noise(x, generator))
+        x = self.star.bottleneck(ef_star, video)
+        return self.star.head(x, self.noise(x, generator))
 
 
 def _check_clip(video: torch.Tensor, channels: int) -> None:

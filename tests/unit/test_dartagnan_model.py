@@ -54,7 +54,7 @@ def test_branches_share_one_noise_draw():
     """With shared weights and the same EF, the twin outputs are identical: one noise draw."""
     torch.manual_seed(0)
     g = build_generator("tiny", share_weights=True).eval()
-    assert g.branch is g.branch_star
+    assert g.star is g.branch
     video, ef = torch.rand(1, 1, 8, 16, 16), torch.tensor([0.4])
     y, y_star = g(ef, ef, video, torch.Generator().manual_seed(3))
     torch.testing.assert_close(y, y_star)
@@ -199,3 +199,17 @@ def test_clips_load_resized_and_refuse_other_lengths(tmp_path):
     with pytest.raises(DataError, match="unreadable"):
         load_clip(tmp_path / "bad.npy", 8, 8)
     assert data["metainfo"].endswith("metainfo.csv")
+
+
+def test_a_shared_weight_generator_saves_one_branch_and_loads_back(tmp_path):
+    """save_pretrained (safetensors) refuses tensors saved under two names: with shared
+    weights the generator registers one branch, and it loads back to the same outputs."""
+    torch.manual_seed(0)
+    g = build_generator("tiny", share_weights=True).eval()
+    assert not any(k.startswith("branch_star.") for k in g.state_dict())
+    g.save_pretrained(tmp_path / "g")
+    loaded = type(g).from_pretrained(tmp_path / "g").eval()
+    video, ef = torch.rand(1, 1, 8, 16, 16), torch.tensor([0.4])
+    want = g.counterfactual(video, ef, torch.Generator().manual_seed(1))
+    got = loaded.counterfactual(video, ef, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(got, want)
