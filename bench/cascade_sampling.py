@@ -27,7 +27,7 @@ import time
 import torch
 
 from echogen.models.cascade import build_cascade, cascade_preset, output_size
-from echogen.pipelines.cascade_sampling import AUTOCAST
+from echogen.numerics import AUTOCAST
 
 # EchoDiffusion's README: seconds per video on an A100 at the published step counts.
 PAPER_SECONDS = {"1SCM": 62, "2SCM": 146, "4SCM": 279}

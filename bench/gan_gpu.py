@@ -58,9 +58,9 @@ import yaml
 from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 
+from echogen.numerics import deterministic
 from echogen.training.engine import accelerator_for
 from echogen.training.regressor import mixed_precision
-from echogen.training.state import deterministic
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {"paper": ROOT / "config" / "paper.yaml", "demo": ROOT / "config" / "config.yaml"}

@@ -50,22 +50,6 @@ def pick_device(gpus: int = 0) -> str:
     return "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"
 
 
-def deterministic_cuda(device: str) -> None:
-    """Bit-for-bit repeatable CUDA arithmetic for this process (a sampling rule's): cuBLAS's
-    fixed workspace, deterministic algorithms (warning where an op has none), no cuDNN
-    autotuning. Call it before the first CUDA operation; nothing is changed on the CPU."""
-    import os
-
-    import torch
-
-    if not str(device).startswith("cuda"):
-        return
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.benchmark = False
-    torch.backends.cudnn.deterministic = True
-
-
 def provenance(config: dict | None = None, device: str = "cpu", **extra) -> dict:
     """Facts that make an output reproducible: echogen git SHA, library versions, device.
 

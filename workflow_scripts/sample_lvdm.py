@@ -5,9 +5,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from echogen.numerics import deterministic
 from echogen.pipelines.sampling import SampleConfig, sample_shard
 from echogen.pipelines.synthetic import parse_scatteritem
-from echogen.workflow import deterministic_cuda, pick_device, setup_logging
+from echogen.workflow import pick_device, setup_logging
 
 if TYPE_CHECKING:
     from snakemake.script import snakemake
@@ -34,19 +35,19 @@ def main(
     config = SampleConfig(**{k: v for k, v in sample.items() if k not in WORKFLOW_KEYS})
     shard, n_shards = parse_scatteritem(scatteritem)
     device = pick_device(gpus)
-    deterministic_cuda(device)  # a given block and precision repeat bit for bit
-    sample_shard(
-        lvdm_dir,
-        vae_dir,
-        latents,
-        out_dir,
-        config,
-        seed,
-        shard,
-        n_shards,
-        device,
-        images_dir=None if images is None else Path(images).parent,
-    )
+    with deterministic():  # a given block and precision repeat bit for bit
+        sample_shard(
+            lvdm_dir,
+            vae_dir,
+            latents,
+            out_dir,
+            config,
+            seed,
+            shard,
+            n_shards,
+            device,
+            images_dir=None if images is None else Path(images).parent,
+        )
 
 
 if "snakemake" in globals():

@@ -17,8 +17,9 @@ from tqdm import tqdm
 
 from echogen.data.errors import DataError
 from echogen.metrics.frame_folders import list_frames, list_videos, load_frames
-from echogen.metrics.generation import evaluate_generation, metric_record, tf32_off
+from echogen.metrics.generation import evaluate_generation, metric_record
 from echogen.metrics.paired import LPIPS, aggregate, paired_video_metrics
+from echogen.numerics import tf32_off
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ numbered frames. Metric names follow StyleGAN-V (``calc_metrics_for_dataset.py``
 Unlike StyleGAN-V there is no per-resolution batch table, frames are ordered numerically
 rather than as strings, and cached real statistics are keyed by file contents, never by
 folder name. Every record states the item counts, window policy and resolutions it used.
-As StyleGAN-V, metrics are computed with TF32 off (:func:`tf32_off`). Where StyleGAN-V
-returns NaN because a set has fewer items than the metric's name says (``fid50k_full`` on
-10k fake frames), the value is reported over the items there are, with a warning in the
-record and the table: it is then not a number comparable to the name.
+As StyleGAN-V, metrics are computed with TF32 off (:func:`echogen.numerics.tf32_off`).
+Where StyleGAN-V returns NaN because a set has fewer items than the metric's name says
+(``fid50k_full`` on 10k fake frames), the value is reported over the items there are, with
+a warning in the record and the table: it is then not a number comparable to the name.
 
 A detector file is *verified* when its SHA-256 equals the one pinned in the config or the
 published file's (:data:`~echogen.metrics.detectors.PUBLISHED_SHA256`, where known); a table
@@ -33,7 +33,6 @@ import json
 import logging
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -51,6 +50,7 @@ from echogen.data.io import atomic_path, write_json
 from echogen.metrics.detectors import PUBLISHED_SHA256, load_detector, sha256_file
 from echogen.metrics.frame_folders import content_hash, list_frames, list_videos, load_frames
 from echogen.metrics.frechet import FeatureStats, frechet_distance, kernel_inception_distance
+from echogen.numerics import tf32_off
 
 log = logging.getLogger(__name__)
 
@@ -409,17 +409,6 @@ def evaluate_generation(
     record["verified"] = {name: is_verified(name, d) for name, d in detector_record.items()}
     record["tf32"] = False
     return record
-
-
-@contextmanager
-def tf32_off() -> Iterator[None]:
-    """TF32 matmuls and convolutions off inside the block (StyleGAN-V's metric setting)."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def _evaluate(

@@ -46,12 +46,11 @@ from echogen.models.lvdm import (
     unet_input,
 )
 from echogen.models.vae import decode_latents
+from echogen.numerics import AUTOCAST
 
 log = logging.getLogger(__name__)
 STITCHINGS = ("mean", "reference")
 GUIDANCE_BLANKS = ("token_frame", "token")
-# The UNet's precision while sampling: autocast dtype (None = its own, float32).
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def window_starts(frames: int, window: int, overlap: int) -> list[int]:
@@ -325,8 +324,8 @@ class LVDMPipeline(DiffusionPipeline):
         """
         if output_type not in ("np", "latent"):
             raise ValueError(f"output_type must be 'np' or 'latent', got {output_type!r}")
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+        if precision not in AUTOCAST:
+            raise ValueError(f"precision must be one of {list(AUTOCAST)}, got {precision!r}")
         single = cond_latent.ndim == 3
         conds = cond_latent.unsqueeze(0) if single else cond_latent
         values = [cond_value] if single else list(cond_value)
@@ -379,7 +378,7 @@ class LVDMPipeline(DiffusionPipeline):
                 guidance_scale=guidance_scale,
                 stitching=stitching,
                 guidance_blank=guidance_blank,
-                autocast=PRECISIONS[precision],
+                autocast=AUTOCAST[precision],
             )
             if noised:
                 prediction = crop_latents(prediction, size)

@@ -43,6 +43,7 @@ from echogen.data.ef_balance import balanced_ef_targets
 from echogen.data.errors import DataError
 from echogen.data.manifest import SPLITS, read_manifest
 from echogen.models.cascade import load_cascade, output_size, read_cascade_index
+from echogen.numerics import AUTOCAST
 from echogen.pipelines.synthetic import (
     BASE_SCHEMA,
     Sample,
@@ -54,8 +55,6 @@ from echogen.pipelines.synthetic import (
 log = logging.getLogger(__name__)
 
 MODES = ("factual", "counterfactual", "balanced")
-# The UNets' precision while sampling: autocast dtype (None = float32).
-AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # The cascade's FileList: the base columns, then the real video each sample comes from.
 CASCADE_SCHEMA = {**BASE_SCHEMA, "Source": "str", "SourceEF": "float", "Resample": "int"}
 # Stream of the per-video draws (clip window, conditioning frame, counterfactual EF); the

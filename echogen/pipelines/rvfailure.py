@@ -268,7 +268,7 @@ def explain_rvfailure(model_dir: str | Path, rows: pd.DataFrame, out_dir: str | 
     patient_id, label, prob of that clip); ``out_gif`` shows each clip with its maps
     (:func:`echogen.report.saliency_strip_gif`).
     """
-    from echogen.metrics.generation import tf32_off
+    from echogen.numerics import tf32_off
 
     # Full float32 on GPUs too (TF32 restored after): the TF1 step recomputes these maps and
     # probabilities in float32 on CPU, and TF32 convolutions would move them by ~1e-3 a layer.

@@ -36,8 +36,9 @@ import torch
 from echogen.data.errors import DataError
 from echogen.data.manifest import SPLITS
 from echogen.models.lvdm import load_lvdm, prompt_for, prompt_templates
-from echogen.models.lvdm_pipeline import GUIDANCE_BLANKS, PRECISIONS, STITCHINGS, LVDMPipeline
+from echogen.models.lvdm_pipeline import GUIDANCE_BLANKS, STITCHINGS, LVDMPipeline
 from echogen.models.vae import decode_latents, load_vae
+from echogen.numerics import AUTOCAST
 from echogen.pipelines.latents import read_latents
 from echogen.pipelines.synthetic import (
     BASE_SCHEMA,
@@ -208,9 +209,9 @@ class SampleConfig(DictFields):
             raise ValueError(f"sampling.fps must be > 0, got {self.fps!r}")
         if not isinstance(self.graphs, bool):
             raise ValueError(f"sampling.graphs must be true or false, got {self.graphs!r}")
-        if not isinstance(self.precision, str) or self.precision not in PRECISIONS:
+        if not isinstance(self.precision, str) or self.precision not in AUTOCAST:
             raise ValueError(
-                f"sampling.precision must be one of {list(PRECISIONS)}, got {self.precision!r}"
+                f"sampling.precision must be one of {list(AUTOCAST)}, got {self.precision!r}"
             )
         if not _is_int(self.quality) or not 0 <= self.quality <= 100:
             raise ValueError(f"sampling.quality must be an integer in 0..100, got {self.quality!r}")

@@ -39,7 +39,8 @@ from tqdm import tqdm
 import echogen
 from echogen.data.errors import DataError
 from echogen.data.io import atomic_dir, write_json
-from echogen.training.state import deterministic, jsonable, resume, save_checkpoint, write_log
+from echogen.numerics import deterministic
+from echogen.training.state import jsonable, resume, save_checkpoint, write_log
 
 log = logging.getLogger(__name__)
 

@@ -16,12 +16,9 @@ import logging
 import os
 import re
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
-import torch
 from accelerate import Accelerator
 
 from echogen.data.io import atomic_path, write_json
@@ -112,23 +109,6 @@ def resume(accelerator: Accelerator, state_dir: str | Path, fingerprint: dict) -
     accelerator.load_state(str(found[-1]))
     log.info("resumed from %s (step %d)", found[-1], record["step"])
     return record
-
-
-@contextmanager
-def deterministic() -> Iterator[None]:
-    """Deterministic kernels for the block (warn-only where none exists), then restore."""
-    enabled = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    benchmark = torch.backends.cudnn.benchmark
-    # cuBLAS is only deterministic with a fixed workspace; must be set before CUDA starts.
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.benchmark = False
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
-        torch.backends.cudnn.benchmark = benchmark
 
 
 def jsonable(obj):

@@ -38,9 +38,9 @@ from echogen.metrics.generation import (
     evaluate_generation,
     pad_frames,
     parse_metric,
-    tf32_off,
     write_metric_table,
 )
+from echogen.numerics import tf32_off
 
 torch.set_num_threads(2)
 # pytorch-fid still passes scipy's deprecated ``disp`` argument.
