@@ -26,9 +26,9 @@ SPADE (one step = two backward passes, two Adam steps, one extra no-grad generat
   VGG19 perceptual loss runs on the task's seeded RANDOM VGG19 (no ImageNet weights file
   here; same compute). One process, so no SyncBatchNorm (the paper's 2-GPU run has it).
 
-Precision rows: fp32, and fp16, the tasks' only mixed-precision switch (``train.precision``:
-accelerate's autocast plus its GradScaler; D'ARTAGNAN's paper run uses fp16, SPADE's fp32).
-The tasks accept no bf16, so there is no bf16 row. On CPU only fp32 runs.
+Precision rows: fp32, fp16 and bf16, the tasks' ``train.precision`` (accelerate's autocast,
+with its GradScaler for fp16; D'ARTAGNAN's paper run uses fp16, SPADE's fp32). On CPU only
+fp32 runs.
 
 Every row: system, preset, precision, batch, input shapes, parameter counts (G, D and the
 frozen helpers), seconds per step (mean over ``--steps`` timed steps after one warm-up step,
@@ -252,8 +252,8 @@ def main() -> None:
     parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     parser.add_argument("--systems", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up")
-    parser.add_argument("--precisions", nargs="+", default=None, choices=("fp32", "fp16"),
-                        help="default: fp32 fp16 on cuda, fp32 on cpu")  # fmt: skip
+    parser.add_argument("--precisions", nargs="+", default=None, choices=("fp32", "fp16", "bf16"),
+                        help="default: fp32 fp16 bf16 on cuda, fp32 on cpu")  # fmt: skip
     parser.add_argument("--batch", type=int, default=None, help="override the config's batch")
     parser.add_argument("--tiny", action="store_true", help="demo sizes (config/config.yaml)")
     parser.add_argument("--seed", type=int, default=0)
@@ -261,12 +261,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.steps < 1:
         parser.error("--steps must be >= 1")
-    if args.device == "cpu" and "fp16" in (args.precisions or []):
-        parser.error("fp16 needs --device cuda (the tasks fall back to fp32 on a CPU)")
+    if args.device == "cpu" and {"fp16", "bf16"} & set(args.precisions or []):
+        parser.error("fp16/bf16 need --device cuda (the tasks fall back to fp32 on a CPU)")
     # as the engine's deterministic(): cuBLAS reads this when CUDA starts
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     device = args.device
-    precisions = args.precisions or (["fp32", "fp16"] if device == "cuda" else ["fp32"])
+    precisions = args.precisions or (["fp32", "fp16", "bf16"] if device == "cuda" else ["fp32"])
     base = {
         "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
         "torch": torch.__version__,

@@ -99,7 +99,7 @@ class DartagnanTrainConfig(TrainSettings):
         frames (int, 64): frames of a clip (the processed clips' length).
         select (str, "last"): export the last weights or those of the lowest ``val_loss``.
         precision (str, "fp32"): ``"fp16"`` trains with autocast on a GPU (the reference
-            runs in half precision).
+            runs in half precision); ``"bf16"`` with bf16 autocast.
         checkpoint_every (int, 500), checkpoints_total_limit (int, 2), log_every (int, 10),
         num_workers (int, 0): the engine's cadences and the loader's workers.
     """

@@ -95,7 +95,8 @@ class TrainSpec:
             ``"last"``. ``train.json`` records which (``selected``).
         precision (str, "fp32"): ``"fp16"`` trains with fp16 autocast and loss scaling on a
             GPU (EchoDiffusion's Lightning ``precision=16``); on the CPU it falls back to fp32
-            with a warning. ``train.json`` records what ran (``mixed_precision``).
+            with a warning; ``"bf16"`` trains under bf16 autocast on a GPU. ``train.json``
+            records what ran (``mixed_precision``).
     """
 
     optimizer: str = "sgd"

@@ -45,6 +45,7 @@ from echogen.metrics.scores import roc_auc
 from echogen.models.rvfailure import TwoStreamNet, load_kinetics_trunk, load_pretrained_stream
 from echogen.training.engine import Budget, RunResult, accelerator_for, steps_per_epoch
 from echogen.training.engine import train as engine_train
+from echogen.training.regressor import mixed_precision
 from echogen.training.settings import TrainSettings
 from echogen.training.state import jsonable
 from echogen.training.supervised import DECAY_ON, OPTIMIZERS, ClipTask, rows_digest
@@ -81,7 +82,8 @@ class RVTrainSettings(TrainSettings):
         checkpoints_total_limit (int, 2): keep this many newest checkpoints.
         log_every (int, 10): log the running loss every this many steps.
         num_workers (int, 0): data loader worker processes.
-        precision (str, "fp32"): ``"fp16"`` = accelerate's mixed precision on CUDA.
+        precision (str, "fp32"): ``"fp16"`` or ``"bf16"`` = accelerate's mixed precision on
+            CUDA (fp32 with a warning on the CPU).
     """
 
     label = "RV-failure"
@@ -276,8 +278,7 @@ def train_rvfailure(rows: pd.DataFrame, out_dir: str | Path, state_dir: str | Pa
                             f"{sorted(labels.unique().tolist())}", "put patients of both "
                             "classes in the train split")  # fmt: skip
     train = config.train
-    accelerator = accelerator_for(device, state_dir,
-                                  "fp16" if train.precision == "fp16" else "no")  # fmt: skip
+    accelerator = accelerator_for(device, state_dir, mixed_precision(train.precision, device))
     world = accelerator.num_processes
     per_epoch = steps_per_epoch(len(split["TRAIN"]), train.batch_size, world, source)
     budget = Budget.of(train, per_epoch)

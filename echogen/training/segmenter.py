@@ -60,7 +60,7 @@ class SegmenterTrainConfig(TrainSettings):
         size (int, 256): images and masks are resized to ``size x size``.
         flip (bool, False): random left-right flips of training pairs.
         select (str, "best_val"): export the weights of the best VAL mean Dice, or the last.
-        precision (str, "fp32"): ``"fp16"`` autocast on a GPU.
+        precision (str, "fp32"): ``"fp16"`` or ``"bf16"`` autocast on a GPU.
         checkpoint_every (int, 500), checkpoints_total_limit (int, 2), log_every (int, 10),
         num_workers (int, 0): the engine's cadences and the loader's workers.
     """

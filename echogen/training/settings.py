@@ -14,7 +14,8 @@ from typing import ClassVar
 from echogen.settings import DictFields
 from echogen.training.engine import SELECTIONS
 
-PRECISIONS = ("fp32", "fp16")
+# fp16: autocast with loss scaling; bf16: autocast without (accelerate's mixed precision).
+PRECISIONS = ("fp32", "fp16", "bf16")
 
 
 @dataclass(frozen=True)

@@ -106,7 +106,7 @@ class SpadeTrainConfig(TrainSettings):
             perceptual loss (the ImageNet weights the reference downloads); None: a seeded
             random VGG19, a plumbing setting named in ``train.json``.
         select (str, "last"): export the last weights or those of the lowest ``val_loss``.
-        precision (str, "fp32"): ``"fp16"`` autocast on a GPU.
+        precision (str, "fp32"): ``"fp16"`` or ``"bf16"`` autocast on a GPU.
         checkpoint_every (int, 500), checkpoints_total_limit (int, 2), log_every (int, 10),
         num_workers (int, 0): the engine's cadences and the loader's workers.
     """

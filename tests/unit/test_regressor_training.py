@@ -157,13 +157,15 @@ def test_echonet_and_echodiffusion_presets_follow_their_code_point_by_point():
         with pytest.raises(ValueError, match=key):
             resolve_config("tiny", {"clips": {key: bad}})
     with pytest.raises(ValueError, match="precision"):
-        TrainSpec(precision="bf16")
+        TrainSpec(precision="fp64")
+    assert TrainSpec(precision="bf16").precision == "bf16"
 
 
 def test_fp16_falls_back_to_fp32_on_cpu(data, tmp_path, caplog):
     from echogen.training.regressor import mixed_precision
 
     assert mixed_precision("fp16", "cuda") == "fp16"
+    assert mixed_precision("bf16", "cuda") == "bf16" and mixed_precision("bf16", "cpu") == "no"
     assert mixed_precision("fp32", "cuda") == "no"
     config = resolve_config("tiny", micro(max_steps=1, precision="fp16"))
     with caplog.at_level("WARNING"):
