@@ -6,7 +6,10 @@ conditioning, guidance 1 as EchoNet-Synthetic) for every K x precision x mode x 
 asked for. Each configuration is warmed up with a one-step call (which also records its CUDA
 graph), then timed over `--timed-steps` DDPM steps; a DDPM step costs the same wherever it
 falls in the schedule, so seconds per video at `--steps` steps is
-`steps * (seconds per step) / K`, plus the VAE decoding of one video, timed apart.
+`steps * (seconds per step) / K`, plus the VAE decoding of one video, timed apart. Modes:
+`eager`, `graphs` (the sampler's `graphs`: CUDA-graph replay) and `compile` (its `compile`:
+torch.compile, inductor, static shapes; the warm-up, whose seconds are recorded as
+`warmup_s`, compiles each new shape).
 Weights are random: these are speed and memory numbers only.
 
 Usage:
@@ -45,7 +48,7 @@ def reset_peak(device: str) -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
-def sample(pipe, device, k, frames, window, steps, precision, graphs, seed=0) -> float:
+def sample(pipe, device, k, frames, window, steps, precision, mode, seed=0) -> float:
     """Seconds for one call of ``steps`` DDPM steps on a block of ``k`` videos."""
     conds = torch.randn(k, 4, 14, 14, generator=torch.Generator().manual_seed(seed))
     gens = [torch.Generator(device=device).manual_seed(seed * 1000 + i) for i in range(k)]
@@ -61,7 +64,8 @@ def sample(pipe, device, k, frames, window, steps, precision, graphs, seed=0) ->
         generator=gens,
         output_type="latent",
         precision=precision,
-        graphs=graphs,
+        graphs=mode == "graphs",
+        compile=mode == "compile",
     )
     sync(device)
     return time.perf_counter() - start
@@ -73,7 +77,9 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="tiny presets (CPU runs)")
     parser.add_argument("--blocks", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--precisions", nargs="+", default=["bf16", "fp32"])
-    parser.add_argument("--modes", nargs="+", default=["eager", "graphs"])
+    parser.add_argument(
+        "--modes", nargs="+", default=["eager", "graphs"], choices=["eager", "graphs", "compile"]
+    )
     parser.add_argument("--frames", type=int, nargs="+", default=None)
     parser.add_argument("--steps", type=int, default=64, help="steps of the reported videos")
     parser.add_argument("--timed-steps", type=int, default=8)
@@ -147,11 +153,12 @@ def main() -> None:
 
 
 def _measure(pipe, device, args, k, frames, window, precision, mode) -> dict:
-    graphs = mode == "graphs"
     try:
         reset_peak(device)
-        sample(pipe, device, k, frames, window, 1, precision, graphs)  # warm-up, recording
-        seconds = sample(pipe, device, k, frames, window, args.timed_steps, precision, graphs, 1)
+        began = time.perf_counter()
+        sample(pipe, device, k, frames, window, 1, precision, mode)  # warm-up: record, compile
+        warmup = time.perf_counter() - began
+        seconds = sample(pipe, device, k, frames, window, args.timed_steps, precision, mode, 1)
     except torch.cuda.OutOfMemoryError as error:
         reset_peak(device)
         return {"error": f"out of memory: {str(error).splitlines()[0]}"}
@@ -159,6 +166,7 @@ def _measure(pipe, device, args, k, frames, window, precision, mode) -> dict:
         "s_per_step": seconds / args.timed_steps,
         "videos_per_s": k / (seconds / args.timed_steps * args.steps),
         "peak_gib": peak_gib(device),
+        "warmup_s": warmup,
     }
 
 

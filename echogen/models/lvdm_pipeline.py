@@ -262,6 +262,15 @@ class LVDMPipeline(DiffusionPipeline):
             self._graphed = graphed
         return graphed
 
+    def _compiled_unet(self) -> torch.nn.Module:
+        """The UNet through ``torch.compile`` (inductor, static shapes), kept across calls so
+        each call shape compiles once per pipeline."""
+        compiled = getattr(self, "_compiled", None)
+        if compiled is None or compiled._orig_mod is not self.unet:
+            compiled = torch.compile(self.unet, dynamic=False)
+            self._compiled = compiled
+        return compiled
+
     @property
     def lvdm_spec(self) -> LVDMSpec:
         """The model's :class:`~echogen.models.lvdm.LVDMSpec`."""
@@ -284,6 +293,7 @@ class LVDMPipeline(DiffusionPipeline):
         guidance_blank: str = "token_frame",
         precision: str = "fp32",
         graphs: bool = False,
+        compile: bool = False,
     ) -> LVDMPipelineOutput:
         """Denoise one ``frames``-long latent video, or a block of K, windows stitched at
         every step.
@@ -317,6 +327,9 @@ class LVDMPipeline(DiffusionPipeline):
             graphs: on a GPU, replay the UNet call from a CUDA graph recorded once per call
                 shape and kept by the pipeline (:class:`~echogen.models.graphs.GraphedCall`);
                 ignored on the CPU.
+            compile: on a GPU, run the UNet through ``torch.compile`` (inductor, static
+                shapes: the first call of each shape compiles, for a minute or more at the
+                paper's size); ignored on the CPU; not with ``graphs``.
 
         Returns:
             :class:`LVDMPipelineOutput`: for a block, latents ``(K, frames, C, h, w)`` and
@@ -326,6 +339,8 @@ class LVDMPipeline(DiffusionPipeline):
             raise ValueError(f"output_type must be 'np' or 'latent', got {output_type!r}")
         if precision not in AUTOCAST:
             raise ValueError(f"precision must be one of {list(AUTOCAST)}, got {precision!r}")
+        if graphs and compile:
+            raise ValueError("graphs and compile are exclusive: pick one")
         single = cond_latent.ndim == 3
         conds = cond_latent.unsqueeze(0) if single else cond_latent
         values = [cond_value] if single else list(cond_value)
@@ -360,7 +375,11 @@ class LVDMPipeline(DiffusionPipeline):
         time_ids = added_time_ids(spec.fps, 1, device, time_id_count(unet.config))
         starts = window_starts(frames, window, overlap)
         table = scheduler.timesteps.to(device)  # the UNet's timesteps, moved once
-        denoiser = self._graphed_unet() if graphs else unet
+        denoiser = unet
+        if graphs:
+            denoiser = self._graphed_unet()
+        elif compile and device.type == "cuda":
+            denoiser = self._compiled_unet()
         for i, t in enumerate(self.progress_bar(scheduler.timesteps.tolist())):
             model_input = scheduler.scale_model_input(latents, t)
             if noised:

@@ -135,6 +135,8 @@ def models(tmp_path_factory) -> SimpleNamespace:
         ({"precision": "fp64"}, "precision"),
         ({"precision": ["bf16"]}, "precision"),
         ({"graphs": "yes"}, "graphs"),
+        ({"compile": 1}, "compile"),
+        ({"graphs": True, "compile": True}, "exclusive"),
     ],
 )
 def test_config_errors_name_the_key(kw, key):
@@ -449,6 +451,16 @@ def test_guidance_uses_null_conditioning_and_changes_the_video(models):
     padded = pad_latents(cond, PAD)
     assert torch.equal(sample[:2, :, CHANNELS:], padded.expand(2, 8, *padded.shape))
     assert not torch.allclose(plain, guided)
+
+
+def test_compile_is_ignored_on_the_cpu_and_exclusive_with_graphs(models):
+    pipe = _pipeline(models)
+    cond = torch.randn(CHANNELS, LATENT, LATENT, generator=torch.Generator().manual_seed(2))
+    plain = _call(pipe, cond, 60.0, 5).latents
+    assert torch.equal(_call(pipe, cond, 60.0, 5, compile=True).latents, plain)
+    assert getattr(pipe, "_compiled", None) is None  # nothing compiled on the CPU
+    with pytest.raises(ValueError, match="exclusive"):
+        _call(pipe, cond, 60.0, 5, compile=True, graphs=True)
 
 
 def test_pipeline_save_pretrained_round_trip(models, tmp_path):

@@ -1,5 +1,6 @@
 """The LVDM sampling loop on a GPU: no host synchronisation inside the denoising loop,
-CUDA-graph replay equal to eager calls, seeded device noise (PAPERS.md §4 sampler)."""
+CUDA-graph replay and torch.compile equal to eager calls, seeded device noise (PAPERS.md §4
+sampler)."""
 
 from __future__ import annotations
 
@@ -58,6 +59,19 @@ def test_graph_replay_equals_eager_calls(precision):
     assert pipe._graphed.graph_count == 1  # one shape, recorded once, replayed after
     torch.testing.assert_close(graphed, eager, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(again, graphed, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_compiled_unet_equals_eager_calls(precision):
+    pipe = _pipeline("ddpm")
+    eager = _sample(pipe, precision=precision).latents
+    compiled = _sample(pipe, precision=precision, compile=True).latents
+    first = pipe._compiled
+    again = _sample(pipe, precision=precision, compile=True).latents
+    assert pipe._compiled is first  # compiled once, kept by the pipeline
+    tolerance = 1e-3 if precision == "fp32" else 5e-2
+    torch.testing.assert_close(compiled, eager, atol=tolerance, rtol=tolerance)
+    torch.testing.assert_close(again, compiled, atol=0, rtol=0)
 
 
 def test_device_noise_is_seeded_per_video():
