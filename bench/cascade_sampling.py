@@ -2,8 +2,9 @@
 
 Builds a cascade from its preset (``echogen.models.cascade.cascade_preset``: ``paper`` is the
 published 1SCM / 2SCM / 4SCM config, ``tiny`` the demo's) and times
-``ElucidatedImagen.sample`` for one batch of conditioning frames and EFs, guidance 5, as
-``echogen.pipelines.cascade_sampling`` calls it. ``--steps N`` replaces every stage's
+``ElucidatedImagen.sample`` for one batch of conditioning frames and EFs, guidance 5, through
+``echogen.pipelines.cascade_sampling.sample_cascade`` (the workflow's call; ``--precision``
+and ``--graphs`` are its ``precision`` and ``graphs``). ``--steps N`` replaces every stage's
 sampling steps (the published counts are 64 for 1SCM, 32 + 64 for 2SCM, 32 + 32 + 32 + 64
 for 4SCM): a CPU can then time a paper-sized cascade in minutes; the record says which
 counts ran. ``--step-fraction F`` runs every stage at ``round(F x`` its published count``)``
@@ -27,7 +28,7 @@ import time
 import torch
 
 from echogen.models.cascade import build_cascade, cascade_preset, output_size
-from echogen.numerics import AUTOCAST
+from echogen.pipelines.cascade_sampling import sample_cascade
 
 # EchoDiffusion's README: seconds per video on an A100 at the published step counts.
 PAPER_SECONDS = {"1SCM": 62, "2SCM": 146, "4SCM": 279}
@@ -46,6 +47,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument(
         "--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="UNet autocast"
+    )
+    parser.add_argument(
+        "--graphs", action="store_true", help="CUDA-graph replay of the UNets (sampler's graphs)"
     )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default=None, help="write the record as JSON here")
@@ -77,21 +81,7 @@ def main() -> None:
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         started = time.perf_counter()
-        dtype = AUTOCAST[args.precision]
-        device_type = torch.device(args.device).type
-        with (
-            torch.no_grad(),
-            torch.autocast(device_type, dtype=dtype, enabled=dtype is not None),
-        ):
-            model.sample(
-                text_embeds=ef,
-                cond_images=cond,
-                cond_scale=5.0,
-                video_frames=frames,
-                batch_size=args.batch,
-                use_tqdm=False,
-                device=torch.device(args.device),
-            )
+        sample_cascade(model, ef, cond, frames, 5.0, args.precision, args.graphs)
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         return time.perf_counter() - started
@@ -108,6 +98,7 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "batch": args.batch,
         "precision": args.precision,
+        "graphs": args.graphs,
         "frames": frames,
         "size": size,
         "sample_steps": steps,

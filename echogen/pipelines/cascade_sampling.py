@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -43,6 +44,7 @@ from echogen.data.ef_balance import balanced_ef_targets
 from echogen.data.errors import DataError
 from echogen.data.manifest import SPLITS, read_manifest
 from echogen.models.cascade import load_cascade, output_size, read_cascade_index
+from echogen.models.graphs import GraphedCall
 from echogen.numerics import AUTOCAST
 from echogen.pipelines.synthetic import (
     BASE_SCHEMA,
@@ -92,6 +94,11 @@ class CascadeSampleConfig:
         precision (str, "fp32"): fp32 (as published), or the whole ``sample`` call under
             ``"bf16"`` / ``"fp16"`` autocast: matmuls and convolutions (the UNets') in that
             dtype, while the sampler's image state stays float32.
+        graphs (bool, False): on a GPU, replay each UNet call from a CUDA graph recorded
+            once per stage, guidance branch and block shape
+            (:class:`~echogen.models.graphs.GraphedCall`); every stage then stays on the GPU
+            between calls (imagen-pytorch otherwise moves the other stages to the CPU).
+            Ignored on the CPU.
     """
 
     mode: str = "counterfactual"
@@ -104,6 +111,7 @@ class CascadeSampleConfig:
     quality: int = 95
     per_bin: int = 100
     precision: str = "fp32"
+    graphs: bool = False
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -123,6 +131,8 @@ class CascadeSampleConfig:
             raise ValueError("cond_scale must be > 0 and quality in 1..100")
         if self.precision not in AUTOCAST:
             raise ValueError(f"precision must be one of {list(AUTOCAST)}, got {self.precision!r}")
+        if not isinstance(self.graphs, bool):
+            raise ValueError(f"graphs must be true or false, got {self.graphs!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -263,23 +273,71 @@ class CascadeGenerator:
         conds = torch.stack([source_clip(self.clips, v, r)[2] for v, r in pairs])
         ef = torch.tensor(rows["EF"].to_numpy() / 100.0, dtype=torch.float32).reshape(-1, 1, 1)
         devices = [self.device] if self.device.type == "cuda" else []
-        dtype = AUTOCAST[self.config.precision]
-        with (
-            torch.random.fork_rng(devices=devices),
-            torch.no_grad(),
-            torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None),
-        ):
+        with torch.random.fork_rng(devices=devices):
             torch.manual_seed(int(rows["seed"].iloc[0]))
-            videos = self.cascade.sample(
-                text_embeds=ef.to(self.device),
-                cond_images=conds.to(self.device),
-                cond_scale=self.config.cond_scale,
-                video_frames=self.frames,
-                batch_size=len(rows),
-                use_tqdm=False,
-                device=self.device,
+            videos = sample_cascade(
+                self.cascade,
+                ef.to(self.device),
+                conds.to(self.device),
+                self.frames,
+                self.config.cond_scale,
+                self.config.precision,
+                self.config.graphs,
             )
         return [Sample(video=to_grey_uint8(video)) for video in videos.float().cpu()]
+
+
+def sample_cascade(
+    cascade: torch.nn.Module,
+    ef: torch.Tensor,
+    conds: torch.Tensor,
+    frames: int,
+    cond_scale: float,
+    precision: str = "fp32",
+    graphs: bool = False,
+) -> torch.Tensor:
+    """One call of the cascade's sampler (imagen-pytorch's ``ElucidatedImagen.sample``) on a
+    batch: ``ef (B, 1, 1)`` as a fraction and conditioning frames ``(B, 3, S, S)``, both on
+    the cascade's device; noise from the global generators. Returns ``(B, 3, T, S', S')`` in
+    [0, 1].
+
+    ``precision`` other than fp32 runs the call under autocast (without its cast cache when
+    ``graphs``: a recorded graph cannot keep casts that die with the context). ``graphs`` on
+    a GPU replays each stage's UNet from CUDA graphs (:func:`graph_cascade`)."""
+    device = ef.device
+    dtype = AUTOCAST[precision]
+    if graphs and device.type == "cuda":
+        graph_cascade(cascade)
+    autocast = torch.autocast(
+        device.type, dtype=dtype, enabled=dtype is not None, cache_enabled=not graphs
+    )
+    with torch.no_grad(), autocast:
+        return cascade.sample(
+            text_embeds=ef,
+            cond_images=conds,
+            cond_scale=cond_scale,
+            video_frames=frames,
+            batch_size=len(ef),
+            use_tqdm=False,
+            device=device,
+        )
+
+
+def graph_cascade(cascade: torch.nn.Module) -> None:
+    """Make every stage's UNet replay from CUDA graphs, once per cascade (idempotent).
+
+    Each UNet's ``forward`` becomes a :class:`~echogen.models.graphs.GraphedCall`: imagen's
+    guidance calls it twice per evaluation (conditional, then ``cond_drop_prob=1``), so each
+    stage records two graphs per block shape. A graph holds the addresses of the weights it
+    was recorded with, so imagen's ``one_unet_in_gpu`` (which moves the other stages to the
+    CPU around each stage's loop, and back) is turned off for this cascade: every stage stays
+    where it is."""
+    if getattr(cascade, "_echogen_graphed", False):
+        return
+    for unet in cascade.unets:
+        unet.forward = GraphedCall(unet.forward)
+    cascade.one_unet_in_gpu = lambda unet_number=None, unet=None: nullcontext()
+    cascade._echogen_graphed = True
 
 
 def to_grey_uint8(video: torch.Tensor) -> np.ndarray:

@@ -189,7 +189,7 @@ def test_scoring_pairs_each_sample_with_the_clip_it_was_conditioned_on(cascade, 
 
 def test_bf16_autocast_changes_the_arithmetic_not_the_videos_shape(cascade, tmp_path):
     """precision bf16 runs the UNets under autocast: same plan and shapes, other pixels, and
-    a setting outside fp32/bf16/fp16 is refused by name."""
+    a setting outside fp32/bf16/fp16 is refused by name; graphs change nothing on the CPU."""
     args = (cascade["folder"], cascade["manifest"])
     kwargs = {"run_seed": SEED, "root": cascade["root"], "shard": 1, "n_shards": 1}
     config = {"mode": "factual", "resamples": 1, "max_videos": 1}
@@ -203,3 +203,10 @@ def test_bf16_autocast_changes_the_arithmetic_not_the_videos_shape(cascade, tmp_
     assert record["config"]["precision"] == "bf16"
     with pytest.raises(ValueError, match="precision"):
         CascadeSampleConfig(precision="fp64")
+    graphed = sample_cascade_shard(*args, tmp_path / "graphs", {**config, "graphs": True},
+                                   **kwargs)  # fmt: skip
+    assert graphed.equals(fp32)  # graphs are a GPU switch: the CPU ignores them
+    fp32_video = (tmp_path / "fp32" / video).read_bytes()
+    assert (tmp_path / "graphs" / video).read_bytes() == fp32_video
+    with pytest.raises(ValueError, match="graphs"):
+        CascadeSampleConfig(graphs="yes")
