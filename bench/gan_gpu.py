@@ -47,6 +47,7 @@ import argparse
 import gc
 import json
 import os
+import sys
 import tempfile
 import time
 import traceback
@@ -62,29 +63,13 @@ from echogen.numerics import deterministic
 from echogen.training.engine import accelerator_for
 from echogen.training.regressor import mixed_precision
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_timing import n_params, peak_gib, reset_peak, sync  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {"paper": ROOT / "config" / "paper.yaml", "demo": ROOT / "config" / "config.yaml"}
 MODEL_NAMES = {"paper": "reference", "demo": "tiny"}
 SECTIONS = {"dartagnan": "dartagnan", "spade": "cardigan"}
-
-
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def reset_peak(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-
-
-def peak_gib(device: str) -> float | None:
-    return torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
-
-
-def n_params(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
 
 
 def settings(system: str, which: str) -> tuple[dict, dict]:

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -34,20 +36,8 @@ from echogen.models.lvdm import (
 from echogen.models.lvdm_pipeline import LVDMPipeline
 from echogen.models.vae import build_vae, decode_latents
 
-
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def peak_gib(device: str) -> float:
-    return torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan")
-
-
-def reset_peak(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_timing import peak_gib, reset_peak, sync  # noqa: E402
 
 
 def train_step_time(unet, spec, batch, device, dtype, steps) -> dict:

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -32,20 +34,8 @@ from echogen.models.lvdm import LVDM, Conditioner, LVDMSpec, build_scheduler, bu
 from echogen.models.lvdm_pipeline import LVDMPipeline
 from echogen.models.vae import build_vae, decode_latents
 
-
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def peak_gib(device: str) -> float | None:
-    return torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
-
-
-def reset_peak(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_timing import peak_gib, reset_peak, sync  # noqa: E402
 
 
 def sample(pipe, device, k, frames, window, steps, precision, mode, seed=0) -> float:
