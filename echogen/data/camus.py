@@ -1,8 +1,11 @@
 """CAMUS (cardiGAN's ``camus05_256.hdf5``) → 4CH end-diastolic image/label PNGs + index.
 
 Raw layout (``docs/data_contracts.md``): ``<root>/camus05_256.hdf5`` with groups
-``{train,valid,test}/patientNNNN/{2CH,4CH}/{im,gt}``, each dataset ``(2, H, W)`` uint8, index
-0 = ED, 1 = ES; labels 0 background, 1 LV cavity, 2 myocardium, 3 left atrium.
+``{train,valid,test}/patientNNNN/{2CH,4CH}/{im,gt}``, each dataset ``(2, H, W)`` (or
+``(2, H, W, 1)``), index 0 = ED, 1 = ES. Images are uint8, or floats in [0, 1] that are
+scaled by 255 as cardiGAN's ``prepare_dataset.py`` does (it reads ``im[t, :, :, :]`` and
+writes ``255 * image``). Labels are integers: 0 background, 1 LV cavity, 2 myocardium, 3 left
+atrium.
 """
 
 from __future__ import annotations
@@ -27,18 +30,40 @@ INDEX_COLUMNS = ["patient", "split", "image", "label", "height", "width"]
 ED = 0
 
 
-def _read_ed(h5: h5py.File, path: str, file: Path) -> np.ndarray:
-    """The ED frame ``(H, W)`` of dataset ``path``; a DataError names ``file:path`` if bad."""
+def _read_ed(h5: h5py.File, path: str, file: Path, label: bool = False) -> np.ndarray:
+    """The ED frame ``(H, W)`` of dataset ``path``: an image as uint8 (floats in [0, 1]
+    scaled by 255), a label as its integers. A DataError names ``file:path`` if bad."""
+    where = f"{file}:/{path}"
     if path not in h5 or not isinstance(h5[path], h5py.Dataset):
-        raise DataError(f"{file}:/{path}", "dataset is missing", "re-create the hdf5 file")
+        raise DataError(where, "dataset is missing", "re-create the hdf5 file")
     data = h5[path]
-    if data.ndim != 3 or data.shape[0] != 2 or data.dtype != np.uint8:
+    shape = data.shape[:-1] if data.ndim == 4 and data.shape[-1] == 1 else data.shape
+    kinds = "iu" if label else "iuf"
+    if len(shape) != 3 or shape[0] != 2 or data.dtype.kind not in kinds or 0 in shape:
+        wanted = "integers" if label else "uint8, or floats in [0, 1],"
         raise DataError(
-            f"{file}:/{path}",
-            f"expected uint8 of shape (2, H, W), got {data.dtype} {data.shape}",
+            where,
+            f"expected {wanted} of shape (2, H, W) or (2, H, W, 1), got {data.dtype} {data.shape}",
             "re-create the hdf5 file",
         )
-    return data[ED]
+    frame = np.asarray(data[ED]).reshape(shape[1:])
+    if label or frame.dtype == np.uint8:
+        return frame
+    if frame.dtype.kind == "f":
+        if not np.isfinite(frame).all() or frame.min() < 0 or frame.max() > 1:
+            raise DataError(
+                where,
+                f"float image values outside [0, 1] (min {frame.min()}, max {frame.max()})",
+                "store images as uint8 or in [0, 1]",
+            )
+        return np.round(frame * 255.0).astype(np.uint8)
+    if frame.min() < 0 or frame.max() > 255:
+        raise DataError(
+            where,
+            f"image values outside 0..255 (min {frame.min()}, max {frame.max()})",
+            "store images as uint8",
+        )
+    return frame.astype(np.uint8)
 
 
 def prepare_camus(root: str | Path, out_dir: str | Path, on_error: str = "raise") -> pd.DataFrame:
@@ -71,18 +96,21 @@ def prepare_camus(root: str | Path, out_dir: str | Path, on_error: str = "raise"
                 f"unknown split group {unknown[0]!r}; expected {list(SPLIT_GROUPS)}",
                 "rename or remove the group",
             )
-        items = [
-            (split, patient)
-            for split in SPLIT_GROUPS
-            if split in h5
-            for patient in sorted(h5[split])
-        ]
-        if not items:
+        missing = [g for g in SPLIT_GROUPS if g not in h5 or not len(h5[g])]
+        if len(missing) == len(SPLIT_GROUPS):
             raise DataError(file, "empty dataset: no patient group", "check the download")
+        if missing:
+            raise DataError(
+                file,
+                f"no patient in split group(s) {missing}; cardiGAN trains on train, validates "
+                "on valid and scores on test",
+                f"re-create the hdf5 with patients in each of {list(SPLIT_GROUPS)}",
+            )
+        items = [(split, patient) for split in SPLIT_GROUPS for patient in sorted(h5[split])]
         for split, patient in tqdm(items, desc="prepare camus"):
             with quarantine.guard(), tag_item(patient):
                 image = _read_ed(h5, f"{split}/{patient}/4CH/im", file)
-                label = _read_ed(h5, f"{split}/{patient}/4CH/gt", file)
+                label = _read_ed(h5, f"{split}/{patient}/4CH/gt", file, label=True)
                 if label.shape != image.shape:
                     raise DataError(
                         f"{file}:/{split}/{patient}/4CH/gt",
@@ -96,6 +124,7 @@ def prepare_camus(root: str | Path, out_dir: str | Path, on_error: str = "raise"
                         f"label values {bad.tolist()} outside 0..{N_LABELS - 1}",
                         "re-create the labels (0 background, 1 LV, 2 myocardium, 3 atrium)",
                     )
+                label = label.astype(np.uint8)
                 rel = {kind: Path(split) / kind / f"{patient}.png" for kind in ("image", "label")}
                 for kind, array in (("image", image), ("label", label)):
                     (tmp / rel[kind]).parent.mkdir(parents=True, exist_ok=True)

@@ -216,6 +216,42 @@ def test_camus_unknown_split(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_camus_reads_cardigans_float_images(tmp_path):
+    """cardiGAN's prepare_dataset.py reads ``im[t, :, :, :]`` and writes ``255 * image``:
+    (2, H, W, 1) float images in [0, 1] become the same uint8 PNGs; floats outside are refused."""
+    root = make_camus(tmp_path / "camus")
+    with h5py.File(root / "camus05_256.hdf5", "a") as f:
+        im = f["train/patient0001/4CH/im"][()]
+        del f["train/patient0001/4CH/im"]
+        f["train/patient0001/4CH/im"] = (im / 255.0)[..., None].astype(np.float32)
+        gt = f["train/patient0001/4CH/gt"][()]
+        del f["train/patient0001/4CH/gt"]
+        f["train/patient0001/4CH/gt"] = gt.astype(np.int64)[..., None]
+    out = tmp_path / "out"
+    written = prepare_camus(root, out)
+    image = cv2.imread(written["image"][0], cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(image, im[0])
+    label = cv2.imread(written["label"][0], cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(label, gt[0])
+    with h5py.File(root / "camus05_256.hdf5", "a") as f:
+        f["train/patient0001/4CH/im"][0, 0, 0, 0] = 1.5
+    with pytest.raises(DataError, match=r"patient0001/4CH/im: float image values outside"):
+        prepare_camus(root, tmp_path / "out2")
+    with h5py.File(root / "camus05_256.hdf5", "a") as f:
+        f["train/patient0001/4CH/im"][0, 0, 0, 0] = 0.5
+        del f["train/patient0001/4CH/gt"]
+        f["train/patient0001/4CH/gt"] = gt.astype(np.float32)
+    with pytest.raises(DataError, match=r"patient0001/4CH/gt: expected integers"):
+        prepare_camus(root, tmp_path / "out3")
+
+
+def test_camus_missing_split_group_names_it(tmp_path):
+    root = make_camus(tmp_path / "camus", groups=("train", "valid"))
+    with pytest.raises(DataError, match=r"no patient in split group\(s\) \['test'\]"):
+        prepare_camus(root, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_camus_missing_group_or_sizes_name_the_patient(tmp_path):
     root = make_camus(tmp_path / "camus")
     with h5py.File(root / "camus05_256.hdf5", "a") as f:
