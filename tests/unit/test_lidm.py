@@ -162,7 +162,7 @@ def trained(tmp_path_factory, one_torch_thread) -> dict:
         "conditioning": "class",
         "preset": "tiny",
         "train_preset": "tiny",
-        "train": {"max_steps": 150, "batch_size": 8, "lr": 2e-3, "checkpoint_every": 1000},
+        "train": {"max_steps": 100, "batch_size": 8, "lr": 2e-3, "checkpoint_every": 1000},
     }
     out = base / "model"
     summary = train_lidm_from_config([index], out, base / "state", model, seed=0, root=base)
@@ -171,7 +171,7 @@ def trained(tmp_path_factory, one_torch_thread) -> dict:
 
 def test_training_exports_a_loadable_model(trained):
     out, summary = trained["out"], trained["summary"]
-    assert summary["steps"] == 150 and summary["n_videos"] == 6
+    assert summary["steps"] == 100 and summary["n_videos"] == 6
     record = json.loads((out / "train.json").read_text())
     assert record["spec"]["class_map"] == {"normal": 0, "asd": 1, "pah": 2}
     assert record["spec"]["scaling_factor"] == 0.5 and record["weights"] == "ema"
@@ -181,7 +181,7 @@ def test_training_exports_a_loadable_model(trained):
 
 
 def test_samples_learn_the_data_channel_means(trained):
-    """Behaviour, not plumbing: after 150 steps the generated latents' per-channel means sit
+    """Behaviour, not plumbing: after 100 steps the generated latents' per-channel means sit
     near the toy data's offsets (2, -1.5, 1, 0.5 plus the blob), far from noise's 0."""
     lidm = load_lidm(trained["out"])
     latents = generate_latents(lidm, list(range(8)), [i % 3 for i in range(8)], steps=20)
@@ -195,7 +195,7 @@ def test_samples_learn_the_data_channel_means(trained):
     target = frames.mean(axis=(0, 2, 3))
     assert np.allclose(target, TOY_OFFSETS, atol=0.5)
     error = np.abs(means - target).mean()
-    # Measured: 0.012 (an untrained UNet's samples sit ~1.4 away).
+    # Measured: 0.043 at 100 steps, 0.012 at 150 (an untrained UNet's samples sit ~1.4 away).
     assert error < 0.1 * np.abs(target).mean(), (means, target)
 
 
