@@ -242,3 +242,21 @@ def test_generator_size_must_match_train_size(camus, tmp_path):
     with pytest.raises(ValueError, match="crop_size 64 differs from train.size 32"):
         train_spade(camus, tmp_path / "o", tmp_path / "s", generator={"preset": "tiny",
                     "crop_size": 64}, train={"size": 32})  # fmt: skip
+
+
+def test_sync_batchnorm_weights_export_into_the_plain_generator():
+    """A multi-GPU run trains the generator with SyncBatchNorm (the reference's hand-cloned
+    SynchronizedBatchNorm2d); the export loads its state into a plain generator: same keys,
+    same values, BatchNorm again."""
+    torch.manual_seed(0)
+    synced = torch.nn.SyncBatchNorm.convert_sync_batchnorm(spade.build_generator("tiny"))
+    kinds = {type(m).__name__ for m in synced.modules()}
+    assert "SyncBatchNorm" in kinds and "BatchNorm2d" not in kinds
+    for module in synced.modules():
+        if isinstance(module, torch.nn.SyncBatchNorm):
+            module.running_mean.uniform_()  # statistics a run would have gathered
+    plain = spade.build_generator("tiny")
+    plain.load_state_dict(synced.state_dict())  # strict: the export's own call
+    assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in plain.modules())
+    for key, value in synced.state_dict().items():
+        assert torch.equal(plain.state_dict()[key], value), key
