@@ -104,7 +104,7 @@ rule ingest_cardiacnet:
 
 
 rule prepare_camus:
-    """Export CAMUS 4CH end-diastolic images and labels as png, split as published."""
+    """Export CAMUS images and labels (4CH end-diastolic, as cardiGAN) as png, split as published."""
     input:
         root=dataset_root("camus"),
     output:
@@ -119,6 +119,8 @@ rule prepare_camus:
         runtime=tier_runtime("cpu_small"),
     params:
         on_error=on_error("camus"),
+        views=config["datasets"]["camus"].get("views", ["4CH"]),
+        phases=config["datasets"]["camus"].get("phases", ["ED"]),
     script:
         "../workflow_scripts/prepare_camus.py"
 

@@ -1,4 +1,8 @@
-"""CAMUS (cardiGAN's ``camus05_256.hdf5``) → 4CH end-diastolic image/label PNGs + index.
+"""CAMUS (cardiGAN's ``camus05_256.hdf5``) → image/label PNGs of chosen views and phases + index.
+
+cardiGAN trains on the 4CH end-diastolic frames (its ``prepare_dataset_v2.py``), the default
+here; its first ``prepare_dataset.py`` exported both views at both phases, which
+``views=("2CH", "4CH"), phases=("ED", "ES")`` reproduces.
 
 Raw layout (``docs/data_contracts.md``): ``<root>/camus05_256.hdf5`` with groups
 ``{train,valid,test}/patientNNNN/{2CH,4CH}/{im,gt}``, each dataset ``(2, H, W)`` (or
@@ -26,13 +30,16 @@ HDF5_NAME = "camus05_256.hdf5"
 STRUCTURES = {1: "lv_cavity", 2: "myocardium", 3: "left_atrium"}
 SPLIT_GROUPS = ("train", "valid", "test")
 N_LABELS = 4
-INDEX_COLUMNS = ["patient", "split", "image", "label", "height", "width"]
-ED = 0
+INDEX_COLUMNS = ["patient", "split", "image", "label", "height", "width", "view", "phase"]
+VIEWS = ("2CH", "4CH")
+PHASES = {"ED": 0, "ES": 1}  # index of the phase in each (2, H, W) dataset
 
 
-def _read_ed(h5: h5py.File, path: str, file: Path, label: bool = False) -> np.ndarray:
-    """The ED frame ``(H, W)`` of dataset ``path``: an image as uint8 (floats in [0, 1]
-    scaled by 255), a label as its integers. A DataError names ``file:path`` if bad."""
+def _read_frame(
+    h5: h5py.File, path: str, file: Path, phase: str, label: bool = False
+) -> np.ndarray:
+    """The ``phase`` frame ``(H, W)`` of dataset ``path``: an image as uint8 (floats in
+    [0, 1] scaled by 255), a label as its integers. A DataError names ``file:path`` if bad."""
     where = f"{file}:/{path}"
     if path not in h5 or not isinstance(h5[path], h5py.Dataset):
         raise DataError(where, "dataset is missing", "re-create the hdf5 file")
@@ -46,7 +53,7 @@ def _read_ed(h5: h5py.File, path: str, file: Path, label: bool = False) -> np.nd
             f"expected {wanted} of shape (2, H, W) or (2, H, W, 1), got {data.dtype} {data.shape}",
             "re-create the hdf5 file",
         )
-    frame = np.asarray(data[ED]).reshape(shape[1:])
+    frame = np.asarray(data[PHASES[phase]]).reshape(shape[1:])
     if label or frame.dtype == np.uint8:
         return frame
     if frame.dtype.kind == "f":
@@ -66,11 +73,22 @@ def _read_ed(h5: h5py.File, path: str, file: Path, label: bool = False) -> np.nd
     return frame.astype(np.uint8)
 
 
-def prepare_camus(root: str | Path, out_dir: str | Path, on_error: str = "raise") -> pd.DataFrame:
-    """Write each patient's 4CH ED image and label as PNGs, plus ``index.csv``.
+def prepare_camus(
+    root: str | Path,
+    out_dir: str | Path,
+    on_error: str = "raise",
+    views: tuple | list = ("4CH",),
+    phases: tuple | list = ("ED",),
+) -> pd.DataFrame:
+    """Write each patient's image and label of every chosen view and phase as PNGs, plus
+    ``index.csv``.
 
-    Output (written atomically as one folder): ``out_dir/{split}/image/<patient>.png`` (grey,
-    full size), ``out_dir/{split}/label/<patient>.png`` (values 0-3 kept as they are),
+    An item is named by its patient (``patient0001``) when one view at one phase is
+    exported, else ``<patient>_<view>_<phase>`` (``patient0001_2CH_ES``); its ``patient``
+    column holds that name, which every later step uses as the item's identity.
+
+    Output (written atomically as one folder): ``out_dir/{split}/image/<item>.png`` (grey,
+    full size), ``out_dir/{split}/label/<item>.png`` (values 0-3 kept as they are),
     ``out_dir/index.csv`` (:data:`INDEX_COLUMNS`; paths under ``out_dir`` as given) and
     ``out_dir/quarantine.csv`` (always, possibly empty). ``split`` keeps the hdf5 group name.
 
@@ -78,10 +96,19 @@ def prepare_camus(root: str | Path, out_dir: str | Path, on_error: str = "raise"
         root: folder holding ``camus05_256.hdf5``.
         out_dir: output folder (replaced as a whole on success).
         on_error: ``"raise"`` or ``"skip"`` for patients with a bad dataset.
+        views: the views exported, of :data:`VIEWS` (cardiGAN: 4CH).
+        phases: the phases exported, of ``ED`` and ``ES`` (cardiGAN: ED).
 
     Returns:
-        The index: splits in the order train, valid, test; patients sorted within each.
+        The index: splits in the order train, valid, test; patients sorted within each, then
+        views and phases in the order given.
     """
+    views, phases = list(views), list(phases)
+    for name, chosen, allowed in (("views", views, VIEWS), ("phases", phases, tuple(PHASES))):
+        if not chosen or len(set(chosen)) != len(chosen) or not set(chosen) <= set(allowed):
+            raise ValueError(f"datasets.camus.{name} must be distinct values of "
+                             f"{list(allowed)}, got {chosen}")  # fmt: skip
+    single = len(views) == 1 and len(phases) == 1
     file = Path(root) / HDF5_NAME
     out_dir = Path(out_dir)
     if not file.is_file():
@@ -106,38 +133,47 @@ def prepare_camus(root: str | Path, out_dir: str | Path, on_error: str = "raise"
                 "on valid and scores on test",
                 f"re-create the hdf5 with patients in each of {list(SPLIT_GROUPS)}",
             )
-        items = [(split, patient) for split in SPLIT_GROUPS for patient in sorted(h5[split])]
-        for split, patient in tqdm(items, desc="prepare camus"):
-            with quarantine.guard(), tag_item(patient):
-                image = _read_ed(h5, f"{split}/{patient}/4CH/im", file)
-                label = _read_ed(h5, f"{split}/{patient}/4CH/gt", file, label=True)
+        items = [
+            (split, patient, view, phase)
+            for split in SPLIT_GROUPS
+            for patient in sorted(h5[split])
+            for view in views
+            for phase in phases
+        ]
+        for split, patient, view, phase in tqdm(items, desc="prepare camus"):
+            item = patient if single else f"{patient}_{view}_{phase}"
+            with quarantine.guard(), tag_item(item):
+                image = _read_frame(h5, f"{split}/{patient}/{view}/im", file, phase)
+                label = _read_frame(h5, f"{split}/{patient}/{view}/gt", file, phase, label=True)
                 if label.shape != image.shape:
                     raise DataError(
-                        f"{file}:/{split}/{patient}/4CH/gt",
+                        f"{file}:/{split}/{patient}/{view}/gt",
                         f"label shape {label.shape} differs from image shape {image.shape}",
                         "re-create the hdf5 file",
                     )
                 bad = np.setdiff1d(np.unique(label), np.arange(N_LABELS))
                 if bad.size:
                     raise DataError(
-                        f"{file}:/{split}/{patient}/4CH/gt",
+                        f"{file}:/{split}/{patient}/{view}/gt",
                         f"label values {bad.tolist()} outside 0..{N_LABELS - 1}",
                         "re-create the labels (0 background, 1 LV, 2 myocardium, 3 atrium)",
                     )
                 label = label.astype(np.uint8)
-                rel = {kind: Path(split) / kind / f"{patient}.png" for kind in ("image", "label")}
+                rel = {kind: Path(split) / kind / f"{item}.png" for kind in ("image", "label")}
                 for kind, array in (("image", image), ("label", label)):
                     (tmp / rel[kind]).parent.mkdir(parents=True, exist_ok=True)
                     if not cv2.imwrite(str(tmp / rel[kind]), array):
                         raise RuntimeError(f"OpenCV cannot write {tmp / rel[kind]}")
                 records.append(
                     {
-                        "patient": patient,
+                        "patient": item,
                         "split": split,
                         "image": str(out_dir / rel["image"]),
                         "label": str(out_dir / rel["label"]),
                         "height": image.shape[0],
                         "width": image.shape[1],
+                        "view": view,
+                        "phase": phase,
                     }
                 )
         index = pd.DataFrame(records, columns=INDEX_COLUMNS)

@@ -245,6 +245,26 @@ def test_camus_reads_cardigans_float_images(tmp_path):
         prepare_camus(root, tmp_path / "out3")
 
 
+def test_camus_views_and_phases_name_their_items(tmp_path):
+    """Both views at both phases (cardiGAN's first prepare_dataset.py): four items a patient,
+    each the frame of its view and phase; a view outside 2CH/4CH is refused by name."""
+    root = make_camus(tmp_path / "camus")
+    with h5py.File(root / "camus05_256.hdf5", "a") as f:
+        f["train/patient0001/2CH/im"][1] = 77  # the ES frame of the 2CH view
+    df = prepare_camus(root, tmp_path / "out", views=["2CH", "4CH"], phases=["ED", "ES"])
+    train = df[df["split"] == "train"]
+    assert train["patient"].tolist() == [
+        "patient0001_2CH_ED", "patient0001_2CH_ES", "patient0001_4CH_ED", "patient0001_4CH_ES",
+    ]  # fmt: skip
+    assert train["view"].tolist() == ["2CH", "2CH", "4CH", "4CH"]
+    assert train["phase"].tolist() == ["ED", "ES", "ED", "ES"]
+    es = cv2.imread(train["image"].iloc[1], cv2.IMREAD_UNCHANGED)
+    assert (es == 77).all()
+    assert len(df) == 12 and (tmp_path / "out/train/label/patient0001_4CH_ES.png").is_file()
+    with pytest.raises(ValueError, match="views"):
+        prepare_camus(root, tmp_path / "out2", views=["3CH"])
+
+
 def test_camus_missing_split_group_names_it(tmp_path):
     root = make_camus(tmp_path / "camus", groups=("train", "valid"))
     with pytest.raises(DataError, match=r"no patient in split group\(s\) \['test'\]"):
