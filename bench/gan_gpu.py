@@ -44,7 +44,6 @@ Usage: python bench/gan_gpu.py --device cuda [--systems dartagnan spade] [--step
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import sys
@@ -64,7 +63,7 @@ from echogen.training.engine import accelerator_for
 from echogen.training.regressor import mixed_precision
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_timing import n_params, peak_gib, reset_peak, sync  # noqa: E402
+from gpu_timing import emit, n_params, peak_gib, reset_peak, sync  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {"paper": ROOT / "config" / "paper.yaml", "demo": ROOT / "config" / "config.yaml"}
@@ -268,13 +267,7 @@ def main() -> None:
                 config = CONFIGS["demo" if args.tiny else "paper"].relative_to(ROOT)
                 row = {"system": system, "config": str(config), "precision": precision,
                        **base, "error": f"{type(exc).__name__}: {exc}"}  # fmt: skip
-            gc.collect()
-            if device == "cuda":
-                torch.cuda.empty_cache()
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-            if args.out:
-                Path(args.out).write_text(json.dumps({"rows": rows}, indent=2))
+            emit(rows, row, device, args.out)
 
 
 if __name__ == "__main__":

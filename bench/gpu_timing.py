@@ -3,6 +3,10 @@ parameters. Every helper is a no-op (or None) on the CPU."""
 
 from __future__ import annotations
 
+import gc
+import json
+from pathlib import Path
+
 import torch
 
 
@@ -26,3 +30,15 @@ def peak_gib(device: str) -> float | None:
 
 def n_params(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def emit(rows: list[dict], row: dict, device: str, out: str | None) -> None:
+    """Free the finished row's memory, then print ``row`` as one JSON line and rewrite
+    ``out`` (when given) with every row so far, so a run cut short keeps what it measured."""
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    rows.append(row)
+    print(json.dumps(row), flush=True)
+    if out:
+        Path(out).write_text(json.dumps({"rows": rows}, indent=2))

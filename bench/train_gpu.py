@@ -75,8 +75,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
-import json
 import math
 import os
 import sys
@@ -99,7 +97,7 @@ from echogen.training.engine import Task, accelerator_for
 from echogen.training.regressor import mixed_precision
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_timing import n_params, peak_gib, reset_peak, sync  # noqa: E402
+from gpu_timing import emit, n_params, peak_gib, reset_peak, sync  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {"paper": ROOT / "config" / "paper.yaml", "demo": ROOT / "config" / "config.yaml"}
@@ -656,13 +654,7 @@ def main() -> None:
                     traceback.print_exc()
                     row = {**head, "error": f"{type(exc).__name__}: {exc}"}
             row["elapsed_s"] = time.perf_counter() - began
-            gc.collect()
-            if device == "cuda":
-                torch.cuda.empty_cache()
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-            if args.out:
-                Path(args.out).write_text(json.dumps({"rows": rows}, indent=2))
+            emit(rows, row, device, args.out)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,6 @@ from echogen.metrics.generation import (
     parse_metric,
     write_metric_table,
 )
-from echogen.numerics import tf32_off
 
 torch.set_num_threads(2)
 # pytorch-fid still passes scipy's deprecated ``disp`` argument.
@@ -734,18 +733,6 @@ def test_a_detector_pinned_in_the_config_is_verified(tmp_path, sets, detector_fi
     assert record["verified"] == {"inception": False}
     assert record["detectors"]["inception"]["sha256"] == actual
     assert record["detectors"]["inception"]["sha256_pinned"] == "0" * 64
-
-
-def test_tf32_is_off_inside_metric_computation():
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    try:
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        with tf32_off():
-            assert not torch.backends.cuda.matmul.allow_tf32
-            assert not torch.backends.cudnn.allow_tf32
-        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def test_bad_requests_are_refused(tmp_path, sets, detector_files):
