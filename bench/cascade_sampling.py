@@ -114,6 +114,10 @@ def main() -> None:
         "peak_gib": torch.cuda.max_memory_allocated() / 2**30
         if args.device.startswith("cuda")
         else None,
+        # CUDA graphs keep private memory pools, counted as reserved, not allocated
+        "peak_reserved_gib": torch.cuda.max_memory_reserved() / 2**30
+        if args.device.startswith("cuda")
+        else None,
     }
     print(json.dumps(record, indent=2))
     if args.out:

@@ -48,7 +48,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 import traceback
 from pathlib import Path
 
@@ -63,7 +62,7 @@ from echogen.training.engine import accelerator_for
 from echogen.training.regressor import mixed_precision
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_timing import emit, n_params, peak_gib, reset_peak, sync  # noqa: E402
+from gpu_timing import emit, n_params, time_train_steps  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {"paper": ROOT / "config" / "paper.yaml", "demo": ROOT / "config" / "config.yaml"}
@@ -208,26 +207,8 @@ def run_row(system: str, precision: str, args, base: dict) -> dict:
         set_seed(args.seed)  # as the engine, right before build
         task.build(accelerator)
         row["parameters"] = sizes()
-        reset_peak(device)
-        times, values = [], {}
-        for step in range(args.steps + 1):
-            batch = make_batch(step)
-            sync(device)
-            start = time.perf_counter()
-            values = task.train_step(accelerator, batch, step)
-            sync(device)
-            if step:  # step 0 warms up kernels and the allocator
-                times.append(time.perf_counter() - start)
-            else:
-                row["warmup_s"] = time.perf_counter() - start
-        per_step = sum(times) / len(times)
-        row.update(
-            s_per_step=per_step,
-            samples_per_s=row["batch"] / per_step,
-            peak_gib=peak_gib(device),
-            steps_timed=len(times),
-            last_losses=values,
-        )
+        timing = time_train_steps(task, accelerator, make_batch, args.steps, device)
+        row.update(timing, samples_per_s=row["batch"] / timing["s_per_step"])
     return row
 
 

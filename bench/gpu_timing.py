@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import gc
 import json
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -42,3 +44,32 @@ def emit(rows: list[dict], row: dict, device: str, out: str | None) -> None:
     print(json.dumps(row), flush=True)
     if out:
         Path(out).write_text(json.dumps({"rows": rows}, indent=2))
+
+
+def time_train_steps(
+    task, accelerator, make_batch: Callable, steps: int, device: str, first_step: int = 0
+) -> dict:
+    """Run ``steps + 1`` of ``task.train_step`` on ``make_batch(step)`` batches from
+    ``first_step`` on; the first warms up kernels and the allocator. Returns ``warmup_s``,
+    ``s_per_step`` (mean of the timed steps, synchronised), ``peak_gib`` (peak since this
+    call began), ``steps_timed`` and ``last_losses``."""
+    reset_peak(device)
+    times, values, warmup = [], {}, None
+    for k in range(steps + 1):
+        step = first_step + k
+        batch = make_batch(step)
+        sync(device)
+        start = time.perf_counter()
+        values = task.train_step(accelerator, batch, step)
+        sync(device)
+        if k:
+            times.append(time.perf_counter() - start)
+        else:
+            warmup = time.perf_counter() - start
+    return {
+        "warmup_s": warmup,
+        "s_per_step": sum(times) / len(times),
+        "peak_gib": peak_gib(device),
+        "steps_timed": len(times),
+        "last_losses": values,
+    }

@@ -117,6 +117,9 @@ def main() -> None:
         decode_latents(vae, z)
         sync(device)
         result[f"decode_{frames}f_s"] = time.perf_counter() - start
+    if args.out:  # a run cut inside its first configuration still leaves its header
+        with open(args.out, "w") as handle:
+            json.dump(result, handle, indent=2)
     for precision in args.precisions:
         for mode in args.modes:
             for frames in frames_list:

@@ -97,7 +97,7 @@ from echogen.training.engine import Task, accelerator_for
 from echogen.training.regressor import mixed_precision
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_timing import emit, n_params, peak_gib, reset_peak, sync  # noqa: E402
+from gpu_timing import emit, n_params, sync, time_train_steps  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {"paper": ROOT / "config" / "paper.yaml", "demo": ROOT / "config" / "config.yaml"}
@@ -574,27 +574,9 @@ def run_row(system: str, variant: str, precision: str, args, head: dict) -> dict
         if args.build_only:
             row["steps_timed"] = 0
             return row
-        reset_peak(device)
-        times, values = [], {}
-        for k in range(args.steps + 1):
-            step = case.first_step + k
-            batch = case.make_batch(step)
-            sync(device)
-            start = time.perf_counter()
-            values = task.train_step(accelerator, batch, step)
-            sync(device)
-            if k:  # the first step warms up kernels and the allocator
-                times.append(time.perf_counter() - start)
-            else:
-                row["warmup_s"] = time.perf_counter() - start
-        per_step = sum(times) / len(times)
-        row.update(
-            s_per_step=per_step,
-            samples_per_s=case.samples / per_step,
-            peak_gib=peak_gib(device),
-            steps_timed=len(times),
-            last_losses=values,
-        )
+        timing = time_train_steps(task, accelerator, case.make_batch, args.steps, device,
+                                  case.first_step)  # fmt: skip
+        row.update(timing, samples_per_s=case.samples / timing["s_per_step"])
     return row
 
 

@@ -1,5 +1,5 @@
-# cardiGAN (SPADE image synthesis from CAMUS masks): SPADE trains on the exported CAMUS 4CH
-# ED images and masks; its images of the TEST masks are a synthetic dataset of the shared
+# cardiGAN (SPADE image synthesis from CAMUS masks): SPADE trains on the exported CAMUS
+# images and masks (datasets.camus.views / phases; 4CH ED as cardiGAN); its images of the TEST masks are a synthetic dataset of the shared
 # evaluation, scored against the real image of each mask and by a real-trained segmenter;
 # its images of the TRAIN masks train U-Nets beside the real images (the experiment).
 

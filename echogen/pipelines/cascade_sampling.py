@@ -326,12 +326,16 @@ def sample_cascade(
 def graph_cascade(cascade: torch.nn.Module) -> None:
     """Make every stage's UNet replay from CUDA graphs, once per cascade (idempotent).
 
-    Each UNet's ``forward`` becomes a :class:`~echogen.models.graphs.GraphedCall`: imagen's
-    guidance calls it twice per evaluation (conditional, then ``cond_drop_prob=1``), so each
-    stage records two graphs per block shape. A graph holds the addresses of the weights it
-    was recorded with, so imagen's ``one_unet_in_gpu`` (which moves the other stages to the
-    CPU around each stage's loop, and back) is turned off for this cascade: every stage stays
-    where it is."""
+    Each UNet's ``forward`` becomes a :class:`~echogen.models.graphs.GraphedCall`: with
+    guidance (``cond_scale`` other than 1) imagen calls it twice per evaluation
+    (conditional, then ``cond_drop_prob=1``), so each stage records two graphs per block
+    shape, otherwise one. A graph holds the addresses of the weights it was recorded with, so
+    imagen's ``one_unet_in_gpu`` (which moves the other stages to the CPU around each stage's
+    loop, and back) is turned off for this cascade: every stage stays where it is.
+
+    The change is one-way: later calls replay the graphs whatever their ``graphs`` says, and
+    moving the cascade to another device afterwards would leave the graphs reading freed
+    memory (load the cascade again instead)."""
     if getattr(cascade, "_echogen_graphed", False):
         return
     for unet in cascade.unets:
