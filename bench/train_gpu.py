@@ -136,14 +136,16 @@ def load_config(which: str) -> dict:
     return yaml.safe_load(CONFIGS[which].read_text())
 
 
-def with_precision(settings_cls, train: dict, precision: str) -> tuple[dict, str]:
-    """``train`` with the row's precision in the task's own settings field, and which field."""
+def row_settings(settings_cls, train: dict, precision: str, batch: int | None) -> tuple[dict, str]:
+    """``train`` with the row's precision in the task's own settings field (and which field)
+    and, when ``batch`` is given (``--batch``), that batch size."""
+    train = dict(train) if batch is None else {**train, "batch_size": batch}
     names = {f.name for f in fields(settings_cls)}
     if "precision" in names:
         return {**train, "precision": precision}, "train.precision"
     if "mixed_precision" in names:
         return {**train, "mixed_precision": LVDM_MIXED[precision]}, "train.mixed_precision"
-    return dict(train), AUTOCAST_VIA
+    return train, AUTOCAST_VIA
 
 
 def configured_precision(entry: dict, presets: dict | None = None) -> str:
@@ -192,9 +194,7 @@ def vae_case(config: dict, which: str, variant: str, precision: str, args) -> Ca
     # as the train_vae rule: size and fps from lvdm.latents, then the entry's train keys
     train = {"size": latents.get("size", 112), "fps": latents.get("fps"),
              **(section.get("train") or {}), "perceptual_weights": None}  # fmt: skip
-    train, via = with_precision(VAETrainConfig, train, precision)
-    if args.batch is not None:
-        train["batch_size"] = args.batch
+    train, via = row_settings(VAETrainConfig, train, precision, args.batch)
     cfg = resolve_train_config(section.get("train_preset", "paper"), train)
     preset, overrides = section.get("preset", "paper"), section.get("model") or None
     accumulation = cfg.gradient_accumulation_steps
@@ -250,9 +250,7 @@ def lidm_case(config: dict, which: str, variant: str, precision: str, args) -> C
     from echogen.training.lvdm import LVDMTrainConfig, resolve_train_config
 
     entry = config["lvdm"]["lidms"][variant]
-    train, via = with_precision(LVDMTrainConfig, entry.get("train") or {}, precision)
-    if args.batch is not None:
-        train["batch_size"] = args.batch
+    train, via = row_settings(LVDMTrainConfig, entry.get("train") or {}, precision, args.batch)
     train_preset = entry.get("train_preset", "paper")
     cfg = resolve_train_config(train_preset, train, presets=LIDM_TRAIN_PRESETS)
     _check_train(cfg)
@@ -296,9 +294,7 @@ def lvdm_case(config: dict, which: str, variant: str, precision: str, args) -> C
     from echogen.training.lvdm import LVDMTask, LVDMTrainConfig, resolve_train_config
 
     entry = config["lvdm"]["models"][variant]
-    train, via = with_precision(LVDMTrainConfig, entry.get("train") or {}, precision)
-    if args.batch is not None:
-        train["batch_size"] = args.batch
+    train, via = row_settings(LVDMTrainConfig, entry.get("train") or {}, precision, args.batch)
     train_preset = entry.get("train_preset", "paper")
     cfg = resolve_train_config(train_preset, train)
     geo = latent_geometry(config)
@@ -366,9 +362,7 @@ def cascade_case(config: dict, which: str, variant: str, precision: str, args) -
     cascade = resolve_cascade(entry)
     # as train_cascade_stage_from_config: the stage's batch size from batch_sizes
     train = {**(entry.get("train") or {}), "batch_size": cascade["batch_sizes"][stage - 1]}
-    train, via = with_precision(CascadeTrainSpec, train, precision)
-    if args.batch is not None:
-        train["batch_size"] = args.batch
+    train, via = row_settings(CascadeTrainSpec, train, precision, args.batch)
     spec = CascadeTrainSpec(**train)
     imagen = cascade["imagen"]
     clips = cascade_clip_spec(cascade["fps"], cascade["duration"], output_size(imagen),
@@ -426,9 +420,7 @@ def regressor_case(config: dict, which: str, variant: str, precision: str, args)
     run = config["regressors"]["runs"][variant]
     overrides = dict(run.get("overrides") or {})
     paper_train = {**REGRESSOR_PRESETS[run["preset"]]["train"], **overrides.get("train", {})}
-    train, via = with_precision(TrainSpec, overrides.get("train") or {}, precision)
-    if args.batch is not None:
-        train["batch_size"] = args.batch
+    train, via = row_settings(TrainSpec, overrides.get("train") or {}, precision, args.batch)
     cfg = resolve_config(run["preset"], {**overrides, "train": train})
     task = RegressorTask(cfg, None, None, steps_per_epoch=1000, seed=args.seed,
                          pretrained=None, counts={}, train_mean_ef=math.nan)  # fmt: skip
@@ -479,9 +471,7 @@ def rvfailure_case(config: dict, which: str, variant: str, precision: str, args)
         objective, streams = "ef", [name]
         clips, train = {**rv["clips"], **rv["pretrain"]["clips"]}, rv["pretrain"]["train"]
     paper_precision = train.get("precision", "fp32")
-    train, via = with_precision(RVTrainSettings, train, precision)
-    if args.batch is not None:
-        train["batch_size"] = args.batch
+    train, via = row_settings(RVTrainSettings, train, precision, args.batch)
     cfg = RVConfig.from_dict({"model": {**rv["network"], "streams": streams}, "clips": clips,
                               "train": train})  # fmt: skip
     task = RVTask(cfg, objective, None, None, steps_per_epoch=1000, seed=args.seed,
