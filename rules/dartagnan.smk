@@ -102,6 +102,7 @@ rule score_dartagnan:
         runtime=tier_runtime("gpu_infer"),
     params:
         lpips_net=config["metrics"]["lpips"]["net"],
+        size=dartagnan_config()["samples"]["score_size"],
     script:
         "../workflow_scripts/score_dartagnan.py"
 

@@ -15,10 +15,11 @@ if TYPE_CHECKING:
 
 def main(samples_dir: str, metainfo: str, regressor: str, expert: str, scores: str,
          lpips_net: str, lpips_weights: str | None = None, gpus: int = 0,
-         threads: int = 1) -> None:  # fmt: skip
+         threads: int = 1, size: int | None = None) -> None:  # fmt: skip
     torch.set_num_threads(threads)
     lpips = LPIPS(lpips_net, lpips_weights, pick_device(gpus))
-    write_scores(score_counterfactuals(samples_dir, metainfo, regressor, expert, lpips), scores)
+    write_scores(score_counterfactuals(samples_dir, metainfo, regressor, expert, lpips, size),
+                 scores)  # fmt: skip
 
 
 if "snakemake" in globals():
@@ -33,4 +34,5 @@ if "snakemake" in globals():
         snakemake.input.get("lpips_weights"),
         snakemake.resources.get("gpu", 0),
         snakemake.threads,
+        snakemake.params.size,
     )

@@ -8,7 +8,8 @@ README's inference command "WIP"). echogen makes counterfactuals two ways:
   shared sampling driver: sample ``v`` is the counterfactual of the ``v``-th clip (by
   FileName) of the VAL and TEST splits, at a target EF drawn from ``(run seed, v)`` at least
   ``margin`` points from its own, as in training; its noise comes from the sample's seed.
-  :func:`score_counterfactuals` pairs each sample with its factual clip (SSIM, LPIPS) and the
+  :func:`score_counterfactuals` pairs each sample with its factual clip (SSIM, LPIPS; at the
+  generator's own size unless ``samples.score_size`` names one) and the
   EF predictions of two regressors: an independent one and the expert the generator was
   trained against; :func:`write_dartagnan_table` is ``results/metrics/dartagnan.txt``.
 - **inference** (:func:`infer_counterfactuals`) on configured pairs: a video of an ingested
@@ -53,7 +54,7 @@ log = logging.getLogger(__name__)
 DARTAGNAN_SCHEMA = {**BASE_SCHEMA, "Source": "str", "SourceEF": "float", "seed": "int"}
 TARGET_STREAM = 13
 SCORE_COLUMNS = ["FileName", "Source", "Split", "EF", "SourceEF", "EF_regressor", "EF_expert",
-                 "ssim", "lpips"]  # fmt: skip
+                 "ssim", "lpips", "size"]  # fmt: skip
 INFERENCE_COLUMNS = ["FileName", "Input", "EF", "EF_expert", "EF_expert_input", "FPS",
                      "NumberOfFrames", "seed"]  # fmt: skip
 # D'ARTAGNAN's published counterfactual numbers (MICCAI 2022, PAPERS.md §6).
@@ -193,12 +194,18 @@ def score_counterfactuals(
     regressor_predictions: str | Path,
     expert_predictions: str | Path,
     lpips: LPIPS | None = None,
-    size: int = SCORE_SIZE,
+    size: int | None = None,
     root: str | Path = ".",
 ) -> pd.DataFrame:
     """Every counterfactual against its factual clip: requested EF, the independent
     regressor's and the expert's EF of the sample, SSIM and LPIPS at ``size`` px (the
-    sample read back from its MP4, the factual clip from its ``.npy``)."""
+    sample read back from its MP4, the factual clip from its ``.npy``; column ``size``).
+
+    ``size=None`` compares at the generator's own size (the samples' frame size), as the
+    reference scores its 112-px outputs at 112. A larger ``size`` upsamples the sample and
+    compares it with the clip's full detail, which a smaller generator cannot make: on the
+    phantom, a 32-px copy of the clip itself scores SSIM 0.71 at 112 px (docs/benchmarks.md).
+    """
     samples_dir = Path(samples_dir)
     filelist = read_filelist(samples_dir / "FileList.csv", DARTAGNAN_SCHEMA)
     regressed = read_predictions(regressor_predictions, filelist["FileName"])
@@ -211,6 +218,8 @@ def score_counterfactuals(
                         f"{metainfo}", "score with the metainfo the samples came from")  # fmt: skip
     record = json.loads((samples_dir / PROVENANCE).read_text())
     frames = int(record["video"]["frames"])
+    if size is None:
+        size = int(filelist["FrameHeight"].iloc[0]) if len(filelist) else SCORE_SIZE
     rows = []
     for sample in tqdm(filelist.itertuples(index=False), total=len(filelist), desc="score"):
         real = load_clip(Path(root) / paths[sample.Source], frames, size, sample.Source)[0]
@@ -221,7 +230,7 @@ def score_counterfactuals(
                      "EF": float(sample.EF), "SourceEF": float(sample.SourceEF),
                      "EF_regressor": float(regressed[sample.FileName]),
                      "EF_expert": float(expert[sample.FileName]), "ssim": paired["ssim"],
-                     "lpips": paired["lpips"]})  # fmt: skip
+                     "lpips": paired["lpips"], "size": size})  # fmt: skip
     return pd.DataFrame(rows, columns=SCORE_COLUMNS)
 
 
@@ -238,9 +247,15 @@ def dartagnan_report(scores: pd.DataFrame) -> dict:
             "expert": ef_errors(part["EF"], part["EF_expert"]),
             "ssim": float(part["ssim"].mean()),
             "lpips": None if lpips.isna().any() else float(lpips.mean()),
+            "size": sorted(int(v) for v in part["size"].unique()),
             "n": int(len(part)),
         }
     return report
+
+
+def _score_sizes(scores: pd.DataFrame) -> str:
+    """The sizes the scores compared at, as ``"32 px"``."""
+    return "/".join(str(int(v)) for v in sorted(scores["size"].unique())) + " px"
 
 
 def write_scores(scores: pd.DataFrame, path: str | Path) -> None:
@@ -264,6 +279,7 @@ def write_dartagnan_table(
             bool}}``; plumbing marks tiny models or regressors (not paper numbers).
     """
     record = {"regressor": regressor, "expert": expert, "published": PUBLISHED, "models": {}}
+    sizes = "; ".join(f"{name} {_score_sizes(entry['scores'])}" for name, entry in models.items())
     head = (
         f"{'model':<12} {'split':<5} {'n':>4}  {'MAE':>6} {'RMSE':>6} {'R2':>6}  "
         f"{'MAE_x':>6} {'R2_x':>6}  {'SSIM':>6} {'LPIPS':>6}  {'FID':>7} {'FVD16':>7}"
@@ -273,8 +289,8 @@ def write_dartagnan_table(
         ">= margin from its own).",
         f"EF columns: regressed EF of the counterfactual vs the requested EF; MAE/RMSE/R2 by "
         f"the independent regressor {regressor!r}, MAE_x/R2_x by the expert {expert!r} the "
-        "generator was trained against. SSIM/LPIPS: to the factual clip (112 px). FID/FVD16: "
-        "the dataset against the real reference frames.",
+        f"generator was trained against. SSIM/LPIPS: to the factual clip, at {sizes}. "
+        "FID/FVD16: the dataset against the real reference frames.",
         f"Published (MICCAI 2022): SSIM {PUBLISHED['ssim']}, R2 {PUBLISHED['r2']}.",
         "",
         head,

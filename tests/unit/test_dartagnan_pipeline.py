@@ -79,10 +79,13 @@ def test_sharded_dataset_equals_one_job_and_scores_against_factual_clips(trained
         pd.DataFrame({"FileName": filelist["FileName"],
                       "EF_pred_all": filelist["EF"] + rng.normal(0, 5, len(filelist))}
                      ).to_csv(tmp_path / f"{kind}.csv", index=False)  # fmt: skip
-    scores = score_counterfactuals(tmp_path / "ds_one", trained["metainfo"],
-                                   tmp_path / "regressor.csv", tmp_path / "expert.csv",
-                                   size=16, root=trained["root"])  # fmt: skip
+    paths = (tmp_path / "ds_one", trained["metainfo"], tmp_path / "regressor.csv",
+             tmp_path / "expert.csv")  # fmt: skip
+    scores = score_counterfactuals(*paths, root=trained["root"])  # the generator's 16 px
     assert len(scores) == 4 and scores["ssim"].between(-1, 1).all()
+    assert (scores["size"] == 16).all()
+    larger = score_counterfactuals(*paths, size=32, root=trained["root"])
+    assert (larger["size"] == 32).all() and not np.allclose(larger["ssim"], scores["ssim"])
     report = dartagnan_report(scores)
     assert report["all"]["regressor"]["mae"] == pytest.approx(
         mean_absolute_error(scores["EF"], scores["EF_regressor"]))  # fmt: skip
@@ -100,6 +103,7 @@ def test_sharded_dataset_equals_one_job_and_scores_against_factual_clips(trained
     )  # fmt: skip
     text = (tmp_path / "dartagnan.txt").read_text()
     assert "SSIM 0.79, R2 0.51" in text and "plumbing check" in text and "80.00" in text
+    assert "to the factual clip, at tiny 16 px" in text
     assert record["models"]["tiny"]["fvd16"] == 80.0
     assert json.loads((tmp_path / "dartagnan.json").read_text())["expert"] == "expert_run"
 
