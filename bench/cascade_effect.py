@@ -18,6 +18,7 @@ trained for about half an hour on 2 cores. Then it prints what the paper claims,
   < noise.
 
 Usage: .venv/bin/python bench/cascade_effect.py --out /tmp/cascade_effect [--report-only]
+[--extra OVERLAY.yaml ...]
 """
 
 from __future__ import annotations
@@ -90,11 +91,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--report-only", action="store_true", help="read an existing run")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--extra", type=Path, action="append", default=[],
+                        help="more config overlays, after the bench's own")  # fmt: skip
     args = parser.parse_args()
     out = args.out.resolve()
     if not args.report_only:
         out.mkdir(parents=True, exist_ok=True)
-        wall = run_workflow(out, OVERLAY, TARGETS)
+        wall = run_workflow(out, OVERLAY, TARGETS, tuple(args.extra))
         print(f"workflow wall time {wall / 60:.1f} min on {os.cpu_count()} CPUs")
     results = {"ef": ef_report(out), "fvd": fvd_report(out, args.seed)}
     print("\n" + ", ".join(f"{p}: {'met' if ok else 'MISSED'}" for p, ok in results.items()))

@@ -94,7 +94,7 @@ from accelerate.utils import set_seed
 
 from echogen.numerics import deterministic
 from echogen.training.engine import Task, accelerator_for
-from echogen.training.regressor import mixed_precision
+from echogen.training.settings import mixed_precision
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_timing import emit, n_params, sync, time_train_steps  # noqa: E402

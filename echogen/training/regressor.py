@@ -46,7 +46,7 @@ from echogen.training.engine import (
     steps_per_epoch,
 )
 from echogen.training.engine import train as engine_train
-from echogen.training.settings import PRECISIONS
+from echogen.training.settings import PRECISIONS, mixed_precision
 from echogen.training.state import jsonable
 from echogen.training.supervised import OPTIMIZERS, ClipTask, rows_digest
 
@@ -537,16 +537,6 @@ def train_regressor_from_run(
             overrides = {**overrides, "train": {**overrides.get("train", {}), "max_steps": 0}}
     config = resolve_config(run["preset"], overrides)
     return train_regressor(manifest, out_dir, state_dir, config, seed, device, pretrained, root)
-
-
-def mixed_precision(precision: str, device: str) -> str:
-    """accelerate's ``mixed_precision`` for a TrainSpec ``precision`` on ``device``."""
-    if precision == "fp32":
-        return "no"
-    if device != "cuda":
-        log.warning("train.precision %s needs a GPU; training in fp32 on %s", precision, device)
-        return "no"
-    return precision
 
 
 def _check_pretrained(pretrained: dict | None) -> None:

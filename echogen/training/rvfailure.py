@@ -45,8 +45,7 @@ from echogen.metrics.scores import roc_auc
 from echogen.models.rvfailure import TwoStreamNet, load_kinetics_trunk, load_pretrained_stream
 from echogen.training.engine import Budget, RunResult, accelerator_for, steps_per_epoch
 from echogen.training.engine import train as engine_train
-from echogen.training.regressor import mixed_precision
-from echogen.training.settings import TrainSettings
+from echogen.training.settings import TrainSettings, mixed_precision
 from echogen.training.state import jsonable
 from echogen.training.supervised import DECAY_ON, OPTIMIZERS, ClipTask, rows_digest
 

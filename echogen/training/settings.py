@@ -8,14 +8,29 @@ refused by name) and the checks of the engine's fields: the positive counts, ``s
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import ClassVar
 
 from echogen.settings import DictFields
 from echogen.training.engine import SELECTIONS
 
+log = logging.getLogger(__name__)
+
 # fp16: autocast with loss scaling; bf16: autocast without (accelerate's mixed precision).
 PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+def mixed_precision(precision: str, device: str) -> str:
+    """accelerate's ``mixed_precision`` for a train setting ``precision`` (one of
+    :data:`PRECISIONS`) on ``device``: reduced precision on CUDA only, with a warning when a
+    CPU run falls back to fp32."""
+    if precision == "fp32":
+        return "no"
+    if device != "cuda":
+        log.warning("train.precision %s needs a GPU; training in fp32 on %s", precision, device)
+        return "no"
+    return precision
 
 
 @dataclass(frozen=True)

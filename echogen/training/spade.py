@@ -66,8 +66,7 @@ from echogen.training.engine import (
     steps_per_epoch,
 )
 from echogen.training.engine import train as engine_train
-from echogen.training.regressor import mixed_precision
-from echogen.training.settings import TrainSettings
+from echogen.training.settings import TrainSettings, mixed_precision
 from echogen.training.supervised import epoch_loader, rows_digest
 
 log = logging.getLogger(__name__)

@@ -162,7 +162,7 @@ def test_echonet_and_echodiffusion_presets_follow_their_code_point_by_point():
 
 
 def test_fp16_falls_back_to_fp32_on_cpu(data, tmp_path, caplog):
-    from echogen.training.regressor import mixed_precision
+    from echogen.training.settings import mixed_precision
 
     assert mixed_precision("fp16", "cuda") == "fp16"
     assert mixed_precision("bf16", "cuda") == "bf16" and mixed_precision("bf16", "cpu") == "no"
