@@ -59,6 +59,7 @@ INFERENCE_COLUMNS = ["FileName", "Input", "EF", "EF_expert", "EF_expert_input", 
                      "NumberOfFrames", "seed"]  # fmt: skip
 # D'ARTAGNAN's published counterfactual numbers (MICCAI 2022, PAPERS.md §6).
 PUBLISHED = {"ssim": 0.79, "r2": 0.51}
+SSIM_MIN_SIZE = 11  # the SSIM window
 
 
 @dataclass(frozen=True)
@@ -220,6 +221,10 @@ def score_counterfactuals(
     frames = int(record["video"]["frames"])
     if size is None:
         size = int(filelist["FrameHeight"].iloc[0]) if len(filelist) else SCORE_SIZE
+    if size < SSIM_MIN_SIZE:
+        raise ValueError(f"SSIM needs frames of at least {SSIM_MIN_SIZE} px, the samples of "
+                         f"{samples_dir} are {size} px: set dartagnan.samples.score_size "
+                         "to compare at a larger size")  # fmt: skip
     rows = []
     for sample in tqdm(filelist.itertuples(index=False), total=len(filelist), desc="score"):
         real = load_clip(Path(root) / paths[sample.Source], frames, size, sample.Source)[0]

@@ -86,6 +86,8 @@ def test_sharded_dataset_equals_one_job_and_scores_against_factual_clips(trained
     assert (scores["size"] == 16).all()
     larger = score_counterfactuals(*paths, size=32, root=trained["root"])
     assert (larger["size"] == 32).all() and not np.allclose(larger["ssim"], scores["ssim"])
+    with pytest.raises(ValueError, match="score_size"):
+        score_counterfactuals(*paths, size=8, root=trained["root"])
     report = dartagnan_report(scores)
     assert report["all"]["regressor"]["mae"] == pytest.approx(
         mean_absolute_error(scores["EF"], scores["EF_regressor"]))  # fmt: skip
