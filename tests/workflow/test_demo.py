@@ -384,6 +384,8 @@ def test_demo_dartagnan(demo_all):
             demo_all / f"results/metrics/dartagnan_{name}_counterfactual_scores.csv"
         )
         assert ((scores["EF"] - scores["SourceEF"]).abs() >= 10).all()
+        size = section["models"][name]["train"]["size"]  # score_size null: the generator's own
+        assert (scores["size"] == size).all() and f"{name} {size} px" in table
         folder = demo_all / f"results/models/dartagnan_{name}"
         assert (folder / "generator/config.json").is_file() and (folder / "log.csv").is_file()
     inference = section["inference"]
