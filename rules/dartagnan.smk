@@ -75,7 +75,7 @@ rule sample_dartagnan:
         mem_mb=tier_mem("gpu_infer"),
         runtime=tier_runtime("gpu_infer"),
     params:
-        sampling=dartagnan_config()["samples"],
+        sampling=dartagnan_sampling(),
         seed=config["seed"],
     script:
         "../workflow_scripts/sample_dartagnan.py"

@@ -14,6 +14,13 @@ def dartagnan_models():
     return dartagnan_config()["models"]
 
 
+def dartagnan_sampling():
+    """`dartagnan.samples` without the keys only scoring and the generation metrics read, so
+    that changing them re-scores the counterfactuals without sampling them again."""
+    scoring = ("real", "metrics", "score_size")
+    return {k: v for k, v in dartagnan_config()["samples"].items() if k not in scoring}
+
+
 def dartagnan_model(wildcards):
     return dartagnan_models()[wildcards.model]
 
