@@ -45,7 +45,7 @@ row. The VAE and cascade settings have no precision field (their trainers always
 fp32 accelerator): their bf16 rows are accelerate's ``mixed_precision="bf16"`` on the
 accelerator (autocast around every prepared module's forward, what such a switch would do),
 recorded as ``precision_via``. The accelerator's mode comes from
-``echogen.training.regressor.mixed_precision``, as the trainers take it. On CPU only fp32
+``echogen.training.settings.mixed_precision``, as the trainers take it. On CPU only fp32
 runs (bf16 rows are recorded as skipped). TF32 stays at PyTorch's defaults (recorded).
 
 Every row: system, variant, config entry and presets, precision, batch per process, samples

@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 SSIM_BORDERS = ("valid", "reflect")
 LPIPS_NETS = ("vgg", "alex")
+# The smallest frame side each LPIPS trunk accepts (its pooling leaves no pixel below it).
+LPIPS_MIN_SIZE = {"vgg": 16, "alex": 31}
 
 # torchvision names its ImageNet files `<arch>-<first 8 hex of sha256>.pth`
 # (vgg16-397923af.pth, alexnet-owt-7be5be79.pth); a trunk is "published" when its hash matches.

@@ -36,9 +36,9 @@ from echogen.data.frames import write_frames
 from echogen.data.io import atomic_dir, atomic_path, write_json
 from echogen.data.manifest import SPLITS
 from echogen.data.video import probe_video, read_video, resample_frames, resize_frames, write_video
-from echogen.metrics.paired import LPIPS, paired_video_metrics
+from echogen.metrics.paired import LPIPS, LPIPS_MIN_SIZE, paired_video_metrics
 from echogen.models.dartagnan import counterfactual_efs, expert_input, load_expert, load_generator
-from echogen.pipelines.cascade_scoring import SCORE_SIZE, ef_errors, fid_fvd16, read_predictions
+from echogen.pipelines.cascade_scoring import ef_errors, fid_fvd16, read_predictions
 from echogen.pipelines.synthetic import (
     BASE_SCHEMA,
     PROVENANCE,
@@ -219,12 +219,13 @@ def score_counterfactuals(
                         f"{metainfo}", "score with the metainfo the samples came from")  # fmt: skip
     record = json.loads((samples_dir / PROVENANCE).read_text())
     frames = int(record["video"]["frames"])
-    if size is None:
-        size = int(filelist["FrameHeight"].iloc[0]) if len(filelist) else SCORE_SIZE
-    if size < SSIM_MIN_SIZE:
-        raise ValueError(f"SSIM needs frames of at least {SSIM_MIN_SIZE} px, the samples of "
-                         f"{samples_dir} are {size} px: set dartagnan.samples.score_size "
-                         "to compare at a larger size")  # fmt: skip
+    size = int(record["video"]["size"]) if size is None else int(size)
+    least = max(SSIM_MIN_SIZE, LPIPS_MIN_SIZE[lpips.net] if lpips is not None else 0)
+    if size < least:
+        metrics = "SSIM and LPIPS" if lpips is not None else "SSIM"
+        raise ValueError(f"{metrics} need frames of at least {least} px, the samples of "
+                         f"{samples_dir} would be scored at {size} px: set "
+                         f"dartagnan.samples.score_size to {least} or more")  # fmt: skip
     rows = []
     for sample in tqdm(filelist.itertuples(index=False), total=len(filelist), desc="score"):
         real = load_clip(Path(root) / paths[sample.Source], frames, size, sample.Source)[0]
@@ -241,9 +242,13 @@ def score_counterfactuals(
 
 def dartagnan_report(scores: pd.DataFrame) -> dict:
     """Per split and over all: the EF errors of the independent regressor and of the expert
-    (regressed vs requested EF), the mean SSIM and LPIPS, and the count."""
+    (regressed vs requested EF), the mean SSIM and LPIPS, the sizes they compared at, and the
+    count."""
     if scores.empty:
         raise ValueError("no scores to report")
+    if "size" not in scores:
+        raise ValueError("the scores have no size column (written before score_size "
+                         "existed): re-run rule score_dartagnan")  # fmt: skip
     report = {}
     for split, part in [("all", scores), *scores.groupby("Split", sort=True)]:
         lpips = part["lpips"].astype(float)
@@ -256,11 +261,6 @@ def dartagnan_report(scores: pd.DataFrame) -> dict:
             "n": int(len(part)),
         }
     return report
-
-
-def _score_sizes(scores: pd.DataFrame) -> str:
-    """The sizes the scores compared at, as ``"32 px"``."""
-    return "/".join(str(int(v)) for v in sorted(scores["size"].unique())) + " px"
 
 
 def write_scores(scores: pd.DataFrame, path: str | Path) -> None:
@@ -284,7 +284,9 @@ def write_dartagnan_table(
             bool}}``; plumbing marks tiny models or regressors (not paper numbers).
     """
     record = {"regressor": regressor, "expert": expert, "published": PUBLISHED, "models": {}}
-    sizes = "; ".join(f"{name} {_score_sizes(entry['scores'])}" for name, entry in models.items())
+    reports = {name: dartagnan_report(entry["scores"]) for name, entry in models.items()}
+    sizes = "; ".join(f"{name} {'/'.join(map(str, report['all']['size']))} px"
+                      for name, report in reports.items())  # fmt: skip
     head = (
         f"{'model':<12} {'split':<5} {'n':>4}  {'MAE':>6} {'RMSE':>6} {'R2':>6}  "
         f"{'MAE_x':>6} {'R2_x':>6}  {'SSIM':>6} {'LPIPS':>6}  {'FID':>7} {'FVD16':>7}"
@@ -305,7 +307,7 @@ def write_dartagnan_table(
         return f"{'-':>{width}}" if value is None else f"{value:>{width}.{digits}f}"
 
     for name, entry in models.items():
-        report = dartagnan_report(entry["scores"])
+        report = reports[name]
         fid, fvd = fid_fvd16(entry.get("generation"))
         record["models"][name] = {**report, "fid": fid, "fvd16": fvd,
                                   "plumbing": bool(entry.get("plumbing"))}  # fmt: skip

@@ -17,7 +17,6 @@ the same weights, bit for bit on CPU, as an uninterrupted run with the same seed
 from __future__ import annotations
 
 import inspect
-import logging
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -49,8 +48,6 @@ from echogen.training.engine import train as engine_train
 from echogen.training.settings import PRECISIONS, mixed_precision
 from echogen.training.state import jsonable
 from echogen.training.supervised import OPTIMIZERS, ClipTask, rows_digest
-
-log = logging.getLogger(__name__)
 
 PRETRAINED_KINDS = ("published", "kinetics")
 LOG_COLUMNS = ["epoch", "step", "train_loss", "val_loss", "val_mae"]

@@ -14,6 +14,7 @@ from trainer_cases import dartagnan_data
 
 from echogen.data.errors import DataError
 from echogen.data.video import read_video, write_video
+from echogen.metrics.paired import LPIPS
 from echogen.pipelines.dartagnan import (
     DARTAGNAN_SCHEMA,
     CounterfactualConfig,
@@ -88,6 +89,10 @@ def test_sharded_dataset_equals_one_job_and_scores_against_factual_clips(trained
     assert (larger["size"] == 32).all() and not np.allclose(larger["ssim"], scores["ssim"])
     with pytest.raises(ValueError, match="score_size"):
         score_counterfactuals(*paths, size=8, root=trained["root"])
+    with pytest.raises(ValueError, match="SSIM and LPIPS need frames of at least 31 px"):
+        score_counterfactuals(*paths, lpips=LPIPS("alex"), root=trained["root"])  # 16 px
+    with pytest.raises(ValueError, match="re-run rule score_dartagnan"):
+        dartagnan_report(scores.drop(columns="size"))
     report = dartagnan_report(scores)
     assert report["all"]["regressor"]["mae"] == pytest.approx(
         mean_absolute_error(scores["EF"], scores["EF_regressor"]))  # fmt: skip
