@@ -107,7 +107,7 @@ def report(out: Path) -> dict[str, bool]:
     r_source = np.corrcoef(scores["EF_regressor"], scores["SourceEF"])[0, 1]
     print(f"Pearson r of the independent regressor's EF with the requested EF {r_requested:.3f}, "
           f"with the clip's own EF {r_source:.3f}")  # fmt: skip
-    at = "/".join(map(str, row["size"]))
+    at = "/".join(map(str, row.get("size", [112])))  # tables before score_size: 112 px
     print(f"SSIM to the factual clip {row['ssim']:.3f} at {at} px, LPIPS "
           f"{row['lpips']} (random trunk in the demo: plumbing); FID {table['fid']}, FVD16 "
           f"{table['fvd16']} (tiny random detectors: plumbing)")  # fmt: skip
