@@ -92,5 +92,8 @@ def test_system_end_to_end(tmp_path, config):
     if system == "lvdm":  # its test config builds the reference as EchoNet-Synthetic does
         index = pd.read_csv(tmp_path / "resources/reference_frames/dynamic_16f.csv")
         assert set(index["policy"]) == {"echonet_synthetic"} and (index["start"] == 0).all()
+    if system == "dartagnan":  # its config scores the 16-px generator at score_size 32
+        scores = pd.read_csv(tmp_path / "results/metrics/dartagnan_tiny_counterfactual_scores.csv")
+        assert (scores["size"] == 32).all()
     again = snakemake(*args, "-n", "all")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
