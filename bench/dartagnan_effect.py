@@ -74,11 +74,12 @@ def likeness_ceilings(out: Path, sources: pd.Series, frames: int, size: int, fps
                 ef_t = torch.tensor([ef / 100.0])
                 factual = generator(ef_t, ef_t, torch.from_numpy(small)[None],
                                     torch.Generator().manual_seed(0))[0][0].numpy()  # fmt: skip
+            reals = {at: (load_clip(path, frames, at, source)[0] * 255).round().astype(np.uint8)
+                     for at in (size, 112)}  # fmt: skip
             for kind, clip in (("copy", small), ("factual", factual)):
                 write_video(mp4, (clip[0] * 255).round().astype(np.uint8), fps)
                 made = read_video(mp4)
-                for at in (size, 112):
-                    real = (load_clip(path, frames, at, source)[0] * 255).round().astype(np.uint8)
+                for at, real in reals.items():
                     ssim = paired_video_metrics(real, resize_frames(made, at))["ssim"]
                     scores[kind, at].append(ssim)
     return {key: float(np.mean(values)) for key, values in scores.items()}
