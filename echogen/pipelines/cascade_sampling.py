@@ -238,11 +238,14 @@ def source_clips(
     sources: pd.DataFrame, video: dict, run_seed: int, root: str | Path = "."
 ) -> CascadeClipDataset:
     """The real clips of the sources as the cascade trains on them (its frame rate, frame
-    count and size): :func:`source_clip` gives draw ``r`` of source ``v``."""
+    count, size and conditioning frame, ``video["cond_frame"]``, ``"window"`` when absent as
+    in released models and cascades trained before the switch): :func:`source_clip` gives
+    draw ``r`` of source ``v``."""
     spec = cascade_clip_spec(video["fps"], video["frames"] / video["fps"], video["size"],
                              video["channels"])  # fmt: skip
     seed = int(np.random.SeedSequence([int(run_seed), VIDEO_STREAM]).generate_state(1)[0])
-    return CascadeClipDataset(sources, spec, seed=seed, root=root)
+    cond_frame = video.get("cond_frame", "window")
+    return CascadeClipDataset(sources, spec, seed=seed, root=root, cond_frame=cond_frame)
 
 
 def source_clip(clips: CascadeClipDataset, video: int, draw: int) -> tuple:

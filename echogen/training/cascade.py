@@ -230,7 +230,8 @@ class CascadeStageTask(Task):
         save_file(_contiguous(model.state_dict()), folder / WEIGHTS)
         save_file(_contiguous(self.ema.ema_model.state_dict()), folder / EMA_WEIGHTS)
         clips = self.records["clips"]
-        video = {"fps": clips["fps"], "frames": clips["frames"], "channels": clips["channels"]}
+        video = {"fps": clips["fps"], "frames": clips["frames"], "channels": clips["channels"],
+                 "cond_frame": self.dataset.cond_frame}  # fmt: skip
         stage = {"stage": self.stage, "unets": self.unets, "imagen": self.imagen, "video": video}
         write_json(folder / STAGE_FILE, jsonable(stage))
         return {**self.records, "train": self.spec.to_dict(), "stage": self.stage}
@@ -254,6 +255,7 @@ def train_cascade_stage(
     size: int | None = None,
     device: str = "cpu",
     root: str | Path = ".",
+    cond_frame: str = "window",
 ) -> dict:
     """Train stage ``stage`` of a cascade on the TRAIN rows of a manifest.
 
@@ -274,6 +276,11 @@ def train_cascade_stage(
         size: frame size of the clips; default the cascade's last image size.
         device: ``"cpu"`` or ``"cuda"`` (all visible GPUs under ``accelerate launch``).
         root: folder that the ``Path`` column is relative to.
+        cond_frame: the conditioning image of each clip
+            (:data:`~echogen.data.cascade_clips.COND_FRAMES`): ``"window"`` (EchoDiffusion's
+            random frame of the clip) or ``"end_diastole"`` (the traced ED frame; a
+            deviation). Recorded in ``stage.json``'s ``video``, so sampling conditions the same
+            way.
 
     Returns:
         Summary: steps, resumed_from, n_train, last_loss, out_dir.
@@ -287,7 +294,7 @@ def train_cascade_stage(
     if train_rows.empty:
         raise ValueError("no TRAIN rows: the cascade trains on the manifest's TRAIN videos")
     clip_spec = cascade_clip_spec(fps, duration, size, imagen.get("channels", 3))
-    dataset = CascadeClipDataset(train_rows, clip_spec, seed, root)
+    dataset = CascadeClipDataset(train_rows, clip_spec, seed, root, cond_frame)
     # Image steps (ignore_time) leave the temporal layers without gradients: DDP must allow
     # unused parameters, as ImagenTrainer sets it.
     accelerator = accelerator_for(device, state_dir, find_unused_parameters=True)
@@ -301,6 +308,8 @@ def train_cascade_stage(
         "num_processes": accelerator.num_processes,
         "train_rows": rows_digest(train_rows, {"FileName": str, "EF": float}),
     }
+    if cond_frame != "window":  # only then, so that runs from before the switch still resume
+        fingerprint["cond_frame"] = cond_frame
     records = {"n_train": len(train_rows), "clips": clip_spec.to_dict(), "fps": fps}
     task = CascadeStageTask(unets, imagen, stage, spec, dataset, seed, records)
     result = engine_train(
@@ -337,7 +346,8 @@ def train_cascade_stage_from_config(
     The entry's ``structure``, ``preset``, ``unet``, ``imagen``, ``fps``, ``duration`` and
     ``batch_sizes`` give the cascade (:func:`~echogen.models.cascade.resolve_cascade`); the
     stage's batch size is its entry of ``batch_sizes``; ``train`` holds the other
-    :class:`CascadeTrainSpec` fields.
+    :class:`CascadeTrainSpec` fields; ``cond_frame`` (default ``"window"``) which frame
+    conditions each clip.
 
     Raises:
         ValueError: ``train`` sets ``batch_size`` (per stage, ``batch_sizes`` says it), or
@@ -366,4 +376,5 @@ def train_cascade_stage_from_config(
         duration=cascade["duration"],
         device=device,
         root=root,
+        cond_frame=model.get("cond_frame", "window"),
     )

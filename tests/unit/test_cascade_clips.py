@@ -88,3 +88,40 @@ def test_bad_rows_name_the_file_and_line(rows):
         from echogen.data.ef_clips import ClipSpec
 
         CascadeClipDataset(rows, ClipSpec(normalisation="unit", pad=4), seed=0)
+
+
+def test_end_diastole_conditions_on_the_traced_frame_whatever_the_window(rows):
+    """cond_frame="end_diastole" (a deviation): the manifest's EDFrame, at the clip's size."""
+    traced = rows.assign(EDFrame=[7, 3])
+    spec = cascade_clip_spec(fps=10, duration=1.0, size=SIZE)
+    dataset = CascadeClipDataset(traced, spec, seed=3, cond_frame="end_diastole")
+    window = CascadeClipDataset(traced, spec, seed=3)
+    for epoch in range(4):
+        dataset.set_epoch(epoch)
+        window.set_epoch(epoch)
+        video, ef, cond = dataset[0]
+        reference_video, reference_ef, _ = window[0]
+        assert torch.equal(video, reference_video) and torch.equal(ef, reference_ef)
+        assert cond.shape == (3, SIZE, SIZE) and torch.equal(cond[0], cond[2])
+        assert cond.mean().item() * 255 == pytest.approx(STEP * 7 + 8, abs=2)
+    assert dataset[1][2].mean().item() * 255 == pytest.approx(STEP * 3 + 8, abs=2)
+    cond = dataset[0][2]
+    cond += 1  # items are copies: the kept frame is not changed through them
+    assert dataset[0][2].max() <= 1
+
+
+def test_end_diastole_needs_a_traced_frame_in_every_row(rows):
+    spec = cascade_clip_spec(fps=10, duration=1.0, size=SIZE)
+    with pytest.raises(DataError, match="column 'EDFrame' is missing.*cond_frame to window"):
+        CascadeClipDataset(rows, spec, seed=0, cond_frame="end_diastole")
+    untraced = rows.assign(EDFrame=[7, np.nan])
+    untraced.attrs["source"] = "manifest.csv"
+    with pytest.raises(DataError, match=r"manifest.csv, row 3: video short has no EDFrame"):
+        CascadeClipDataset(untraced, spec, seed=0, cond_frame="end_diastole")
+    outside = CascadeClipDataset(
+        rows.assign(EDFrame=[7, 40]), spec, seed=0, cond_frame="end_diastole"
+    )
+    with pytest.raises(DataError, match="EDFrame 40 is outside the video's 12 frames"):
+        outside[1]
+    with pytest.raises(ValueError, match="cond_frame must be one of"):
+        CascadeClipDataset(rows, spec, seed=0, cond_frame="ED")

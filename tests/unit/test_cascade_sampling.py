@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 from trainer_cases import phantom_dynamic
 
@@ -78,6 +79,24 @@ def test_plans_draws_of_each_video(cascade):
         CascadeSampleConfig(mode="both")
     with pytest.raises(ValueError, match="ef_range"):
         CascadeSampleConfig(ef_range=[50, 40])
+
+
+def test_source_clips_condition_as_the_cascade_trained(cascade):
+    """The stage's ``video.cond_frame`` picks the conditioning frames of sampling: a frame of
+    each draw's window (absent or "window"), or the video's traced ED frame for every draw."""
+    sources = source_rows(read_manifest(cascade["manifest"]), CascadeSampleConfig())
+    video = json.loads((cascade["folder"] / "cascade.json").read_text())["video"]
+    assert video["cond_frame"] == "window"
+    video = {**video, "size": 32}
+    ed = source_clips(sources, {**video, "cond_frame": "end_diastole"}, SEED, cascade["root"])
+    window = source_clips(sources, video, SEED, cascade["root"])
+    old = {key: value for key, value in video.items() if key != "cond_frame"}
+    before = source_clips(sources, old, SEED, cascade["root"])
+    for draw in range(3):
+        clip, ef, cond = source_clip(ed, 0, draw)
+        assert torch.equal(cond, ed.end_diastole(0))
+        assert torch.equal(clip, source_clip(window, 0, draw)[0])
+        assert torch.equal(source_clip(before, 0, draw)[2], source_clip(window, 0, draw)[2])
 
 
 def test_balanced_plan_fills_the_histogram_from_shuffled_anatomies():

@@ -112,6 +112,14 @@ def test_config_entries_give_each_stage_its_batch(manifest, tmp_path):
     info = json.loads((tmp_path / "o" / "train.json").read_text())
     assert summary["steps"] == 1 and info["train"]["batch_size"] == 3
     assert info["fps"] == 8 and info["clips"]["frames"] == 8
+    video = json.loads((tmp_path / "o" / STAGE_FILE).read_text())["video"]
+    assert video == {"fps": 8, "frames": 8, "channels": 3, "cond_frame": "window"}
+    # The deviation's switch reaches the clips and stage.json (sampling conditions alike).
+    ed = {**kwargs, "out_dir": tmp_path / "ed", "state_dir": tmp_path / "ed_state"}
+    train_cascade_stage_from_config(path, model={**entry, "cond_frame": "end_diastole"},
+                                    stage=1, **ed)  # fmt: skip
+    video = json.loads((tmp_path / "ed" / STAGE_FILE).read_text())["video"]
+    assert video["cond_frame"] == "end_diastole"
     with pytest.raises(ValueError, match="hold no batch_size"):
         bad = {**entry, "train": {"batch_size": 2}}
         train_cascade_stage_from_config(path, model=bad, stage=1, **kwargs)
