@@ -18,7 +18,9 @@ trained for about half an hour on 2 cores. Then it prints what the paper claims,
   < noise.
 
 Usage: .venv/bin/python bench/cascade_effect.py --out /tmp/cascade_effect [--report-only]
-[--extra OVERLAY.yaml ...]
+[--extra OVERLAY.yaml ...]; overlays in bench/configs: cascade_guidance.yaml (guidance 10),
+cascade_anatomies.yaml (8x the TRAIN videos), cascade_end_diastole.yaml (the ED frame
+conditions).
 """
 
 from __future__ import annotations
@@ -52,11 +54,14 @@ def ef_report(out: Path) -> bool:
     table = json.loads((out / "results/metrics/cascade_1SCM.json").read_text())
     task = table["tasks"]["counterfactual"]
     scores = pd.read_csv(out / f"results/metrics/{DATASET}_scores.csv", dtype={"Source": str})
-    train = json.loads((out / "results/models/cascade_1SCM/stage_1/train.json").read_text())
+    stage = out / "results/models/cascade_1SCM/stage_1"
+    train = json.loads((stage / "train.json").read_text())
+    video = json.loads((stage / "stage.json").read_text())["video"]
     print("\n## Counterfactual EF control (1SCM; regressor trained on real phantom clips)")
     print(
         f"1SCM stage: {train['steps']} steps, {train['n_train']} TRAIN videos, "
-        f"{train['clips']['size']} px, {train['clips']['frames']} frames at {train['fps']} fps"
+        f"{train['clips']['size']} px, {train['clips']['frames']} frames at {train['fps']} fps, "
+        f"conditioned on the {video.get('cond_frame', 'window')} frame"
     )
     print(f"{'':44s} {'n':>4s} {'MAE':>7s} {'RMSE':>7s} {'R2':>7s}")
     ceiling = [metric_value(test, key) for key in ("mae", "rmse", "r2")]
