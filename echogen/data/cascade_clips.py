@@ -113,7 +113,7 @@ class CascadeClipDataset(torch.utils.data.Dataset):
         self.file_names = self.clips.file_names
         self.cond_frame = cond_frame
         self.ed_frames = _ed_frames(rows) if cond_frame == "end_diastole" else None
-        self._ed_cache: dict[int, torch.Tensor] = {}
+        self._ed_cache: dict[int, torch.Tensor] = {}  # grey uint8 (size, size) per video
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -133,7 +133,8 @@ class CascadeClipDataset(torch.utils.data.Dataset):
 
     def end_diastole(self, i: int) -> torch.Tensor:
         """Video ``i``'s traced end-diastolic frame, ``float32 (C, size, size)`` in ``[0, 1]``
-        (decoded once per dataset, then kept: one small frame per video)."""
+        (decoded once per dataset, then kept as one grey ``uint8`` frame per video: 12 kB at
+        112 px)."""
         if i not in self._ed_cache:
             spec, path = self.clips.spec, self.clips.paths[i]
             frames = read_video(path)
@@ -146,10 +147,10 @@ class CascadeClipDataset(torch.utils.data.Dataset):
                     "the cascade's cond_frame to window",
                     item=self.file_names[i],
                 )
-            grey = resize_frames(frames[ed : ed + 1], spec.size)[0].astype(np.float32) / 255.0
-            frame = np.broadcast_to(grey, (spec.channels, *grey.shape))
-            self._ed_cache[i] = torch.from_numpy(np.ascontiguousarray(frame))
-        return self._ed_cache[i].clone()
+            grey = resize_frames(frames[ed : ed + 1], spec.size)[0]
+            self._ed_cache[i] = torch.from_numpy(np.ascontiguousarray(grey))
+        grey = self._ed_cache[i].to(torch.float32) / 255.0
+        return grey.expand(self.clips.spec.channels, *grey.shape).clone()
 
 
 def _ed_frames(rows: pd.DataFrame) -> np.ndarray:
