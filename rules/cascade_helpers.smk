@@ -29,12 +29,20 @@ def cascade_manifest(wildcards):
 
 
 def cascade_released(want=True):
-    """The cascades that import released weights (`pretrained`), or the others."""
-    return [
-        name
-        for name, entry in cascade_models().items()
-        if bool(entry.get("pretrained")) == want
-    ]
+    """The cascades that import released weights (`pretrained`), or the others. A released
+    cascade was trained on the window's frame: another `cond_frame` is an error."""
+    names = []
+    for name, entry in cascade_models().items():
+        if entry.get("pretrained") and entry.get("cond_frame", "window") != "window":
+            raise WorkflowError(
+                f"cascade.models.{name} imports released weights (pretrained), which "
+                f"EchoDiffusion trained on a random frame of the clip, but sets cond_frame: "
+                f"{entry['cond_frame']}. Fix: drop cond_frame (or set it to window), or train "
+                f"the cascade instead of importing it."
+            )
+        if bool(entry.get("pretrained")) == want:
+            names.append(name)
+    return names
 
 
 def cascade_stage_dirs(wildcards):

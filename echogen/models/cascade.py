@@ -430,7 +430,16 @@ def _read_stage(folder: Path) -> dict:
     missing = [k for k in ("stage", "unets", "imagen", "video") if k not in info]
     if missing:
         raise DataError(path, f"keys {missing} are missing", "re-run its train_cascade_stage job")
+    _with_cond_frame(info["video"])
     return info
+
+
+def _with_cond_frame(video: dict) -> dict:
+    """A stage's or cascade's ``video`` with ``cond_frame`` filled in: stages written before
+    the key (and released models) were trained on the window's frame, so they assemble with
+    newer stages of the same settings."""
+    video.setdefault("cond_frame", "window")
+    return video
 
 
 def _load_weights(module: torch.nn.Module, path: Path) -> None:
@@ -513,6 +522,7 @@ def read_cascade_index(folder: str | Path) -> dict:
     missing = [k for k in ("format", "stages", "unets", "imagen", "video") if k not in index]
     if missing:
         raise DataError(path, f"keys {missing} are missing", "re-run its assemble_cascade rule")
+    _with_cond_frame(index["video"])
     return index
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -281,10 +282,16 @@ def write_cascade_table(
         )
     lines.append(f"cascade {model}: EF regressed by regressor {regressor}; SSIM and LPIPS "
                  "against the real clip of the conditioning frame")  # fmt: skip
+    deviations = list(dict.fromkeys(
+        note for task in tasks.values() for note in sampling_deviations(task["sampling"])
+    ))  # fmt: skip
+    if deviations:
+        lines.append("NOT AS PUBLISHED: " + "; ".join(deviations))
     header = f"{'task':<15}{'aggregate':<26}{'R2':>8}{'MAE':>8}{'RMSE':>8}{'SSIM':>8}"
     header += f"{'LPIPS':>8}{'FID':>9}{'FVD16':>9}{'FID_112':>9}{'FVD_112':>9}{'s/video':>9}"
     lines.append(header)
-    record = {"model": model, "regressor": regressor, "plumbing": plumbing, "tasks": {}}
+    record = {"model": model, "regressor": regressor, "plumbing": plumbing,
+              "deviations": deviations, "tasks": {}}  # fmt: skip
     for mode, task in tasks.items():
         report, generation = task["report"], task["generation"]
         fid, fvd = fid_fvd16(generation)
@@ -324,6 +331,21 @@ def write_cascade_table(
         tmp.write_text("\n".join(lines) + "\n")
     write_json(json_path, record)
     return record
+
+
+def sampling_deviations(sampling: dict) -> list[str]:
+    """What a cascade dataset's sampling record (``sampling.json``) does otherwise than
+    EchoDiffusion, one phrase each: a conditioning frame other than a random frame of the
+    clip (``cond_frame``), a guidance scale other than 5."""
+    notes = []
+    cond_frame = sampling.get("video", {}).get("cond_frame", "window")
+    if cond_frame != "window":
+        notes.append(f"conditioned on the {cond_frame} frame (cond_frame: {cond_frame}; "
+                     "EchoDiffusion: a random frame of the clip)")  # fmt: skip
+    scale = float(sampling.get("config", {}).get("cond_scale", 5.0))
+    if not math.isclose(scale, 5.0):
+        notes.append(f"guidance scale {scale:g} (cond_scale; EchoDiffusion: 5)")
+    return notes
 
 
 def fid_fvd16(record: dict | None) -> tuple[float | None, float | None]:

@@ -169,7 +169,7 @@ def test_a_release_becomes_a_cascade_folder_like_a_trained_one(tmp_path):
     model, merged = released_folder(tmp_path / "2SCM_tiny")
     index = import_released_cascade(tmp_path / "2SCM_tiny", tmp_path / "cascade", stages=2)
     assert index["stages"] == ["released/stage_1", "released/stage_2"]
-    assert index["video"] == {"fps": 32.0, "frames": 64, "channels": 3}
+    assert index["video"] == {"fps": 32.0, "frames": 64, "channels": 3, "cond_frame": "window"}
     loaded = load_cascade(tmp_path / "cascade").state_dict()
     expected = load_released_cascade(tmp_path / "2SCM_tiny").state_dict()
     assert loaded.keys() == expected.keys()

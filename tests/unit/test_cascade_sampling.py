@@ -14,7 +14,7 @@ from trainer_cases import phantom_dynamic
 
 from echogen.data.errors import DataError
 from echogen.data.manifest import read_manifest
-from echogen.data.video import write_video
+from echogen.data.video import read_video, resize_frames, write_video
 from echogen.models.cascade import write_cascade_folder
 from echogen.pipelines.cascade_sampling import (
     CASCADE_SCHEMA,
@@ -92,9 +92,12 @@ def test_source_clips_condition_as_the_cascade_trained(cascade):
     window = source_clips(sources, video, SEED, cascade["root"])
     old = {key: value for key, value in video.items() if key != "cond_frame"}
     before = source_clips(sources, old, SEED, cascade["root"])
+    row = sources.iloc[0]
+    grey = resize_frames(read_video(cascade["root"] / row["Path"]), 32)[int(row["EDFrame"])]
+    expected = torch.from_numpy(grey.astype(np.float32) / 255).expand(3, 32, 32)
     for draw in range(3):
         clip, ef, cond = source_clip(ed, 0, draw)
-        assert torch.equal(cond, ed.end_diastole(0))
+        assert torch.equal(cond, expected)
         assert torch.equal(clip, source_clip(window, 0, draw)[0])
         assert torch.equal(source_clip(before, 0, draw)[2], source_clip(window, 0, draw)[2])
 

@@ -101,3 +101,16 @@ def test_table_rows_are_labelled(tmp_path):
     task_record = saved["tasks"]["counterfactual"]
     assert (task_record["fid"], task_record["fvd16"], task_record["pad_to"]) == (12.3, 60.5, 128)
     assert (task_record["fid_112"], task_record["fvd16_112"]) == (14.25, 71.5)
+    assert saved["deviations"] == [] and "NOT AS PUBLISHED" not in text
+    # Settings other than EchoDiffusion's are named in the table, once for all tasks.
+    sampling = {**sampling, "video": {"cond_frame": "end_diastole"}, "config": {"cond_scale": 10}}
+    tasks = {mode: {**task, "sampling": sampling} for mode in ("factual", "counterfactual")}
+    record = write_cascade_table("1SCM", tasks, tmp_path / "d.txt", tmp_path / "d.json",
+                                 plumbing=True, regressor="tiny")  # fmt: skip
+    lines = (tmp_path / "d.txt").read_text().splitlines()
+    assert lines[2] == (
+        "NOT AS PUBLISHED: conditioned on the end_diastole frame (cond_frame: end_diastole; "
+        "EchoDiffusion: a random frame of the clip); guidance scale 10 (cond_scale; "
+        "EchoDiffusion: 5)"
+    )
+    assert len(record["deviations"]) == 2

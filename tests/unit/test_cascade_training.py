@@ -93,6 +93,23 @@ def test_stages_make_a_cascade_folder_that_references_them(manifest, tmp_path):
     for i, unet in enumerate(model.unets, 1):
         ema = load_file(stages / f"stage_{i}" / EMA_WEIGHTS)
         assert all(value.equal(ema[key]) for key, value in unet.state_dict().items())
+    # A stage.json from before cond_frame assembles with a newer one of the same settings
+    # (both conditioned on the window's frame); another conditioning frame does not.
+    path = stages / "stage_1" / STAGE_FILE
+    info = json.loads(path.read_text())
+    del info["video"]["cond_frame"]
+    path.write_text(json.dumps(info))
+    assert write_cascade_folder(stages, [stages / "stage_1", stages / "stage_2"])["video"] == {
+        "fps": 8,
+        "frames": 8,
+        "channels": 3,
+        "cond_frame": "window",
+    }
+    load_cascade(stages)
+    info["video"]["cond_frame"] = "end_diastole"
+    path.write_text(json.dumps(info))
+    with pytest.raises(DataError, match="another cascade than stage 1"):
+        write_cascade_folder(tmp_path / "x", [stages / "stage_1", stages / "stage_2"])
     with pytest.raises(DataError, match="holds stage 2, listed as 1"):
         write_cascade_folder(tmp_path / "x", [stages / "stage_2", stages / "stage_1"])
     with pytest.raises(DataError, match="1 stage folders for a cascade of 2"):

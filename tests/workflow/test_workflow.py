@@ -272,6 +272,13 @@ def test_released_cascade_is_imported_instead_of_trained(tmp_path):
     )
     # Factual and counterfactual of both cascades, and the 1SCM's re-balancing set.
     assert jobs["sample_cascade"] == 4 + 1 and jobs["cascade_table"] == 2
+    # A release was trained on the window's frame: asking for another one is an error.
+    config["cascade"]["models"]["1SCM"]["cond_frame"] = "end_diastole"
+    path.write_text(yaml.safe_dump(config))
+    result = snakemake("-n", "--configfile", path, "--directory", tmp_path, "cascade")
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "imports released weights (pretrained)" in output and "Fix: drop cond_frame" in output
 
 
 def test_synthetic_trained_regressor_plans_its_manifest_and_the_side_by_side_table(tmp_path):
